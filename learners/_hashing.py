@@ -1,0 +1,73 @@
+"""Stable hashing of event ids and feature names (no Python ``hash``: it is salted per process)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def event_key(event_id: str) -> int:
+    """A 64-bit key for an event id, stable across processes and machines.
+
+    >>> event_key("tx-1") == event_key("tx-1")
+    True
+    """
+    digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def event_keys(event_ids) -> np.ndarray:
+    """:func:`event_key` over a sequence, as a uint64 array."""
+    return np.fromiter((event_key(e) for e in event_ids), dtype=np.uint64, count=len(event_ids))
+
+
+class FeatureHasher:
+    """Hashes name→value features into a fixed dimension (signed hashing trick).
+
+    Unseen names need no restart. Index and sign of each name are cached in a bounded LRU map of
+    ``cache_size`` entries; ``evictions`` counts what the cap pushed out (the hash is recomputed on
+    the next sight, so an eviction costs time, never correctness).
+
+    >>> h = FeatureHasher(8)
+    >>> v = h.transform({"amount": 2.0, "country=NL": 1.0})
+    >>> v.shape, float(abs(v).sum())
+    ((8,), 3.0)
+    """
+
+    def __init__(self, n_features: int, cache_size: int = 100_000):
+        if n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {n_features}")
+        self.n_features = n_features
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self.evictions = 0
+
+    def _slot(self, name: str) -> tuple[int, float]:
+        hit = self._cache.get(name)
+        if hit is not None:
+            self._cache.move_to_end(name)
+            return hit
+        h = int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
+        slot = (h % self.n_features, 1.0 if (h >> 63) == 0 else -1.0)
+        self._cache[name] = slot
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+            self.evictions += 1
+        return slot
+
+    def transform_into(self, features: Mapping[str, float], out: np.ndarray) -> None:
+        """Adds the hashed features to ``out`` (a zeroed row of length ``n_features``)."""
+        for name, value in features.items():
+            i, s = self._slot(name)
+            out[i] += s * value
+
+    def transform(self, features: Mapping[str, float]) -> np.ndarray:
+        out = np.zeros(self.n_features)
+        self.transform_into(features, out)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._cache)

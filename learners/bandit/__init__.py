@@ -1,0 +1,26 @@
+"""Contextual bandits: SquareCB/FastCB over ridge or neural oracles, LinUCB, Thompson, ε-greedy."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from ..base import register
+from .learner import ORACLES, POLICIES, ActionTable, BanditLearner
+
+# One registry entry per benchmarked policy (all the same class, composed differently).
+PRESETS: dict[str, dict[str, object]] = {
+    "squarecb": {"policy": "squarecb", "oracle": "ridge"},
+    "squarecb-shared": {"policy": "squarecb", "oracle": "ridge-shared"},
+    "squarecb-neural": {"policy": "squarecb", "oracle": "neural"},
+    "fastcb-neural": {"policy": "fastcb", "oracle": "neural", "kl_loss": True},
+    "linucb": {"policy": "linucb", "oracle": "ridge"},
+    "lints": {"policy": "lints", "oracle": "ridge"},
+    "epsilon-greedy": {"policy": "epsilon-greedy", "oracle": "ridge"},
+}
+
+for _name, _preset in PRESETS.items():
+    register(_name, test_params=BanditLearner.conformance_params(**_preset))(
+        partial(BanditLearner, **_preset)
+    )
+
+__all__ = ["ActionTable", "BanditLearner", "ORACLES", "POLICIES", "PRESETS"]

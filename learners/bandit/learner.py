@@ -1,0 +1,530 @@
+"""Contextual bandits for decisions such as payment routing.
+
+Exploration rules wrap an online regression oracle, as Vowpal Wabbit's reductions wrap a base
+learner: the oracle predicts each available action's reward, the exploration rule turns those
+predictions into a probability vector, floors and caps bound it, and one seeded draw per event picks
+the action. The oracle then learns only the chosen action's reward, when the reward arrives.
+
+References
+----------
+.. [1] Foster, D. and Rakhlin, A. (2020). Beyond UCB: Optimal and Efficient Contextual Bandits with
+   Regression Oracles. ICML. (SquareCB, inverse gap weighting.)
+.. [2] Foster, D. and Krishnamurthy, A. (2021). Efficient First-Order Contextual Bandits: Prediction,
+   Allocation, and Triangular Discrimination. NeurIPS. (FastCB.)
+.. [3] Deb, R., Ban, Y., Zuo, S., He, J. and Banerjee, A. (2023). Contextual Bandits with Online
+   Neural Regression. arXiv:2312.07145. (Perturbed neural oracle, squared and KL losses.) Only the
+   abstract was readable here: the perturbation law (Gaussian on the output logit), its scale, the
+   width and the step size are our reconstruction, not the paper's constants.
+.. [4] Li, L., Chu, W., Langford, J. and Schapire, R. (2010). A Contextual-Bandit Approach to
+   Personalized News Article Recommendation. WWW. (LinUCB.)
+.. [5] Agrawal, S. and Goyal, N. (2013). Thompson Sampling for Contextual Bandits with Linear Payoffs.
+   ICML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import _random
+from ..base import Batch, InvalidInput, Learner
+from ..linear import _kernels as LK
+from . import _kernels as BK
+
+POLICIES = ("squarecb", "fastcb", "epsilon-greedy", "linucb", "lints")
+ORACLES = ("ridge", "ridge-shared", "neural")
+
+
+class ActionTable:
+    """Action id ↔ slot map with a cap; the least recently offered action is evicted when full."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.ids: list[str | None] = []
+        self.slot: dict[str, int] = {}
+        self.last_used = np.zeros(0, dtype=np.int64)
+        self.evictions = 0
+
+    def lookup(self, ids, tick: int, allow_new: bool, on_reset) -> np.ndarray:
+        out = np.empty(len(ids), dtype=np.int64)
+        slot = self.slot
+        for j, a in enumerate(ids):
+            s = slot.get(a)
+            if s is None:
+                if not allow_new:
+                    raise InvalidInput(f"unknown action id {a!r}")
+                s = self._new(a, tick, on_reset)
+            out[j] = s
+        if len(out):
+            self.last_used[out] = tick
+        return out
+
+    def _new(self, a: str, tick: int, on_reset) -> int:
+        if len(self.ids) < self.cap:
+            s = len(self.ids)
+            self.ids.append(a)
+            self.last_used = np.append(self.last_used, tick)
+        else:
+            candidates = np.flatnonzero(self.last_used < tick)
+            if len(candidates) == 0:
+                raise InvalidInput(f"more than max_actions={self.cap} distinct actions in one batch")
+            s = int(candidates[np.argmin(self.last_used[candidates])])
+            old = self.ids[s]
+            if old is not None:
+                del self.slot[old]
+            self.ids[s] = a
+            self.evictions += 1
+            on_reset(s)
+        self.slot[a] = s
+        self.last_used[s] = tick
+        return s
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        ids = np.array([a if a is not None else "" for a in self.ids], dtype=str)
+        return {"action_ids": ids, "action_last_used": self.last_used.copy(),
+                "action_evictions": np.array(self.evictions, dtype=np.int64)}
+
+    def load(self, state: Mapping[str, np.ndarray]) -> None:
+        self.ids = [str(a) for a in state["action_ids"].tolist()]
+        self.slot = {a: i for i, a in enumerate(self.ids)}
+        self.last_used = np.array(state["action_last_used"], dtype=np.int64)
+        self.evictions = int(state["action_evictions"])
+
+
+class BanditLearner(Learner):
+    """A contextual bandit: an exploration rule over an online regression oracle.
+
+    Parameters
+    ----------
+    n_features
+        Dimension d of the context vector (name→value contexts are hashed to it by the caller).
+    policy
+        Exploration rule: ``squarecb`` (inverse gap weighting, γ = gamma_scale·t^gamma_exponent
+        with t the number of learned events, as in Vowpal Wabbit), ``fastcb`` (FastCB's weighting
+        on costs 1 − reward), ``epsilon-greedy``, ``linucb`` or ``lints`` (the last two need a ridge
+        oracle: they use its confidence widths).
+    oracle
+        ``ridge`` (one ridge model per action), ``ridge-shared`` (one ridge model over
+        vec(context ⊗ [1, action features])) or ``neural`` (one hidden ReLU layer, one output per
+        action, SGD on the chosen action, random output perturbation).
+    actions
+        Action ids known from the start; an event without its own action set offers all of them.
+    max_actions
+        Cap on action slots; beyond it the least recently offered action's model is reset and reused.
+    strict_actions
+        Reject action ids not in ``actions`` instead of adding them.
+    n_action_features
+        Dimension of the per-action feature vectors (``ridge-shared`` only).
+    lam
+        Ridge penalty.
+    gamma_scale, gamma_exponent
+        SquareCB/FastCB exploration schedule.
+    epsilon, alpha, ts_scale, ts_samples
+        ε-greedy rate; LinUCB width multiplier; Thompson posterior scale and the number of draws
+        used to compute its propensities.
+    hidden, lr, perturbation, kl_loss
+        Neural oracle: width, step size, σ of the output perturbation, KL (sigmoid) or squared loss.
+    min_prob, max_explore
+        Exploration floor (per non-greedy action) and cap (total mass off the greedy action).
+    version_interval
+        The model version is ``t // version_interval``.
+    seed
+        Seeds the exploration draws (with each event's key) and the neural initialisation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from learners.bandit import BanditLearner
+    >>> bl = BanditLearner(n_features=2, actions=("a", "b"), seed=1)
+    >>> ev = {"event_key": np.array([7], np.uint64), "X": np.array([[1.0, 0.5]])}
+    >>> out = bl.process(ev)
+    >>> out["probs"].tolist()   # nothing learned yet: uniform
+    [0.5, 0.5]
+    >>> bl.learn({"event_key": ev["event_key"], "X": ev["X"], "action": out["chosen_action"],
+    ...           "reward": np.array([1.0]), "prob": out["prob"]})
+    >>> int(bl.metrics()["learned_events"])
+    1
+    """
+
+    family = "bandit"
+
+    def __init__(
+        self,
+        n_features: int,
+        policy: str = "squarecb",
+        oracle: str = "ridge",
+        actions: tuple[str, ...] = (),
+        max_actions: int = 256,
+        strict_actions: bool = False,
+        n_action_features: int = 0,
+        lam: float = 1.0,
+        gamma_scale: float = 10.0,
+        gamma_exponent: float = 0.5,
+        epsilon: float = 0.05,
+        alpha: float = 1.0,
+        ts_scale: float = 0.5,
+        ts_samples: int = 64,
+        hidden: int = 32,
+        lr: float = 0.05,
+        perturbation: float = 0.01,
+        kl_loss: bool = False,
+        min_prob: float = 0.0,
+        max_explore: float = 1.0,
+        version_interval: int = 1000,
+        seed: int = 0,
+    ):
+        self.n_features = n_features
+        self.policy = policy
+        self.oracle = oracle
+        self.actions = tuple(actions)
+        self.max_actions = max_actions
+        self.strict_actions = strict_actions
+        self.n_action_features = n_action_features
+        self.lam = lam
+        self.gamma_scale = gamma_scale
+        self.gamma_exponent = gamma_exponent
+        self.epsilon = epsilon
+        self.alpha = alpha
+        self.ts_scale = ts_scale
+        self.ts_samples = ts_samples
+        self.hidden = hidden
+        self.lr = lr
+        self.perturbation = perturbation
+        self.kl_loss = kl_loss
+        self.min_prob = min_prob
+        self.max_explore = max_explore
+        self.version_interval = version_interval
+        self.seed = seed
+        self._validate_params()
+
+        d = n_features
+        self._dim = d * (n_action_features + 1)
+        self._t = 0
+        self._tick = 0
+        self._table = ActionTable(max_actions)
+        if oracle == "ridge":
+            self._A_inv = np.zeros((0, d, d))
+            self._theta = np.zeros((0, d))
+        elif oracle == "ridge-shared":
+            self._A_inv = np.eye(self._dim) / lam
+            self._theta = np.zeros(self._dim)
+        else:
+            rng = np.random.default_rng(seed)
+            self._W1 = rng.normal(0.0, 1.0 / np.sqrt(d), size=(hidden, d))
+            self._b1 = np.zeros(hidden)
+            self._W2 = np.zeros((0, hidden))
+            self._b2 = np.zeros(0)
+        self._all_slots = self._table.lookup(list(self.actions), 0, True, self._reset_slot)
+        self._grow()
+
+    # -- settings ---------------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        def bad(key: str, value: Any, allowed: str) -> InvalidInput:
+            return InvalidInput(f"{key}={value!r} is not allowed; allowed: {allowed}")
+
+        if not isinstance(self.n_features, int) or self.n_features < 1:
+            raise bad("n_features", self.n_features, "an integer >= 1")
+        if self.policy not in POLICIES:
+            raise bad("policy", self.policy, ", ".join(POLICIES))
+        if self.oracle not in ORACLES:
+            raise bad("oracle", self.oracle, ", ".join(ORACLES))
+        if self.policy in ("linucb", "lints") and self.oracle == "neural":
+            raise bad("oracle", self.oracle, "ridge or ridge-shared with policy " + self.policy)
+        if self.oracle == "ridge-shared" and self.n_action_features < 1:
+            raise bad("n_action_features", self.n_action_features, ">= 1 with oracle ridge-shared")
+        if self.oracle != "ridge-shared" and self.n_action_features != 0:
+            raise bad("n_action_features", self.n_action_features, "0 unless oracle is ridge-shared")
+        if self.max_actions < 1 or len(set(self.actions)) != len(self.actions):
+            raise bad("actions", self.actions, "distinct ids, at most max_actions of them")
+        if len(self.actions) > self.max_actions:
+            raise bad("max_actions", self.max_actions, f">= len(actions) = {len(self.actions)}")
+        if self.strict_actions and not self.actions:
+            raise bad("strict_actions", True, "False when no actions are configured")
+        if not self.lam > 0:
+            raise bad("lam", self.lam, "> 0")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise bad("epsilon", self.epsilon, "[0, 1]")
+        if not 0.0 <= self.min_prob <= 1.0 or not 0.0 <= self.max_explore <= 1.0:
+            raise bad("min_prob/max_explore", (self.min_prob, self.max_explore), "[0, 1]")
+        if self.ts_samples < 1 or self.hidden < 1 or self.version_interval < 1:
+            raise bad("ts_samples/hidden/version_interval", None, ">= 1")
+        if self.gamma_scale < 0 or self.perturbation < 0 or self.lr <= 0 or self.alpha < 0:
+            raise bad("gamma_scale/perturbation/lr/alpha", None, "non-negative (lr > 0)")
+
+    # -- state ------------------------------------------------------------------------------------
+    def _n_slots_alloc(self) -> int:
+        return self._theta.shape[0] if self.oracle == "ridge" else (
+            self._W2.shape[0] if self.oracle == "neural" else len(self._table.ids))
+
+    def _grow(self) -> None:
+        """Allocates model rows for slots the table handed out since the last call."""
+        need = len(self._table.ids)
+        have = self._n_slots_alloc()
+        if need <= have or self.oracle == "ridge-shared":
+            return
+        extra = need - have
+        d = self.n_features
+        if self.oracle == "ridge":
+            self._A_inv = np.concatenate([self._A_inv, np.broadcast_to(np.eye(d) / self.lam, (extra, d, d))])
+            self._theta = np.concatenate([self._theta, np.zeros((extra, d))])
+        else:
+            self._W2 = np.concatenate([self._W2, np.zeros((extra, self.hidden))])
+            self._b2 = np.concatenate([self._b2, np.zeros(extra)])
+
+    def _reset_slot(self, s: int) -> None:
+        if self.oracle == "ridge":
+            self._A_inv[s] = np.eye(self.n_features) / self.lam
+            self._theta[s] = 0.0
+        elif self.oracle == "neural":
+            self._W2[s] = 0.0
+            self._b2[s] = 0.0
+        # ridge-shared: the model is shared, an action is only its features.
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        if self.oracle == "neural":
+            return {"W1": self._W1, "b1": self._b1, "W2": self._W2, "b2": self._b2}
+        return {"A_inv": self._A_inv, "theta": self._theta}
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        state = {k: v.copy() for k, v in self._arrays().items()}
+        state.update(self._table.to_arrays())
+        state["t"] = np.array(self._t, dtype=np.int64)
+        state["tick"] = np.array(self._tick, dtype=np.int64)
+        return state
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        for k, v in self._arrays().items():
+            arr = np.array(state[k], dtype=np.float64)
+            if arr.shape[1:] != v.shape[1:]:
+                raise InvalidInput(f"snapshot array {k} has shape {arr.shape}, expected (*, {v.shape[1:]})")
+            setattr(self, "_" + k, arr)
+        self._table.load(state)
+        self._t = int(state["t"])
+        self._tick = int(state["tick"])
+        self._all_slots = np.array([self._table.slot[a] for a in self.actions if a in self._table.slot],
+                                   dtype=np.int64)
+
+    @property
+    def gamma(self) -> float:
+        return self.gamma_scale * float(self._t) ** self.gamma_exponent if self._t > 0 else 0.0
+
+    @property
+    def model_version(self) -> int:
+        return self._t // self.version_interval
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "learned_events": float(self._t),
+            "actions": float(len(self._table.slot)),
+            "action_evictions": float(self._table.evictions),
+            "gamma": self.gamma,
+            "model_version": float(self.model_version),
+        }
+
+    # -- input checks -----------------------------------------------------------------------------
+    def _check_X(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            X = np.asarray(batch["X"], dtype=np.float64)
+            keys = np.asarray(batch["event_key"], dtype=np.uint64)
+        except KeyError as e:
+            raise InvalidInput(f"batch lacks the column {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"ill-typed column: {e}") from None
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise InvalidInput(f"X must have shape (n, {self.n_features}), got {X.shape}")
+        if keys.shape != (X.shape[0],):
+            raise InvalidInput(f"event_key must have shape ({X.shape[0]},), got {keys.shape}")
+        finite = np.isfinite(X).all(axis=1)
+        if not finite.all():
+            raise InvalidInput("X contains NaN or inf", rows=np.flatnonzero(~finite))
+        return np.ascontiguousarray(X), keys
+
+    def _check_af(self, batch: Batch, n: int) -> np.ndarray:
+        if self.oracle != "ridge-shared":
+            return np.zeros((n, 0))
+        if "action_features" not in batch:
+            raise InvalidInput("oracle ridge-shared needs the column 'action_features'")
+        AF = np.ascontiguousarray(batch["action_features"], dtype=np.float64)
+        if AF.shape != (n, self.n_action_features):
+            raise InvalidInput(f"action_features must have shape ({n}, {self.n_action_features}), got {AF.shape}")
+        if not np.isfinite(AF).all():
+            raise InvalidInput("action_features contain NaN or inf")
+        return AF
+
+    def _action_sets(self, batch: Batch, n: int) -> tuple[np.ndarray, np.ndarray, list]:
+        if "action_indptr" not in batch:
+            if len(self._all_slots) == 0:
+                raise InvalidInput("events carry no action set and no actions are configured")
+            k = len(self._all_slots)
+            self._table.last_used[self._all_slots] = self._tick
+            return np.arange(0, n * k + 1, k, dtype=np.int64), np.tile(self._all_slots, n), None
+        indptr = np.asarray(batch["action_indptr"], dtype=np.int64)
+        ids = list(batch["action_ids"])
+        if indptr.shape != (n + 1,) or indptr[0] != 0 or indptr[-1] != len(ids):
+            raise InvalidInput("action_indptr must have n+1 entries from 0 to len(action_ids)")
+        sizes = np.diff(indptr)
+        if (sizes < 1).any():
+            raise InvalidInput("every event needs at least one available action",
+                               rows=np.flatnonzero(sizes < 1))
+        if not all(isinstance(a, str) for a in ids):
+            raise InvalidInput("action ids must be strings")
+        slots = self._table.lookup(ids, self._tick, not self.strict_actions, self._reset_slot)
+        self._grow()
+        return indptr, slots, ids
+
+    # -- the two operations -----------------------------------------------------------------------
+    def process(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Decides for a batch of events (no state is learned here).
+
+        Columns: ``event_key`` (uint64, n), ``X`` (n×d); optional ``action_indptr`` (n+1) with
+        ``action_ids`` (str, flat) and, for ``ridge-shared``, ``action_features`` (flat×da).
+        Returns flat per-action ``probs`` and ``scores`` (aligned with ``indptr``), per event the
+        chosen position ``chosen``, ``chosen_action``, ``prob``, ``explored`` and ``model_version``.
+        """
+        X, keys = self._check_X(batch)
+        n = X.shape[0]
+        self._tick += 1
+        indptr, slots, ids = self._action_sets(batch, n)
+        nnz = len(slots)
+        AF = self._check_af(batch, nnz)
+        scores = np.empty(nnz)
+        widths = np.empty(nnz)
+        want_width = self.policy in ("linucb", "lints")
+        if self.oracle == "ridge":
+            LK.disjoint_scores(X, indptr, slots, self._theta, self._A_inv, want_width, scores, widths)
+        elif self.oracle == "ridge-shared":
+            LK.shared_scores(X, indptr, AF, self._theta, self._A_inv, want_width, scores, widths)
+        else:
+            BK.mlp_scores(X, indptr, slots, self._W1, self._b1, self._W2, self._b2, self.kl_loss,
+                          self.perturbation, self.seed, keys, scores)
+        probs = np.empty(nnz)
+        if self.policy == "squarecb":
+            BK.igw_pmf(scores, indptr, self.gamma, probs)
+        elif self.policy == "fastcb":
+            BK.fastcb_pmf(scores, indptr, self.gamma, probs)
+        elif self.policy == "epsilon-greedy":
+            BK.epsgreedy_pmf(scores, indptr, self.epsilon, probs)
+        elif self.policy == "linucb":
+            BK.ucb_pmf(scores, widths, indptr, self.alpha, probs)
+        else:
+            BK.ts_pmf(scores, widths, indptr, self.ts_scale, self.seed, keys, self.ts_samples, probs)
+        if self.min_prob > 0.0 or self.max_explore < 1.0:
+            BK.apply_bounds(probs, scores, indptr, self.min_prob, self.max_explore)
+        chosen = np.empty(n, dtype=np.int64)
+        prob = np.empty(n)
+        explored = np.empty(n, dtype=np.bool_)
+        BK.sample_actions(probs, scores, indptr, self.seed, keys, chosen, prob, explored)
+        names = self._table.ids
+        flat = slots[indptr[:-1] + chosen]
+        return {
+            "indptr": indptr,
+            "probs": probs,
+            "scores": scores,
+            "chosen": chosen,
+            "chosen_action": np.array([names[s] for s in flat], dtype=object),
+            "prob": prob,
+            "explored": explored,
+            "model_version": np.full(n, self.model_version, dtype=np.int64),
+        }
+
+    def learn(self, batch: Batch) -> None:
+        """Learns the chosen actions' rewards, rows in order.
+
+        Columns: ``event_key``, ``X``, ``action`` (chosen ids), ``reward``; ``action_features``
+        (the chosen action's) for ``ridge-shared``. ``prob`` is accepted for the record: the oracle
+        regresses without importance weights, as Vowpal Wabbit's SquareCB does.
+        """
+        X, keys = self._check_X(batch)
+        n = X.shape[0]
+        try:
+            actions = list(batch["action"])
+            reward = np.asarray(batch["reward"], dtype=np.float64)
+        except KeyError as e:
+            raise InvalidInput(f"batch lacks the column {e.args[0]!r}") from None
+        if reward.shape != (n,) or len(actions) != n:
+            raise InvalidInput("action and reward need one entry per row")
+        if not np.isfinite(reward).all():
+            raise InvalidInput("reward contains NaN or inf", rows=np.flatnonzero(~np.isfinite(reward)))
+        if self.policy == "fastcb" and ((reward < 0) | (reward > 1)).any():
+            raise InvalidInput("fastcb needs rewards in [0, 1]")
+        AF = self._check_af(batch, n)
+        if n == 0:
+            return
+        self._tick += 1
+        slots = self._table.lookup(actions, self._tick, not self.strict_actions, self._reset_slot)
+        self._grow()
+        if self.oracle == "ridge":
+            LK.ridge_update_rows(self._A_inv, self._theta, X, slots, reward)
+        elif self.oracle == "ridge-shared":
+            LK.shared_update_rows(self._A_inv, self._theta, X, AF, reward)
+        else:
+            BK.mlp_update(X, slots, reward, keys, self._W1, self._b1, self._W2, self._b2,
+                          self.kl_loss, self.perturbation, self.lr, self.seed)
+        self._t += n
+
+    # -- conformance ------------------------------------------------------------------------------
+    @staticmethod
+    def conformance_params(**preset: Any) -> dict[str, Any]:
+        """Parameters matching :meth:`_conformance_stream` (4 features, 2 action features)."""
+        params: dict[str, Any] = {"n_features": 4, "seed": 3, "max_actions": 8}
+        if preset.get("oracle") == "ridge-shared":
+            params["n_action_features"] = 2
+        return params
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n_events: int = 64) -> Iterator[tuple[str, Batch]]:
+        """Decide a batch, learn its rewards (from a hidden linear model), repeat; actions vary."""
+        rng = np.random.default_rng(seed)
+        d, da = 4, 2
+        pool = [f"a{i}" for i in range(6)]
+        truth = rng.normal(size=(len(pool), d))
+        afeat = rng.normal(size=(len(pool), da))
+        step = 0
+        while step * 16 < n_events:
+            m = 16
+            X = rng.normal(size=(m, d))
+            sizes = rng.integers(1, 5, size=m)
+            sets = [sorted(rng.choice(len(pool), size=s, replace=False).tolist()) for s in sizes]
+            flat = [j for s in sets for j in s]
+            keys = _random_keys(rng, m)
+            batch = {
+                "event_key": keys,
+                "X": X,
+                "action_indptr": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                "action_ids": np.array([pool[j] for j in flat], dtype=object),
+                "action_features": afeat[flat],
+            }
+            yield "process", batch
+            # Rewards for an arbitrary (seeded) pick within each set: learning must not depend on
+            # the outputs of process, so that the stream is the same for every learner.
+            pick = [s[int(rng.integers(len(s)))] for s in sets]
+            reward = 1.0 / (1.0 + np.exp(-np.einsum("ij,ij->i", X, truth[pick])))
+            yield "learn", {
+                "event_key": keys,
+                "X": X,
+                "action": np.array([pool[j] for j in pick], dtype=object),
+                "action_features": afeat[pick],
+                "reward": reward,
+                "prob": np.full(m, 0.5),
+            }
+            step += 1
+
+    @classmethod
+    def _bad_batches(cls) -> Iterator[tuple[str, Batch]]:
+        ok = next(iter(cls._conformance_stream(0)))[1]
+        yield "process", {**ok, "X": np.where(np.arange(4) == 1, np.nan, ok["X"])}
+        yield "process", {**ok, "X": ok["X"][:, :3]}
+        yield "process", {k: v for k, v in ok.items() if k != "event_key"}
+        yield "process", {**ok, "action_indptr": ok["action_indptr"] * 0}
+        _, fb = list(cls._conformance_stream(0))[1]
+        yield "learn", {**fb, "reward": np.full(len(fb["reward"]), np.inf)}
+        yield "learn", {k: v for k, v in fb.items() if k != "reward"}
+
+
+def _random_keys(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64)
+
+
+_ = _random  # the draws used by the kernels live there

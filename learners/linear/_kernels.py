@@ -1,0 +1,124 @@
+"""Numba kernels for online ridge regression (recursive least squares).
+
+State of one ridge model over ``d`` features: ``A_inv`` (d×d, the inverse of λI + Σ x xᵀ) and
+``theta`` (d, the ridge solution A⁻¹ Σ y x). A row ``(x, y)`` is learned by the Sherman–Morrison
+rank-one update in O(d²); nothing is ever inverted. Families hold many models as stacked arrays
+(``A_inv[k]``, ``theta[k]``) and address them by slot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import jit
+
+
+@jit
+def sm_update(A_inv, theta, x, y, work):
+    """Learns one row in place: A⁻¹ ← A⁻¹ − (A⁻¹x)(A⁻¹x)ᵀ/(1 + xᵀA⁻¹x); θ ← θ + A⁻¹x·(y − xᵀθ)/(1 + xᵀA⁻¹x).
+
+    ``work`` is a scratch vector of length d.
+    """
+    d = x.shape[0]
+    denom = 1.0
+    resid = y
+    for i in range(d):
+        s = 0.0
+        for j in range(d):
+            s += A_inv[i, j] * x[j]
+        work[i] = s
+        denom += x[i] * s
+        resid -= x[i] * theta[i]
+    inv = 1.0 / denom
+    for i in range(d):
+        theta[i] += work[i] * resid * inv
+        wi = work[i] * inv
+        for j in range(d):
+            A_inv[i, j] -= wi * work[j]
+
+
+@jit
+def quad_form(A_inv, x):
+    """xᵀ A⁻¹ x."""
+    d = x.shape[0]
+    total = 0.0
+    for i in range(d):
+        s = 0.0
+        for j in range(d):
+            s += A_inv[i, j] * x[j]
+        total += x[i] * s
+    return total
+
+
+@jit
+def ridge_update_rows(A_inv, theta, X, slots, y):
+    """Learns rows ``X[i] → y[i]`` in order, each into model ``slots[i]`` of the stacks."""
+    work = np.empty(X.shape[1])
+    for i in range(X.shape[0]):
+        k = slots[i]
+        sm_update(A_inv[k], theta[k], X[i], y[i], work)
+
+
+@jit
+def ridge_predict_rows(theta, X, slots, out):
+    """out[i] = X[i] · theta[slots[i]]."""
+    for i in range(X.shape[0]):
+        k = slots[i]
+        s = 0.0
+        for j in range(X.shape[1]):
+            s += X[i, j] * theta[k, j]
+        out[i] = s
+
+
+@jit
+def disjoint_scores(X, indptr, slots, theta, A_inv, want_width, score_out, width_out):
+    """Scores (and optionally widths √(xᵀA⁻¹x)) of each event's available actions.
+
+    Event ``i`` offers actions ``slots[indptr[i]:indptr[i+1]]``; results are aligned with ``slots``.
+    """
+    for i in range(X.shape[0]):
+        x = X[i]
+        for p in range(indptr[i], indptr[i + 1]):
+            k = slots[p]
+            s = 0.0
+            for j in range(x.shape[0]):
+                s += x[j] * theta[k, j]
+            score_out[p] = s
+            if want_width:
+                width_out[p] = np.sqrt(max(quad_form(A_inv[k], x), 0.0))
+
+
+@jit
+def outer_features(x, af, out):
+    """φ(x, a) = vec(x ⊗ [1, a]) for the shared model (context × action-feature interactions)."""
+    m = af.shape[0] + 1
+    for i in range(x.shape[0]):
+        base = i * m
+        out[base] = x[i]
+        for j in range(af.shape[0]):
+            out[base + 1 + j] = x[i] * af[j]
+
+
+@jit
+def shared_scores(X, indptr, AF, theta, A_inv, want_width, score_out, width_out):
+    """Scores of each event's actions under one shared model over φ(x, action features)."""
+    phi = np.empty(theta.shape[0])
+    for i in range(X.shape[0]):
+        for p in range(indptr[i], indptr[i + 1]):
+            outer_features(X[i], AF[p], phi)
+            s = 0.0
+            for j in range(phi.shape[0]):
+                s += phi[j] * theta[j]
+            score_out[p] = s
+            if want_width:
+                width_out[p] = np.sqrt(max(quad_form(A_inv, phi), 0.0))
+
+
+@jit
+def shared_update_rows(A_inv, theta, X, AF, y):
+    """Learns rows (φ(X[i], AF[i]) → y[i]) in order into the shared model."""
+    phi = np.empty(theta.shape[0])
+    work = np.empty(theta.shape[0])
+    for i in range(X.shape[0]):
+        outer_features(X[i], AF[i], phi)
+        sm_update(A_inv, theta, phi, y[i], work)

@@ -1,0 +1,170 @@
+"""Slow, obvious reference versions of every Numba kernel (the source of truth in tests)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MASK = (1 << 64) - 1
+
+
+def mix64(z: int) -> int:
+    z &= MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def draw_uniform(seed: int, key: int, stream: int) -> float:
+    z = mix64(seed ^ mix64((key + 0x9E3779B97F4A7C15 * (stream + 1)) & MASK))
+    return (z >> 11) / 2.0**53
+
+
+def draw_normal(seed: int, key: int, stream: int) -> float:
+    u1 = max(draw_uniform(seed, key, 2 * stream), 1e-300)
+    u2 = draw_uniform(seed, key, 2 * stream + 1)
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def ridge(X: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ridge: (A⁻¹, θ) with A = λI + XᵀX."""
+    A = lam * np.eye(X.shape[1]) + X.T @ X
+    A_inv = np.linalg.inv(A)
+    return A_inv, A_inv @ (X.T @ y)
+
+
+def events(indptr):
+    return [(int(indptr[i]), int(indptr[i + 1])) for i in range(len(indptr) - 1)]
+
+
+def igw(scores, indptr, gamma):
+    out = np.empty(len(scores))
+    for lo, hi in events(indptr):
+        s = list(scores[lo:hi])
+        k = len(s)
+        b = s.index(max(s))
+        p = [1.0 / (k + gamma * (s[b] - v)) for v in s]
+        p[b] = 1.0 - (sum(p) - p[b])
+        out[lo:hi] = p
+    return out
+
+
+def fastcb(scores, indptr, gamma):
+    out = np.empty(len(scores))
+    for lo, hi in events(indptr):
+        s = list(scores[lo:hi])
+        k = len(s)
+        b = s.index(max(s))
+        c = [min(max(1.0 - v, 0.0), 1.0) for v in s]
+        p = []
+        for ca in c:
+            den = k * c[b] + gamma * (ca - c[b])
+            p.append(c[b] / den if den > 0 else 0.0)
+        p[b] = 1.0 - (sum(p) - p[b])
+        out[lo:hi] = p
+    return out
+
+
+def epsgreedy(scores, indptr, eps):
+    out = np.empty(len(scores))
+    for lo, hi in events(indptr):
+        s = list(scores[lo:hi])
+        p = [eps / len(s)] * len(s)
+        p[s.index(max(s))] += 1 - eps
+        out[lo:hi] = p
+    return out
+
+
+def ucb(scores, widths, indptr, alpha):
+    out = np.empty(len(scores))
+    for lo, hi in events(indptr):
+        u = [scores[p] + alpha * widths[p] for p in range(lo, hi)]
+        m = max(u)
+        n = u.count(m)
+        out[lo:hi] = [1.0 / n if v == m else 0.0 for v in u]
+    return out
+
+
+def ts(scores, widths, indptr, scale, seed, keys, n_samples):
+    out = np.zeros(len(scores))
+    for i, (lo, hi) in enumerate(events(indptr)):
+        k = hi - lo
+        for s in range(n_samples):
+            vals = [scores[p] + scale * widths[p] * draw_normal(seed, int(keys[i]), 1_000_000 + s * k + (p - lo))
+                    for p in range(lo, hi)]
+            out[lo + vals.index(max(vals))] += 1
+        out[lo:hi] /= n_samples
+    return out
+
+
+def bounds(probs, scores, indptr, floor, cap):
+    out = probs.copy()
+    for lo, hi in events(indptr):
+        s = list(scores[lo:hi])
+        b = lo + s.index(max(s))
+        others = [p for p in range(lo, hi) if p != b]
+        for p in others:
+            out[p] = max(out[p], floor)
+        off = sum(out[p] for p in others)
+        if off > cap:
+            for p in others:
+                out[p] *= cap / off
+            off = sum(out[p] for p in others)
+        out[b] = max(1.0 - off, 0.0)
+    return out
+
+
+def sample(probs, scores, indptr, seed, keys):
+    chosen, prob, explored = [], [], []
+    for i, (lo, hi) in enumerate(events(indptr)):
+        p = list(probs[lo:hi])
+        u = draw_uniform(seed, int(keys[i]), 0) * sum(p)
+        acc, pick = 0.0, None
+        for j, v in enumerate(p):
+            acc += v
+            if u < acc and v > 0:
+                pick = j
+                break
+        if pick is None:
+            pick = max(j for j, v in enumerate(p) if v > 0) if any(v > 0 for v in p) else len(p) - 1
+        s = list(scores[lo:hi])
+        chosen.append(pick)
+        prob.append(p[pick] / sum(p))
+        explored.append(pick != s.index(max(s)))
+    return np.array(chosen), np.array(prob), np.array(explored)
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def mlp_scores(X, indptr, slots, W1, b1, W2, b2, kl, sigma, seed, keys):
+    out = np.empty(len(slots))
+    for i, (lo, hi) in enumerate(events(indptr)):
+        h = np.maximum(W1 @ X[i] + b1, 0.0)
+        for p in range(lo, hi):
+            k = slots[p]
+            z = W2[k] @ h + b2[k]
+            if sigma > 0:
+                z += sigma * draw_normal(seed, int(keys[i]), 2_000_000 + int(k))
+            out[p] = sigmoid(z) if kl else z
+    return out
+
+
+def mlp_update(X, slots, y, keys, W1, b1, W2, b2, kl, sigma, lr, seed):
+    W1, b1, W2, b2 = W1.copy(), b1.copy(), W2.copy(), b2.copy()
+    for i in range(len(X)):
+        k = slots[i]
+        pre = W1 @ X[i] + b1
+        h = np.maximum(pre, 0.0)
+        z = W2[k] @ h + b2[k]
+        if sigma > 0:
+            z += sigma * draw_normal(seed, int(keys[i]), 3_000_000 + int(k))
+        g = (sigmoid(z) - y[i]) if kl else (z - y[i])
+        gh = g * W2[k] * (h > 0)
+        W2[k] -= lr * g * h
+        b2[k] -= lr * g
+        W1 -= lr * np.outer(gh, X[i])
+        b1 -= lr * gh
+    return W1, b1, W2, b2
