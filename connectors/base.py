@@ -1,0 +1,62 @@
+"""The connector interfaces: a source reports its position, a sink confirms delivery."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class SourceRecord:
+    value: bytes
+    topic: str = ""
+    partition: int = 0
+    offset: int = -1
+    replay: bool = False
+
+
+def pos_key(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+class DeliveryError(RuntimeError):
+    """Some messages could not be delivered (after retries and client rebuilds)."""
+
+
+class Source(abc.ABC):
+    @abc.abstractmethod
+    def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        """Up to ``max_records`` records in log order (per partition); [] when none arrived in time."""
+
+    @abc.abstractmethod
+    def positions(self) -> dict[str, int]:
+        """``{"topic:partition": next offset}`` after the last record returned by :meth:`poll`."""
+
+    def seek(self, positions: dict[str, int]) -> None:
+        """Resumes from positions taken from a checkpoint (applied when partitions are assigned)."""
+
+    def commit(self, positions: dict[str, int]) -> None:
+        """Records positions with the broker (for lag monitoring and clean hand-over)."""
+
+    def lag(self) -> dict[str, int]:
+        return {}
+
+    def at_end(self) -> bool:
+        """True for a finite source that has been read completely."""
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class Sink(abc.ABC):
+    @abc.abstractmethod
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queues a message (non-blocking)."""
+
+    @abc.abstractmethod
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Returns once every queued message is acknowledged; raises :class:`DeliveryError`."""
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,336 @@
+"""Kafka sources and sinks behind one interface: kafka-python (default) and confluent-kafka.
+
+Consumers never auto-commit: the daemon's checkpoint is the source of truth for positions, and it
+seeks each newly assigned partition to its checkpointed offset. Commits happen only after the
+decisions are acknowledged and the state that produced them is checkpointed. Groups use
+cooperative-sticky assignment. Producers are idempotent with ``acks=all``; a producer that fails
+(for kafka-python, the ``UnknownProducerIdError`` that follows a broker restart and never clears by
+itself) is closed, rebuilt, and the undelivered messages are sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .base import DeliveryError, Sink, Source, SourceRecord, pos_key
+
+log = logging.getLogger("eddy.kafka")
+
+
+def _split(key: str) -> tuple[str, int]:
+    topic, part = key.rsplit(":", 1)
+    return topic, int(part)
+
+
+def security_kwargs(k: dict[str, Any], confluent: bool) -> dict[str, Any]:
+    """Passes the security settings through to the chosen client, in its own spelling."""
+    out: dict[str, Any] = {}
+    proto = k.get("security_protocol", "PLAINTEXT")
+    if confluent:
+        out["security.protocol"] = proto
+        if proto.startswith("SASL"):
+            out.update({"sasl.mechanism": k["sasl_mechanism"], "sasl.username": k["sasl_username"],
+                        "sasl.password": k["sasl_password"]})
+        for src, dst in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
+                         ("ssl_keyfile", "ssl.key.location")):
+            if k.get(src):
+                out[dst] = k[src]
+    else:
+        out["security_protocol"] = proto
+        if proto.startswith("SASL"):
+            out.update({"sasl_mechanism": k["sasl_mechanism"], "sasl_plain_username": k["sasl_username"],
+                        "sasl_plain_password": k["sasl_password"]})
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if k.get(key):
+                out[key] = k[key]
+    return out
+
+
+# -- kafka-python ---------------------------------------------------------------------------------
+class KafkaPythonSource(Source):
+    def __init__(self, settings: dict[str, Any], topics: list[str], on_assign: Callable | None = None):
+        from kafka import KafkaConsumer
+        from kafka.consumer.subscription_state import ConsumerRebalanceListener
+        from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+
+        self._seek_to: dict[str, int] = {}
+        self._pos: dict[str, int] = {}
+        outer = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                for tp in revoked:
+                    outer._pos.pop(pos_key(tp.topic, tp.partition), None)
+
+            def on_partitions_assigned(self, assigned):
+                for tp in assigned:
+                    k = pos_key(tp.topic, tp.partition)
+                    if k in outer._seek_to:
+                        outer.consumer.seek(tp, outer._seek_to[k])
+                if on_assign:
+                    on_assign([pos_key(tp.topic, tp.partition) for tp in assigned])
+
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings["bootstrap_servers"],
+            group_id=settings["group_id"],
+            enable_auto_commit=False,
+            auto_offset_reset=settings.get("auto_offset_reset", "earliest"),
+            session_timeout_ms=settings.get("session_timeout_ms", 6000),
+            heartbeat_interval_ms=max(300, settings.get("session_timeout_ms", 6000) // 6),
+            partition_assignment_strategy=[CooperativeStickyAssignor],
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **security_kwargs(settings, confluent=False),
+        )
+        self.consumer.subscribe(topics, listener=Listener())
+
+    def seek(self, positions: dict[str, int]) -> None:
+        self._seek_to.update(positions)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        out: list[SourceRecord] = []
+        for tp, recs in batches.items():
+            for r in recs:
+                out.append(SourceRecord(r.value or b"", tp.topic, tp.partition, r.offset))
+            if recs:
+                self._pos[pos_key(tp.topic, tp.partition)] = recs[-1].offset + 1
+        return out
+
+    def positions(self) -> dict[str, int]:
+        return dict(self._pos)
+
+    def commit(self, positions: dict[str, int]) -> None:
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        assigned = {pos_key(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        offsets = {TopicPartition(*_split(k)): OffsetAndMetadata(v, "", -1)
+                   for k, v in positions.items() if k in assigned}
+        if offsets:
+            self.consumer.commit(offsets)
+
+    def lag(self) -> dict[str, int]:
+        parts = list(self.consumer.assignment())
+        if not parts:
+            return {}
+        ends = self.consumer.end_offsets(parts)
+        return {pos_key(tp.topic, tp.partition): max(0, ends[tp] - self.consumer.position(tp)) for tp in parts}
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaPythonSink(Sink):
+    def __init__(self, settings: dict[str, Any], on_rebuild: Callable[[], None] | None = None):
+        self.settings = settings
+        self.on_rebuild = on_rebuild
+        self._inflight: list[tuple[Any, str, bytes | None, bytes]] = []
+        self.producer = self._build()
+
+    def _build(self):
+        from kafka import KafkaProducer
+
+        return KafkaProducer(
+            bootstrap_servers=self.settings["bootstrap_servers"], acks="all", linger_ms=2,
+            batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, request_timeout_ms=10000,
+            max_block_ms=10000, **security_kwargs(self.settings, confluent=False))
+
+    def rebuild(self) -> None:
+        try:
+            self.producer.close(timeout=1)
+        except Exception:  # a broken producer may fail to close
+            pass
+        self.producer = self._build()
+        if self.on_rebuild:
+            self.on_rebuild()
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        try:
+            fut = self.producer.send(topic, key=key, value=value)
+        except Exception as e:  # buffer full, closed producer: retried at flush
+            log.warning("send failed (%s); will retry at flush", e)
+            fut = None
+        self._inflight.append((fut, topic, key, value))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+            except Exception as e:
+                log.warning("flush failed: %s", e)
+            failed = []
+            for fut, topic, key, value in self._inflight:
+                if fut is None or not fut.is_done or fut.failed():
+                    failed.append((topic, key, value))
+            self._inflight = []
+            if not failed:
+                return
+            if time.monotonic() > deadline:
+                self._inflight = [(None, t, k, v) for t, k, v in failed]
+                raise DeliveryError(f"{len(failed)} messages undelivered after {timeout_s}s")
+            log.warning("%d messages undelivered; rebuilding the producer and resending", len(failed))
+            time.sleep(0.5)
+            self.rebuild()
+            for t, k, v in failed:
+                self.send(t, k, v)
+
+    def close(self) -> None:
+        try:
+            self.producer.close(timeout=5)
+        except Exception:
+            pass
+
+
+# -- confluent-kafka ------------------------------------------------------------------------------
+class ConfluentSource(Source):
+    def __init__(self, settings: dict[str, Any], topics: list[str], on_assign: Callable | None = None):
+        from confluent_kafka import Consumer
+
+        self._seek_to: dict[str, int] = {}
+        self._pos: dict[str, int] = {}
+        self.consumer = Consumer({
+            "bootstrap.servers": settings["bootstrap_servers"],
+            "group.id": settings["group_id"],
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": settings.get("auto_offset_reset", "earliest"),
+            "session.timeout.ms": settings.get("session_timeout_ms", 6000),
+            "heartbeat.interval.ms": max(300, settings.get("session_timeout_ms", 6000) // 6),
+            "partition.assignment.strategy": "cooperative-sticky",
+            "fetch.max.bytes": 8 * 1024 * 1024,
+            **security_kwargs(settings, confluent=True),
+        })
+
+        def assign(consumer, parts):
+            for p in parts:
+                k = pos_key(p.topic, p.partition)
+                if k in self._seek_to:
+                    p.offset = self._seek_to[k]
+            consumer.incremental_assign(parts)
+            if on_assign:
+                on_assign([pos_key(p.topic, p.partition) for p in parts])
+
+        def revoke(consumer, parts):
+            for p in parts:
+                self._pos.pop(pos_key(p.topic, p.partition), None)
+            consumer.incremental_unassign(parts)
+
+        self.consumer.subscribe(topics, on_assign=assign, on_revoke=revoke)
+
+    def seek(self, positions: dict[str, int]) -> None:
+        self._seek_to.update(positions)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        msgs = self.consumer.consume(num_messages=max_records, timeout=timeout_s)
+        out = []
+        for m in msgs:
+            if m.error():
+                log.warning("consumer error: %s", m.error())
+                continue
+            out.append(SourceRecord(m.value() or b"", m.topic(), m.partition(), m.offset()))
+            self._pos[pos_key(m.topic(), m.partition())] = m.offset() + 1
+        return out
+
+    def positions(self) -> dict[str, int]:
+        return dict(self._pos)
+
+    def commit(self, positions: dict[str, int]) -> None:
+        from confluent_kafka import TopicPartition
+
+        assigned = {pos_key(p.topic, p.partition) for p in self.consumer.assignment()}
+        offs = [TopicPartition(*_split(k), v) for k, v in positions.items() if k in assigned]
+        if offs:
+            self.consumer.commit(offsets=offs, asynchronous=False)
+
+    def lag(self) -> dict[str, int]:
+        out = {}
+        for p in self.consumer.assignment():
+            _, high = self.consumer.get_watermark_offsets(p, timeout=2, cached=False)
+            pos = self.consumer.position([p])[0].offset
+            out[pos_key(p.topic, p.partition)] = max(0, high - pos) if pos >= 0 else high
+        return out
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class ConfluentSink(Sink):
+    def __init__(self, settings: dict[str, Any], on_rebuild: Callable[[], None] | None = None):
+        self.settings = settings
+        self.on_rebuild = on_rebuild
+        self._failed: list[tuple[str, bytes | None, bytes]] = []
+        self._pending = 0
+        self.producer = self._build()
+
+    def _build(self):
+        from confluent_kafka import Producer
+
+        return Producer({"bootstrap.servers": self.settings["bootstrap_servers"], "acks": "all",
+                         "enable.idempotence": True, "linger.ms": 2, "message.timeout.ms": 10000,
+                         **security_kwargs(self.settings, confluent=True)})
+
+    def _cb(self, err, msg) -> None:
+        self._pending -= 1
+        if err is not None:
+            self._failed.append((msg.topic(), msg.key(), msg.value()))
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, on_delivery=self._cb)
+                self._pending += 1
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = self.producer.flush(max(0.1, deadline - time.monotonic()))
+            failed, self._failed = self._failed, []
+            if left == 0 and not failed:
+                return
+            if time.monotonic() > deadline:
+                raise DeliveryError(f"{len(failed) + left} messages undelivered after {timeout_s}s")
+            log.warning("%d messages undelivered; rebuilding the producer and resending", len(failed) + left)
+            if left:
+                self._failed = failed
+                continue
+            self.producer = self._build()
+            if self.on_rebuild:
+                self.on_rebuild()
+            for t, k, v in failed:
+                self.send(t, k, v)
+
+    def close(self) -> None:
+        self.producer.flush(5)
+
+
+def make_source(settings, topics, on_assign=None) -> Source:
+    cls = ConfluentSource if settings["client"] == "confluent-kafka" else KafkaPythonSource
+    return cls(settings, topics, on_assign)
+
+
+def make_sink(settings, on_rebuild=None) -> Sink:
+    cls = ConfluentSink if settings["client"] == "confluent-kafka" else KafkaPythonSink
+    return cls(settings, on_rebuild)
+
+
+def create_topics(settings: dict[str, Any], topics: list[str], partitions: int = 1) -> None:
+    """Creates topics that do not exist yet (used with the embedded broker)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings["bootstrap_servers"],
+                             **security_kwargs(settings, confluent=False))
+    try:
+        for t in topics:
+            try:
+                admin.create_topics([NewTopic(t, partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

@@ -1,0 +1,152 @@
+"""The daemon process: pipelines on Kafka, the sidecar, metrics, signals, the embedded broker."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from connectors import kafka as kafka_conn
+from connectors.embedded import EmbeddedBroker
+
+from . import __version__
+from .config import Config
+from .core import PipelineCore
+from .metrics import DaemonMetrics
+from .runner import PipelineRunner
+from .sidecar import Sidecar, serve_in_thread
+
+log = logging.getLogger("eddy")
+
+
+class Daemon:
+    def __init__(self, cfg: Config, broker: EmbeddedBroker | None = None):
+        self.cfg = cfg
+        self.metrics = DaemonMetrics()
+        self.metrics.build.info({"version": __version__})
+        self.broker = broker
+        self.owns_broker = False
+        self.cores: dict[str, PipelineCore] = {}
+        self.locks: dict[str, threading.RLock] = {}
+        self.runners: list[PipelineRunner] = []
+        self.threads: list[threading.Thread] = []
+        self.server = None
+        self.http_port: int | None = None
+        self.sidecar: Sidecar | None = None
+        self.stopping = threading.Event()
+
+    @property
+    def kafka_settings(self) -> dict[str, Any]:
+        k = dict(self.cfg.kafka)
+        if k["bootstrap_servers"] == "embedded":
+            assert self.broker is not None
+            k["bootstrap_servers"] = self.broker.bootstrap
+        return k
+
+    def start(self) -> Daemon:
+        k = self.cfg.kafka
+        if k["bootstrap_servers"] == "embedded" and self.broker is None:
+            self.broker = EmbeddedBroker(k["broker_binary"]).start()
+            self.owns_broker = True
+            log.info("embedded broker (memory storage: data is lost when it stops) at %s", self.broker.bootstrap)
+        if k["bootstrap_servers"] == "embedded":
+            topics = []
+            for p in self.cfg.pipelines:
+                topics += [p["input_topic"], p["output_topic"], p["dead_letter_topic"]]
+            kafka_conn.create_topics(self.kafka_settings, topics, k["topic_partitions"])
+        for p in self.cfg.pipelines:
+            core = PipelineCore(p, self.metrics)
+            self.cores[p["name"]] = core
+            self.locks[p["name"]] = threading.RLock()
+        h = self.cfg.http
+        if h["enabled"]:
+            self.sidecar = Sidecar(self.cores, self.locks, self.metrics, h["token"], h["max_body_bytes"])
+            self.server, _, self.http_port = serve_in_thread(self.sidecar, h["host"], h["port"])
+            log.info("HTTP sidecar and /metrics on http://%s:%s", h["host"], self.http_port)
+        for p in self.cfg.pipelines:
+            core = self.cores[p["name"]]
+            t0 = time.perf_counter()
+            core.learner.warm_up()
+            for s in core.shadows.values():
+                s.warm_up()
+            log.info("%s: kernels compiled in %.1fs", p["name"], time.perf_counter() - t0)
+            settings = self.kafka_settings
+            client = settings["client"]
+
+            def rebuilt(name=p["name"], client=client) -> None:
+                self.metrics.broker_reconnects.labels(pipeline=name, client=client).inc()
+
+            source = kafka_conn.make_source(settings, [p["input_topic"]])
+            sink = kafka_conn.make_sink(settings, on_rebuild=rebuilt)
+            runner = PipelineRunner(core, source, sink, self.cfg.checkpoint,
+                                    {"decision": p["output_topic"], "dlq": p["dead_letter_topic"]},
+                                    lock=self.locks[p["name"]])
+            runner.restore()
+            self.runners.append(runner)
+            self.metrics.ready.labels(pipeline=p["name"]).set(1)
+        for r in self.runners:
+            th = threading.Thread(target=self._run_guarded, args=(r,), name=f"eddy-{r.core.name}", daemon=True)
+            th.start()
+            self.threads.append(th)
+        if self.sidecar:
+            self.sidecar.ready = True
+        return self
+
+    def _run_guarded(self, r: PipelineRunner) -> None:
+        """Runs a pipeline; a broker outage rebuilds its clients and resumes from the checkpoint."""
+        while not self.stopping.is_set():
+            try:
+                r.run()
+                return
+            except Exception as e:
+                if self.stopping.is_set():
+                    return
+                log.warning("%s: %s; rebuilding Kafka clients and resuming from the checkpoint", r.core.name, e)
+                time.sleep(1.0)
+                try:
+                    r.source.close()
+                except Exception:
+                    pass
+                settings = self.kafka_settings
+                r.source = kafka_conn.make_source(settings, [r.core.pc["input_topic"]])
+                r.sink = kafka_conn.make_sink(settings)
+                r.error = None
+                with r.lock:
+                    r.restore()
+                self.metrics.broker_reconnects.labels(pipeline=r.core.name, client=settings["client"]).inc()
+
+    def stop(self) -> None:
+        """Graceful: stop consuming, finish the batch, publish, checkpoint, commit."""
+        self.stopping.set()
+        for r in self.runners:
+            r.stop_event.set()
+        for th in self.threads:
+            th.join(timeout=60)
+        for r in self.runners:
+            for closer in (r.sink.close, r.source.close):
+                try:
+                    closer()
+                except Exception as e:
+                    log.debug("close: %s", e)
+        if self.server is not None:
+            self.server.should_exit = True
+        if self.owns_broker and self.broker is not None:
+            self.broker.stop()
+
+    def wait(self) -> int:
+        """Blocks until SIGTERM/SIGINT or a pipeline failure; returns the exit code."""
+        done = threading.Event()
+
+        def handler(signum, frame) -> None:
+            log.info("signal %s: shutting down", signum)
+            done.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+        while not done.wait(0.2):
+            if all(not th.is_alive() for th in self.threads):
+                break
+        self.stop()
+        return 0 if all(r.error is None for r in self.runners) else 1

@@ -1,0 +1,160 @@
+"""The ``eddy`` command: run, demo, replay, checkpoint inspect, config, learners."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+
+from .config import ConfigError
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
+def cmd_run(args) -> int:
+    from . import config
+    from .app import Daemon
+
+    cfg = config.load(args.config)
+    d = Daemon(cfg).start()
+    print(f"eddy running; metrics at http://{cfg.http['host']}:{d.http_port}/metrics" if d.http_port
+          else "eddy running", file=sys.stderr, flush=True)
+    return d.wait()
+
+
+def replay(cfg, events: str, out: str, dlq: str | None, state: str | None, pipeline: str | None) -> dict:
+    """Runs one pipeline over a JSON-lines file; returns the evaluation report."""
+    from connectors.files import JsonLinesSink, JsonLinesSource
+
+    from .core import PipelineCore
+    from .runner import PipelineRunner
+
+    pcs = [p for p in cfg.pipelines if pipeline in (None, p["name"])]
+    if not pcs:
+        raise ConfigError(f"no pipeline {pipeline!r}; pipelines: {', '.join(p['name'] for p in cfg.pipelines)}")
+    pc = pcs[0]
+    core = PipelineCore(pc)
+    sink = JsonLinesSink({"decisions": out, **({"dlq": dlq} if dlq else {})})
+    tmp = None
+    if state is None:
+        tmp = tempfile.TemporaryDirectory(prefix="eddy-replay-")
+        state = tmp.name
+    ckpt = {**cfg.checkpoint, "dir": state, "every_seconds": 1e9}
+    runner = PipelineRunner(core, JsonLinesSource(events), sink, ckpt,
+                            {"decision": "decisions", "dlq": "dlq"}, stop_at_end=True)
+    runner.restore()
+    runner.run()
+    sink.close()
+    if tmp:
+        tmp.cleanup()
+    m = core.metrics.registry
+    report = core.report()
+    report["events"] = m.get_sample_value("eddy_events_total", {"pipeline": pc["name"], "kind": "event"}) or 0
+    report["feedback"] = m.get_sample_value("eddy_events_total", {"pipeline": pc["name"], "kind": "feedback"}) or 0
+    report["decisions"] = sum(m.get_sample_value("eddy_decisions_total", {"pipeline": pc["name"], "source": s}) or 0
+                              for s in ("kafka", "http"))
+    joined = m.get_sample_value("eddy_rewards_total", {"pipeline": pc["name"], "outcome": "joined"}) or 0
+    report["rewards_joined"] = joined
+    rsum = m.get_sample_value("eddy_reward_sum_total", {"pipeline": pc["name"]}) or 0
+    report["average_reward"] = rsum / joined if joined else None
+    report["dead_letters"] = {
+        s.labels["reason"]: s.value for fam in m.collect() if fam.name == "eddy_dead_letter_messages"
+        for s in fam.samples if s.name.endswith("_total")}
+    return report
+
+
+def cmd_replay(args) -> int:
+    from . import config
+
+    cfg = config.load(args.config)
+    report = replay(cfg, args.events, args.out, args.dead_letters, args.state, args.pipeline)
+    text = json.dumps(report, indent=2, default=float)
+    if args.report:
+        with open(args.report, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_checkpoint(args) -> int:
+    from .checkpoint import inspect
+
+    print(json.dumps(inspect(args.path), indent=2, default=str))
+    return 0
+
+
+def cmd_config(args) -> int:
+    from . import config
+
+    if args.action == "docs":
+        print(config.docs_markdown())
+        return 0
+    config.load(args.file)
+    print(f"{args.file}: ok")
+    return 0
+
+
+def cmd_learners(args) -> int:
+    import learners
+
+    print("\n".join(learners.names()))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(limit=args.events, client=args.client, port=args.port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="eddy", description="streaming online-learning daemon")
+    ap.add_argument("--log-level", default=os.environ.get("EDDY_LOG_LEVEL", "info"))
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="run the daemon against Kafka")
+    p.add_argument("--config", required=True)
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("demo", help="embedded broker + daemon + a real data set replayed through it")
+    p.add_argument("--events", type=int, default=50_000, help="flights to replay (0: all 336,776)")
+    p.add_argument("--client", default="kafka-python", choices=["kafka-python", "confluent-kafka"])
+    p.add_argument("--port", type=int, default=0, help="HTTP port of the sidecar and /metrics (0: free)")
+    p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("replay", help="events file in → decisions and an evaluation report out")
+    p.add_argument("--config", required=True)
+    p.add_argument("--events", required=True, help="JSON-lines events and feedback ('-' for stdin)")
+    p.add_argument("--out", default="-", help="decisions JSON-lines ('-' for stdout)")
+    p.add_argument("--dead-letters", default=None)
+    p.add_argument("--report", default=None)
+    p.add_argument("--state", default=None, help="checkpoint directory (default: a temporary one)")
+    p.add_argument("--pipeline", default=None)
+    p.set_defaults(fn=cmd_replay)
+    p = sub.add_parser("checkpoint", help="checkpoint tools")
+    p.add_argument("action", choices=["inspect"])
+    p.add_argument("path")
+    p.set_defaults(fn=cmd_checkpoint)
+    p = sub.add_parser("config", help="check a config file or print the settings table")
+    p.add_argument("action", choices=["check", "docs"])
+    p.add_argument("file", nargs="?")
+    p.set_defaults(fn=cmd_config)
+    p = sub.add_parser("learners", help="list the registered learners")
+    p.set_defaults(fn=cmd_learners)
+    args = ap.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return int(args.fn(args))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

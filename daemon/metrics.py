@@ -1,0 +1,64 @@
+"""Prometheus metrics: the daemon owns one registry and passes it down (no global registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class DaemonMetrics:
+    """Every metric eddy exports, labelled by pipeline (and bounded labels only)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry or CollectorRegistry()
+        P = ["pipeline"]
+        self.build = Info("eddy_build", "eddy version", registry=r)
+        self.events = Counter("eddy_events_total", "Input records consumed, by kind", P + ["kind"], registry=r)
+        self.decisions = Counter("eddy_decisions_total", "Decisions published", P + ["source"], registry=r)
+        self.defaults = Counter("eddy_default_decisions_total",
+                                "Decisions that fell back to the default action, by reason", P + ["reason"], registry=r)
+        self.explored = Counter("eddy_explored_decisions_total",
+                                "Decisions that did not pick the greedy action", P, registry=r)
+        self.errors = Counter("eddy_errors_total", "Rejected records and requests, by reason", P + ["reason"], registry=r)
+        self.dead_letters = Counter("eddy_dead_letter_messages_total", "Records published to the dead-letter topic",
+                                    P + ["reason"], registry=r)
+        self.replays = Counter("eddy_replayed_decisions_total",
+                               "Decisions published again after a restart (marked replay)", P, registry=r)
+        self.rewards = Counter("eddy_rewards_total", "Rewards learned, by outcome (joined, defaulted, evicted)",
+                               P + ["outcome"], registry=r)
+        self.reward_sum = Counter("eddy_reward_sum_total", "Sum of joined rewards", P, registry=r)
+        self.batch_latency = Histogram("eddy_batch_duration_seconds",
+                                       "Wall time to process one micro-batch (decode, decide, learn)",
+                                       P, buckets=BATCH_BUCKETS, registry=r)
+        self.decision_latency = Histogram("eddy_decision_latency_seconds",
+                                          "Sidecar /decide handling time", P, buckets=LATENCY_BUCKETS, registry=r)
+        self.lag = Gauge("eddy_consumer_lag_messages", "Consumer lag per partition", P + ["topic", "partition"],
+                         registry=r)
+        self.checkpoint_age = Gauge("eddy_checkpoint_age_seconds", "Seconds since the last checkpoint", P, registry=r)
+        self.checkpoints = Counter("eddy_checkpoints_total", "Checkpoints written", P, registry=r)
+        self.join_size = Gauge("eddy_join_buffer_entries", "Decisions waiting for a reward", P, registry=r)
+        self.join_cap = Gauge("eddy_join_buffer_capacity_entries", "Cap of the join buffer", P, registry=r)
+        self.dedup_size = Gauge("eddy_dedup_entries", "Remembered event ids", P, registry=r)
+        self.cap_evictions = Counter("eddy_cap_evictions_total", "Entries pushed out by a configured cap",
+                                     P + ["cap"], registry=r)
+        self.vocab_size = Gauge("eddy_feature_cache_entries", "Cached feature-name hashes", P, registry=r)
+        self.learner = Gauge("eddy_learner_value", "Learner gauges (learned events, actions, gamma...)",
+                             P + ["name"], registry=r)
+        self.ope = Gauge("eddy_ope_value", "Off-policy estimate of a policy's average reward",
+                         P + ["policy", "estimator"], registry=r)
+        self.version_reward = Gauge("eddy_model_version_reward_mean",
+                                    "Average joined reward of the decisions made by each recent model version",
+                                    P + ["version"], registry=r)
+        self.action_decisions = Counter("eddy_action_decisions_total", "Decisions per action", P + ["action"],
+                                        registry=r)
+        self.action_rewards = Counter("eddy_action_reward_sum_total", "Joined reward per action", P + ["action"],
+                                      registry=r)
+        self.action_feedback = Counter("eddy_action_feedback_total", "Joined rewards per action", P + ["action"],
+                                       registry=r)
+        self.force_default = Gauge("eddy_force_default", "1 while the default policy is forced", P, registry=r)
+        self.ready = Gauge("eddy_ready", "1 once kernels are compiled and state restored", P, registry=r)
+        self.broker_reconnects = Counter("eddy_kafka_client_rebuilds_total",
+                                         "Kafka clients rebuilt after a fatal error or broker loss",
+                                         P + ["client"], registry=r)

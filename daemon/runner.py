@@ -1,0 +1,147 @@
+"""The pipeline loop and the daemon process around it.
+
+Per micro-batch: poll (bounded by count and time) → decode and decide/learn in log order → publish
+→ wait for the broker's acknowledgement. Every ``every_events`` records or ``every_seconds``, and at
+shutdown: checkpoint (state + positions, atomically) → commit the same positions to Kafka. Offsets are
+therefore committed only once the decisions are acknowledged and the state that produced them is
+recoverable. After a restart the daemon restores the checkpoint, seeks to its positions and
+processes the records after it again; their decisions are published again, marked ``"replay":
+true`` (known from a small progress file written after every acknowledged batch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from connectors.base import DeliveryError, Sink, Source
+
+from .checkpoint import CheckpointStore
+from .core import PipelineCore
+
+log = logging.getLogger("eddy")
+
+
+class PipelineRunner:
+    def __init__(self, core: PipelineCore, source: Source, sink: Sink, ckpt: dict[str, Any],
+                 topics: dict[str, str], lock: threading.RLock | None = None, stop_at_end: bool = False):
+        self.core = core
+        self.source = source
+        self.sink = sink
+        self.topics = topics  # {"decision": ..., "dlq": ...}
+        self.lock = lock or threading.RLock()
+        self.store = CheckpointStore(os.path.join(ckpt["dir"], core.name), ckpt["keep"])
+        self.every_events = ckpt["every_events"]
+        self.every_seconds = ckpt["every_seconds"]
+        self.stop_at_end = stop_at_end
+        self.stop_event = threading.Event()
+        self.positions: dict[str, int] = {}
+        self.published: dict[str, int] = {}
+        self._since = 0
+        self._last_ckpt = time.monotonic()
+        self._progress_path = os.path.join(self.store.dir, "published.json")
+        self.error: BaseException | None = None
+        self.batches = 0
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def restore(self) -> bool:
+        latest = self.store.latest()
+        if latest is not None:
+            arrays, meta = latest
+            self.core.restore(arrays, meta)
+            self.positions = {k: int(v) for k, v in meta.get("positions", {}).items()}
+            self.source.seek(self.positions)
+            log.info("%s: restored checkpoint %s (positions %s)", self.core.name, meta.get("seq"), self.positions)
+        try:
+            with open(self._progress_path) as f:
+                self.published = {k: int(v) for k, v in json.load(f).items()}
+        except (FileNotFoundError, ValueError):
+            self.published = {}
+        return latest is not None
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self.step()
+                if self.stop_at_end and self.source.at_end():
+                    break
+            self.checkpoint()
+        except BaseException as e:  # recorded for the daemon, which exits non-zero
+            self.error = e
+            log.exception("%s: pipeline stopped by an error", self.core.name)
+            raise
+
+    def step(self) -> int:
+        pc = self.core.pc
+        recs = self.source.poll(pc["batch_max_events"], pc["batch_max_ms"] / 1000.0)
+        for r in recs:
+            if r.offset < self.published.get(f"{r.topic}:{r.partition}", -1):
+                r.replay = True
+        t0 = time.perf_counter()
+        with self.lock:
+            outs = self.core.handle(recs) if recs else []
+            outs += self.core.pending_out
+            self.core.pending_out = []
+        self.core.metrics.batch_latency.labels(pipeline=self.core.name).observe(time.perf_counter() - t0)
+        if outs:
+            for o in outs:
+                self.sink.send(self.topics[o.kind], o.key, o.value)
+            self._flush()
+        if recs:
+            self.positions.update(self.source.positions())
+            self._since += len(recs)
+            self.batches += 1
+            self._write_progress()
+        if self._since >= self.every_events or time.monotonic() - self._last_ckpt >= self.every_seconds:
+            self.checkpoint()
+        self.core.metrics.checkpoint_age.labels(pipeline=self.core.name).set(time.monotonic() - self._last_ckpt)
+        return len(recs)
+
+    def _flush(self) -> None:
+        while True:
+            try:
+                self.sink.flush(timeout_s=30.0)
+                return
+            except DeliveryError as e:
+                if self.stop_event.is_set():
+                    raise
+                log.warning("%s: %s; retrying", self.core.name, e)
+
+    def _write_progress(self) -> None:
+        merged = {**self.published, **{k: max(v, self.published.get(k, 0)) for k, v in self.positions.items()}}
+        self.published = merged
+        tmp = self._progress_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(merged, f)
+        os.replace(tmp, self._progress_path)
+
+    def checkpoint(self) -> None:
+        with self.lock:
+            arrays, meta = self.core.snapshot()
+            outs = self.core.pending_out
+            self.core.pending_out = []
+        for o in outs:
+            self.sink.send(self.topics[o.kind], o.key, o.value)
+        if outs:
+            self._flush()
+        meta["positions"] = dict(self.positions)
+        self.store.save(arrays, meta)
+        self._since = 0
+        self._last_ckpt = time.monotonic()
+        m = self.core.metrics
+        m.checkpoints.labels(pipeline=self.core.name).inc()
+        try:
+            self.source.commit(self.positions)
+        except Exception as e:  # commits serve monitoring; the checkpoint holds the truth
+            log.warning("%s: offset commit failed: %s", self.core.name, e)
+        try:
+            for k, v in self.source.lag().items():
+                topic, part = k.rsplit(":", 1)
+                m.lag.labels(pipeline=self.core.name, topic=topic, partition=part).set(v)
+        except Exception as e:
+            log.debug("lag unavailable: %s", e)

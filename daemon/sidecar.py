@@ -1,0 +1,186 @@
+"""The HTTP sidecar: a thin ASGI app served by uvicorn (loopback by default).
+
+Routes: ``POST /v1/pipelines/{name}/decide`` and ``.../feedback`` (one JSON object, or
+``{"events": [...]}`` / ``{"feedback": [...]}``), ``POST .../control`` (``{"force_default": bool}``),
+``GET /healthz``, ``/readyz`` (ready once kernels are compiled and state restored), ``/metrics``.
+Bad requests get a 4xx with the reason as JSON: ``{"error": reason, "detail": ...}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .core import BadRecord, PipelineCore
+from .metrics import DaemonMetrics
+
+JSON = [(b"content-type", b"application/json")]
+
+
+class Sidecar:
+    def __init__(self, cores: dict[str, PipelineCore], locks: dict[str, threading.RLock],
+                 metrics: DaemonMetrics, token: str = "", max_body: int = 1 << 20):
+        self.cores = cores
+        self.locks = locks
+        self.metrics = metrics
+        self.token = token.encode()
+        self.max_body = max_body
+        self.ready = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        status, headers, body = await self.route(scope, receive)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _err(status: int, reason: str, detail: str) -> tuple[int, list, bytes]:
+        return status, JSON, orjson.dumps({"error": reason, "detail": detail})
+
+    async def _body(self, scope, receive) -> bytes | None:
+        for k, v in scope["headers"]:
+            if k == b"content-length" and v.isdigit() and int(v) > self.max_body:
+                return None
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            part = msg.get("body", b"")
+            size += len(part)
+            if size > self.max_body:
+                return None
+            chunks.append(part)
+            if not msg.get("more_body"):
+                return b"".join(chunks)
+
+    async def route(self, scope, receive) -> tuple[int, list, bytes]:
+        path, method = scope["path"], scope["method"]
+        if method == "GET":
+            if path == "/healthz":
+                return 200, JSON, b'{"status":"ok"}'
+            if path == "/readyz":
+                return (200, JSON, b'{"ready":true}') if self.ready else (503, JSON, b'{"ready":false}')
+            if path == "/metrics":
+                return 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(self.metrics.registry)
+        parts = path.strip("/").split("/")
+        if len(parts) != 4 or parts[:2] != ["v1", "pipelines"]:
+            return self._err(404, "not_found", f"no route {method} {path}")
+        name, verb = parts[2], parts[3]
+        if method != "POST" or verb not in ("decide", "feedback", "control"):
+            return self._err(405 if verb in ("decide", "feedback", "control") else 404, "not_found",
+                             f"no route {method} {path}")
+        if self.token:
+            auth = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(auth, b"Bearer " + self.token):
+                return self._err(401, "unauthorized", "a valid bearer token is required")
+        core = self.cores.get(name)
+        if core is None:
+            return self._err(404, "unknown_pipeline", f"no pipeline {name!r}; pipelines: {', '.join(self.cores)}")
+        if not self.ready:
+            return self._err(503, "not_ready", "kernels are compiling or state is being restored")
+        raw = await self._body(scope, receive)
+        if raw is None:
+            core.metrics.errors.labels(pipeline=name, reason="oversize").inc()
+            return self._err(413, "oversize", f"request body exceeds {self.max_body} bytes")
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            core.metrics.errors.labels(pipeline=name, reason="malformed_json").inc()
+            return self._err(400, "malformed_json", str(e))
+        if verb == "control":
+            return self._control(core, obj)
+        return self._decide(core, obj) if verb == "decide" else self._feedback(core, obj)
+
+    def _decide(self, core: PipelineCore, obj: Any) -> tuple[int, list, bytes]:
+        t0 = time.perf_counter()
+        batch = isinstance(obj, dict) and "events" in obj
+        items = obj["events"] if batch else [obj]
+        if not isinstance(items, list) or not items:
+            return self._err(400, "bad_type", "'events' must be a non-empty list")
+        lock = self.locks[core.name]
+        budget = core.pc["latency_budget_ms"] / 1000.0
+        if not lock.acquire(timeout=budget if budget > 0 else -1):
+            return self._over_budget(core, items)
+        try:
+            decisions = core.decide_objects(items)
+        except BadRecord as e:
+            core.metrics.errors.labels(pipeline=core.name, reason=e.reason).inc()
+            return self._err(422 if e.reason in ("duplicate_event", "unknown_action") else 400, e.reason, e.detail)
+        finally:
+            lock.release()
+        core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
+        return 200, JSON, orjson.dumps({"decisions": decisions} if batch else decisions[0])
+
+    def _over_budget(self, core: PipelineCore, items: list) -> tuple[int, list, bytes]:
+        """The learner is busy past the latency budget: the default action, not logged for learning."""
+        out = []
+        for it in items:
+            acts = it.get("actions") if isinstance(it, dict) else None
+            offered = [a if isinstance(a, str) else a.get("id") for a in acts] if isinstance(acts, list) and acts \
+                else list(getattr(core.learner, "actions", ()))
+            dflt = core.pc["default_action"]
+            action = dflt if dflt in offered or not offered else offered[0]
+            out.append({"id": it.get("id") if isinstance(it, dict) else None, "pipeline": core.name,
+                        "action": action, "prob": 1.0, "probs": {action: 1.0}, "model_version": None,
+                        "explored": False, "default": True, "reason": "latency_budget", "replay": False})
+        core.metrics.defaults.labels(pipeline=core.name, reason="latency_budget").inc(len(out))
+        return 200, JSON, orjson.dumps({"decisions": out} if len(items) > 1 else out[0])
+
+    def _feedback(self, core: PipelineCore, obj: Any) -> tuple[int, list, bytes]:
+        batch = isinstance(obj, dict) and "feedback" in obj
+        items = obj["feedback"] if batch else [obj]
+        if not isinstance(items, list) or not items:
+            return self._err(400, "bad_type", "'feedback' must be a non-empty list")
+        with self.locks[core.name]:
+            res = core.feedback_objects(items)
+        if not batch:
+            r = res[0]
+            if r["status"] != "joined":
+                code = 404 if r["reason"] == "unknown_event" else (409 if r["reason"] in
+                                                                    ("late_reward", "duplicate_reward") else 400)
+                return self._err(code, r["reason"], r["detail"])
+            return 200, JSON, orjson.dumps(r)
+        return 200, JSON, orjson.dumps({"results": res})
+
+    def _control(self, core: PipelineCore, obj: Any) -> tuple[int, list, bytes]:
+        if not isinstance(obj, dict) or not isinstance(obj.get("force_default"), bool):
+            return self._err(400, "bad_type", "body must be {\"force_default\": true|false}")
+        with self.locks[core.name]:
+            core.force_default = obj["force_default"]
+        core.metrics.force_default.labels(pipeline=core.name).set(int(core.force_default))
+        return 200, JSON, orjson.dumps({"force_default": core.force_default})
+
+
+def serve_in_thread(app: Sidecar, host: str, port: int):
+    """Starts uvicorn in a background thread; returns (server, thread, bound port)."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            loop="auto", http="auto")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="eddy-http")
+    th.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server, th, bound
