@@ -464,6 +464,21 @@ class BanditLearner(Learner):
                           self.kl_loss, self.perturbation, self.lr, self.seed)
         self._t += n
 
+    def warm_up(self) -> None:
+        """Compiles every kernel this configuration uses, on a clone (own state untouched)."""
+        twin = self.clone()
+        d, da = self.n_features, self.n_action_features
+        keys = np.array([1, 2], dtype=np.uint64)
+        X = np.zeros((2, d))
+        batch = {"event_key": keys, "X": X, "action_indptr": np.array([0, 2, 4], dtype=np.int64),
+                 "action_ids": np.array(["~w0", "~w1", "~w0", "~w1"], dtype=object),
+                 "action_features": np.zeros((4, da))}
+        out = twin.process(batch)
+        twin.learn({"event_key": keys, "X": X, "action": out["chosen_action"], "reward": np.zeros(2),
+                    "prob": out["prob"], "action_features": np.zeros((2, da))})
+        if self.actions:
+            twin.process({"event_key": keys, "X": X})
+
     # -- conformance ------------------------------------------------------------------------------
     @staticmethod
     def conformance_params(**preset: Any) -> dict[str, Any]:
