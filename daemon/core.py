@@ -57,6 +57,7 @@ class Event:
     af: np.ndarray | None
     replay: bool
     rec: InRecord | None
+    eff: float = -math.inf  # event time at arrival: max(own time, watermark); fixes the deadline
 
 
 class PipelineCore:
@@ -219,6 +220,7 @@ class PipelineCore:
                         self._advance(ev.time, learn_rows)
                     if learn_rows:
                         self._learn(learn_rows)
+                    ev.eff = self.watermark
                     run.append(ev)
                     run_ids.add(ev.id)
                 elif kind == "feedback":
@@ -373,7 +375,6 @@ class PipelineCore:
         decisions = []
         m = self.metrics
         n_explored = 0
-        now = self.watermark
         for i, ev in enumerate(run):
             lo, hi = int(indptr[i]), int(indptr[i + 1])
             offered = [str(a) for a in ids[lo:hi]]
@@ -398,9 +399,9 @@ class PipelineCore:
                 sp = so["probs"][lo:hi] if so is not None else probs
                 ope[j] = (sp[pos], float(sp @ rhat), rhat[pos])
             # Deadlines never decrease (insertion order is expiry order): an event is placed at
-            # the watermark at least; one without a time before any time was seen waits until
-            # event time first appears.
-            t = now if ev.time is None else max(ev.time, now)
+            # the watermark of its arrival at least; one without a time before any time was seen
+            # waits until event time first appears.
+            t = ev.eff
             dec: dict[str, Any] = {
                 "id": ev.id,
                 "pipeline": self.name,
@@ -468,6 +469,7 @@ class PipelineCore:
         for ev in fresh:
             if ev.time is not None:
                 self._advance(ev.time, learn_rows)
+            ev.eff = self.watermark
         if learn_rows:
             self._learn(learn_rows)
         if fresh:

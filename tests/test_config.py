@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+
+from daemon import config
+from daemon.config import ConfigError
+
+from .conftest import pipeline_cfg
+
+
+def test_defaults_and_required():
+    cfg = config.load_dict({"pipelines": [pipeline_cfg()]}, env=False)
+    assert cfg.kafka["client"] == "kafka-python"
+    assert cfg.pipelines[0]["dead_letter_topic"] == "routing-in.dlq"
+    with pytest.raises(ConfigError, match="pipelines"):
+        config.load_dict({}, env=False)
+
+
+@pytest.mark.parametrize("raw,match", [
+    ({"kafka": {"client": "librdkafka"}}, r"kafka.client: 'librdkafka' is not allowed; allowed: kafka-python, confluent-kafka"),
+    ({"kafka": {"bogus": 1}}, r"kafka.bogus: unknown key; allowed keys: .*bootstrap_servers"),
+    ({"http": {"port": "80"}}, r"http.port: expected an integer"),
+    ({"kafka": {"security_protocol": "SASL_SSL", "bootstrap_servers": "k:9092"}}, r"sasl_mechanism.*PLAIN"),
+    ({"kafka": {"security_protocol": "SSL"}}, r"embedded broker speaks PLAINTEXT"),
+    ({"checkpoint": {"every_events": 0}}, r"checkpoint.every_events: 0 is below the minimum 1"),
+])
+def test_errors_name_the_key_and_allowed_values(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        config.load_dict({**raw, "pipelines": [pipeline_cfg()]}, env=False)
+
+
+def test_pipeline_errors():
+    with pytest.raises(ConfigError, match=r"pipelines\[0\].learner: 'nope' is not allowed; allowed: .*squarecb"):
+        config.load_dict({"pipelines": [pipeline_cfg(learner="nope")]}, env=False)
+    with pytest.raises(ConfigError, match=r"pipelines\[0\].params: .*policy"):
+        config.load_dict({"pipelines": [pipeline_cfg(params={"policy": "greedy"})]}, env=False)
+    with pytest.raises(ConfigError, match=r"pipelines\[1\].name"):
+        config.load_dict({"pipelines": [pipeline_cfg(), pipeline_cfg()]}, env=False)
+
+
+def test_environment_overrides_secrets(monkeypatch):
+    monkeypatch.setenv("EDDY_KAFKA_SASL_PASSWORD", "s3cret")
+    monkeypatch.setenv("EDDY_HTTP_PORT", "9999")
+    cfg = config.load_dict({"pipelines": [pipeline_cfg()]})
+    assert cfg.kafka["sasl_password"] == "s3cret" and cfg.http["port"] == 9999
+    monkeypatch.setenv("EDDY_HTTP_PORT", "many")
+    with pytest.raises(ConfigError, match="EDDY_HTTP_PORT"):
+        config.load_dict({"pipelines": [pipeline_cfg()]})
+
+
+def test_toml_is_parsed_never_evaluated(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[[pipelines]]\nname = "__import__(\'os\').system(\'false\')"\ninput_topic="a"\noutput_topic="b"\n')
+    with pytest.raises(ConfigError, match="name"):
+        config.load(str(p))
+    p.write_text("not = [toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(str(p))
+
+
+def test_docs_cover_every_setting():
+    text = config.docs_markdown()
+    for schema in (config.KAFKA, config.HTTP, config.CHECKPOINT, config.PIPELINE):
+        for s in schema:
+            assert f"`{s.key}`" in text
