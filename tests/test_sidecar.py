@@ -1,0 +1,143 @@
+"""The HTTP sidecar over real HTTP (uvicorn on loopback), and a real Prometheus scraping it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from connectors.embedded import free_port
+from daemon import config
+from daemon.core import PipelineCore
+from daemon.metrics import DaemonMetrics
+from daemon.sidecar import Sidecar, serve_in_thread
+
+from .conftest import pipeline_cfg
+
+EVENT = {"id": "tx-1", "time": 10.0, "features": {"amount": 12.5, "country=NL": 1.0},
+         "actions": ["acq-a", "acq-b", "acq-c"]}
+
+
+@pytest.fixture(scope="module")
+def sidecar():
+    import threading
+
+    cfg = config.load_dict({"pipelines": [pipeline_cfg("pay", max_message_bytes=4096)]}, env=False)
+    metrics = DaemonMetrics()
+    core = PipelineCore(cfg.pipelines[0], metrics)
+    core.learner.warm_up()
+    app = Sidecar({"pay": core}, {"pay": threading.RLock()}, metrics, token="t0k", max_body=4096)
+    server, th, port = serve_in_thread(app, "127.0.0.1", 0)
+    app.ready = True
+    yield app, port, core
+    server.should_exit = True
+    th.join(5)
+
+
+def call(port, method, path, body=None, token="t0k", raw=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    c.request(method, path, body=data, headers=headers)
+    r = c.getresponse()
+    payload = r.read()
+    c.close()
+    return r.status, (json.loads(payload) if payload[:1] in (b"{", b"[") else payload)
+
+
+def test_decide_feedback_and_idempotent_retry(sidecar):
+    _, port, core = sidecar
+    st, d = call(port, "POST", "/v1/pipelines/pay/decide", EVENT)
+    assert st == 200 and d["action"] in EVENT["actions"] and abs(sum(d["probs"].values()) - 1) < 1e-9
+    assert d["id"] == "tx-1" and d["prob"] == d["probs"][d["action"]] and "model_version" in d
+    st, again = call(port, "POST", "/v1/pipelines/pay/decide", EVENT)
+    assert st == 200 and again == d  # a retried id returns the same decision
+    st, fb = call(port, "POST", "/v1/pipelines/pay/feedback", {"id": "tx-1", "reward": 1.0, "time": 11.0})
+    assert st == 200 and fb["status"] == "joined"
+    assert core.learner.metrics()["learned_events"] == 1
+    st, err = call(port, "POST", "/v1/pipelines/pay/feedback", {"id": "tx-1", "reward": 1.0})
+    assert st == 409 and err["error"] == "duplicate_reward"
+    st, err = call(port, "POST", "/v1/pipelines/pay/feedback", {"id": "nobody", "reward": 1.0})
+    assert st == 404 and err["error"] == "unknown_event"
+    batch = {"events": [{**EVENT, "id": f"b{i}"} for i in range(5)]}
+    st, out = call(port, "POST", "/v1/pipelines/pay/decide", batch)
+    assert st == 200 and [x["id"] for x in out["decisions"]] == [f"b{i}" for i in range(5)]
+    st, out = call(port, "POST", "/v1/pipelines/pay/feedback",
+                   {"feedback": [{"id": "b0", "reward": 0.0}, {"id": "zz", "reward": 1.0}]})
+    assert [r["status"] for r in out["results"]] == ["joined", "rejected"]
+
+
+@pytest.mark.parametrize("body,status,reason", [
+    (b"{nope", 400, "malformed_json"),
+    (json.dumps({"features": {"a": 1}, "actions": ["a"]}).encode(), 400, "missing_field"),
+    (json.dumps({"id": "q", "features": {"a": "x"}, "actions": ["a"]}).encode(), 400, "bad_type"),
+    (json.dumps({"events": []}).encode(), 400, "bad_type"),
+    (b'{"id": "big", "pad": "' + b"x" * 5000 + b'"}', 413, "oversize"),
+])
+def test_bad_requests_get_4xx_with_reason(sidecar, body, status, reason):
+    _, port, _ = sidecar
+    st, err = call(port, "POST", "/v1/pipelines/pay/decide", raw=body)
+    assert st == status and err["error"] == reason and err["detail"]
+
+
+def test_auth_routes_health_and_control(sidecar):
+    app, port, core = sidecar
+    assert call(port, "POST", "/v1/pipelines/pay/decide", EVENT, token="")[0] == 401
+    assert call(port, "POST", "/v1/pipelines/pay/decide", EVENT, token="wrong")[0] == 401
+    st, err = call(port, "POST", "/v1/pipelines/nope/decide", EVENT)
+    assert st == 404 and "pay" in err["detail"]
+    assert call(port, "GET", "/healthz")[0] == 200
+    assert call(port, "GET", "/readyz") == (200, {"ready": True})
+    app.ready = False
+    assert call(port, "GET", "/readyz")[0] == 503
+    app.ready = True
+    st, out = call(port, "POST", "/v1/pipelines/pay/control", {"force_default": True})
+    assert st == 200 and out == {"force_default": True}
+    st, d = call(port, "POST", "/v1/pipelines/pay/decide", {**EVENT, "id": "forced"})
+    assert d["default"] and d["reason"] == "forced"
+    call(port, "POST", "/v1/pipelines/pay/control", {"force_default": False})
+    st, text = call(port, "GET", "/metrics")
+    assert st == 200 and b'eddy_decisions_total{pipeline="pay",source="http"}' in text
+    assert b"eddy_decision_latency_seconds_bucket" in text
+
+
+@pytest.mark.prometheus
+def test_real_prometheus_scrapes_the_daemon(sidecar, tmp_path):
+    _, port, _ = sidecar
+    binary = shutil.which("prometheus")
+    assert binary, "Debian's prometheus package is required (make test installs it)"
+    prom_port = free_port()
+    (tmp_path / "prom.yml").write_text(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: eddy\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{port}']\n")
+    proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prom.yml'}",
+                             f"--web.listen-address=127.0.0.1:{prom_port}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        q = urllib.parse.quote('sum(eddy_decisions_total{pipeline="pay"})')
+        value = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and value is None:
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/query?query={q}", timeout=5) as r:
+                    res = json.loads(r.read())["data"]["result"]
+                if res:
+                    value = float(res[0]["value"][1])
+            except OSError:
+                continue
+        assert value is not None and value >= 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert os.path.isdir(tmp_path / "data")
