@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import IO
 
-from .base import SourceRecord, Sink, Source, pos_key
+from .base import Sink, Source, SourceRecord, pos_key
 
 
 class JsonLinesSource(Source):

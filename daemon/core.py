@@ -19,10 +19,9 @@ import numpy as np
 import orjson
 
 import learners
+from connectors.base import SourceRecord as InRecord
 from learners._hashing import FeatureHasher, event_key
 from learners.bandit.ope import OffPolicyEstimate
-
-from connectors.base import SourceRecord as InRecord
 
 from .joinbuffer import JoinBuffer, Pending
 from .metrics import DaemonMetrics

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 

@@ -476,7 +476,7 @@ class BanditLearner(Learner):
         out = twin.process(batch)
         twin.learn({"event_key": keys, "X": X, "action": out["chosen_action"], "reward": np.zeros(2),
                     "prob": out["prob"], "action_features": np.zeros((2, da))})
-        if self.actions:
+        if self.actions and self.oracle != "ridge-shared":
             twin.process({"event_key": keys, "X": X})
 
     # -- conformance ------------------------------------------------------------------------------
