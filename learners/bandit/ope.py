@@ -47,7 +47,7 @@ class OffPolicyEstimate:
         n, swr, sw, sdr, _ = self._sums
         if n == 0:
             return {"ips": float("nan"), "snips": float("nan"), "dr": float("nan")}
-        return {"ips": swr / n, "snips": swr / sw if sw > 0 else float("nan"), "dr": sdr / n}
+        return {"ips": float(swr / n), "snips": float(swr / sw) if sw > 0 else float("nan"), "dr": float(sdr / n)}
 
     def ips_stderr(self) -> float:
         n, swr, _, _, swr2 = self._sums
