@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import _random
 from ..base import Batch, InvalidInput, Learner
 from ..linear import _kernels as LK
 from . import _kernels as BK
@@ -542,4 +541,3 @@ def _random_keys(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64)
 
 
-_ = _random  # the draws used by the kernels live there
