@@ -18,6 +18,28 @@ import numpy as np
 _NAME = re.compile(r"^ckpt-(\d{12})\.json$")
 
 
+def pack_strings(items: list[str] | list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Strings (or bytes) as one uint8 blob and int64 end offsets: compact, and no pickle.
+
+    >>> blob, ends = pack_strings(["a", "bc", ""])
+    >>> unpack_strings(blob, ends)
+    ['a', 'bc', '']
+    """
+    raw = [s.encode("utf-8") if isinstance(s, str) else s for s in items]
+    ends = np.cumsum(np.fromiter(map(len, raw), dtype=np.int64, count=len(raw)), dtype=np.int64)
+    return np.frombuffer(b"".join(raw), dtype=np.uint8), ends
+
+
+def unpack_strings(blob: np.ndarray, ends: np.ndarray, as_bytes: bool = False) -> list:
+    data = blob.tobytes()
+    out = []
+    start = 0
+    for e in ends.tolist():
+        out.append(data[start:e] if as_bytes else data[start:e].decode("utf-8"))
+        start = e
+    return out
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -40,6 +40,8 @@ KAFKA = [
     S("group_id", str, "eddy", "consumer group id"),
     S("auto_offset_reset", str, "earliest",
       "where to start a partition with no checkpointed or committed offset", ("earliest", "latest")),
+    S("fetch_max_wait_ms", int, 50, "longest a fetch waits for records on an idle partition (bounds the "
+      "decision latency on brokers that answer a waiting fetch only at its deadline)", minimum=0),
     S("session_timeout_ms", int, 6000, "consumer group session timeout", minimum=1000),
     S("security_protocol", str, "PLAINTEXT", "Kafka security protocol",
       ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
@@ -64,8 +66,9 @@ HTTP = [
 
 CHECKPOINT = [
     S("dir", str, "state", "directory of the checkpoints"),
-    S("every_events", int, 10_000, "checkpoint after this many input records", minimum=1),
-    S("every_seconds", float, 30.0, "and at least this often (wall clock)", minimum=0.01),
+    S("every_events", int, 100_000, "checkpoint after this many input records (a restart processes at most "
+      "this many records again)", minimum=1),
+    S("every_seconds", float, 10.0, "and at least this often (wall clock)", minimum=0.01),
     S("keep", int, 3, "checkpoints kept per pipeline", minimum=1),
 ]
 
@@ -86,6 +89,9 @@ PIPELINE = [
     S("min_learned_events", int, 0, "the model is 'not ready' before this many learned rewards", minimum=0),
     S("latency_budget_ms", float, 50.0, "sidecar: a decision that cannot start within this budget gets the default", minimum=0.0),
     S("reward_wait_s", float, 3600.0, "event-time wait for a reward before default_reward applies", minimum=0.0),
+    S("learn_every_events", int, 64, "learned rewards are applied to the model in blocks, before the first event "
+      "after this many events (log order; 1 = before every event); longer blocks decide more events per kernel call",
+      minimum=1),
     S("default_reward", float, 0.0, "reward learned when none arrived within reward_wait_s"),
     S("join_buffer_cap", int, 100_000, "cap on decisions waiting for a reward (oldest get the default reward)", minimum=1),
     S("dedup_cap", int, 200_000, "cap on remembered event ids (duplicates, retried /decide)", minimum=1),

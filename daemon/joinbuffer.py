@@ -10,21 +10,103 @@ forward (a watermark), insertion order is expiry order.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
+from .checkpoint import pack_strings, unpack_strings
 
-@dataclass(slots=True)
+
+def rows_matrix(rows: list, d: int) -> np.ndarray:
+    """Contexts as one n×d matrix, from items holding a dense ``x`` or hashed ``cols``/``vals``."""
+    n = len(rows)
+    r: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    dense = []
+    for i, e in enumerate(rows):
+        c = e.cols
+        if c is not None:
+            r += [i] * len(c)
+            cols += c
+            vals += e.vals
+        else:
+            dense.append(i)
+    if cols:
+        flat = np.array(r, dtype=np.int64) * d + np.array(cols, dtype=np.int64)
+        X = np.bincount(flat, weights=vals, minlength=n * d).reshape(n, d)
+    else:
+        X = np.zeros((n, d))
+    for i in dense:
+        X[i] = rows[i].x
+    return X
+
+
 class Pending:
-    key: int
-    x: np.ndarray
-    action: str
-    af: np.ndarray | None
-    prob: float
-    deadline: float
-    version: int
-    ope: np.ndarray  # (n_targets, 3): π(a|x), Σ_b π(b|x) r̂(x,b), r̂(x,a)
+    """One event from decoding to its reward: the decoded fields, then the decision's once decided.
+
+    Decoded: ``id``, ``time``, the context (dense ``x``, or hashed ``cols``/``vals``), the offered
+    ``actions`` with their features ``afs``, ``replay``, the source record ``rec`` and ``eff``, the
+    event time at arrival. Decided: ``key`` (the event key), ``action``, ``af`` (its features),
+    ``prob``, ``deadline``, ``version`` and ``ope`` (per target policy π(a|x), Σ_b π(b|x) r̂(x,b)
+    and r̂(x,a), flat). One object per event keeps the per-event cost of the loop low.
+    """
+
+    __slots__ = ("id", "time", "x", "cols", "vals", "actions", "afs", "replay", "rec", "eff",
+                 "key", "action", "af", "prob", "deadline", "version", "ope")
+
+    def __init__(self, id: str, time: float | None, x: np.ndarray | None, cols: list[int] | None,
+                 vals: list[float] | None, actions: list[str] | None = None, afs: np.ndarray | None = None,
+                 replay: bool = False, rec=None):
+        self.id = id
+        self.time = time
+        self.x = x
+        self.cols = cols
+        self.vals = vals
+        self.actions = actions
+        self.afs = afs
+        self.replay = replay
+        self.rec = rec
+        self.eff = -np.inf
+
+    def decided(self, key: int, action: str, af: np.ndarray | None, prob: float, version: int, ope: tuple) -> Pending:
+        self.key, self.action, self.af, self.prob, self.version, self.ope = key, action, af, prob, version, ope
+        return self
+
+
+def pending_to_arrays(items: list[tuple[str, Pending]], n_features: int, n_af: int,
+                      n_targets: int) -> dict[str, np.ndarray]:
+    """Decisions (id, entry) as plain arrays for a checkpoint."""
+    es = [e for _, e in items]
+    m = len(es)
+    ids, ends = pack_strings([i for i, _ in items])
+    acts, act_ends = pack_strings([e.action for e in es])
+    return {
+        "ids": ids, "id_ends": ends,
+        "keys": np.array([e.key for e in es], dtype=np.uint64),
+        "X": rows_matrix(es, n_features).reshape(m, n_features),
+        "actions": acts, "action_ends": act_ends,
+        "af": np.array([e.af if e.af is not None else np.zeros(n_af) for e in es],
+                       dtype=np.float64).reshape(m, n_af),
+        "prob": np.array([e.prob for e in es], dtype=np.float64),
+        "deadline": np.array([e.deadline for e in es], dtype=np.float64),
+        "version": np.array([e.version for e in es], dtype=np.int64),
+        "ope": np.array([e.ope for e in es], dtype=np.float64).reshape(m, n_targets, 3),
+    }
+
+
+def pending_from_arrays(a: dict[str, np.ndarray], has_af: bool) -> list[tuple[str, Pending]]:
+    ids = unpack_strings(a["ids"], a["id_ends"])
+    acts = unpack_strings(a["actions"], a["action_ends"])
+    keys, prob, deadline, version = (a["keys"].tolist(), a["prob"].tolist(), a["deadline"].tolist(),
+                                     a["version"].tolist())
+    ope = [tuple(r) for r in a["ope"].reshape(len(ids), a["ope"].shape[1] * 3).tolist()]
+    out = []
+    for i, eid in enumerate(ids):
+        e = Pending(eid, None, a["X"][i].copy(), None, None).decided(
+            keys[i], acts[i], a["af"][i].copy() if has_af else None, prob[i], version[i], ope[i])
+        e.deadline = deadline[i]
+        out.append((eid, e))
+    return out
 
 
 class JoinBuffer:
@@ -70,27 +152,10 @@ class JoinBuffer:
 
     # -- checkpoint as arrays ---------------------------------------------------------------------
     def to_arrays(self, n_features: int, n_af: int, n_targets: int) -> dict[str, np.ndarray]:
-        es = list(self._d.values())
-        m = len(es)
-        return {
-            "ids": np.array(list(self._d.keys()), dtype=str),
-            "keys": np.array([e.key for e in es], dtype=np.uint64),
-            "X": np.array([e.x for e in es], dtype=np.float64).reshape(m, n_features),
-            "actions": np.array([e.action for e in es], dtype=str),
-            "af": np.array([e.af if e.af is not None else np.zeros(n_af) for e in es],
-                           dtype=np.float64).reshape(m, n_af),
-            "prob": np.array([e.prob for e in es], dtype=np.float64),
-            "deadline": np.array([e.deadline for e in es], dtype=np.float64),
-            "version": np.array([e.version for e in es], dtype=np.int64),
-            "ope": np.array([e.ope for e in es], dtype=np.float64).reshape(m, n_targets, 3),
-            "evicted": np.array(self.evicted, dtype=np.int64),
-        }
+        out = pending_to_arrays(list(self._d.items()), n_features, n_af, n_targets)
+        out["evicted"] = np.array(self.evicted, dtype=np.int64)
+        return out
 
     def load(self, a: dict[str, np.ndarray], has_af: bool) -> None:
-        self._d = OrderedDict()
-        for i, eid in enumerate(a["ids"].tolist()):
-            self._d[str(eid)] = Pending(
-                int(a["keys"][i]), a["X"][i].copy(), str(a["actions"][i]),
-                a["af"][i].copy() if has_af else None, float(a["prob"][i]),
-                float(a["deadline"][i]), int(a["version"][i]), a["ope"][i].copy())
+        self._d = OrderedDict(pending_from_arrays(a, has_af))
         self.evicted = int(a["evicted"])

@@ -34,6 +34,10 @@ class DaemonMetrics:
                                        P, buckets=BATCH_BUCKETS, registry=r)
         self.decision_latency = Histogram("eddy_decision_latency_seconds",
                                           "Sidecar /decide handling time", P, buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_seconds = Counter("eddy_stage_seconds_total",
+                                     "Wall time of the pipeline loop by stage (poll, process, publish, checkpoint; "
+                                     "flush: the part of publish spent waiting for the broker's acknowledgements)",
+                                     P + ["stage"], registry=r)
         self.lag = Gauge("eddy_consumer_lag_messages", "Consumer lag per partition", P + ["topic", "partition"],
                          registry=r)
         self.checkpoint_age = Gauge("eddy_checkpoint_age_seconds", "Seconds since the last checkpoint", P, registry=r)

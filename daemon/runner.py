@@ -1,7 +1,8 @@
 """The pipeline loop and the daemon process around it.
 
-Per micro-batch: poll (bounded by count and time) → decode and decide/learn in log order → publish
-→ wait for the broker's acknowledgement. Every ``every_events`` records or ``every_seconds``, and at
+Per micro-batch: poll (bounded by count and time) → decode and decide/learn in log order → publish.
+Publishing is pipelined: a batch's acknowledgements arrive while the next batch is processed, and
+the runner waits for them before it publishes that next batch. Every ``every_events`` records or ``every_seconds``, and at
 shutdown: checkpoint (state + positions, atomically) → commit the same positions to Kafka. Offsets are
 therefore committed only once the decisions are acknowledged and the state that produced them is
 recoverable. After a restart the daemon restores the checkpoint, seeks to its positions and
@@ -46,6 +47,13 @@ class PipelineRunner:
         self._progress_path = os.path.join(self.store.dir, "published.json")
         self.error: BaseException | None = None
         self.batches = 0
+        self.committed: dict[str, int] = {}  # the positions last committed to Kafka
+        self._in_flight: dict[str, int] | None = None  # positions whose decisions await acknowledgement
+        m, name = core.metrics, core.name
+        self._stage = {s: m.stage_seconds.labels(pipeline=name, stage=s)
+                       for s in ("poll", "process", "publish", "flush", "checkpoint")}
+        self._batch_latency = m.batch_latency.labels(pipeline=name)
+        self._checkpoint_age = m.checkpoint_age.labels(pipeline=name)
 
     # -- start-up ---------------------------------------------------------------------------------
     def restore(self) -> bool:
@@ -78,28 +86,46 @@ class PipelineRunner:
 
     def step(self) -> int:
         pc = self.core.pc
-        recs = self.source.poll(pc["batch_max_events"], pc["batch_max_ms"] / 1000.0)
-        for r in recs:
-            if r.offset < self.published.get(f"{r.topic}:{r.partition}", -1):
-                r.replay = True
         t0 = time.perf_counter()
+        recs = self.source.poll(pc["batch_max_events"], pc["batch_max_ms"] / 1000.0)
+        if recs and self.published:
+            for r in recs:
+                if r.offset < self.published.get(f"{r.topic}:{r.partition}", -1):
+                    r.replay = True
+        t1 = time.perf_counter()
         with self.lock:
             outs = self.core.handle(recs) if recs else []
             outs += self.core.pending_out
             self.core.pending_out = []
-        self.core.metrics.batch_latency.labels(pipeline=self.core.name).observe(time.perf_counter() - t0)
-        if outs:
-            for o in outs:
-                self.sink.send(self.topics[o.kind], o.key, o.value)
+        t2 = time.perf_counter()
+        self._batch_latency.observe(t2 - t1)
+        if self._in_flight is not None:
+            # The previous batch's decisions were acknowledged while this one was processed
+            # (pipelined publishing); only now do their positions count as published.
             self._flush()
+            self._write_progress(self._in_flight)
+            self._in_flight = None
+        self._stage["flush"].inc(time.perf_counter() - t2)
+        if outs:
+            send, topics = self.sink.send, self.topics
+            for o in outs:
+                send(topics[o.kind], o.key, o.value)
         if recs:
             self.positions.update(self.source.positions())
             self._since += len(recs)
             self.batches += 1
-            self._write_progress()
+            self._in_flight = dict(self.positions)
+        t3 = time.perf_counter()
         if self._since >= self.every_events or time.monotonic() - self._last_ckpt >= self.every_seconds:
             self.checkpoint()
-        self.core.metrics.checkpoint_age.labels(pipeline=self.core.name).set(time.monotonic() - self._last_ckpt)
+        t4 = time.perf_counter()
+        st = self._stage
+        st["poll"].inc(t1 - t0)
+        st["process"].inc(t2 - t1)
+        st["publish"].inc(t3 - t2)
+        if t4 > t3:
+            st["checkpoint"].inc(t4 - t3)
+        self._checkpoint_age.set(time.monotonic() - self._last_ckpt)
         return len(recs)
 
     def _flush(self) -> None:
@@ -112,8 +138,8 @@ class PipelineRunner:
                     raise
                 log.warning("%s: %s; retrying", self.core.name, e)
 
-    def _write_progress(self) -> None:
-        merged = {**self.published, **{k: max(v, self.published.get(k, 0)) for k, v in self.positions.items()}}
+    def _write_progress(self, positions: dict[str, int]) -> None:
+        merged = {**self.published, **{k: max(v, self.published.get(k, 0)) for k, v in positions.items()}}
         self.published = merged
         tmp = self._progress_path + ".tmp"
         with open(tmp, "w") as f:
@@ -127,8 +153,10 @@ class PipelineRunner:
             self.core.pending_out = []
         for o in outs:
             self.sink.send(self.topics[o.kind], o.key, o.value)
-        if outs:
-            self._flush()
+        self._flush()  # everything sent so far is acknowledged before the state is saved
+        if self._in_flight is not None:
+            self._write_progress(self._in_flight)
+            self._in_flight = None
         meta["positions"] = dict(self.positions)
         self.store.save(arrays, meta)
         self._since = 0
@@ -137,6 +165,7 @@ class PipelineRunner:
         m.checkpoints.labels(pipeline=self.core.name).inc()
         try:
             self.source.commit(self.positions)
+            self.committed = dict(self.positions)
         except Exception as e:  # commits serve monitoring; the checkpoint holds the truth
             log.warning("%s: offset commit failed: %s", self.core.name, e)
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -27,9 +26,10 @@ def event_keys(event_ids) -> np.ndarray:
 class FeatureHasher:
     """Hashes name→value features into a fixed dimension (signed hashing trick).
 
-    Unseen names need no restart. Index and sign of each name are cached in a bounded LRU map of
-    ``cache_size`` entries; ``evictions`` counts what the cap pushed out (the hash is recomputed on
-    the next sight, so an eviction costs time, never correctness).
+    Unseen names need no restart. Index and sign of each name are cached in a bounded map of
+    ``cache_size`` entries that drops the oldest cached name when full; ``evictions`` counts what
+    the cap pushed out (the hash is recomputed on the next sight, so an eviction costs time, never
+    correctness).
 
     >>> h = FeatureHasher(8)
     >>> v = h.transform({"amount": 2.0, "country=NL": 1.0})
@@ -42,21 +42,45 @@ class FeatureHasher:
             raise ValueError(f"n_features must be >= 1, got {n_features}")
         self.n_features = n_features
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._cache: dict[str, tuple[int, float]] = {}
         self.evictions = 0
 
     def _slot(self, name: str) -> tuple[int, float]:
         hit = self._cache.get(name)
         if hit is not None:
-            self._cache.move_to_end(name)
             return hit
-        h = int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
+        h = int.from_bytes(hashlib.blake2b(str(name).encode("utf-8"), digest_size=8).digest(), "little")
         slot = (h % self.n_features, 1.0 if (h >> 63) == 0 else -1.0)
         self._cache[name] = slot
         if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+            del self._cache[next(iter(self._cache))]
             self.evictions += 1
         return slot
+
+    def sparse(self, features: Mapping[str, float]) -> tuple[list[int], list[float]]:
+        """Columns and signed values of the hashed features (collisions are summed later).
+
+        Raises ``TypeError`` naming the feature whose value is not a number (booleans are not
+        numbers here) and ``OverflowError`` for an integer too large for a float.
+
+        >>> FeatureHasher(4).sparse({"a": 1, "b": 2.5})[1] in ([1.0, 2.5], [1.0, -2.5], [-1.0, 2.5], [-1.0, -2.5])
+        True
+        """
+        cache = self._cache
+        cols: list[int] = []
+        vals: list[float] = []
+        for name, value in features.items():
+            t = type(value)
+            if t is int:
+                value = float(value)
+            elif t is not float:
+                raise TypeError(name)
+            hit = cache.get(name)
+            if hit is None:
+                hit = self._slot(name)
+            cols.append(hit[0])
+            vals.append(hit[1] * value)
+        return cols, vals
 
     def transform_into(self, features: Mapping[str, float], out: np.ndarray) -> None:
         """Adds the hashed features to ``out`` (a zeroed row of length ``n_features``)."""

@@ -39,10 +39,11 @@ def test_uniform_draws_are_uniform():
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("d", [1, 3, 12])
-def test_sherman_morrison_equals_batch_ridge(seed, d):
+@pytest.mark.parametrize("density", [1.0, 0.25])
+def test_sherman_morrison_equals_batch_ridge(seed, d, density):
     rng = np.random.default_rng(seed)
     n, k, lam = 60, 3, 0.7
-    X = rng.normal(size=(n, d))
+    X = rng.normal(size=(n, d)) * (rng.random(size=(n, d)) < density)  # hashed contexts are sparse
     y = rng.normal(size=n)
     slots = rng.integers(0, k, size=n)
     A_inv = np.stack([np.eye(d) / lam] * k)

@@ -33,24 +33,28 @@ def decisions(outs):
     return [orjson.loads(o.value) for o in outs if o.kind == "decision"]
 
 
-def test_decisions_do_not_depend_on_batch_boundaries():
+@pytest.mark.parametrize("learn_every", [1, 5, 64])
+def test_decisions_do_not_depend_on_batch_boundaries(learn_every):
     recs = make_records(400)
-    ref = decisions(feed(core_for(), recs, 1))
+    ref = decisions(feed(core_for(learn_every_events=learn_every), recs, 1))
     assert len(ref) == 400
     for b in (7, 64, 1000):
-        assert decisions(feed(core_for(), recs, b)) == ref
+        assert decisions(feed(core_for(learn_every_events=learn_every), recs, b)) == ref
     # Learning happened (the exploration stops being uniform) and some rewards were defaulted.
     assert len({round(d["prob"], 6) for d in ref}) > 10
 
 
-def test_checkpoint_restore_continue_equals_never_stopping(tmp_path):
+@pytest.mark.parametrize("learn_every", [1, 64])
+def test_checkpoint_restore_continue_equals_never_stopping(tmp_path, learn_every):
     recs = make_records(400)
-    ref = decisions(feed(core_for(), recs, 50))
-    first = core_for()
+    ref = decisions(feed(core_for(learn_every_events=learn_every), recs, 50))
+    first = core_for(learn_every_events=learn_every)
     before = decisions(feed(first, recs[:233], 50))
+    if learn_every > 1:
+        assert first.queue, "the checkpoint should hold rewards waiting for their learning block"
     store = CheckpointStore(str(tmp_path))
     store.save(*first.snapshot())
-    second = core_for()
+    second = core_for(learn_every_events=learn_every)
     second.restore(*store.latest())
     after = decisions(feed(second, recs[233:], 50))
     assert before + after == ref
@@ -116,19 +120,19 @@ def test_unknown_action_with_a_strict_catalogue_and_redaction():
 
 
 def test_duplicates_never_learned_twice_and_late_rewards_counted():
-    core = core_for(reward_wait_s=5.0)
+    core = core_for(reward_wait_s=5.0, learn_every_events=1)
     ev = b'{"id": "e1", "time": 0, "features": {"a": 1}, "actions": ["a", "b"]}'
     fb = b'{"type": "feedback", "id": "e1", "time": 1, "reward": 1}'
     outs = core.handle([SourceRecord(v) for v in (ev, ev, fb, fb)])
     assert sorted(o.kind for o in outs) == ["decision", "dlq", "dlq"]
     reasons = [json.loads(o.value)["reason"] for o in outs if o.kind == "dlq"]
     assert sorted(reasons) == ["duplicate_event", "duplicate_reward"]
-    assert core.learner.metrics()["learned_events"] == 1
+    assert len(core.queue) == 1 and core.learner.metrics()["learned_events"] == 0  # learned before the next event
     ev2 = b'{"id": "e2", "time": 2, "features": {"a": 1}, "actions": ["a", "b"]}'
     later = b'{"id": "e3", "time": 100, "features": {"a": 1}, "actions": ["a", "b"]}'
     fb2 = b'{"type": "feedback", "id": "e2", "time": 101, "reward": 1}'
     outs = core.handle([SourceRecord(v) for v in (ev2, later, fb2)])
-    assert json.loads(outs[-1].value)["reason"] == "late_reward"
+    assert [json.loads(o.value)["reason"] for o in outs if o.kind == "dlq"] == ["late_reward"]
     m = core.metrics.registry
     assert m.get_sample_value("eddy_rewards_total", {"pipeline": "routing", "outcome": "defaulted"}) == 1
     assert core.learner.metrics()["learned_events"] == 2  # e1 joined, e2 defaulted on event time
@@ -191,3 +195,21 @@ def test_replay_cli_report(tmp_path):
     out2 = tmp_path / "d2.jsonl"
     main(["replay", "--config", str(cfgp), "--events", str(ev), "--out", str(out2)])
     assert out2.read_text() == out.read_text()
+
+
+def test_hashed_overflow_is_dead_lettered_and_leaves_no_trace():
+    # With one hashed column, two large values of the same sign sum to inf: that event is rejected
+    # after it entered its run; the others are decided, and learning carries on.
+    core = core_for(n_features=1, reward_wait_s=1.0, learn_every_events=1)
+    h = core.hasher
+    names = [n for n in (f"k{i}" for i in range(50)) if h.sparse({n: 1.0})[1][0] > 0][:2]
+    big = json.dumps({"id": "big", "time": 1.0, "features": {n: 1.5e308 for n in names}, "actions": ["a", "b"]})
+    recs = [json.dumps({"id": f"e{i}", "time": float(i), "features": {"x": 1.0}, "actions": ["a", "b"]})
+            for i in range(5)]
+    outs = core.handle([SourceRecord(v.encode()) for v in recs[:2] + [big] + recs[2:]])
+    dlq = [json.loads(o.value) for o in outs if o.kind == "dlq"]
+    assert [(d["reason"], "big" in d["original"]) for d in dlq] == [("non_finite", True)]
+    assert sorted(d["id"] for d in decisions(outs)) == [f"e{i}" for i in range(5)]
+    assert "big" not in core.buffer and all(e.id != "big" for _, e, _ in core.queue)
+    core.handle([SourceRecord(b'{"id": "late", "time": 50.0, "features": {"x": 1.0}, "actions": ["a"]}')])
+    assert core.learner.metrics()["learned_events"] == 5

@@ -29,7 +29,7 @@ EVENT = {"id": "tx-1", "time": 10.0, "features": {"amount": 12.5, "country=NL": 
 def sidecar():
     import threading
 
-    cfg = config.load_dict({"pipelines": [pipeline_cfg("pay", max_message_bytes=4096)]}, env=False)
+    cfg = config.load_dict({"pipelines": [pipeline_cfg("pay", max_message_bytes=4096, learn_every_events=1)]}, env=False)
     metrics = DaemonMetrics()
     core = PipelineCore(cfg.pipelines[0], metrics)
     core.learner.warm_up()
@@ -63,7 +63,7 @@ def test_decide_feedback_and_idempotent_retry(sidecar):
     assert st == 200 and again == d  # a retried id returns the same decision
     st, fb = call(port, "POST", "/v1/pipelines/pay/feedback", {"id": "tx-1", "reward": 1.0, "time": 11.0})
     assert st == 200 and fb["status"] == "joined"
-    assert core.learner.metrics()["learned_events"] == 1
+    assert [i for i, _, _ in core.queue] == ["tx-1"]  # learned before the next decision
     st, err = call(port, "POST", "/v1/pipelines/pay/feedback", {"id": "tx-1", "reward": 1.0})
     assert st == 409 and err["error"] == "duplicate_reward"
     st, err = call(port, "POST", "/v1/pipelines/pay/feedback", {"id": "nobody", "reward": 1.0})
@@ -71,6 +71,7 @@ def test_decide_feedback_and_idempotent_retry(sidecar):
     batch = {"events": [{**EVENT, "id": f"b{i}"} for i in range(5)]}
     st, out = call(port, "POST", "/v1/pipelines/pay/decide", batch)
     assert st == 200 and [x["id"] for x in out["decisions"]] == [f"b{i}" for i in range(5)]
+    assert core.learner.metrics()["learned_events"] == 1 and not core.queue
     st, out = call(port, "POST", "/v1/pipelines/pay/feedback",
                    {"feedback": [{"id": "b0", "reward": 0.0}, {"id": "zz", "reward": 1.0}]})
     assert [r["status"] for r in out["results"]] == ["joined", "rejected"]

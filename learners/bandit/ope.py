@@ -39,6 +39,16 @@ class OffPolicyEstimate:
         wr = w * reward
         self._sums += (len(w), wr.sum(), w.sum(), (dm + w * (reward - rhat)).sum(), (wr**2).sum())
 
+    def update_one(self, w: float, reward: float, dm: float, rhat: float) -> None:
+        """:meth:`update` for one logged decision (plain floats)."""
+        wr = w * reward
+        s = self._sums
+        s[0] += 1.0
+        s[1] += wr
+        s[2] += w
+        s[3] += dm + w * (reward - rhat)
+        s[4] += wr * wr
+
     @property
     def n(self) -> int:
         return int(self._sums[0])

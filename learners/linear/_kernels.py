@@ -17,18 +17,26 @@ from .._numba import jit
 def sm_update(A_inv, theta, x, y, work):
     """Learns one row in place: A⁻¹ ← A⁻¹ − (A⁻¹x)(A⁻¹x)ᵀ/(1 + xᵀA⁻¹x); θ ← θ + A⁻¹x·(y − xᵀθ)/(1 + xᵀA⁻¹x).
 
-    ``work`` is a scratch vector of length d.
+    ``work`` is a scratch vector of length 2d. Hashed contexts are sparse: A⁻¹x is computed over
+    the non-zero entries of x only.
     """
     d = x.shape[0]
-    denom = 1.0
+    nz = work[d:]
+    m = 0
     resid = y
+    for j in range(d):
+        if x[j] != 0.0:
+            nz[m] = j
+            m += 1
+            resid -= x[j] * theta[j]
+    denom = 1.0
     for i in range(d):
         s = 0.0
-        for j in range(d):
+        for q in range(m):
+            j = int(nz[q])
             s += A_inv[i, j] * x[j]
         work[i] = s
         denom += x[i] * s
-        resid -= x[i] * theta[i]
     inv = 1.0 / denom
     for i in range(d):
         theta[i] += work[i] * resid * inv
@@ -53,7 +61,7 @@ def quad_form(A_inv, x):
 @jit
 def ridge_update_rows(A_inv, theta, X, slots, y):
     """Learns rows ``X[i] → y[i]`` in order, each into model ``slots[i]`` of the stacks."""
-    work = np.empty(X.shape[1])
+    work = np.empty(2 * X.shape[1])
     for i in range(X.shape[0]):
         k = slots[i]
         sm_update(A_inv[k], theta[k], X[i], y[i], work)
@@ -118,7 +126,7 @@ def shared_scores(X, indptr, AF, theta, A_inv, want_width, score_out, width_out)
 def shared_update_rows(A_inv, theta, X, AF, y):
     """Learns rows (φ(X[i], AF[i]) → y[i]) in order into the shared model."""
     phi = np.empty(theta.shape[0])
-    work = np.empty(theta.shape[0])
+    work = np.empty(2 * theta.shape[0])
     for i in range(X.shape[0]):
         outer_features(X[i], AF[i], phi)
         sm_update(A_inv, theta, phi, y[i], work)
