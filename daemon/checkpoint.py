@@ -19,12 +19,19 @@ _NAME = re.compile(r"^ckpt-(\d{12})\.json$")
 
 
 def pack_strings(items: list[str] | list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Strings (or bytes) as one uint8 blob and int64 end offsets: compact, and no pickle.
+    r"""Strings (or bytes) as one uint8 blob and int64 end offsets: compact, and no pickle.
 
     >>> blob, ends = pack_strings(["a", "bc", ""])
     >>> unpack_strings(blob, ends)
     ['a', 'bc', '']
+    >>> unpack_strings(*pack_strings(["é", "x"])), unpack_strings(*pack_strings([b"\x00", b""]), as_bytes=True)
+    (['é', 'x'], [b'\x00', b''])
     """
+    if items and isinstance(items[0], str):
+        joined = "".join(items)  # type: ignore[arg-type]
+        if joined.isascii():  # one character per byte: no per-item encoding needed
+            ends = np.cumsum(np.fromiter(map(len, items), dtype=np.int64, count=len(items)), dtype=np.int64)
+            return np.frombuffer(joined.encode("ascii"), dtype=np.uint8), ends
     raw = [s.encode("utf-8") if isinstance(s, str) else s for s in items]
     ends = np.cumsum(np.fromiter(map(len, raw), dtype=np.int64, count=len(raw)), dtype=np.int64)
     return np.frombuffer(b"".join(raw), dtype=np.uint8), ends
@@ -32,6 +39,10 @@ def pack_strings(items: list[str] | list[bytes]) -> tuple[np.ndarray, np.ndarray
 
 def unpack_strings(blob: np.ndarray, ends: np.ndarray, as_bytes: bool = False) -> list:
     data = blob.tobytes()
+    if not as_bytes and data.isascii():  # one byte per character: slice the decoded text
+        text = data.decode("ascii")
+        bounds = [0, *ends.tolist()]
+        return [text[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     out = []
     start = 0
     for e in ends.tolist():

@@ -20,7 +20,7 @@ import orjson
 
 import learners
 from connectors.base import SourceRecord as InRecord
-from learners._hashing import FeatureHasher, event_key
+from learners._hashing import FeatureHasher, event_keys
 from learners.bandit.ope import OffPolicyEstimate
 
 from .checkpoint import pack_strings, unpack_strings
@@ -86,9 +86,10 @@ class PipelineCore:
         self.wait_s = float(pc["reward_wait_s"])
         self.learn_every = int(pc["learn_every_events"])
         self.buffer = JoinBuffer(pc["join_buffer_cap"], self.wait_s)
-        # id -> [status, decision bytes]; the bytes are kept for decisions made over HTTP only (a
-        # retried /decide returns them), decisions from Kafka are on the output topic already.
-        self.seen: OrderedDict[str, list] = OrderedDict()
+        # Remembered ids (duplicates, late rewards); the decision bytes are kept for decisions made
+        # over HTTP only (a retried /decide returns them): Kafka's are on the output topic already.
+        self.seen: OrderedDict[str, int] = OrderedDict()  # id -> status
+        self.bodies: dict[str, bytes] = {}  # id -> decision bytes, for ids decided over HTTP
         self.queue: list[tuple[str, Pending, float]] = []  # rewards waiting for the next learning block
         self.since_learn = 0  # events decided since the last learning block
         self.targets = [pc["learner"], *self.shadows]
@@ -346,24 +347,22 @@ class PipelineCore:
         r = self.pc["default_reward"]
         seen, q = self.seen, self.queue
         for eid, e in expired:
-            entry = seen.get(eid)
-            if entry is not None:
-                entry[0] = EXPIRED
+            if eid in seen:
+                seen[eid] = EXPIRED
             q.append((eid, e, r))
         self._c_defaulted.inc(len(expired))
 
     def seen_status(self, eid: str, status: int) -> None:
-        entry = self.seen.get(eid)
-        if entry is not None:
-            entry[0] = status
+        if eid in self.seen:
+            self.seen[eid] = status
 
     def _join(self, eid: str, reward: float) -> None:
         e = self.buffer.pop(eid)
         if e is None:
-            entry = self.seen.get(eid)
-            if entry is None:
+            status = self.seen.get(eid)
+            if status is None:
                 raise BadRecord("unknown_event", f"reward for unknown event id {eid!r}")
-            if entry[0] == EXPIRED:
+            if status == EXPIRED:
                 raise BadRecord("late_reward", f"reward for {eid!r} arrived after reward_wait_s")
             raise BadRecord("duplicate_reward", f"event {eid!r} already has its reward")
         self.seen_status(eid, JOINED)
@@ -449,7 +448,7 @@ class PipelineCore:
 
     def _batch(self, run: list[Event], X: np.ndarray) -> dict[str, Any]:
         batch: dict[str, Any] = {
-            "event_key": np.fromiter((event_key(e.id) for e in run), dtype=np.uint64, count=len(run)),
+            "event_key": event_keys([e.id for e in run]),
             "X": X,
         }
         if any(e.actions is not None for e in run):
@@ -536,7 +535,7 @@ class PipelineCore:
         keys_l = batch["event_key"].tolist()
         bounds = indptr.tolist()
         default = out is None
-        name, wait, keep_body = self.name, self.wait_s, source == "http"
+        name, keep_body = self.name, source == "http"
         bd, seen, dedup_cap = self.buffer._d, self.seen, self.pc["dedup_cap"]
         decisions = []
         counts: dict[str, int] = {}
@@ -552,7 +551,7 @@ class PipelineCore:
                 "pipeline": name,
                 "action": action,
                 "prob": prob_l[i],
-                "probs": dict(zip(offered, probs_l[lo:hi])),
+                "probs": dict(zip(offered, probs_l[lo:hi], strict=True)),
                 "model_version": ver_l[i],
                 "explored": explored_l[i],
                 "default": default,
@@ -567,9 +566,14 @@ class PipelineCore:
                        ope_l[i])
             ev.rec = ev.actions = ev.afs = None  # not needed while waiting for the reward
             # Still waiting in the buffer, or already expired (event time or the cap) within its run.
-            seen[eid] = [PENDING if eid in bd else EXPIRED, body if keep_body else b""]
+            seen[eid] = PENDING if eid in bd else EXPIRED
+            if keep_body:
+                self.bodies[eid] = body
             if len(seen) > dedup_cap:
-                bd.pop(seen.popitem(last=False)[0], None)  # a forgotten id cannot be joined safely any more
+                old = seen.popitem(last=False)[0]
+                bd.pop(old, None)  # a forgotten id cannot be joined safely any more
+                if self.bodies:
+                    self.bodies.pop(old, None)
                 n_forgotten += 1
             counts[action] = counts.get(action, 0) + 1
             n_explored += explored_l[i]
@@ -600,8 +604,8 @@ class PipelineCore:
                 raise BadRecord("bad_type", f"item {i}: an event must be a JSON object")
             eid = self._id(obj)
             if eid in self.seen:
-                body = self.seen[eid][1]
-                if not body:
+                body = self.bodies.get(eid)
+                if body is None:
                     raise BadRecord("duplicate_event", f"event id {eid!r} was decided from the Kafka input; "
                                     "its decision is on the output topic")
                 results[i] = orjson.loads(body)
@@ -632,7 +636,6 @@ class PipelineCore:
     def feedback_objects(self, objs: list[Any]) -> list[dict]:
         """Joins rewards from /feedback; returns one status per item (errors are per item)."""
         res = []
-        outs: list[Out] = []
         for obj in objs:
             try:
                 if not isinstance(obj, dict):
@@ -692,9 +695,10 @@ class PipelineCore:
                 arrays[f"shadow/{sname}/{k}"] = v
         for k, v in self.buffer.to_arrays(self.d, self.n_af, len(self.targets)).items():
             arrays[f"join/{k}"] = v
-        arrays["seen/ids"], arrays["seen/id_ends"] = pack_strings(list(self.seen.keys()))
-        arrays["seen/status"] = np.array([s for s, _ in self.seen.values()], dtype=np.uint8)
-        arrays["seen/decisions"], arrays["seen/decision_ends"] = pack_strings([b for _, b in self.seen.values()])
+        arrays["seen/ids"], arrays["seen/id_ends"] = pack_strings(list(self.seen))
+        arrays["seen/status"] = np.fromiter(self.seen.values(), dtype=np.uint8, count=len(self.seen))
+        arrays["bodies/ids"], arrays["bodies/id_ends"] = pack_strings(list(self.bodies))
+        arrays["bodies/decisions"], arrays["bodies/decision_ends"] = pack_strings(list(self.bodies.values()))
         q = pending_to_arrays([(i, e) for i, e, _ in self.queue], self.d, self.n_af, len(self.targets))
         q["reward"] = np.array([r for _, _, r in self.queue], dtype=np.float64)
         for k, v in q.items():
@@ -728,9 +732,10 @@ class PipelineCore:
             s.restore({k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)})
         self.buffer.load({k[5:]: v for k, v in arrays.items() if k.startswith("join/")}, self.n_af > 0)
         ids = unpack_strings(arrays["seen/ids"], arrays["seen/id_ends"])
-        decs = unpack_strings(arrays["seen/decisions"], arrays["seen/decision_ends"], as_bytes=True)
-        status = arrays["seen/status"].tolist()
-        self.seen = OrderedDict((i, [st, d]) for i, st, d in zip(ids, status, decs, strict=True))
+        self.seen = OrderedDict(zip(ids, arrays["seen/status"].tolist(), strict=True))
+        self.bodies = dict(zip(unpack_strings(arrays["bodies/ids"], arrays["bodies/id_ends"]),
+                               unpack_strings(arrays["bodies/decisions"], arrays["bodies/decision_ends"], as_bytes=True),
+                               strict=True))
         q = {k[6:]: v for k, v in arrays.items() if k.startswith("queue/")}
         rewards = q["reward"].tolist()
         self.queue = [(i, e, r) for (i, e), r in zip(pending_from_arrays(q, self.n_af > 0), rewards, strict=True)]

@@ -9,6 +9,7 @@ forward (a watermark), insertion order is expiry order.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 import numpy as np
@@ -19,25 +20,22 @@ from .checkpoint import pack_strings, unpack_strings
 def rows_matrix(rows: list, d: int) -> np.ndarray:
     """Contexts as one n×d matrix, from items holding a dense ``x`` or hashed ``cols``/``vals``."""
     n = len(rows)
-    r: list[int] = []
-    cols: list[int] = []
-    vals: list[float] = []
-    dense = []
-    for i, e in enumerate(rows):
-        c = e.cols
-        if c is not None:
-            r += [i] * len(c)
-            cols += c
-            vals += e.vals
-        else:
-            dense.append(i)
-    if cols:
-        flat = np.array(r, dtype=np.int64) * d + np.array(cols, dtype=np.int64)
-        X = np.bincount(flat, weights=vals, minlength=n * d).reshape(n, d)
-    else:
+    sparse = [i for i, e in enumerate(rows) if e.cols is not None]
+    if not sparse:
         X = np.zeros((n, d))
-    for i in dense:
-        X[i] = rows[i].x
+    else:
+        items = rows if len(sparse) == n else [rows[i] for i in sparse]
+        lens = [len(e.cols) for e in items]
+        total = sum(lens)
+        chain = itertools.chain.from_iterable
+        cols = np.fromiter(chain([e.cols for e in items]), np.int64, count=total)
+        vals = np.fromiter(chain([e.vals for e in items]), np.float64, count=total)
+        flat = np.repeat(np.asarray(sparse, dtype=np.int64) * d, lens) + cols
+        X = np.bincount(flat, weights=vals, minlength=n * d).reshape(n, d)
+    if len(sparse) < n:
+        for i, e in enumerate(rows):
+            if e.cols is None:
+                X[i] = e.x
     return X
 
 

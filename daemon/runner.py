@@ -2,12 +2,13 @@
 
 Per micro-batch: poll (bounded by count and time) → decode and decide/learn in log order → publish.
 Publishing is pipelined: a batch's acknowledgements arrive while the next batch is processed, and
-the runner waits for them before it publishes that next batch. Every ``every_events`` records or ``every_seconds``, and at
-shutdown: checkpoint (state + positions, atomically) → commit the same positions to Kafka. Offsets are
+the runner waits for them before it publishes that next batch; only then do that batch's positions
+count as published. Every ``every_events`` records or ``every_seconds``, and at shutdown:
+checkpoint (state + positions, atomically) → commit the same positions to Kafka. Offsets are
 therefore committed only once the decisions are acknowledged and the state that produced them is
 recoverable. After a restart the daemon restores the checkpoint, seeks to its positions and
 processes the records after it again; their decisions are published again, marked ``"replay":
-true`` (known from a small progress file written after every acknowledged batch).
+true`` (known from a small progress file written for every acknowledged batch).
 """
 
 from __future__ import annotations
