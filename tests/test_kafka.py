@@ -145,3 +145,125 @@ def test_producer_is_rebuilt_after_unknown_producer_id(broker):
     assert rebuilt == [1]
     assert sorted(x for x in consume(broker.bootstrap, "rebuild-test", 2)) == [1, 2]
     sink.close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_daemon_survives_a_broker_restart(tmp_path, client):
+    """Kill the broker, start it again on the same port: the daemon reconnects and goes on deciding.
+
+    The embedded broker keeps its log in memory, so the restarted one starts its topics empty at
+    offset 0, behind the daemon's checkpointed positions: the configured offset-reset policy
+    ('earliest') decides where the daemon resumes, and it reads the new records from the start.
+    """
+    from connectors.embedded import EmbeddedBroker
+    from connectors.kafka import create_topics
+
+    b = EmbeddedBroker().start()
+    name = f"restart{CLIENTS.index(client)}"
+    pc = pipeline_cfg(name, batch_max_events=10)
+    cfg = config.load_dict({"kafka": {"client": client, "bootstrap_servers": b.bootstrap, "group_id": name,
+                                      "auto_offset_reset": "earliest"},
+                            "http": {"enabled": False},
+                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 10},
+                            "pipelines": [pc]}, env=False)
+    topics = [pc["input_topic"], pc["output_topic"], cfg.pipelines[0]["dead_letter_topic"]]
+    create_topics(cfg.kafka, topics)
+
+    def events(prefix):
+        return [json.dumps({"id": f"{prefix}{i}", "time": float(i), "features": {"x": 1.0},
+                            "actions": ["a", "b"]}).encode() for i in range(30)]
+
+    d = Daemon(cfg).start()
+    try:
+        produce(b.bootstrap, pc["input_topic"], events("before-"))
+        assert len(consume(b.bootstrap, pc["output_topic"], 30)) == 30
+        b.stop(kill=True)
+        time.sleep(2.0)
+        b = EmbeddedBroker(port=b.port).start()
+        create_topics(cfg.kafka, topics)
+        produce(b.bootstrap, pc["input_topic"], events("after-"))
+        got = consume(b.bootstrap, pc["output_topic"], 30, timeout=120)
+        assert sorted(x["id"] for x in got) == sorted(f"after-{i}" for i in range(30))
+        assert all(r.error is None for r in d.runners) and all(t.is_alive() for t in d.threads)
+        rebuilds = d.metrics.registry.get_sample_value("eddy_kafka_client_rebuilds_total",
+                                                       {"pipeline": name, "client": client})
+        if client == "kafka-python":  # its idempotent producer never recovers by itself (UnknownProducerId)
+            assert rebuilds and rebuilds >= 1
+    finally:
+        d.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_consumer_group_rebalances_cooperatively(broker, tmp_path, client):
+    """Two daemons in one group share a two-partition topic; when one leaves, the other takes over.
+
+    Delivery is at least once across a hand-over: every event is decided (a partition's new owner
+    resumes from the committed offset, so a few events may be decided twice).
+    """
+    from connectors.kafka import create_topics
+
+    name = f"group{CLIENTS.index(client)}"
+    pc = pipeline_cfg(name, batch_max_events=10)
+
+    def daemon_cfg(who):
+        return config.load_dict({"kafka": {"client": client, "bootstrap_servers": broker.bootstrap,
+                                           "group_id": name},
+                                 "http": {"enabled": False},
+                                 "checkpoint": {"dir": str(tmp_path / who), "every_events": 10,
+                                                "every_seconds": 0.5},
+                                 "pipelines": [pc]}, env=False)
+
+    create_topics(daemon_cfg("a").kafka, [pc["input_topic"]], partitions=2)
+    create_topics(daemon_cfg("a").kafka, [pc["output_topic"], daemon_cfg("a").pipelines[0]["dead_letter_topic"]])
+
+    def wave(tag, n=40):
+        p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        for i in range(n):  # both partitions, explicitly
+            v = json.dumps({"id": f"{tag}-{i}", "time": float(i), "features": {"x": 1.0}, "actions": ["a", "b"]})
+            p.send(pc["input_topic"], v.encode(), partition=i % 2)
+        p.flush()
+        p.close()
+        return {f"{tag}-{i}" for i in range(n)}
+
+    def assigned(d):  # both clients' consumers answer assignment() with topic/partition pairs
+        return {(tp.topic, tp.partition) for tp in d.runners[0].source.consumer.assignment()}
+
+    def n_decided(d):
+        return d.metrics.registry.get_sample_value("eddy_decisions_total", {"pipeline": name, "source": "kafka"}) or 0
+
+    def wait_for(pred, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.2)
+
+    decided = set()
+
+    def collect(expected):
+        got = consume(broker.bootstrap, pc["output_topic"], 10_000, timeout=5)
+        decided.update(x["id"] for x in got)
+        return expected <= decided
+
+    a = Daemon(daemon_cfg("a")).start()
+    b = None
+    try:
+        wait_for(lambda: len(assigned(a)) == 2)
+        first = wave("w1")
+        wait_for(lambda: collect(first), 90)
+        b = Daemon(daemon_cfg("b")).start()
+        wait_for(lambda: len(assigned(a)) == 1 and len(assigned(b)) == 1)  # split between the two
+        assert assigned(a) | assigned(b) == {(pc["input_topic"], 0), (pc["input_topic"], 1)}
+        before = n_decided(a)
+        second = wave("w2")
+        wait_for(lambda: collect(second), 90)
+        assert n_decided(a) > before and n_decided(b) > 0  # both owners decided part of the second wave
+        b.stop()
+        b = None
+        wait_for(lambda: len(assigned(a)) == 2)  # the survivor takes the partition back
+        third = wave("w3")
+        wait_for(lambda: collect(third), 90)
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
