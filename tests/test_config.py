@@ -63,3 +63,21 @@ def test_docs_cover_every_setting():
     for schema in (config.KAFKA, config.HTTP, config.CHECKPOINT, config.PIPELINE):
         for s in schema:
             assert f"`{s.key}`" in text
+
+
+def test_readme_holds_the_current_settings_table():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    assert config.docs_markdown().rstrip() in readme, "regenerate the README table: eddy config docs"
+
+
+def test_readme_lists_every_metric():
+    import pathlib
+
+    from daemon.metrics import DaemonMetrics
+
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    names = {m.name for m in DaemonMetrics().registry.collect()}
+    missing = [n for n in names if f"`{n}" not in readme and f"`{n}_total" not in readme]
+    assert not missing, missing
