@@ -9,6 +9,7 @@ in the same order give the same decisions, live, in a replay, or after a restart
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections import OrderedDict
@@ -434,8 +435,7 @@ class PipelineCore:
             run[:] = [ev for ev, k in zip(run, keep.tolist(), strict=True) if k]
             X = X[keep]
         decisions = self.decide(run, source, X) if run else []
-        for dec in decisions:
-            out.append(Out("decision", dec["id"].encode(), dec["_bytes"]))
+        out += [Out("decision", dec["id"].encode(), body) for dec, body in decisions]
         if decided is not None:
             decided += decisions
         run.clear()
@@ -467,7 +467,7 @@ class PipelineCore:
             return "not_ready"
         return None
 
-    def decide(self, run: list[Event], source: str, X: np.ndarray | None = None) -> list[dict]:
+    def decide(self, run: list[Event], source: str, X: np.ndarray | None = None) -> list[tuple[dict, bytes]]:
         """Decides a run of events at the current state, stores them for the reward join."""
         n = len(run)
         if X is None:
@@ -537,47 +537,51 @@ class PipelineCore:
         default = out is None
         name, keep_body = self.name, source == "http"
         bd, seen, dedup_cap = self.buffer._d, self.seen, self.pc["dedup_cap"]
-        decisions = []
-        counts: dict[str, int] = {}
-        n_explored = n_replay = n_forgotten = 0
-        for i, ev in enumerate(run):
-            lo, hi = bounds[i], bounds[i + 1]
-            offered = fixed if ids is None else ids[lo:hi]
-            pos = chosen_l[i]
-            action = offered[pos]
+        if ids is None:
+            k = len(fixed)
+            actions = [fixed[p] for p in chosen_l]
+            offers = [fixed] * n
+            probs_rows = [probs_l[i * k:(i + 1) * k] for i in range(n)]
+        else:
+            offers = [ids[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+            actions = [o[p] for o, p in zip(offers, chosen_l, strict=True)]
+            probs_rows = [probs_l[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        bodies = self.bodies
+        decisions: list[tuple[dict, bytes]] = []
+        n_forgotten = 0
+        for ev, action, offered, prow, pos, prob, explored, ver, ope, key in zip(
+                run, actions, offers, probs_rows, chosen_l, prob_l, explored_l, ver_l, ope_l, keys_l, strict=True):
             eid = ev.id
             dec: dict[str, Any] = {
                 "id": eid,
                 "pipeline": name,
                 "action": action,
-                "prob": prob_l[i],
-                "probs": dict(zip(offered, probs_l[lo:hi], strict=True)),
-                "model_version": ver_l[i],
-                "explored": explored_l[i],
+                "prob": prob,
+                "probs": dict(zip(offered, prow, strict=True)),
+                "model_version": ver,
+                "explored": explored,
                 "default": default,
                 "reason": reason,
                 "time": ev.time,
                 "replay": ev.replay,
             }
             body = dumps_kept(dec)
-            dec["_bytes"] = body
-            decisions.append(dec)
-            ev.decided(keys_l[i], action, ev.afs[pos] if ev.afs is not None else None, prob_l[i], ver_l[i],
-                       ope_l[i])
+            decisions.append((dec, body))
+            ev.decided(key, action, ev.afs[pos] if ev.afs is not None else None, prob, ver, ope)
             ev.rec = ev.actions = ev.afs = None  # not needed while waiting for the reward
             # Still waiting in the buffer, or already expired (event time or the cap) within its run.
             seen[eid] = PENDING if eid in bd else EXPIRED
             if keep_body:
-                self.bodies[eid] = body
+                bodies[eid] = body
             if len(seen) > dedup_cap:
                 old = seen.popitem(last=False)[0]
                 bd.pop(old, None)  # a forgotten id cannot be joined safely any more
-                if self.bodies:
-                    self.bodies.pop(old, None)
+                if bodies:
+                    bodies.pop(old, None)
                 n_forgotten += 1
-            counts[action] = counts.get(action, 0) + 1
-            n_explored += explored_l[i]
-            n_replay += ev.replay
+        counts = collections.Counter(actions)
+        n_explored = sum(explored_l)
+        n_replay = sum([ev.replay for ev in run])
         m = self.metrics
         for action, c in counts.items():
             self._action_counters(action)[0].inc(c)
@@ -627,8 +631,8 @@ class PipelineCore:
         for ev in fresh:
             self._admit(ev, run, run_ids, outs, decided)
         self._flush_run(run, run_ids, outs, decided, "http")
-        for i, dec in zip(where, decided, strict=True):
-            results[i] = {k: v for k, v in dec.items() if k != "_bytes"}
+        for i, (dec, _) in zip(where, decided, strict=True):
+            results[i] = dec
         self.pending_out += outs
         self.update_gauges()
         return [r for r in results if r is not None]
