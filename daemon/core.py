@@ -108,6 +108,7 @@ class PipelineCore:
         self._c_explored = m.explored.labels(**self._lbl)
         self._c_joined = m.rewards.labels(pipeline=self.name, outcome="joined")
         self._c_defaulted = m.rewards.labels(pipeline=self.name, outcome="defaulted")
+        self._n_defaulted = 0
         self._c_reward_sum = m.reward_sum.labels(**self._lbl)
         self._c_action: dict[str, tuple[Any, Any, Any]] = {}  # label -> (decisions, reward sum, feedback)
         self.pending_out: list[Out] = []
@@ -351,7 +352,7 @@ class PipelineCore:
             if eid in seen:
                 seen[eid] = EXPIRED
             q.append((eid, e, r))
-        self._c_defaulted.inc(len(expired))
+        self._n_defaulted += len(expired)
 
     def seen_status(self, eid: str, status: int) -> None:
         if eid in self.seen:
@@ -661,6 +662,9 @@ class PipelineCore:
 
     # -- gauges, OPE ------------------------------------------------------------------------------
     def update_gauges(self) -> None:
+        if self._n_defaulted:  # counted in bulk: expiry runs at every step of event time
+            self._c_defaulted.inc(self._n_defaulted)
+            self._n_defaulted = 0
         m, lbl = self.metrics, self.name
         m.join_size.labels(pipeline=lbl).set(len(self.buffer))
         m.dedup_size.labels(pipeline=lbl).set(len(self.seen))

@@ -47,15 +47,20 @@ class ActionTable:
         self.evictions = 0
 
     def lookup(self, ids, tick: int, allow_new: bool, on_reset) -> np.ndarray:
-        out = np.empty(len(ids), dtype=np.int64)
         slot = self.slot
-        for j, a in enumerate(ids):
-            s = slot.get(a)
-            if s is None:
-                if not allow_new:
-                    raise InvalidInput(f"unknown action id {a!r}")
-                s = self._new(a, tick, on_reset)
-            out[j] = s
+        found = [slot.get(a) for a in ids]
+        if None in found:
+            # Slots already used by this batch are taken before any new id may evict one.
+            self.last_used[[f for f in found if f is not None]] = tick
+            for j, a in enumerate(ids):
+                if found[j] is None:
+                    s = slot.get(a)  # an id new in this batch may repeat
+                    if s is None:
+                        if not allow_new:
+                            raise InvalidInput(f"unknown action id {a!r}")
+                        s = self._new(a, tick, on_reset)
+                    found[j] = s
+        out = np.array(found, dtype=np.int64)
         if len(out):
             self.last_used[out] = tick
         return out
