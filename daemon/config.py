@@ -89,9 +89,10 @@ PIPELINE = [
     S("min_learned_events", int, 0, "the model is 'not ready' before this many learned rewards", minimum=0),
     S("latency_budget_ms", float, 50.0, "sidecar: a decision that cannot start within this budget gets the default", minimum=0.0),
     S("reward_wait_s", float, 3600.0, "event-time wait for a reward before default_reward applies", minimum=0.0),
-    S("learn_every_events", int, 64, "learned rewards are applied to the model in blocks, before the first event "
-      "after this many events (log order; 1 = before every event); longer blocks decide more events per kernel call",
-      minimum=1),
+    S("learn_every_events", int, 256, "rewards are applied to the model in blocks, before the first event after "
+      "this many events (log order; 1 = before every event): a block is one kernel call for its decisions and one "
+      "for its learning (measured end to end: 64 gives about 47k events/s, 256 about 56k), and a reward reaches "
+      "the model at most this many events after it arrived", minimum=1),
     S("default_reward", float, 0.0, "reward learned when none arrived within reward_wait_s"),
     S("join_buffer_cap", int, 100_000, "cap on decisions waiting for a reward (oldest get the default reward)", minimum=1),
     S("dedup_cap", int, 200_000, "cap on remembered event ids (duplicates, retried /decide)", minimum=1),
