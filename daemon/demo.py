@@ -31,7 +31,10 @@ def demo_config(state_dir: str, client: str, port: int, actions: tuple[str, ...]
         "checkpoint": {"dir": state_dir, "every_events": 20_000, "every_seconds": 10.0},
         "pipelines": [{
             "name": "routing", "learner": "squarecb", "input_topic": "payments",
-            "output_topic": "decisions", "n_features": 128, "reward_wait_s": 3600.0,
+            # Event time is the flights' schedule: about 100 s apart, so the service's feedback,
+            # which trails the events by up to a couple of thousand records, is days behind in
+            # event time. The wait is sized to that (a live service would wait minutes).
+            "output_topic": "decisions", "n_features": 128, "reward_wait_s": 14 * 86400.0,
             "batch_max_events": 2000, "batch_max_ms": 20.0, "shadow_learners": ["epsilon-greedy"],
             "default_action": actions[0], "params": {"actions": list(actions)},
         }],
