@@ -28,6 +28,7 @@ demo: $(STAMP)
 
 test: $(STAMP) prometheus
 	$(PY) -m ruff check daemon learners connectors tests benchmarks
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -24,7 +24,7 @@ class JsonLinesSource(Source):
             self._line += 1
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
-        out = []
+        out: list[SourceRecord] = []
         while len(out) < max_records:
             line = self._f.readline()
             if not line:

@@ -234,8 +234,9 @@ class ConfluentSource(Source):
             if m.error():
                 log.warning("consumer error: %s", m.error())
                 continue
-            out.append(SourceRecord(m.value() or b"", m.topic(), m.partition(), m.offset()))
-            self._pos[pos_key(m.topic(), m.partition())] = m.offset() + 1
+            topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
+            out.append(SourceRecord(m.value() or b"", topic, part, off))
+            self._pos[pos_key(topic, part)] = off + 1
         return out
 
     def positions(self) -> dict[str, int]:

@@ -28,7 +28,7 @@ def pack_strings(items: list[str] | list[bytes]) -> tuple[np.ndarray, np.ndarray
     (['é', 'x'], [b'\x00', b''])
     """
     if items and isinstance(items[0], str):
-        joined = "".join(items)  # type: ignore[arg-type]
+        joined = "".join(items)
         if joined.isascii():  # one character per byte: no per-item encoding needed
             ends = np.cumsum(np.fromiter(map(len, items), dtype=np.int64, count=len(items)), dtype=np.int64)
             return np.frombuffer(joined.encode("ascii"), dtype=np.uint8), ends
@@ -89,7 +89,7 @@ class CheckpointStore:
         for k, v in arrays.items():
             if v.dtype == object:
                 raise TypeError(f"checkpoint array {k!r} has dtype object (would need pickle)")
-        _write_atomic(base + ".npz", lambda f: np.savez(f, **arrays))
+        _write_atomic(base + ".npz", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
         meta = {**meta, "seq": seq, "arrays": base.rsplit("/", 1)[-1] + ".npz"}
         _write_atomic(base + ".json", lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
         _fsync_dir(self.dir)

@@ -126,7 +126,7 @@ def _coerce(where: str, s: Setting, value: Any) -> Any:
         raise ConfigError(f"{where}: expected {s.type.__name__}, got {value!r}")
     if s.allowed is not None and value not in s.allowed:
         raise ConfigError(f"{where}: {value!r} is not allowed; allowed: {', '.join(map(str, s.allowed))}")
-    if s.minimum is not None and value < s.minimum:
+    if s.minimum is not None and isinstance(value, int | float) and value < s.minimum:
         raise ConfigError(f"{where}: {value!r} is below the minimum {s.minimum}")
     return value
 
@@ -195,15 +195,15 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> 
             pc["dead_letter_topic"] = pc["input_topic"] + ".dlq"
         _check_learner(where, pc)
         cfg.pipelines.append(pc)
-    k = cfg.kafka
-    if k["security_protocol"].startswith("SASL") and not (k["sasl_mechanism"] and k["sasl_username"]):
+    kafka = cfg.kafka
+    if kafka["security_protocol"].startswith("SASL") and not (kafka["sasl_mechanism"] and kafka["sasl_username"]):
         raise ConfigError("kafka.sasl_mechanism/sasl_username: required with security_protocol "
-                          f"{k['security_protocol']}; allowed mechanisms: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
-    if k["security_protocol"] in ("SSL", "SASL_SSL"):
+                          f"{kafka['security_protocol']}; allowed mechanisms: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    if kafka["security_protocol"] in ("SSL", "SASL_SSL"):
         for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            if k[key] and not os.path.exists(k[key]):
-                raise ConfigError(f"kafka.{key}: file {k[key]!r} does not exist")
-    if k["bootstrap_servers"] == "embedded" and k["security_protocol"] != "PLAINTEXT":
+            if kafka[key] and not os.path.exists(kafka[key]):
+                raise ConfigError(f"kafka.{key}: file {kafka[key]!r} does not exist")
+    if kafka["bootstrap_servers"] == "embedded" and kafka["security_protocol"] != "PLAINTEXT":
         raise ConfigError("kafka.security_protocol: the embedded broker speaks PLAINTEXT only")
     return cfg
 

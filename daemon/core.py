@@ -495,7 +495,7 @@ class PipelineCore:
         ids: list[str] | None = batch.get("action_ids")
         fixed: list[str] = []
         if indptr is None:
-            fixed = [str(a) for a in self.learner.actions]
+            fixed = [str(a) for a in getattr(self.learner, "actions", ())]
             k = len(fixed)
             indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
         starts = indptr[:-1]
@@ -640,7 +640,7 @@ class PipelineCore:
 
     def feedback_objects(self, objs: list[Any]) -> list[dict]:
         """Joins rewards from /feedback; returns one status per item (errors are per item)."""
-        res = []
+        res: list[dict[str, Any]] = []
         for obj in objs:
             try:
                 if not isinstance(obj, dict):

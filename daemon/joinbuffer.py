@@ -20,6 +20,7 @@ from .checkpoint import pack_strings, unpack_strings
 def rows_matrix(rows: list, d: int) -> np.ndarray:
     """Contexts as one n×d matrix, from items holding a dense ``x`` or hashed ``cols``/``vals``."""
     n = len(rows)
+    X: np.ndarray
     sparse = [i for i, e in enumerate(rows) if e.cols is not None]
     if not sparse:
         X = np.zeros((n, d))
@@ -51,6 +52,14 @@ class Pending:
 
     __slots__ = ("id", "time", "x", "cols", "vals", "actions", "afs", "replay", "rec", "eff",
                  "key", "action", "af", "prob", "deadline", "version", "ope")
+    # Set once decided (deadline: once admitted).
+    key: int
+    action: str
+    af: np.ndarray | None
+    prob: float
+    deadline: float
+    version: int
+    ope: tuple
 
     def __init__(self, id: str, time: float | None, x: np.ndarray | None, cols: list[int] | None,
                  vals: list[float] | None, actions: list[str] | None = None, afs: np.ndarray | None = None,

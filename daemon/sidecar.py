@@ -177,7 +177,7 @@ def serve_in_thread(app: Sidecar, host: str, port: int):
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             loop="auto", http="auto")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # the daemon owns signals
     th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="eddy-http")
     th.start()
     deadline = time.monotonic() + 10

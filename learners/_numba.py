@@ -9,6 +9,7 @@ real inputs that the wrappers must be able to detect. On-disk caching is on unle
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numba
 
@@ -18,7 +19,7 @@ CACHE = os.environ.get("EDDY_NUMBA_CACHE", "1") != "0"
 
 def jit(func=None, **overrides):
     """``numba.njit`` with the project's options (usable as ``@jit`` or ``@jit(...)``)."""
-    options = {"cache": CACHE, "fastmath": set(FASTMATH), "nogil": True}
+    options: dict[str, Any] = {"cache": CACHE, "fastmath": set(FASTMATH), "nogil": True}
     options.update(overrides)
     if func is None:
         return lambda f: numba.njit(**options)(f)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from ..base import register
 from .learner import ORACLES, POLICIES, ActionTable, BanditLearner
 
 # One registry entry per benchmarked policy (all the same class, composed differently).
-PRESETS: dict[str, dict[str, object]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "squarecb": {"policy": "squarecb", "oracle": "ridge"},
     "squarecb-shared": {"policy": "squarecb", "oracle": "ridge-shared"},
     "squarecb-neural": {"policy": "squarecb", "oracle": "neural"},

@@ -92,7 +92,7 @@ class ActionTable:
 
     def load(self, state: Mapping[str, np.ndarray]) -> None:
         self.ids = [str(a) for a in state["action_ids"].tolist()]
-        self.slot = {a: i for i, a in enumerate(self.ids)}
+        self.slot = {a: i for i, a in enumerate(self.ids) if a is not None}
         self.last_used = np.array(state["action_last_used"], dtype=np.int64)
         self.evictions = int(state["action_evictions"])
 
@@ -208,6 +208,8 @@ class BanditLearner(Learner):
         self._t = 0
         self._tick = 0
         self._table = ActionTable(max_actions)
+        self._A_inv: np.ndarray  # (k, d, d) per action, or (D, D) shared
+        self._theta: np.ndarray  # (k, d) per action, or (D,) shared
         if oracle == "ridge":
             self._A_inv = np.zeros((0, d, d))
             self._theta = np.zeros((0, d))
@@ -357,7 +359,7 @@ class BanditLearner(Learner):
             raise InvalidInput("action_features contain NaN or inf")
         return AF
 
-    def _action_sets(self, batch: Batch, n: int) -> tuple[np.ndarray, np.ndarray, list]:
+    def _action_sets(self, batch: Batch, n: int) -> tuple[np.ndarray, np.ndarray, list | None]:
         if "action_indptr" not in batch:
             if len(self._all_slots) == 0:
                 raise InvalidInput("events carry no action set and no actions are configured")
