@@ -114,6 +114,8 @@ def test_auth_routes_health_and_control(sidecar):
 @pytest.mark.prometheus
 def test_real_prometheus_scrapes_the_daemon(sidecar, tmp_path):
     _, port, _ = sidecar
+    st, _ = call(port, "POST", "/v1/pipelines/pay/decide", {**EVENT, "id": "scraped-1"})
+    assert st == 200  # something to scrape, whichever tests ran before
     binary = shutil.which("prometheus")
     assert binary, "Debian's prometheus package is required (make test installs it)"
     prom_port = free_port()
@@ -138,7 +140,31 @@ def test_real_prometheus_scrapes_the_daemon(sidecar, tmp_path):
             except OSError:
                 continue
         assert value is not None and value >= 1
+        # Every query of the shipped Grafana dashboard is valid PromQL over eddy's metric names,
+        # and the ones about what this test did (decisions, latency) have data.
+        root = os.path.join(os.path.dirname(__file__), "..", "deploy")
+        with open(os.path.join(root, "grafana", "eddy-dashboard.json")) as f:
+            exprs = [t["expr"] for p in json.load(f)["panels"] for t in p.get("targets", [])]
+        answered = {}
+        for expr in exprs:
+            url = f"http://127.0.0.1:{prom_port}/api/v1/query?query={urllib.parse.quote(expr)}"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                body = json.loads(r.read())
+            assert body["status"] == "success", (expr, body)
+            answered[expr] = body["data"]["result"]
+        assert answered["eddy_ope_value"] and answered["eddy_join_buffer_entries"]
     finally:
         proc.terminate()
         proc.wait(10)
     assert os.path.isdir(tmp_path / "data")
+
+
+@pytest.mark.prometheus
+def test_shipped_prometheus_config_and_alert_rules_are_valid():
+    promtool = shutil.which("promtool")
+    assert promtool, "Debian's prometheus package ships promtool (make test installs it)"
+    root = os.path.join(os.path.dirname(__file__), "..", "deploy", "prometheus")
+    for args in (["check", "rules", os.path.join(root, "alerts.yml")],
+                 ["check", "config", "--syntax-only", os.path.join(root, "prometheus.yml")]):
+        out = subprocess.run([promtool, *args], capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
