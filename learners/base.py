@@ -146,4 +146,4 @@ def factory_of(name: str) -> Callable[..., Learner]:
 
 
 def _load_families() -> None:
-    from . import bandit  # noqa: F401  (registers on import)
+    from . import bandit, paging  # noqa: F401  (register on import)

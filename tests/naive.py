@@ -168,3 +168,92 @@ def mlp_update(X, slots, y, keys, W1, b1, W2, b2, kl, sigma, lr, seed):
         W1 -= lr * np.outer(gh, X[i])
         b1 -= lr * gh
     return W1, b1, W2, b2
+
+
+# -- paging -------------------------------------------------------------------------------------------
+def cache_policy(policy, keys, ops, k, seed=0, bits=None):
+    """Obvious references of the cache shadows: (hit list, evicted list with None)."""
+    from collections import OrderedDict
+
+    from learners._random import draw_uniform
+
+    order = OrderedDict()  # key -> flag; first = oldest
+    unm = []  # Marker: unmarked keys, with the kernel's swap-remove order
+    hits, evs, t = [], [], 0
+    hand = None  # SIEVE: the key under the hand (None: start from the oldest)
+
+    def unm_remove(key):
+        j = unm.index(key)
+        unm[j] = unm[-1]
+        unm.pop()
+
+    for i, (key, op) in enumerate(zip(keys.tolist(), ops.tolist(), strict=True)):
+        t += 1
+        if op == 1:
+            hits.append(-1)
+            evs.append(None)
+            if key in order:
+                if policy == "sieve" and hand == key:
+                    seq = list(order)
+                    j = seq.index(key)
+                    hand = seq[j + 1] if j + 1 < len(seq) else None
+                if policy == "marker" and order[key] == 0:
+                    unm_remove(key)
+                del order[key]
+            continue
+        if key in order:
+            hits.append(1)
+            evs.append(None)
+            if policy == "lru":
+                order.move_to_end(key)
+            elif policy == "sieve":
+                order[key] = 1
+            elif policy == "marker" and order[key] == 0:
+                unm_remove(key)
+                order[key] = 1
+            elif policy == "ftp-discard":
+                del order[key]
+                order[key] = int(bits[i])
+            continue
+        hits.append(0)
+        victim = None
+        if len(order) >= k:
+            seq = list(order)  # oldest first
+            if policy in ("lru", "fifo"):
+                victim = seq[0]
+            elif policy == "sieve":
+                j = seq.index(hand) if hand is not None else 0
+                while order[seq[j]] == 1:
+                    order[seq[j]] = 0
+                    j = j + 1 if j + 1 < len(seq) else 0
+                victim = seq[j]
+                hand = seq[j + 1] if j + 1 < len(seq) else None
+            elif policy == "marker":
+                if not unm:
+                    for q in reversed(seq):  # the kernel walks from the newest
+                        order[q] = 0
+                        unm.append(q)
+                victim = unm[int(draw_uniform(seed, t, 0) * len(unm))]
+                unm_remove(victim)
+            elif policy == "ftp-discard":
+                ones = [q for q in seq if order[q] == 1]
+                victim = ones[0] if ones else seq[0]
+            del order[victim]
+        evs.append(victim)
+        order[key] = {"marker": 1, "ftp-discard": int(bits[i]) if bits is not None else 0}.get(policy, 0)
+    return hits, evs
+
+
+def belady_misses(keys, k):
+    """Furthest-in-future by brute force."""
+    keys = list(keys)
+    cache, misses = set(), 0
+    for i, key in enumerate(keys):
+        if key in cache:
+            continue
+        misses += 1
+        if len(cache) >= k:
+            rest = keys[i + 1:]
+            cache.remove(max(cache, key=lambda q, rest=rest: rest.index(q) if q in rest else len(rest)))
+        cache.add(key)
+    return misses

@@ -1,0 +1,318 @@
+"""Numba kernels of the cache shadows: classical policies over batches of requests, unit-size pages.
+
+State of a cache of ``k`` frames (all plain arrays, updated in place):
+
+* ``tkeys``/``tvals``: the key → frame hash table (:mod:`._table`);
+* ``fkey[k]``: the key in each frame (``EMPTY`` when free), ``free[k]`` a stack of free frames;
+* ``prv``/``nxt``/``lst``: doubly linked lists threaded through the frames, several lists at
+  once (``lhead``/``ltail``/``lcnt`` per list). Heads are the most recent end, tails the oldest;
+* ``bit[k]``: a per-frame flag (SIEVE's visited bit, a prediction bit);
+* ``meta``: counters (see the ``M_*`` indices).
+
+Requests: ``keys[i]`` with ``ops[i]`` 0 = access, 1 = delete (invalidate). Outputs per request:
+``hit[i]`` (1 hit, 0 miss, -1 for a delete) and ``evicted[i]`` (the key evicted on that miss, or
+``EMPTY``). Misses include cold misses, as libCacheSim counts them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import jit
+from .._random import draw_uniform
+from ._table import EMPTY, ht_del, ht_get, ht_put
+
+# meta indices
+M_SIZE, M_NFREE, M_HAND, M_T, M_PHASE, M_NUNM = 0, 1, 2, 3, 4, 5
+N_META = 8
+
+
+# -- linked lists over frames -----------------------------------------------------------------------
+@jit
+def _unlink(prv, nxt, lst, lhead, ltail, lcnt, s):
+    L = lst[s]
+    p, n = prv[s], nxt[s]
+    if p >= 0:
+        nxt[p] = n
+    else:
+        lhead[L] = n
+    if n >= 0:
+        prv[n] = p
+    else:
+        ltail[L] = p
+    lcnt[L] -= 1
+    prv[s] = -1
+    nxt[s] = -1
+    lst[s] = -1
+
+
+@jit
+def _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, L):
+    h = lhead[L]
+    prv[s] = -1
+    nxt[s] = h
+    if h >= 0:
+        prv[h] = s
+    else:
+        ltail[L] = s
+    lhead[L] = s
+    lst[s] = L
+    lcnt[L] += 1
+
+
+@jit
+def _alloc(fkey, free, meta, tkeys, tvals, key):
+    meta[M_NFREE] -= 1
+    s = free[meta[M_NFREE]]
+    fkey[s] = key
+    ht_put(tkeys, tvals, key, s)
+    meta[M_SIZE] += 1
+    return s
+
+
+@jit
+def _release(fkey, free, meta, tkeys, tvals, s):
+    ht_del(tkeys, tvals, fkey[s])
+    fkey[s] = EMPTY
+    free[meta[M_NFREE]] = s
+    meta[M_NFREE] += 1
+    meta[M_SIZE] -= 1
+
+
+# -- LRU, FIFO, SIEVE ---------------------------------------------------------------------------------
+@jit
+def queue_run(policy, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
+              hit, evicted):
+    """LRU (policy 0), FIFO (1) and SIEVE (2) over one list.
+
+    SIEVE (Zhang et al., NSDI'24): one FIFO queue and a visited bit; the hand sweeps from the
+    oldest towards the newest, clearing visited bits, and evicts the first unvisited frame;
+    survivors stay where they are.
+    """
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        meta[M_T] += 1
+        evicted[i] = EMPTY
+        s = ht_get(tkeys, tvals, key)
+        if ops[i] == 1:  # delete
+            hit[i] = -1
+            if s >= 0:
+                if meta[M_HAND] == s:
+                    meta[M_HAND] = prv[s]
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+                _release(fkey, free, meta, tkeys, tvals, s)
+            continue
+        if s >= 0:
+            hit[i] = 1
+            if policy == 0:
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+                _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
+            elif policy == 2:
+                bit[s] = 1
+            continue
+        hit[i] = 0
+        if meta[M_SIZE] >= k:
+            if policy == 2:
+                h = meta[M_HAND]
+                if h < 0:
+                    h = ltail[0]
+                while bit[h] == 1:
+                    bit[h] = 0
+                    h = prv[h]
+                    if h < 0:
+                        h = ltail[0]
+                v = h
+                meta[M_HAND] = prv[v]
+            else:
+                v = ltail[0]
+            evicted[i] = fkey[v]
+            _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
+            _release(fkey, free, meta, tkeys, tvals, v)
+        s = _alloc(fkey, free, meta, tkeys, tvals, key)
+        bit[s] = 0
+        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
+
+
+# -- randomized Marker --------------------------------------------------------------------------------
+@jit
+def _unm_remove(unm, upos, meta, s):
+    j = upos[s]
+    last = unm[meta[M_NUNM] - 1]
+    unm[j] = last
+    upos[last] = j
+    meta[M_NUNM] -= 1
+    upos[s] = -1
+
+
+@jit
+def marker_run(seed, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
+               unm, upos, hit, evicted):
+    """Randomized Marker (Fiat et al. 1991): phases; a requested page is marked; a fault evicts a
+    uniformly random unmarked page, and starts a new phase (unmarking all) when none is left.
+
+    The draw for request ``t`` is ``draw_uniform(seed, t, 0)``: a function of the seed and the
+    request's position, so a replay or a restart from a snapshot evicts the same pages.
+    ``bit`` is the mark; frames are kept in one list only to enumerate them.
+    """
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        meta[M_T] += 1
+        t = meta[M_T]
+        evicted[i] = EMPTY
+        s = ht_get(tkeys, tvals, key)
+        if ops[i] == 1:
+            hit[i] = -1
+            if s >= 0:
+                if bit[s] == 0:
+                    _unm_remove(unm, upos, meta, s)
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+                _release(fkey, free, meta, tkeys, tvals, s)
+            continue
+        if s >= 0:
+            hit[i] = 1
+            if bit[s] == 0:
+                _unm_remove(unm, upos, meta, s)
+                bit[s] = 1
+            continue
+        hit[i] = 0
+        if meta[M_SIZE] >= k:
+            if meta[M_NUNM] == 0:  # every page marked: a new phase
+                meta[M_PHASE] += 1
+                f = lhead[0]
+                while f >= 0:
+                    bit[f] = 0
+                    upos[f] = meta[M_NUNM]
+                    unm[meta[M_NUNM]] = f
+                    meta[M_NUNM] += 1
+                    f = nxt[f]
+            r = int(draw_uniform(seed, t, 0) * meta[M_NUNM])
+            v = unm[r]
+            _unm_remove(unm, upos, meta, v)
+            evicted[i] = fkey[v]
+            _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
+            _release(fkey, free, meta, tkeys, tvals, v)
+        s = _alloc(fkey, free, meta, tkeys, tvals, key)
+        bit[s] = 1
+        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
+
+
+# -- predictions: follow the discard bits -------------------------------------------------------------
+@jit
+def ftp_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
+                    hit, evicted):
+    """Follow-the-prediction with discard bits (reconstructed, see :mod:`learners.paging`).
+
+    Every page keeps the bit of its latest request; a fault evicts the least recently used page
+    whose bit says "safe to evict" (list 1), and the least recently used page otherwise (list 0).
+    With exact bits (1 iff Belady evicts the page before its next request, or it is never
+    requested again) it faults exactly when Belady does.
+    """
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        meta[M_T] += 1
+        evicted[i] = EMPTY
+        s = ht_get(tkeys, tvals, key)
+        if ops[i] == 1:
+            hit[i] = -1
+            if s >= 0:
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+                _release(fkey, free, meta, tkeys, tvals, s)
+            continue
+        if s >= 0:
+            hit[i] = 1
+            _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+        else:
+            hit[i] = 0
+            if meta[M_SIZE] >= k:
+                v = ltail[1] if lcnt[1] > 0 else ltail[0]
+                evicted[i] = fkey[v]
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
+                _release(fkey, free, meta, tkeys, tvals, v)
+            s = _alloc(fkey, free, meta, tkeys, tvals, key)
+        b = 1 if bits[i] else 0
+        bit[s] = b
+        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, b)
+
+
+# -- offline optimum ----------------------------------------------------------------------------------
+@jit
+def next_use(keys, tkeys, tvals):
+    """Position of each request's next request of the same key (n + i when there is none, so
+    that pages never requested again are the furthest, most recent last)."""
+    n = keys.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        j = ht_get(tkeys, tvals, keys[i])
+        out[i] = j if j >= 0 else n + i
+        ht_put(tkeys, tvals, keys[i], i)
+    return out
+
+
+@jit
+def _heap_push(hv, hk, size, v, key):
+    i = size
+    hv[i] = v
+    hk[i] = key
+    while i > 0:
+        p = (i - 1) // 2
+        if hv[p] >= hv[i]:
+            break
+        hv[p], hv[i] = hv[i], hv[p]
+        hk[p], hk[i] = hk[i], hk[p]
+        i = p
+    return size + 1
+
+
+@jit
+def _heap_pop(hv, hk, size):
+    size -= 1
+    hv[0] = hv[size]
+    hk[0] = hk[size]
+    i = 0
+    while True:
+        a, b, m = 2 * i + 1, 2 * i + 2, i
+        if a < size and hv[a] > hv[m]:
+            m = a
+        if b < size and hv[b] > hv[m]:
+            m = b
+        if m == i:
+            break
+        hv[m], hv[i] = hv[i], hv[m]
+        hk[m], hk[i] = hk[i], hk[m]
+        i = m
+    return size
+
+
+@jit
+def belady_run(keys, nxt_use, k, tkeys, tvals, hit, evicted):
+    """Belady's furthest-in-future (OPT for unit pages), with a lazy max-heap of next uses.
+
+    ``tkeys``/``tvals`` map each cached key to its current next use. Returns the miss count.
+    """
+    n = keys.shape[0]
+    hv = np.empty(n, dtype=np.int64)
+    hk = np.empty(n, dtype=np.int64)
+    size = 0
+    cached = 0
+    misses = 0
+    for i in range(n):
+        key = keys[i]
+        evicted[i] = EMPTY
+        if ht_get(tkeys, tvals, key) >= 0:
+            hit[i] = 1
+        else:
+            hit[i] = 0
+            misses += 1
+            if cached >= k:
+                while True:  # the furthest next use whose entry is current
+                    v, vk = hv[0], hk[0]
+                    size = _heap_pop(hv, hk, size)
+                    if ht_get(tkeys, tvals, vk) == v:
+                        break
+                ht_del(tkeys, tvals, vk)
+                evicted[i] = vk
+                cached -= 1
+            cached += 1
+        ht_put(tkeys, tvals, key, nxt_use[i])
+        size = _heap_push(hv, hk, size, nxt_use[i], key)
+    return misses

@@ -1,0 +1,176 @@
+"""Cache shadows: a cache's state replayed request by request, saying hit or miss and what to evict.
+
+Unit-size pages, ``capacity`` frames. Keys are int64 (a caller with string keys maps them first,
+e.g. with :func:`learners._hashing.event_keys`); the smallest int64 is reserved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..base import Batch, InvalidInput, Learner
+from . import _kernels as K
+from ._table import EMPTY, new_table
+
+POLICIES = ("lru", "fifo", "sieve", "marker", "ftp-discard")
+_QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
+_STATE = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta",
+          "unm", "upos")
+
+
+class PagingCache(Learner):
+    """A cache shadow under one eviction policy.
+
+    Parameters
+    ----------
+    policy
+        ``lru``, ``fifo``, ``sieve`` (Zhang et al., NSDI'24), ``marker`` (randomized Marker, Fiat
+        et al. 1991; draws seeded by ``seed`` and the request's position) or ``ftp-discard``
+        (follow one-bit discard predictions given with each request, column ``bit``; from
+        "Paging with Succinct Predictions", Antoniadis et al., ICML 2023, whose rules are
+        reconstructed from its abstract: see ``learners/paging/__init__.py``).
+    capacity
+        Frames (unit-size pages).
+    seed
+        Seed of the randomized policies.
+
+    Examples
+    --------
+    >>> c = PagingCache("lru", capacity=2)
+    >>> out = c.process({"key": np.array([1, 2, 1, 3, 2])})
+    >>> out["hit"].tolist(), out["evicted"][out["evicts"]].tolist()
+    ([0, 0, 1, 0, 0], [2, 1])
+    """
+
+    family = "paging"
+
+    def __init__(self, policy: str = "lru", capacity: int = 1024, seed: int = 0):
+        self.policy = policy
+        self.capacity = capacity
+        self.seed = seed
+        if policy not in POLICIES:
+            raise ValueError(f"policy {policy!r} is not allowed; allowed: {', '.join(POLICIES)}")
+        if not isinstance(capacity, int | np.integer) or capacity < 1:
+            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        k = int(capacity)
+        self._tkeys, self._tvals = new_table(k)
+        self._fkey = np.full(k, EMPTY, dtype=np.int64)
+        self._free = np.arange(k - 1, -1, -1, dtype=np.int64)
+        self._prv = np.full(k, -1, dtype=np.int64)
+        self._nxt = np.full(k, -1, dtype=np.int64)
+        self._lst = np.full(k, -1, dtype=np.int64)
+        self._lhead = np.full(2, -1, dtype=np.int64)
+        self._ltail = np.full(2, -1, dtype=np.int64)
+        self._lcnt = np.zeros(2, dtype=np.int64)
+        self._bit = np.zeros(k, dtype=np.int64)
+        self._meta = np.zeros(K.N_META, dtype=np.int64)
+        self._meta[K.M_NFREE] = k
+        self._meta[K.M_HAND] = -1
+        self._unm = np.zeros(k, dtype=np.int64)
+        self._upos = np.full(k, -1, dtype=np.int64)
+        self._hits = 0
+        self._misses = 0
+
+    # -- the protocol -----------------------------------------------------------------------------
+    def process(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Replays requests: ``key`` (int64); optional ``op`` (0 access, 1 delete); ``bit`` for
+        ``ftp-discard``. Returns ``hit`` (1, 0, or -1 for a delete), ``evicts`` (a page was evicted)
+        and ``evicted`` (its key; 0 where ``evicts`` is false)."""
+        keys, ops = self._check(batch)
+        n = keys.shape[0]
+        hit = np.empty(n, dtype=np.int8)
+        ev = np.empty(n, dtype=np.int64)
+        st = (self._tkeys, self._tvals, self._fkey, self._free, self._prv, self._nxt, self._lst, self._lhead,
+              self._ltail, self._lcnt, self._bit, self._meta)
+        k = self.capacity
+        if self.policy in _QUEUE:
+            K.queue_run(_QUEUE[self.policy], keys, ops, k, *st, hit, ev)
+        elif self.policy == "marker":
+            K.marker_run(self.seed, keys, ops, k, *st, self._unm, self._upos, hit, ev)
+        else:
+            K.ftp_discard_run(keys, ops, self._bits(batch, n), k, *st, hit, ev)
+        evicts = ev != EMPTY
+        ev[~evicts] = 0
+        self._hits += int((hit == 1).sum())
+        self._misses += int((hit == 0).sum())
+        return {"hit": hit, "evicts": evicts, "evicted": ev}
+
+    def learn(self, batch: Batch) -> None:
+        """Classical policies and oracle-bit policies learn nothing (accepted for the protocol)."""
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        out = {name: getattr(self, f"_{name}").copy() for name in _STATE}
+        out["counts"] = np.array([self._hits, self._misses], dtype=np.int64)
+        return out
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        for name in _STATE:
+            cur = getattr(self, f"_{name}")
+            arr = np.array(state[name], dtype=np.int64)
+            if arr.shape != cur.shape:
+                raise InvalidInput(f"snapshot array {name!r} has shape {arr.shape}, expected {cur.shape} "
+                                   "(another capacity?)")
+            setattr(self, f"_{name}", arr)
+        self._hits, self._misses = (int(v) for v in state["counts"])
+
+    def metrics(self) -> dict[str, float]:
+        total = self._hits + self._misses
+        return {"requests": float(total), "hits": float(self._hits), "misses": float(self._misses),
+                "hit_ratio": self._hits / total if total else 0.0, "size": float(self._meta[K.M_SIZE]),
+                "capacity": float(self.capacity), "phase": float(self._meta[K.M_PHASE])}
+
+    def contents(self) -> np.ndarray:
+        """The cached keys (in no particular order)."""
+        return self._fkey[self._fkey != EMPTY].copy()
+
+    # -- input checks -----------------------------------------------------------------------------
+    @staticmethod
+    def _check(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        if "key" not in batch:
+            raise InvalidInput("batch lacks the column 'key'")
+        keys = np.asarray(batch["key"])
+        if keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
+            raise InvalidInput(f"key must be a 1-d integer array, got {keys.dtype} with shape {keys.shape}")
+        keys = keys.astype(np.int64)
+        if (keys == EMPTY).any():
+            raise InvalidInput("key -2**63 is reserved", rows=np.flatnonzero(keys == EMPTY))
+        if "op" in batch:
+            ops = np.asarray(batch["op"]).astype(np.int64)
+            if ops.shape != keys.shape or ((ops != 0) & (ops != 1)).any():
+                raise InvalidInput("op must be 0 (access) or 1 (delete), one per key")
+        else:
+            ops = np.zeros(keys.shape[0], dtype=np.int64)
+        return np.ascontiguousarray(keys), np.ascontiguousarray(ops)
+
+    @staticmethod
+    def _bits(batch: Batch, n: int) -> np.ndarray:
+        if "bit" not in batch:
+            raise InvalidInput("policy ftp-discard needs the column 'bit' (one prediction per request)")
+        bits = np.asarray(batch["bit"])
+        if bits.shape != (n,):
+            raise InvalidInput(f"bit must have shape ({n},), got {bits.shape}")
+        return np.ascontiguousarray(bits.astype(np.int64) != 0).astype(np.int64)
+
+    # -- conformance ------------------------------------------------------------------------------
+    @classmethod
+    def conformance_params(cls, **preset: Any) -> dict[str, Any]:
+        return {**preset, "capacity": 8, "seed": 3}
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n_events: int = 64) -> Iterator[tuple[str, Batch]]:
+        rng = np.random.default_rng(seed)
+        for _ in range(max(1, n_events // 16)):
+            n = 16
+            keys = rng.zipf(1.3, size=n).astype(np.int64) % 40
+            ops = (rng.random(n) < 0.05).astype(np.int64)
+            yield "process", {"key": keys, "op": ops, "bit": (rng.random(n) < 0.5).astype(np.int64)}
+
+    @classmethod
+    def _bad_batches(cls) -> Iterator[tuple[str, Batch]]:
+        yield "process", {"kee": np.arange(3)}
+        yield "process", {"key": np.array([0.5, 1.5])}
+        yield "process", {"key": np.array([EMPTY])}
+        yield "process", {"key": np.arange(3), "op": np.array([0, 2, 0])}
