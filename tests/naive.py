@@ -214,6 +214,9 @@ def cache_policy(policy, keys, ops, k, seed=0, bits=None):
             elif policy == "ftp-discard":
                 del order[key]
                 order[key] = int(bits[i])
+            elif policy == "marker-discard":
+                del order[key]
+                order[key] = (1, int(bits[i]))  # (marked, bit), most recent last
             continue
         hits.append(0)
         victim = None
@@ -238,8 +241,18 @@ def cache_policy(policy, keys, ops, k, seed=0, bits=None):
             elif policy == "ftp-discard":
                 ones = [q for q in seq if order[q] == 1]
                 victim = ones[0] if ones else seq[0]
+            elif policy == "marker-discard":
+                if all(order[q][0] == 1 for q in seq):  # a new phase
+                    for q in seq:
+                        order[q] = (0, order[q][1])
+                unmarked = [q for q in seq if order[q][0] == 0]
+                ones = [q for q in unmarked if order[q][1] == 1]
+                victim = ones[0] if ones else unmarked[0]
             del order[victim]
         evs.append(victim)
+        if policy == "marker-discard":
+            order[key] = (1, int(bits[i]))
+            continue
         order[key] = {"marker": 1, "ftp-discard": int(bits[i]) if bits is not None else 0}.get(policy, 0)
     return hits, evs
 

@@ -234,6 +234,51 @@ def ftp_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, lst,
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, b)
 
 
+@jit
+def marker_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
+                       hit, evicted):
+    """The robust marking variant with one-bit predictions (reconstructed, see :mod:`learners.paging`).
+
+    Marker's phases (a requested page is marked; when no unmarked page is left at a fault, a new
+    phase unmarks all). A fault evicts an unmarked page: the least recently used one whose bit
+    says "safe to evict" (list 1), else the least recently used unmarked one (list 0). Marked pages
+    are list 2. Being a marking algorithm it faults at most k times per phase whatever the bits
+    (k-competitive); with exact bits it avoids evicting pages needed again in the phase.
+    """
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        meta[M_T] += 1
+        evicted[i] = EMPTY
+        s = ht_get(tkeys, tvals, key)
+        if ops[i] == 1:
+            hit[i] = -1
+            if s >= 0:
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+                _release(fkey, free, meta, tkeys, tvals, s)
+            continue
+        if s >= 0:
+            hit[i] = 1
+            _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+        else:
+            hit[i] = 0
+            if meta[M_SIZE] >= k:
+                if lcnt[0] + lcnt[1] == 0:  # every page marked: a new phase, LRU order kept
+                    meta[M_PHASE] += 1
+                    f = ltail[2]
+                    while f >= 0:
+                        p = prv[f]
+                        _unlink(prv, nxt, lst, lhead, ltail, lcnt, f)
+                        _push_head(prv, nxt, lst, lhead, ltail, lcnt, f, bit[f])
+                        f = p
+                v = ltail[1] if lcnt[1] > 0 else ltail[0]
+                evicted[i] = fkey[v]
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
+                _release(fkey, free, meta, tkeys, tvals, v)
+            s = _alloc(fkey, free, meta, tkeys, tvals, key)
+        bit[s] = 1 if bits[i] else 0
+        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 2)
+
+
 # -- offline optimum ----------------------------------------------------------------------------------
 @jit
 def next_use(keys, tkeys, tvals):

@@ -15,7 +15,7 @@ from ..base import Batch, InvalidInput, Learner
 from . import _kernels as K
 from ._table import EMPTY, new_table
 
-POLICIES = ("lru", "fifo", "sieve", "marker", "ftp-discard")
+POLICIES = ("lru", "fifo", "sieve", "marker", "ftp-discard", "marker-discard")
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _STATE = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta",
           "unm", "upos")
@@ -29,9 +29,10 @@ class PagingCache(Learner):
     policy
         ``lru``, ``fifo``, ``sieve`` (Zhang et al., NSDI'24), ``marker`` (randomized Marker, Fiat
         et al. 1991; draws seeded by ``seed`` and the request's position) or ``ftp-discard``
-        (follow one-bit discard predictions given with each request, column ``bit``; from
-        "Paging with Succinct Predictions", Antoniadis et al., ICML 2023, whose rules are
-        reconstructed from its abstract: see ``learners/paging/__init__.py``).
+        (follow one-bit discard predictions given with each request, column ``bit``) or
+        ``marker-discard`` (the same bits inside Marker's phases: robust whatever the bits).
+        Both after "Paging with Succinct Predictions", Antoniadis et al., ICML 2023, whose rules
+        are reconstructed from its abstract: see ``learners/paging/__init__.py``.
     capacity
         Frames (unit-size pages).
     seed
@@ -62,9 +63,9 @@ class PagingCache(Learner):
         self._prv = np.full(k, -1, dtype=np.int64)
         self._nxt = np.full(k, -1, dtype=np.int64)
         self._lst = np.full(k, -1, dtype=np.int64)
-        self._lhead = np.full(2, -1, dtype=np.int64)
-        self._ltail = np.full(2, -1, dtype=np.int64)
-        self._lcnt = np.zeros(2, dtype=np.int64)
+        self._lhead = np.full(3, -1, dtype=np.int64)
+        self._ltail = np.full(3, -1, dtype=np.int64)
+        self._lcnt = np.zeros(3, dtype=np.int64)
         self._bit = np.zeros(k, dtype=np.int64)
         self._meta = np.zeros(K.N_META, dtype=np.int64)
         self._meta[K.M_NFREE] = k
@@ -90,8 +91,10 @@ class PagingCache(Learner):
             K.queue_run(_QUEUE[self.policy], keys, ops, k, *st, hit, ev)
         elif self.policy == "marker":
             K.marker_run(self.seed, keys, ops, k, *st, self._unm, self._upos, hit, ev)
-        else:
+        elif self.policy == "ftp-discard":
             K.ftp_discard_run(keys, ops, self._bits(batch, n), k, *st, hit, ev)
+        else:
+            K.marker_discard_run(keys, ops, self._bits(batch, n), k, *st, hit, ev)
         evicts = ev != EMPTY
         ev[~evicts] = 0
         self._hits += int((hit == 1).sum())
@@ -148,7 +151,7 @@ class PagingCache(Learner):
     @staticmethod
     def _bits(batch: Batch, n: int) -> np.ndarray:
         if "bit" not in batch:
-            raise InvalidInput("policy ftp-discard needs the column 'bit' (one prediction per request)")
+            raise InvalidInput("this policy needs the column 'bit' (one prediction per request)")
         bits = np.asarray(batch["bit"])
         if bits.shape != (n,):
             raise InvalidInput(f"bit must have shape ({n},), got {bits.shape}")
