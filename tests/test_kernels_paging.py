@@ -128,3 +128,34 @@ def test_smoothness_misses_grow_at_most_linearly_with_wrong_bits(k):
         wrong_safe = int((flips & (r["discard_bit"] == 0)).sum())
         wrong_keep = int((flips & (r["discard_bit"] == 1)).sum())
         assert misses - r["misses"] <= wrong_safe + (k - 1) * wrong_keep  # no wrong bit: exactly OPT
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k", [3, 10])
+def test_robust_discard_follows_the_better_of_predictions_and_lru(seed, k):
+    """Consistent with exact bits (= OPT), robust with wrong ones (within k + margin faults per
+    switch of the better shadow), and in between with noisy ones."""
+    keys, ops, _ = stream(seed, n=3000, universe=12 * k, p_delete=0.0)
+    r = belady(keys, k)
+    rng = np.random.default_rng(seed)
+    noisy = np.where(rng.random(len(keys)) < 0.2, 1 - r["discard_bit"], r["discard_bit"])
+    for bits in (r["discard_bit"], 1 - r["discard_bit"], noisy, np.zeros_like(noisy), np.ones_like(noisy)):
+        c = PagingCache("robust-discard", capacity=k)
+        outs = [c.process({"key": keys[i:i + 500], "bit": bits[i:i + 500]}) for i in range(0, len(keys), 500)]
+        misses = sum(int((o["hit"] == 0).sum()) for o in outs)
+        ftp = int((PagingCache("ftp-discard", capacity=k).process({"key": keys, "bit": bits})["hit"] == 0).sum())
+        lru = int((PagingCache("lru", capacity=k).process({"key": keys})["hit"] == 0).sum())
+        switches = int(c.metrics()["switches"])
+        assert misses <= min(ftp, lru) + (switches + 1) * 2 * k
+        assert len(c.contents()) <= k
+        if bits is r["discard_bit"]:
+            assert misses == r["misses"]  # exact bits: optimal
+    # Deletes keep the real cache and both shadows in step.
+    keys, ops, bits = stream(seed, n=1000, universe=4 * k)
+    c = PagingCache("robust-discard", capacity=k)
+    out = c.process({"key": keys, "op": ops, "bit": bits})
+    present = set(c.contents().tolist())
+    alive = {}
+    for key, op in zip(keys.tolist(), ops.tolist(), strict=True):
+        alive[key] = op == 0
+    assert all(alive[q] for q in present) and (out["hit"][ops == 1] == -1).all()

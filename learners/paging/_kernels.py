@@ -279,6 +279,138 @@ def marker_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, l
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 2)
 
 
+# -- the robust combiner ------------------------------------------------------------------------------
+@jit
+def _lru_step(st, key, op):
+    """One request on an LRU shadow ``st`` (the 12 state arrays); returns (hit, evicted key)."""
+    tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta = st
+    s = ht_get(tkeys, tvals, key)
+    if op == 1:
+        if s >= 0:
+            _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+            _release(fkey, free, meta, tkeys, tvals, s)
+        return -1, EMPTY
+    if s >= 0:
+        _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
+        return 1, EMPTY
+    ev = EMPTY
+    if meta[M_SIZE] >= fkey.shape[0]:
+        v = ltail[0]
+        ev = fkey[v]
+        _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
+        _release(fkey, free, meta, tkeys, tvals, v)
+    s = _alloc(fkey, free, meta, tkeys, tvals, key)
+    _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
+    return 0, ev
+
+
+@jit
+def _ftp_step(st, key, op, b):
+    """One request on a follow-the-prediction shadow (see :func:`ftp_discard_run`)."""
+    tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta = st
+    s = ht_get(tkeys, tvals, key)
+    if op == 1:
+        if s >= 0:
+            _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+            _release(fkey, free, meta, tkeys, tvals, s)
+        return -1, EMPTY
+    ev = EMPTY
+    h = 1
+    if s >= 0:
+        _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+    else:
+        h = 0
+        if meta[M_SIZE] >= fkey.shape[0]:
+            v = ltail[1] if lcnt[1] > 0 else ltail[0]
+            ev = fkey[v]
+            _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
+            _release(fkey, free, meta, tkeys, tvals, v)
+        s = _alloc(fkey, free, meta, tkeys, tvals, key)
+    bit[s] = b
+    _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, b)
+    return h, ev
+
+
+@jit
+def _in_shadow(st, key):
+    return ht_get(st[0], st[1], key) >= 0
+
+
+@jit
+def combine_run(keys, ops, bits, margin, sa, sb, sc, cm, hit, evicted):
+    """Follow the predictions, robustly: run FtP-discard (shadow ``sa``) and LRU (shadow ``sb``)
+    side by side and keep the real cache ``sc`` close to whichever has faulted less.
+
+    The combiner of Antoniadis et al. (ICML 2020) and Wei (APPROX 2020), deterministic form,
+    reconstructed: the followed shadow changes when its fault count exceeds the other's by
+    ``margin`` (hysteresis against thrashing; a switch costs at most k faults). On a fault the
+    real cache evicts, least recently used first, a page that the followed shadow does not hold
+    (one exists: the followed shadow holds the requested page and the real cache is full). So the
+    real cache faults at most as often as the followed shadow plus k per switch, whatever the bits.
+
+    ``sc`` list 0 holds the real pages absent from the followed shadow, list 1 the others.
+    ``cm``: [followed (0 = predictions, 1 = LRU), faults of sa, faults of sb, switches].
+    """
+    tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta = sc
+    k = fkey.shape[0]
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        op = ops[i]
+        meta[M_T] += 1
+        evicted[i] = EMPTY
+        ha, eva = _ftp_step(sa, key, op, 1 if bits[i] else 0)
+        hb, evb = _lru_step(sb, key, op)
+        if ha == 0:
+            cm[1] += 1
+        if hb == 0:
+            cm[2] += 1
+        # Switch when the followed shadow falls behind by the margin.
+        other = 1 - cm[0]
+        if cm[1 + cm[0]] > cm[1 + other] + margin:
+            cm[0] = other
+            cm[3] += 1
+            f = ltail[1]  # re-sort the real pages by membership in the new leader
+            while f >= 0:
+                p2 = prv[f]
+                if not _in_shadow(sa if cm[0] == 0 else sb, fkey[f]):
+                    _unlink(prv, nxt, lst, lhead, ltail, lcnt, f)
+                    _push_head(prv, nxt, lst, lhead, ltail, lcnt, f, 0)
+                f = p2
+            f = ltail[0]
+            while f >= 0:
+                p2 = prv[f]
+                if _in_shadow(sa if cm[0] == 0 else sb, fkey[f]):
+                    _unlink(prv, nxt, lst, lhead, ltail, lcnt, f)
+                    _push_head(prv, nxt, lst, lhead, ltail, lcnt, f, 1)
+                f = p2
+        lead_ev = eva if cm[0] == 0 else evb
+        if lead_ev != EMPTY:  # the leader dropped a page: the real cache may evict it now
+            s = ht_get(tkeys, tvals, lead_ev)
+            if s >= 0 and lst[s] == 1:
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+                _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
+        s = ht_get(tkeys, tvals, key)
+        if op == 1:
+            hit[i] = -1
+            if s >= 0:
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+                _release(fkey, free, meta, tkeys, tvals, s)
+            continue
+        if s >= 0:
+            hit[i] = 1
+            _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+        else:
+            hit[i] = 0
+            if meta[M_SIZE] >= k:
+                v = ltail[0] if lcnt[0] > 0 else ltail[1]
+                evicted[i] = fkey[v]
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
+                _release(fkey, free, meta, tkeys, tvals, v)
+            s = _alloc(fkey, free, meta, tkeys, tvals, key)
+        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)  # the leader holds it now
+
+
 # -- offline optimum ----------------------------------------------------------------------------------
 @jit
 def next_use(keys, tkeys, tvals):

@@ -15,10 +15,23 @@ from ..base import Batch, InvalidInput, Learner
 from . import _kernels as K
 from ._table import EMPTY, new_table
 
-POLICIES = ("lru", "fifo", "sieve", "marker", "ftp-discard", "marker-discard")
+POLICIES = ("lru", "fifo", "sieve", "marker", "ftp-discard", "marker-discard", "robust-discard")
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
-_STATE = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta",
-          "unm", "upos")
+_FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
+_STATE = (*_FRAME, "unm", "upos")
+
+
+def _frames(k: int) -> dict[str, np.ndarray]:
+    """The arrays of one cache of k frames (see :mod:`._kernels`)."""
+    tkeys, tvals = new_table(k)
+    meta = np.zeros(K.N_META, dtype=np.int64)
+    meta[K.M_NFREE] = k
+    meta[K.M_HAND] = -1
+    return {"tkeys": tkeys, "tvals": tvals, "fkey": np.full(k, EMPTY, dtype=np.int64),
+            "free": np.arange(k - 1, -1, -1, dtype=np.int64), "prv": np.full(k, -1, dtype=np.int64),
+            "nxt": np.full(k, -1, dtype=np.int64), "lst": np.full(k, -1, dtype=np.int64),
+            "lhead": np.full(3, -1, dtype=np.int64), "ltail": np.full(3, -1, dtype=np.int64),
+            "lcnt": np.zeros(3, dtype=np.int64), "bit": np.zeros(k, dtype=np.int64), "meta": meta}
 
 
 class PagingCache(Learner):
@@ -30,7 +43,9 @@ class PagingCache(Learner):
         ``lru``, ``fifo``, ``sieve`` (Zhang et al., NSDI'24), ``marker`` (randomized Marker, Fiat
         et al. 1991; draws seeded by ``seed`` and the request's position) or ``ftp-discard``
         (follow one-bit discard predictions given with each request, column ``bit``) or
-        ``marker-discard`` (the same bits inside Marker's phases: robust whatever the bits).
+        ``marker-discard`` (the same bits inside Marker's phases: robust whatever the bits) or
+        ``robust-discard`` (follow the bits while they do better than LRU, else LRU: within k
+        faults per switch of the better of the two).
         Both after "Paging with Succinct Predictions", Antoniadis et al., ICML 2023, whose rules
         are reconstructed from its abstract: see ``learners/paging/__init__.py``.
     capacity
@@ -57,19 +72,11 @@ class PagingCache(Learner):
         if not isinstance(capacity, int | np.integer) or capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
         k = int(capacity)
-        self._tkeys, self._tvals = new_table(k)
-        self._fkey = np.full(k, EMPTY, dtype=np.int64)
-        self._free = np.arange(k - 1, -1, -1, dtype=np.int64)
-        self._prv = np.full(k, -1, dtype=np.int64)
-        self._nxt = np.full(k, -1, dtype=np.int64)
-        self._lst = np.full(k, -1, dtype=np.int64)
-        self._lhead = np.full(3, -1, dtype=np.int64)
-        self._ltail = np.full(3, -1, dtype=np.int64)
-        self._lcnt = np.zeros(3, dtype=np.int64)
-        self._bit = np.zeros(k, dtype=np.int64)
-        self._meta = np.zeros(K.N_META, dtype=np.int64)
-        self._meta[K.M_NFREE] = k
-        self._meta[K.M_HAND] = -1
+        self._fr = _frames(k)  # the real cache
+        # robust-discard: the two shadows it arbitrates (predictions, LRU) and its counters
+        self._sub = {f"{who}/{name}": arr for who in ("pred", "lru") for name, arr in _frames(k).items()} \
+            if policy == "robust-discard" else {}
+        self._cm = np.zeros(4, dtype=np.int64)
         self._unm = np.zeros(k, dtype=np.int64)
         self._upos = np.full(k, -1, dtype=np.int64)
         self._hits = 0
@@ -84,8 +91,7 @@ class PagingCache(Learner):
         n = keys.shape[0]
         hit = np.empty(n, dtype=np.int8)
         ev = np.empty(n, dtype=np.int64)
-        st = (self._tkeys, self._tvals, self._fkey, self._free, self._prv, self._nxt, self._lst, self._lhead,
-              self._ltail, self._lcnt, self._bit, self._meta)
+        st = tuple(self._fr[name] for name in _FRAME)
         k = self.capacity
         if self.policy in _QUEUE:
             K.queue_run(_QUEUE[self.policy], keys, ops, k, *st, hit, ev)
@@ -93,8 +99,12 @@ class PagingCache(Learner):
             K.marker_run(self.seed, keys, ops, k, *st, self._unm, self._upos, hit, ev)
         elif self.policy == "ftp-discard":
             K.ftp_discard_run(keys, ops, self._bits(batch, n), k, *st, hit, ev)
-        else:
+        elif self.policy == "marker-discard":
             K.marker_discard_run(keys, ops, self._bits(batch, n), k, *st, hit, ev)
+        else:
+            sa = tuple(self._sub[f"pred/{name}"] for name in _FRAME)
+            sb = tuple(self._sub[f"lru/{name}"] for name in _FRAME)
+            K.combine_run(keys, ops, self._bits(batch, n), self.capacity, sa, sb, st, self._cm, hit, ev)
         evicts = ev != EMPTY
         ev[~evicts] = 0
         self._hits += int((hit == 1).sum())
@@ -105,29 +115,43 @@ class PagingCache(Learner):
         """Classical policies and oracle-bit policies learn nothing (accepted for the protocol)."""
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        out = {name: getattr(self, f"_{name}").copy() for name in _STATE}
+        out = {name: arr.copy() for name, arr in self._fr.items()}
+        out["unm"], out["upos"] = self._unm.copy(), self._upos.copy()
+        out.update({f"sub/{name}": arr.copy() for name, arr in self._sub.items()})
+        out["combiner"] = self._cm.copy()
         out["counts"] = np.array([self._hits, self._misses], dtype=np.int64)
         return out
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        fr = {}
         for name in _STATE:
-            cur = getattr(self, f"_{name}")
+            cur = self._fr[name] if name in self._fr else getattr(self, f"_{name}")
             arr = np.array(state[name], dtype=np.int64)
             if arr.shape != cur.shape:
                 raise InvalidInput(f"snapshot array {name!r} has shape {arr.shape}, expected {cur.shape} "
                                    "(another capacity?)")
-            setattr(self, f"_{name}", arr)
+            fr[name] = arr
+        self._unm, self._upos = fr.pop("unm"), fr.pop("upos")
+        self._fr = fr
+        for name, cur in self._sub.items():
+            arr = np.array(state[f"sub/{name}"], dtype=np.int64)
+            if arr.shape != cur.shape:
+                raise InvalidInput(f"snapshot array 'sub/{name}' has shape {arr.shape}, expected {cur.shape}")
+            self._sub[name] = arr
+        self._cm = np.array(state["combiner"], dtype=np.int64)
         self._hits, self._misses = (int(v) for v in state["counts"])
 
     def metrics(self) -> dict[str, float]:
         total = self._hits + self._misses
         return {"requests": float(total), "hits": float(self._hits), "misses": float(self._misses),
-                "hit_ratio": self._hits / total if total else 0.0, "size": float(self._meta[K.M_SIZE]),
-                "capacity": float(self.capacity), "phase": float(self._meta[K.M_PHASE])}
+                "hit_ratio": self._hits / total if total else 0.0, "size": float(self._fr["meta"][K.M_SIZE]),
+                "capacity": float(self.capacity), "phase": float(self._fr["meta"][K.M_PHASE]),
+                "following_lru": float(self._cm[0]), "switches": float(self._cm[3])}
 
     def contents(self) -> np.ndarray:
         """The cached keys (in no particular order)."""
-        return self._fkey[self._fkey != EMPTY].copy()
+        fkey = self._fr["fkey"]
+        return fkey[fkey != EMPTY].copy()
 
     # -- input checks -----------------------------------------------------------------------------
     @staticmethod
