@@ -270,3 +270,61 @@ def belady_misses(keys, k):
             cache.remove(max(cache, key=lambda q, rest=rest: rest.index(q) if q in rest else len(rest)))
         cache.add(key)
     return misses
+
+
+def s3fifo(keys, ops, k):
+    """S3-FIFO by the book (see learners/paging/_kernels.py): (hit list, evicted list with None)."""
+    from collections import OrderedDict, deque
+
+    small_k = max(1, k // 10)
+    ghost_cap = max(1, k - small_k)
+    S, M = OrderedDict(), OrderedDict()  # key -> count; first = oldest
+    ring, live, seq = deque(), {}, 0
+    hits, evs = [], []
+
+    def ghost_add(key):
+        nonlocal seq
+        if len(ring) == ghost_cap:
+            old, old_seq = ring.popleft()
+            if live.get(old) == old_seq:
+                del live[old]
+        seq += 1
+        ring.append((key, seq))
+        live[key] = seq
+
+    for key, op in zip(keys.tolist(), ops.tolist(), strict=True):
+        if op == 1:
+            hits.append(-1)
+            evs.append(None)
+            S.pop(key, None)
+            M.pop(key, None)
+            continue
+        q = S if key in S else M if key in M else None
+        if q is not None:
+            hits.append(1)
+            evs.append(None)
+            q[key] = min(q[key] + 1, 3)
+            continue
+        hits.append(0)
+        victim = None
+        while len(S) + len(M) >= k:
+            if len(S) >= small_k or not M:
+                t, c = S.popitem(last=False)
+                if c > 1:
+                    M[t] = 0
+                else:
+                    victim = t
+                    ghost_add(t)
+            else:
+                t, c = M.popitem(last=False)
+                if c > 0:
+                    M[t] = c - 1
+                else:
+                    victim = t
+        evs.append(victim)
+        if key in live:
+            del live[key]
+            M[key] = 0
+        else:
+            S[key] = 0
+    return hits, evs

@@ -20,7 +20,7 @@ def stream(seed, n=400, universe=30, p_delete=0.05):
     return keys, ops, bits
 
 
-@pytest.mark.parametrize("policy", ["lru", "fifo", "sieve", "marker", "ftp-discard", "marker-discard"])
+@pytest.mark.parametrize("policy", ["lru", "fifo", "sieve", "s3fifo", "marker", "ftp-discard", "marker-discard"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_policies_match_the_references(policy, seed, k):
@@ -30,7 +30,10 @@ def test_policies_match_the_references(policy, seed, k):
             for i in range(0, len(keys), 37)]  # batch boundaries do not matter
     hit = np.concatenate([o["hit"] for o in outs]).tolist()
     ev = [int(e) if x else None for o in outs for e, x in zip(o["evicted"], o["evicts"], strict=True)]
-    ref_hit, ref_ev = naive.cache_policy(policy, keys, ops, k, seed=seed, bits=bits)
+    if policy == "s3fifo":
+        ref_hit, ref_ev = naive.s3fifo(keys, ops, k)
+    else:
+        ref_hit, ref_ev = naive.cache_policy(policy, keys, ops, k, seed=seed, bits=bits)
     assert hit == ref_hit
     assert ev == ref_ev
     assert len(c.contents()) <= k and c.metrics()["misses"] == ref_hit.count(0)
@@ -78,8 +81,8 @@ def test_edge_cases():
 
 
 def test_registered_under_paging_names():
-    assert {"paging-lru", "paging-fifo", "paging-sieve", "paging-marker", "paging-ftp-discard",
-            "paging-marker-discard"} <= set(learners.names())
+    assert {"paging-lru", "paging-fifo", "paging-sieve", "paging-s3fifo", "paging-marker", "paging-ftp-discard",
+            "paging-marker-discard", "paging-robust-discard"} <= set(learners.names())
 
 
 def adversarial(seed, k, n=3000):

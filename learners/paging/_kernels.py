@@ -133,6 +133,79 @@ def queue_run(policy, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhe
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
 
 
+# -- S3-FIFO ------------------------------------------------------------------------------------------
+@jit
+def _ghost_add(gtk, gtv, ring, gmeta, key):
+    """Adds a key to the ghost FIFO (ring of ``ring.shape[0]`` keys), dropping the oldest when full."""
+    cap = ring.shape[0]
+    if gmeta[1] == cap:
+        old = ring[gmeta[0]]
+        if ht_get(gtk, gtv, old) == gmeta[0]:
+            ht_del(gtk, gtv, old)
+        gmeta[0] = (gmeta[0] + 1) % cap
+        gmeta[1] -= 1
+    pos = (gmeta[0] + gmeta[1]) % cap
+    ring[pos] = key
+    ht_put(gtk, gtv, key, pos)
+    gmeta[1] += 1
+
+
+@jit
+def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
+               gtk, gtv, ring, gmeta, hit, evicted):
+    """S3-FIFO (Yang et al., SOSP'23): a small FIFO S (``small_k`` frames), a main FIFO M and a
+    ghost FIFO G of keys evicted from S. ``bit`` is the access count, capped at 3. A miss enters M
+    when its key is in G, else S. Evicting from S moves a page that was accessed more than once
+    to M, else drops it into G; evicting from M reinserts a page with a positive count (count
+    minus one) and drops one with none. S is evicted from while it holds at least ``small_k``.
+    """
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        meta[M_T] += 1
+        evicted[i] = EMPTY
+        s = ht_get(tkeys, tvals, key)
+        if ops[i] == 1:
+            hit[i] = -1
+            if s >= 0:
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+                _release(fkey, free, meta, tkeys, tvals, s)
+            continue
+        if s >= 0:
+            hit[i] = 1
+            if bit[s] < 3:
+                bit[s] += 1
+            continue
+        hit[i] = 0
+        while meta[M_SIZE] >= k:
+            if lcnt[0] >= small_k or lcnt[1] == 0:
+                t = ltail[0]
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
+                if bit[t] > 1:
+                    bit[t] = 0
+                    _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
+                else:
+                    evicted[i] = fkey[t]
+                    _ghost_add(gtk, gtv, ring, gmeta, fkey[t])
+                    _release(fkey, free, meta, tkeys, tvals, t)
+            else:
+                t = ltail[1]
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
+                if bit[t] > 0:
+                    bit[t] -= 1
+                    _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
+                else:
+                    evicted[i] = fkey[t]
+                    _release(fkey, free, meta, tkeys, tvals, t)
+        s = _alloc(fkey, free, meta, tkeys, tvals, key)
+        bit[s] = 0
+        g = ht_get(gtk, gtv, key)
+        if g >= 0:
+            ht_del(gtk, gtv, key)  # its ring slot is skipped when the ring wraps
+            _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)
+        else:
+            _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
+
+
 # -- randomized Marker --------------------------------------------------------------------------------
 @jit
 def _unm_remove(unm, upos, meta, s):

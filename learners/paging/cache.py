@@ -15,10 +15,11 @@ from ..base import Batch, InvalidInput, Learner
 from . import _kernels as K
 from ._table import EMPTY, new_table
 
-POLICIES = ("lru", "fifo", "sieve", "marker", "ftp-discard", "marker-discard", "robust-discard")
+POLICIES = ("lru", "fifo", "sieve", "s3fifo", "marker", "ftp-discard", "marker-discard", "robust-discard")
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
 _STATE = (*_FRAME, "unm", "upos")
+_EXTRA = ("unm", "upos", "gtk", "gtv", "ring", "gmeta")
 
 
 def _frames(k: int) -> dict[str, np.ndarray]:
@@ -40,7 +41,8 @@ class PagingCache(Learner):
     Parameters
     ----------
     policy
-        ``lru``, ``fifo``, ``sieve`` (Zhang et al., NSDI'24), ``marker`` (randomized Marker, Fiat
+        ``lru``, ``fifo``, ``sieve`` (Zhang et al., NSDI'24), ``s3fifo`` (Yang et al., SOSP'23),
+        ``marker`` (randomized Marker, Fiat
         et al. 1991; draws seeded by ``seed`` and the request's position) or ``ftp-discard``
         (follow one-bit discard predictions given with each request, column ``bit``) or
         ``marker-discard`` (the same bits inside Marker's phases: robust whatever the bits) or
@@ -77,6 +79,12 @@ class PagingCache(Learner):
         self._sub = {f"{who}/{name}": arr for who in ("pred", "lru") for name, arr in _frames(k).items()} \
             if policy == "robust-discard" else {}
         self._cm = np.zeros(4, dtype=np.int64)
+        # s3fifo: the ghost FIFO of keys (as many as the main queue's frames)
+        self._small = max(1, k // 10)
+        g = max(1, k - self._small) if policy == "s3fifo" else 1
+        self._gtk, self._gtv = new_table(g)
+        self._ring = np.zeros(g, dtype=np.int64)
+        self._gmeta = np.zeros(2, dtype=np.int64)
         self._unm = np.zeros(k, dtype=np.int64)
         self._upos = np.full(k, -1, dtype=np.int64)
         self._hits = 0
@@ -95,6 +103,8 @@ class PagingCache(Learner):
         k = self.capacity
         if self.policy in _QUEUE:
             K.queue_run(_QUEUE[self.policy], keys, ops, k, *st, hit, ev)
+        elif self.policy == "s3fifo":
+            K.s3fifo_run(keys, ops, k, self._small, *st, self._gtk, self._gtv, self._ring, self._gmeta, hit, ev)
         elif self.policy == "marker":
             K.marker_run(self.seed, keys, ops, k, *st, self._unm, self._upos, hit, ev)
         elif self.policy == "ftp-discard":
@@ -116,7 +126,7 @@ class PagingCache(Learner):
 
     def snapshot(self) -> dict[str, np.ndarray]:
         out = {name: arr.copy() for name, arr in self._fr.items()}
-        out["unm"], out["upos"] = self._unm.copy(), self._upos.copy()
+        out.update({name: getattr(self, f"_{name}").copy() for name in _EXTRA})
         out.update({f"sub/{name}": arr.copy() for name, arr in self._sub.items()})
         out["combiner"] = self._cm.copy()
         out["counts"] = np.array([self._hits, self._misses], dtype=np.int64)
@@ -124,7 +134,7 @@ class PagingCache(Learner):
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
         fr = {}
-        for name in _STATE:
+        for name in (*_FRAME, *_EXTRA):
             cur = self._fr[name] if name in self._fr else getattr(self, f"_{name}")
             arr = np.array(state[name], dtype=np.int64)
             if arr.shape != cur.shape:
@@ -132,6 +142,7 @@ class PagingCache(Learner):
                                    "(another capacity?)")
             fr[name] = arr
         self._unm, self._upos = fr.pop("unm"), fr.pop("upos")
+        self._gtk, self._gtv, self._ring, self._gmeta = fr.pop("gtk"), fr.pop("gtv"), fr.pop("ring"), fr.pop("gmeta")
         self._fr = fr
         for name, cur in self._sub.items():
             arr = np.array(state[f"sub/{name}"], dtype=np.int64)
