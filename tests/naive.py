@@ -328,3 +328,71 @@ def s3fifo(keys, ops, k):
         else:
             S[key] = 0
     return hits, evs
+
+
+def arc(keys, ops, c):
+    """ARC by the paper's pseudo-code (Megiddo & Modha 2003), with deletes dropping a key anywhere."""
+    from collections import OrderedDict
+
+    T1, T2, B1, B2 = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()  # first = LRU
+    p = 0.0
+    hits, evs = [], []
+
+    def replace(in_b2):
+        if T1 and ((in_b2 and len(T1) == p) or len(T1) > p):
+            v, _ = T1.popitem(last=False)
+            B1[v] = None
+        elif T2:
+            v, _ = T2.popitem(last=False)
+            B2[v] = None
+        else:
+            v, _ = T1.popitem(last=False)
+            B2[v] = None
+        return v
+
+    for x, op in zip(keys.tolist(), ops.tolist(), strict=True):
+        if op == 1:
+            hits.append(-1)
+            evs.append(None)
+            for d in (T1, T2, B1, B2):
+                d.pop(x, None)
+            continue
+        if x in T1 or x in T2:
+            hits.append(1)
+            evs.append(None)
+            T1.pop(x, None)
+            T2.pop(x, None)
+            T2[x] = None
+            continue
+        hits.append(0)
+        victim = None
+        if x in B1 or x in B2:
+            in_b2 = x in B2
+            if not in_b2:
+                p = min(float(c), p + max(len(B2) / len(B1), 1.0))
+                del B1[x]
+            else:
+                p = max(0.0, p - max(len(B1) / len(B2), 1.0))
+                del B2[x]
+            if len(T1) + len(T2) >= c:
+                victim = replace(in_b2)
+            T2[x] = None
+            evs.append(victim)
+            continue
+        if len(T1) + len(B1) == c:
+            if len(T1) < c:
+                B1.popitem(last=False)
+                if len(T1) + len(T2) >= c:
+                    victim = replace(False)
+            else:
+                victim, _ = T1.popitem(last=False)
+        else:
+            total = len(T1) + len(T2) + len(B1) + len(B2)
+            if total >= c:
+                if total == 2 * c:
+                    B2.popitem(last=False)
+                if len(T1) + len(T2) >= c:
+                    victim = replace(False)
+        T1[x] = None
+        evs.append(victim)
+    return hits, evs

@@ -20,7 +20,8 @@ def stream(seed, n=400, universe=30, p_delete=0.05):
     return keys, ops, bits
 
 
-@pytest.mark.parametrize("policy", ["lru", "fifo", "sieve", "s3fifo", "marker", "ftp-discard", "marker-discard"])
+@pytest.mark.parametrize("policy", ["lru", "fifo", "sieve", "s3fifo", "arc", "marker", "ftp-discard",
+                                    "marker-discard"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_policies_match_the_references(policy, seed, k):
@@ -32,6 +33,8 @@ def test_policies_match_the_references(policy, seed, k):
     ev = [int(e) if x else None for o in outs for e, x in zip(o["evicted"], o["evicts"], strict=True)]
     if policy == "s3fifo":
         ref_hit, ref_ev = naive.s3fifo(keys, ops, k)
+    elif policy == "arc":
+        ref_hit, ref_ev = naive.arc(keys, ops, k)
     else:
         ref_hit, ref_ev = naive.cache_policy(policy, keys, ops, k, seed=seed, bits=bits)
     assert hit == ref_hit
@@ -81,7 +84,7 @@ def test_edge_cases():
 
 
 def test_registered_under_paging_names():
-    assert {"paging-lru", "paging-fifo", "paging-sieve", "paging-s3fifo", "paging-marker", "paging-ftp-discard",
+    assert {"paging-lru", "paging-fifo", "paging-sieve", "paging-s3fifo", "paging-arc", "paging-marker", "paging-ftp-discard",
             "paging-marker-discard", "paging-robust-discard"} <= set(learners.names())
 
 

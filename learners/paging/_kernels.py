@@ -206,6 +206,101 @@ def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, l
             _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
 
 
+# -- ARC ----------------------------------------------------------------------------------------------
+@jit
+def _arc_replace(in_b2, p, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta,
+                 gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta):
+    """ARC's REPLACE: evicts the LRU page of T1 (to ghost B1) or of T2 (to ghost B2); returns its key."""
+    if lcnt[0] >= 1 and ((in_b2 and lcnt[0] == p) or lcnt[0] > p):
+        v = ltail[0]
+        L = 0
+    else:
+        v = ltail[1] if lcnt[1] > 0 else ltail[0]
+        L = 1 if lcnt[1] > 0 else 0
+    key = fkey[v]
+    _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
+    _release(fkey, free, meta, tkeys, tvals, v)
+    g = _alloc(gkey, gfree, gmeta, gt, gv, key)
+    _push_head(gprv, gnxt, glst, ghead, gtail, gcnt, g, L)
+    return key
+
+
+@jit
+def _ghost_drop_lru(L, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta):
+    g = gtail[L]
+    _unlink(gprv, gnxt, glst, ghead, gtail, gcnt, g)
+    _release(gkey, gfree, gmeta, gt, gv, g)
+
+
+@jit
+def arc_run(keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
+            gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta, pf, hit, evicted):
+    """ARC (Megiddo & Modha, FAST'03): T1/T2 (lists 0/1 of the cache frames) hold pages seen once /
+    at least twice recently, B1/B2 (lists 0/1 of the ghost frames, keys only) what they evicted;
+    the target size ``pf[0]`` of T1 adapts on ghost hits. Follows the paper's pseudo-code."""
+    c = k
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        meta[M_T] += 1
+        evicted[i] = EMPTY
+        s = ht_get(tkeys, tvals, key)
+        g = ht_get(gt, gv, key)
+        if ops[i] == 1:
+            hit[i] = -1
+            if s >= 0:
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+                _release(fkey, free, meta, tkeys, tvals, s)
+            if g >= 0:
+                _unlink(gprv, gnxt, glst, ghead, gtail, gcnt, g)
+                _release(gkey, gfree, gmeta, gt, gv, g)
+            continue
+        if s >= 0:  # case I
+            hit[i] = 1
+            _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+            _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)
+            continue
+        hit[i] = 0
+        if g >= 0:  # cases II and III: a ghost hit adapts the target
+            in_b2 = glst[g] == 1
+            if not in_b2:
+                pf[0] = min(float(c), pf[0] + max(gcnt[1] / gcnt[0], 1.0))
+            else:
+                pf[0] = max(0.0, pf[0] - max(gcnt[0] / gcnt[1], 1.0))
+            _unlink(gprv, gnxt, glst, ghead, gtail, gcnt, g)
+            _release(gkey, gfree, gmeta, gt, gv, g)
+            if meta[M_SIZE] >= c:
+                evicted[i] = _arc_replace(in_b2, pf[0], tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail,
+                                          lcnt, meta, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt,
+                                          gmeta)
+            s = _alloc(fkey, free, meta, tkeys, tvals, key)
+            _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)
+            continue
+        # case IV: a new page
+        if lcnt[0] + gcnt[0] == c:
+            if lcnt[0] < c:
+                _ghost_drop_lru(0, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta)
+                if meta[M_SIZE] >= c:
+                    evicted[i] = _arc_replace(False, pf[0], tkeys, tvals, fkey, free, prv, nxt, lst, lhead,
+                                              ltail, lcnt, meta, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead,
+                                              gtail, gcnt, gmeta)
+            else:
+                v = ltail[0]
+                evicted[i] = fkey[v]
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
+                _release(fkey, free, meta, tkeys, tvals, v)
+        else:
+            total = lcnt[0] + lcnt[1] + gcnt[0] + gcnt[1]
+            if total >= c:
+                if total == 2 * c:
+                    _ghost_drop_lru(1, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta)
+                if meta[M_SIZE] >= c:
+                    evicted[i] = _arc_replace(False, pf[0], tkeys, tvals, fkey, free, prv, nxt, lst, lhead,
+                                              ltail, lcnt, meta, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead,
+                                              gtail, gcnt, gmeta)
+        s = _alloc(fkey, free, meta, tkeys, tvals, key)
+        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
+
+
 # -- randomized Marker --------------------------------------------------------------------------------
 @jit
 def _unm_remove(unm, upos, meta, s):

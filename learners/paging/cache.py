@@ -15,7 +15,7 @@ from ..base import Batch, InvalidInput, Learner
 from . import _kernels as K
 from ._table import EMPTY, new_table
 
-POLICIES = ("lru", "fifo", "sieve", "s3fifo", "marker", "ftp-discard", "marker-discard", "robust-discard")
+POLICIES = ("lru", "fifo", "sieve", "s3fifo", "arc", "marker", "ftp-discard", "marker-discard", "robust-discard")
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
 _STATE = (*_FRAME, "unm", "upos")
@@ -42,7 +42,7 @@ class PagingCache(Learner):
     ----------
     policy
         ``lru``, ``fifo``, ``sieve`` (Zhang et al., NSDI'24), ``s3fifo`` (Yang et al., SOSP'23),
-        ``marker`` (randomized Marker, Fiat
+        ``arc`` (Megiddo & Modha, FAST'03), ``marker`` (randomized Marker, Fiat
         et al. 1991; draws seeded by ``seed`` and the request's position) or ``ftp-discard``
         (follow one-bit discard predictions given with each request, column ``bit``) or
         ``marker-discard`` (the same bits inside Marker's phases: robust whatever the bits) or
@@ -85,6 +85,9 @@ class PagingCache(Learner):
         self._gtk, self._gtv = new_table(g)
         self._ring = np.zeros(g, dtype=np.int64)
         self._gmeta = np.zeros(2, dtype=np.int64)
+        # arc: the ghost lists B1/B2 (keys only) and the adaptive target size of T1
+        self._gfr = _frames(k if policy == "arc" else 1)
+        self._pf = np.zeros(1)
         self._unm = np.zeros(k, dtype=np.int64)
         self._upos = np.full(k, -1, dtype=np.int64)
         self._hits = 0
@@ -105,6 +108,9 @@ class PagingCache(Learner):
             K.queue_run(_QUEUE[self.policy], keys, ops, k, *st, hit, ev)
         elif self.policy == "s3fifo":
             K.s3fifo_run(keys, ops, k, self._small, *st, self._gtk, self._gtv, self._ring, self._gmeta, hit, ev)
+        elif self.policy == "arc":
+            K.arc_run(keys, ops, k, *st, *(self._gfr[name] for name in _FRAME if name not in ("bit",)), self._pf,
+                      hit, ev)
         elif self.policy == "marker":
             K.marker_run(self.seed, keys, ops, k, *st, self._unm, self._upos, hit, ev)
         elif self.policy == "ftp-discard":
@@ -127,6 +133,8 @@ class PagingCache(Learner):
     def snapshot(self) -> dict[str, np.ndarray]:
         out = {name: arr.copy() for name, arr in self._fr.items()}
         out.update({name: getattr(self, f"_{name}").copy() for name in _EXTRA})
+        out.update({f"ghost/{name}": arr.copy() for name, arr in self._gfr.items()})
+        out["arc_target"] = self._pf.copy()
         out.update({f"sub/{name}": arr.copy() for name, arr in self._sub.items()})
         out["combiner"] = self._cm.copy()
         out["counts"] = np.array([self._hits, self._misses], dtype=np.int64)
@@ -144,6 +152,14 @@ class PagingCache(Learner):
         self._unm, self._upos = fr.pop("unm"), fr.pop("upos")
         self._gtk, self._gtv, self._ring, self._gmeta = fr.pop("gtk"), fr.pop("gtv"), fr.pop("ring"), fr.pop("gmeta")
         self._fr = fr
+        gfr = {}
+        for name, cur in self._gfr.items():
+            arr = np.array(state[f"ghost/{name}"], dtype=np.int64)
+            if arr.shape != cur.shape:
+                raise InvalidInput(f"snapshot array 'ghost/{name}' has shape {arr.shape}, expected {cur.shape}")
+            gfr[name] = arr
+        self._gfr = gfr
+        self._pf = np.array(state["arc_target"], dtype=np.float64).reshape(1)
         for name, cur in self._sub.items():
             arr = np.array(state[f"sub/{name}"], dtype=np.int64)
             if arr.shape != cur.shape:
