@@ -1,0 +1,124 @@
+"""Paging: eddy's cache shadows against libCacheSim on real traces, unit-size pages.
+
+For each trace in ../shared/traces (first ``--cap`` requests; 0 = all) and cache sizes of 1% and
+10% of the unique keys in those requests, in one run: the miss ratio and requests/s of every eddy
+policy and of libCacheSim's LRU, ARC, S3-FIFO, SIEVE, LRB and Belady (through ``process_trace``
+over an oracleGeneral file written here, so its Belady sees next-access times). Oracle rows
+follow Belady's exact discard bits, exact or with a fraction flipped at random (evaluation only:
+they see the future). Misses include cold misses; the LRU→OPT gap recovered is
+(LRU − policy)/(LRU − OPT).
+
+Usage: python benchmarks/paging.py [--cap 500000] [--traces NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import lzma
+import os
+import struct
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, __file__.rsplit("/", 2)[0])
+
+import numpy as np  # noqa: E402
+
+from benchmarks._common import versions, write_results  # noqa: E402
+from learners.paging import PagingCache, belady  # noqa: E402
+
+TRACES = ("cache2k_web12", "cache2k_orm-busy", "cloudPhysicsIO", "cloudphysics_w106")
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "traces")
+CLASSICAL = ("lru", "fifo", "sieve", "s3fifo", "arc", "marker")
+PEERS = ("LRU", "ARC", "S3FIFO", "Sieve", "LRB", "Belady")
+
+
+def load(name: str, cap: int) -> np.ndarray:
+    ids = []
+    with lzma.open(os.path.join(SHARED, f"{name}.common.csv.xz"), "rt") as f:
+        next(f)
+        for i, line in enumerate(f):
+            if cap and i >= cap:
+                break
+            ids.append(int(line.split(",", 2)[1]))
+    return np.array(ids, dtype=np.int64)
+
+
+def write_oracle_general(path: str, keys: np.ndarray, next_use: np.ndarray) -> None:
+    """libCacheSim's oracleGeneral records: uint32 time, uint64 id, uint32 size, int64 next access."""
+    n = len(keys)
+    rec = struct.Struct("<IQIq")
+    with open(path, "wb") as f:
+        for i in range(n):
+            nxt = int(next_use[i]) if next_use[i] < n else -1
+            f.write(rec.pack(i, int(keys[i]) & (2**64 - 1), 1, nxt))
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def eddy_rows(keys: np.ndarray, k: int, opt: dict) -> list[dict]:
+    rows = []
+    n = len(keys)
+    for policy in CLASSICAL:
+        PagingCache(policy, capacity=k).process({"key": keys[:1000]})  # compiled before timing
+        out, dt = timed(lambda p=policy: PagingCache(p, capacity=k).process({"key": keys}))
+        rows.append({"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt})
+    _, dt = timed(lambda: belady(keys, k))
+    rows.append({"system": "eddy.belady", "misses": opt["misses"], "seconds": dt})
+    rng = np.random.default_rng(1)
+    exact = opt["discard_bit"]
+    for rate in (0.0, 0.1, 0.3):
+        bits = np.where(rng.random(n) < rate, 1 - exact, exact)
+        for policy in ("ftp-discard", "marker-discard", "robust-discard"):
+            out, dt = timed(lambda p=policy, b=bits: PagingCache(p, capacity=k).process({"key": keys, "bit": b}))
+            rows.append({"system": f"eddy.{policy}-oracle-{int(rate * 100)}pct-flipped",
+                         "misses": int((out["hit"] == 0).sum()), "seconds": dt})
+    return rows
+
+
+def peer_rows(path: str, n: int, k: int) -> list[dict]:
+    import libcachesim as lcs
+
+    rows = []
+    for name in PEERS:
+        reader = lcs.TraceReader(path, lcs.TraceType.ORACLE_GENERAL_TRACE)
+        cache = getattr(lcs, name)(cache_size=k)
+        (mr, _), dt = timed(lambda c=cache, r=reader: c.process_trace(r))
+        rows.append({"system": f"libcachesim.{name.lower()}", "misses": int(round(mr * n)), "seconds": dt})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cap", type=int, default=500_000, help="requests per trace (0: all)")
+    ap.add_argument("--traces", nargs="+", default=list(TRACES))
+    args = ap.parse_args()
+    rows = []
+    tmp = tempfile.mkdtemp(prefix="eddy-paging-")
+    for name in args.traces:
+        keys = load(name, args.cap)
+        n, unique = len(keys), len(np.unique(keys))
+        workload = f"{name}-first-{n}"
+        for k in (max(1, unique // 100), max(1, unique // 10)):
+            opt = belady(keys, k)
+            path = os.path.join(tmp, f"{name}.oracleGeneral.bin")
+            write_oracle_general(path, keys, opt["next_use"])
+            case = eddy_rows(keys, k, opt) + peer_rows(path, n, k)
+            lru = next(r["misses"] for r in case if r["system"] == "eddy.lru")
+            for r in case:
+                r.update(workload=workload, cache_size=k, requests=n, miss_ratio=r["misses"] / n,
+                         requests_per_s=n / r.pop("seconds"),
+                         gap_recovered=(lru - r["misses"]) / (lru - opt["misses"]) if lru > opt["misses"] else 0.0)
+                print(f"{workload:32s} k={k:<6d} {r['system']:45s} {r['miss_ratio']:.4f} "
+                      f"{r['gap_recovered'] * 100:7.1f}% {r['requests_per_s'] / 1e6:7.2f} Mreq/s", flush=True)
+            rows += case
+    write_results("paging", rows, versions("eddyd", "numba", "numpy", "libcachesim"), {"cap": args.cap})
+
+
+if __name__ == "__main__":
+    main()
