@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bandits.py
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/sidecar.py
+	$(PY) benchmarks/paging.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
