@@ -244,7 +244,7 @@ def arc_run(keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail,
         meta[M_T] += 1
         evicted[i] = EMPTY
         s = ht_get(tkeys, tvals, key)
-        g = ht_get(gt, gv, key)
+        g = ht_get(gt, gv, key) if s < 0 else -1  # a cached key is never a ghost
         if ops[i] == 1:
             hit[i] = -1
             if s >= 0:
