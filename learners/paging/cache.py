@@ -47,7 +47,8 @@ class PagingCache(Learner):
         (follow one-bit discard predictions given with each request, column ``bit``) or
         ``marker-discard`` (the same bits inside Marker's phases: robust whatever the bits) or
         ``robust-discard`` (follow the bits while they do better than LRU, else LRU: within k
-        faults per switch of the better of the two).
+        faults per switch of the better of the two, the switching margin starting at k/16 and
+        doubling at each switch).
         Both after "Paging with Succinct Predictions", Antoniadis et al., ICML 2023, whose rules
         are reconstructed from its abstract: see ``learners/paging/__init__.py``.
     capacity
@@ -78,7 +79,7 @@ class PagingCache(Learner):
         # robust-discard: the two shadows it arbitrates (predictions, LRU) and its counters
         self._sub = {f"{who}/{name}": arr for who in ("pred", "lru") for name, arr in _frames(k).items()} \
             if policy == "robust-discard" else {}
-        self._cm = np.zeros(4, dtype=np.int64)
+        self._cm = np.zeros(5, dtype=np.int64)
         # s3fifo: the ghost FIFO of keys (as many as the main queue's frames)
         self._small = max(1, k // 10)
         g = max(1, k - self._small) if policy == "s3fifo" else 1
@@ -120,7 +121,7 @@ class PagingCache(Learner):
         else:
             sa = tuple(self._sub[f"pred/{name}"] for name in _FRAME)
             sb = tuple(self._sub[f"lru/{name}"] for name in _FRAME)
-            K.combine_run(keys, ops, self._bits(batch, n), self.capacity, sa, sb, st, self._cm, hit, ev)
+            K.combine_run(keys, ops, self._bits(batch, n), max(1, self.capacity // 16), sa, sb, st, self._cm, hit, ev)
         evicts = ev != EMPTY
         ev[~evicts] = 0
         self._hits += int((hit == 1).sum())
@@ -173,7 +174,8 @@ class PagingCache(Learner):
         return {"requests": float(total), "hits": float(self._hits), "misses": float(self._misses),
                 "hit_ratio": self._hits / total if total else 0.0, "size": float(self._fr["meta"][K.M_SIZE]),
                 "capacity": float(self.capacity), "phase": float(self._fr["meta"][K.M_PHASE]),
-                "following_lru": float(self._cm[0]), "switches": float(self._cm[3])}
+                "following_lru": float(self._cm[0]), "switches": float(self._cm[3]),
+                "switch_margin": float(self._cm[4])}
 
     def contents(self) -> np.ndarray:
         """The cached keys (in no particular order)."""
