@@ -600,6 +600,28 @@ def next_use(keys, tkeys, tvals):
 
 
 @jit
+def phase_ids(keys, k, tkeys, tvals):
+    """Marker phases of a request sequence: maximal blocks of requests to k distinct pages.
+
+    ``tkeys``/``tvals`` (empty, for at least k keys) hold the current phase's pages.
+    """
+    n = keys.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    phase = 0
+    distinct = 0
+    for i in range(n):
+        key = keys[i]
+        if ht_get(tkeys, tvals, key) != phase:
+            if distinct == k:  # a (k+1)-th distinct page starts a new phase
+                phase += 1
+                distinct = 0
+            ht_put(tkeys, tvals, key, phase)
+            distinct += 1
+        out[i] = phase
+    return out
+
+
+@jit
 def _heap_push(hv, hk, size, v, key):
     i = size
     hv[i] = v

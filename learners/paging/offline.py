@@ -33,3 +33,25 @@ def belady(keys: np.ndarray, capacity: int) -> dict[str, np.ndarray | int]:
     bit[has_next] = (hit[nu[has_next]] == 0).astype(np.int8)
     return {"misses": int(misses), "hit": hit, "evicted": ev, "next_use": nu, "discard_bit": bit,
             "empty": EMPTY}
+
+
+def phase_bits(keys: np.ndarray, capacity: int) -> dict[str, np.ndarray]:
+    """Marker phases of ``keys`` and the exact **phase bits** (the second setup of "Paging with
+    Succinct Predictions", as reconstructed in ../shared/research/paging.md): bit = 1 iff the page
+    is requested neither later in the current phase nor in the next one ("not needed next phase",
+    i.e. safe to evict).
+
+    >>> r = phase_bits(np.array([1, 2, 1, 3, 4, 1, 2]), 2)
+    >>> r["phase"].tolist(), r["phase_bit"].tolist()
+    ([0, 0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 1, 1, 1])
+    """
+    keys = np.ascontiguousarray(np.asarray(keys, dtype=np.int64))
+    n = keys.shape[0]
+    tk, tv = new_table(max(capacity, n))
+    phase = K.phase_ids(keys, capacity, tk, tv)
+    tk, tv = new_table(n)
+    nu = K.next_use(keys, tk, tv)
+    has_next = nu < n
+    nxt_phase = np.where(has_next, phase[np.minimum(nu, n - 1)], np.iinfo(np.int64).max)
+    bit = (nxt_phase > phase + 1).astype(np.int8)
+    return {"phase": phase, "phase_bit": bit}
