@@ -70,6 +70,12 @@ def eddy_rows(keys: np.ndarray, k: int, opt: dict) -> list[dict]:
         rows.append({"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt})
     _, dt = timed(lambda: belady(keys, k))
     rows.append({"system": "eddy.belady", "misses": opt["misses"], "seconds": dt})
+    PagingCache("learned-discard", capacity=k).process({"key": keys[:1000]})
+    c = PagingCache("learned-discard", capacity=k)  # sees the requests only; one setting for every trace
+    out, dt = timed(lambda: c.process({"key": keys}))
+    m = c.metrics()
+    rows.append({"system": "eddy.learned-discard", "misses": int((out["hit"] == 0).sum()), "seconds": dt,
+                 "bit_precision": m["bit_precision"], "bit_recall": m["bit_recall"]})
     rng = np.random.default_rng(1)
     exact = opt["discard_bit"]
     for rate in (0.0, 0.1, 0.3):

@@ -227,3 +227,48 @@ def test_exact_phase_bits_are_within_twice_opt(k):
         misses = int((c.process({"key": keys, "bit": pb["phase_bit"]})["hit"] == 0).sum())
         marker = int((PagingCache("marker", capacity=k).process({"key": keys})["hit"] == 0).sum())
         assert misses <= 2 * r["misses"] + k and misses < marker
+
+
+def test_learned_predictor_is_causal():
+    """The bits and evictions for the first n requests do not change when later requests change."""
+    keys = real_trace()[:6000]
+    k, cut = 64, 3000
+    a = PagingCache("learned-discard", capacity=k, history_cap=2000).process({"key": keys})
+    changed = keys.copy()
+    changed[cut:] = np.random.default_rng(0).permutation(changed[cut:]) + 10_000_000
+    b = PagingCache("learned-discard", capacity=k, history_cap=2000).process({"key": changed})
+    for col in ("hit", "evicts", "evicted"):
+        assert a[col][:cut].tolist() == b[col][:cut].tolist()
+
+
+def test_learned_predictor_confusion_counts_match_the_labels_in_hindsight():
+    """Precision and recall are computed from labels revealed in hindsight: recompute them from
+    the whole sequence (next request within the horizon or not) and compare."""
+    from learners.paging import _predict as P
+
+    keys = real_trace()[:8000]
+    k, reach = 32, 4.0
+    st = P.new_state(100_000, 200_000)  # remembers every key: the horizon is reach * k * requests/keys
+    bits = np.zeros(len(keys), dtype=np.int64)
+    P.predict_run(keys, k, reach, *(st[n] for n in P.ORDER), bits)
+    n = len(keys)
+    seen, horizons, nxt, last = set(), [], np.full(n, -1), {}
+    for t, key in enumerate(keys.tolist()):
+        horizons.append(int(reach * k * max(1.0, t / max(len(seen), 1))))
+        seen.add(key)
+    for t in range(n - 1, -1, -1):
+        nxt[t] = last.get(int(keys[t]), -1)
+        last[int(keys[t])] = t
+    conf = np.zeros(4, dtype=np.int64)
+    for t in range(n):
+        # The pending-label queue reveals 1 at the first step u whose horizon has passed since t
+        # (checked before that step's own key); the key's next request reveals it if that comes first.
+        pop = next((u for u in range(t + 1, n) if t + horizons[u] < u), None)
+        if nxt[t] >= 0 and (pop is None or nxt[t] < pop):
+            label = 1 if nxt[t] - t > horizons[nxt[t]] else 0
+        elif pop is not None:
+            label = 1
+        else:
+            continue  # not revealed by the end of the stream
+        conf[2 * bits[t] + label] += 1
+    assert st["conf"].tolist() == conf.tolist()

@@ -13,9 +13,11 @@ import numpy as np
 
 from ..base import Batch, InvalidInput, Learner
 from . import _kernels as K
+from . import _predict as PR
 from ._table import EMPTY, new_table
 
-POLICIES = ("lru", "fifo", "sieve", "s3fifo", "arc", "marker", "ftp-discard", "marker-discard", "robust-discard")
+POLICIES = ("lru", "fifo", "sieve", "s3fifo", "arc", "marker", "ftp-discard", "marker-discard", "robust-discard",
+            "learned-discard")
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
 _STATE = (*_FRAME, "unm", "upos")
@@ -48,7 +50,13 @@ class PagingCache(Learner):
         ``marker-discard`` (the same bits inside Marker's phases: robust whatever the bits) or
         ``robust-discard`` (follow the bits while they do better than LRU, else LRU: within k
         faults per switch of the better of the two, the switching margin starting at k/16 and
-        doubling at each switch).
+        doubling at each switch), or ``learned-discard``: ``robust-discard`` fed by a learned
+        one-bit predictor (:mod:`._predict`) that sees the request stream only.
+    history_cap
+        ``learned-discard``: keys whose history the predictor remembers (the oldest is forgotten).
+    reach
+        ``learned-discard``: a request's label is 1 ("safe to evict") when its key is not requested
+        again within ``reach`` x capacity keys' worth of requests.
         Both after "Paging with Succinct Predictions", Antoniadis et al., ICML 2023, whose rules
         are reconstructed from its abstract: see ``learners/paging/__init__.py``.
     capacity
@@ -66,10 +74,13 @@ class PagingCache(Learner):
 
     family = "paging"
 
-    def __init__(self, policy: str = "lru", capacity: int = 1024, seed: int = 0):
+    def __init__(self, policy: str = "lru", capacity: int = 1024, seed: int = 0, history_cap: int = 200_000,
+                 reach: float = 4.0):
         self.policy = policy
         self.capacity = capacity
         self.seed = seed
+        self.history_cap = history_cap
+        self.reach = reach
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r} is not allowed; allowed: {', '.join(POLICIES)}")
         if not isinstance(capacity, int | np.integer) or capacity < 1:
@@ -77,8 +88,12 @@ class PagingCache(Learner):
         k = int(capacity)
         self._fr = _frames(k)  # the real cache
         # robust-discard: the two shadows it arbitrates (predictions, LRU) and its counters
+        robust = policy in ("robust-discard", "learned-discard")
         self._sub = {f"{who}/{name}": arr for who in ("pred", "lru") for name, arr in _frames(k).items()} \
-            if policy == "robust-discard" else {}
+            if robust else {}
+        if history_cap < 1 or reach <= 0:
+            raise ValueError(f"history_cap must be >= 1 and reach > 0, got {history_cap!r}, {reach!r}")
+        self._pr = PR.new_state(history_cap, max(1024, 2 * history_cap)) if policy == "learned-discard" else {}
         self._cm = np.zeros(5, dtype=np.int64)
         # s3fifo: the ghost FIFO of keys (as many as the main queue's frames)
         self._small = max(1, k // 10)
@@ -119,9 +134,14 @@ class PagingCache(Learner):
         elif self.policy == "marker-discard":
             K.marker_discard_run(keys, ops, self._bits(batch, n), k, *st, hit, ev)
         else:
+            if self.policy == "learned-discard":
+                bits = np.empty(n, dtype=np.int64)
+                PR.predict_run(keys, k, float(self.reach), *(self._pr[name] for name in PR.ORDER), bits)
+            else:
+                bits = self._bits(batch, n)
             sa = tuple(self._sub[f"pred/{name}"] for name in _FRAME)
             sb = tuple(self._sub[f"lru/{name}"] for name in _FRAME)
-            K.combine_run(keys, ops, self._bits(batch, n), max(1, self.capacity // 16), sa, sb, st, self._cm, hit, ev)
+            K.combine_run(keys, ops, bits, max(1, self.capacity // 16), sa, sb, st, self._cm, hit, ev)
         evicts = ev != EMPTY
         ev[~evicts] = 0
         self._hits += int((hit == 1).sum())
@@ -138,6 +158,7 @@ class PagingCache(Learner):
         out["arc_target"] = self._pf.copy()
         out.update({f"sub/{name}": arr.copy() for name, arr in self._sub.items()})
         out["combiner"] = self._cm.copy()
+        out.update({f"predictor/{name}": arr.copy() for name, arr in self._pr.items()})
         out["counts"] = np.array([self._hits, self._misses], dtype=np.int64)
         return out
 
@@ -167,6 +188,11 @@ class PagingCache(Learner):
                 raise InvalidInput(f"snapshot array 'sub/{name}' has shape {arr.shape}, expected {cur.shape}")
             self._sub[name] = arr
         self._cm = np.array(state["combiner"], dtype=np.int64)
+        for name, cur in list(self._pr.items()):
+            arr = np.array(state[f"predictor/{name}"], dtype=np.int64)
+            if arr.shape != cur.shape:
+                raise InvalidInput(f"snapshot array 'predictor/{name}' has shape {arr.shape}, expected {cur.shape}")
+            self._pr[name] = arr
         self._hits, self._misses = (int(v) for v in state["counts"])
 
     def metrics(self) -> dict[str, float]:
@@ -175,7 +201,14 @@ class PagingCache(Learner):
                 "hit_ratio": self._hits / total if total else 0.0, "size": float(self._fr["meta"][K.M_SIZE]),
                 "capacity": float(self.capacity), "phase": float(self._fr["meta"][K.M_PHASE]),
                 "following_lru": float(self._cm[0]), "switches": float(self._cm[3]),
-                "switch_margin": float(self._cm[4])}
+                "switch_margin": float(self._cm[4]), **self._predictor_metrics()}
+
+    def _predictor_metrics(self) -> dict[str, float]:
+        if not self._pr:
+            return {}
+        tn, fn, fp, tp = (int(v) for v in self._pr["conf"])
+        return {"bit_precision": tp / (tp + fp) if tp + fp else 0.0, "bit_recall": tp / (tp + fn) if tp + fn else 0.0,
+                "bit_labels": float(tn + fn + fp + tp)}
 
     def contents(self) -> np.ndarray:
         """The cached keys (in no particular order)."""
@@ -213,7 +246,7 @@ class PagingCache(Learner):
     # -- conformance ------------------------------------------------------------------------------
     @classmethod
     def conformance_params(cls, **preset: Any) -> dict[str, Any]:
-        return {**preset, "capacity": 8, "seed": 3}
+        return {**preset, "capacity": 8, "seed": 3, "history_cap": 64}
 
     @classmethod
     def _conformance_stream(cls, seed: int, n_events: int = 64) -> Iterator[tuple[str, Batch]]:
