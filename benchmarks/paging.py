@@ -4,8 +4,10 @@ For each trace in ../shared/traces (first ``--cap`` requests; 0 = all) and cache
 10% of the unique keys in those requests, in one run: the miss ratio and requests/s of every eddy
 policy and of libCacheSim's LRU, ARC, S3-FIFO, SIEVE, LRB and Belady (through ``process_trace``
 over an oracleGeneral file written here, so its Belady sees next-access times). Oracle rows
-follow Belady's exact discard bits, exact or with a fraction flipped at random (evaluation only:
-they see the future). Misses include cold misses; the LRU→OPT gap recovered is
+(``.opt-bits-``) follow Belady's exact discard bits, exact or with a fraction flipped at random
+(evaluation only: they see the future). The learned rows see the requests only, in one setting
+for every trace; ``learned-discard`` also reports which shadow its real cache followed last and
+every shadow's misses (so the share of the learned FtP shadows is visible). Misses include cold misses; the LRU→OPT gap recovered is
 (LRU − policy)/(LRU − OPT).
 
 Usage: python benchmarks/paging.py [--cap 500000] [--traces NAME ...]
@@ -70,19 +72,24 @@ def eddy_rows(keys: np.ndarray, k: int, opt: dict) -> list[dict]:
         rows.append({"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt})
     _, dt = timed(lambda: belady(keys, k))
     rows.append({"system": "eddy.belady", "misses": opt["misses"], "seconds": dt})
-    PagingCache("learned-discard", capacity=k).process({"key": keys[:1000]})
-    c = PagingCache("learned-discard", capacity=k)  # sees the requests only; one setting for every trace
-    out, dt = timed(lambda: c.process({"key": keys}))
-    m = c.metrics()
-    rows.append({"system": "eddy.learned-discard", "misses": int((out["hit"] == 0).sum()), "seconds": dt,
-                 "bit_precision": m["bit_precision"], "bit_recall": m["bit_recall"]})
+    for policy in ("learned-discard", "learned-phase"):
+        PagingCache(policy, capacity=k).process({"key": keys[:1000]})
+        c = PagingCache(policy, capacity=k)  # sees the requests only; one setting for every trace
+        out, dt = timed(lambda c=c: c.process({"key": keys}))
+        m = c.metrics()
+        row = {"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt,
+               "bit_precision": m["bit_precision"], "bit_recall": m["bit_recall"]}
+        if c.shadows():  # which shadow the real cache followed at the end, and each shadow's misses
+            row.update(leader=c.shadows()[int(m["leader"])], switches=int(m["switches"]),
+                       shadow_misses={s: int(m[f"shadow_misses_{s}"]) for s in c.shadows()})
+        rows.append(row)
     rng = np.random.default_rng(1)
     exact = opt["discard_bit"]
     for rate in (0.0, 0.1, 0.3):
         bits = np.where(rng.random(n) < rate, 1 - exact, exact)
         for policy in ("ftp-discard", "marker-discard", "robust-discard"):
             out, dt = timed(lambda p=policy, b=bits: PagingCache(p, capacity=k).process({"key": keys, "bit": b}))
-            rows.append({"system": f"eddy.{policy}-oracle-{int(rate * 100)}pct-flipped",
+            rows.append({"system": f"eddy.{policy}.opt-bits-{int(rate * 100)}pct-flipped",
                          "misses": int((out["hit"] == 0).sum()), "seconds": dt})
     return rows
 

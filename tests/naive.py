@@ -396,3 +396,170 @@ def arc(keys, ops, c):
         T1[x] = None
         evs.append(victim)
     return hits, evs
+
+
+def ftp_grace(keys, ops, k, bits, grace):
+    """Follow-the-prediction where a "keep" page older than the oldest safe page by more than
+    ``grace[i]`` requests is evicted first (the learned policies' softened FtP)."""
+    from collections import OrderedDict
+
+    order = OrderedDict()  # key -> (bit, last request time), oldest first
+    hits, evs = [], []
+    for t, (key, op) in enumerate(zip(keys.tolist(), ops.tolist(), strict=True), start=1):
+        if op == 1:
+            hits.append(-1)
+            evs.append(None)
+            order.pop(key, None)
+            continue
+        victim = None
+        if key in order:
+            hits.append(1)
+            del order[key]
+        else:
+            hits.append(0)
+            if len(order) >= k:
+                kept = [q for q in order if order[q][0] == 0]
+                safe = [q for q in order if order[q][0] == 1]
+                if not safe or (kept and order[kept[0]][1] + grace[t - 1] < order[safe[0]][1]):
+                    victim = kept[0]
+                else:
+                    victim = safe[0]
+                del order[victim]
+        evs.append(victim)
+        order[key] = (int(bits[t - 1]), t)
+    return hits, evs
+
+
+def follow(keys, ops, k, shadows, chunk, margin):
+    """Follow-the-leader over shadows given as (hits, evicted) lists. The real cache keeps two
+    queues: pages its leader does not hold (in the order the leader dropped them) and pages it holds
+    (least recently used first). A fault evicts the oldest unheld page, else the oldest held one.
+    Every ``chunk`` requests the leader becomes the shadow with the fewest faults when the leader's
+    exceed those by the margin (which then doubles); the real pages are then re-sorted, each queue
+    walked oldest first, a page changing queue going to the newest end of the other."""
+    held = [set() for _ in shadows]
+    faults = [0] * len(shadows)
+    lead, m = 0, margin
+    queues = ([], [])  # unheld, held; oldest first
+    hits, evs = [], []
+    for i, (key, op) in enumerate(zip(keys.tolist(), ops.tolist(), strict=True)):
+        for e, (h, ev) in enumerate(shadows):
+            if ev[i] is not None:
+                held[e].discard(ev[i])
+            if op == 1:
+                held[e].discard(key)
+            else:
+                held[e].add(key)
+                faults[e] += h[i] == 0
+        q = shadows[lead][1][i]
+        if q is not None and q in queues[1]:
+            queues[1].remove(q)
+            queues[0].append(q)
+        where = 0 if key in queues[0] else 1 if key in queues[1] else None
+        victim = None
+        if op == 1:
+            hits.append(-1)
+            if where is not None:
+                queues[where].remove(key)
+        else:
+            if where is not None:
+                hits.append(1)
+                queues[where].remove(key)
+            else:
+                hits.append(0)
+                if len(queues[0]) + len(queues[1]) >= k:
+                    victim = (queues[0] or queues[1]).pop(0)
+            queues[1].append(key)
+        evs.append(victim)
+        if (i + 1) % chunk == 0:
+            best = min(range(len(shadows)), key=lambda e: (faults[e], e))
+            if faults[lead] > faults[best] + m:
+                lead, m = best, 2 * m
+                for L in (0, 1):
+                    for page in list(queues[L]):
+                        if (page in held[lead]) != (L == 1):
+                            queues[L].remove(page)
+                            queues[1 - L].append(page)
+    return hits, evs
+
+
+def predictor(keys, ops, k, reach, cap):
+    """The learned discard predictor (learners/paging/_predict.py), written plainly: per-key history
+    in a dict with the oldest remembered key forgotten beyond ``cap``, features as log-buckets, an
+    AdaGrad logistic model over eight one-hot tables, labels revealed in hindsight. Returns the
+    probabilities, horizons and confusion counts [tn, fn, fp, tp] of the bit p > 0.5."""
+    import math
+
+    def bucket(x, top):
+        b = 0
+        while x > 1 and b < top:
+            x >>= 1
+            b += 1
+        return b
+
+    def cells(f):
+        c, g2, g1, r = f & 15, (f >> 4) & 15, (f >> 8) & 15, f >> 12
+        return [r, g1, g2, c, r * 16 + g1, r * 16 + c, g1 * 16 + g2, (r * 16 + g1) * 16 + c]
+
+    w = [[0.0] * 4096 for _ in range(8)]
+    g2sum = [[1e-6] * 4096 for _ in range(8)]
+    wb = [0.0, 1e-6]
+    conf = [0, 0, 0, 0]
+
+    def prob(f):
+        z = wb[0] + sum(w[q][c] for q, c in enumerate(cells(f)))
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def reveal(h, label):
+        g = prob(h["pend_f"]) - label
+        wb[1] += g * g
+        wb[0] -= 0.1 * g / math.sqrt(wb[1])
+        for q, c in enumerate(cells(h["pend_f"])):
+            gq = g + 1e-4 * w[q][c]
+            g2sum[q][c] += gq * gq
+            w[q][c] -= 0.1 * gq / math.sqrt(g2sum[q][c])
+        conf[2 * h["pend_bit"] + label] += 1
+        h["pend_t"] = -1
+
+    hist = {}  # key -> history; slots reused in arrival order of new keys
+    slots = [None] * cap
+    queue = []  # (time, key) of pending requests, oldest first
+    seen, t = 0, 0
+    probs, horizons = [], []
+    for key, op in zip(keys.tolist(), ops.tolist(), strict=True):
+        if op == 1:
+            probs.append(0.0)
+            horizons.append(0)
+            continue
+        horizon = int(reach * k * max(1.0, t / max(seen, 1)))
+        while queue and queue[0][0] + horizon < t:
+            qt, qk = queue.pop(0)
+            if qk in hist and hist[qk]["pend_t"] == qt:
+                reveal(hist[qk], 1)
+        scale = max(horizon // 16, 1)
+        if key in hist:
+            h = hist[key]
+            r = t - h["last"]
+            if h["pend_t"] >= 0:
+                reveal(h, 1 if r > horizon else 0)
+            b1 = 0 if h["gap1"] < 0 else 1 + bucket(h["gap1"] // scale, 14)
+            b2 = 0 if h["gap2"] < 0 else 1 + bucket(h["gap2"] // scale, 14)
+            f = ((1 + bucket(r // scale, 14)) * 16 + b1) * 16 * 16 + b2 * 16 + 1 + bucket(h["count"], 14)
+            h["count"] += 1
+            h["gap2"], h["gap1"] = h["gap1"], r
+        else:
+            old = slots[seen % cap]
+            if old is not None:
+                del hist[old]
+            slots[seen % cap] = key
+            seen += 1
+            h = hist[key] = {"count": 1, "gap1": -1, "gap2": -1, "pend_t": -1}
+            f = 0
+        h["last"] = t
+        p = prob(f)
+        h.update(pend_t=t, pend_f=f, pend_bit=1 if p > 0.5 else 0)
+        queue.append((t, key))
+        probs.append(p)
+        horizons.append(horizon)
+        t += 1
+    return probs, horizons, conf

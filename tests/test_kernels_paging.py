@@ -249,9 +249,10 @@ def test_learned_predictor_confusion_counts_match_the_labels_in_hindsight():
     keys = real_trace()[:8000]
     k, reach = 32, 4.0
     st = P.new_state(100_000, 200_000)  # remembers every key: the horizon is reach * k * requests/keys
-    bits = np.zeros(len(keys), dtype=np.int64)
-    P.predict_run(keys, k, reach, *(st[n] for n in P.ORDER), bits)
     n = len(keys)
+    prob, horizon = np.empty(n), np.empty(n, dtype=np.int64)
+    P.predict_run(keys, np.zeros(n, dtype=np.int64), k, reach, *(st[n] for n in P.ORDER), prob, horizon)
+    bits = (prob > 0.5).astype(np.int64)
     seen, horizons, nxt, last = set(), [], np.full(n, -1), {}
     for t, key in enumerate(keys.tolist()):
         horizons.append(int(reach * k * max(1.0, t / max(len(seen), 1))))
@@ -272,3 +273,80 @@ def test_learned_predictor_confusion_counts_match_the_labels_in_hindsight():
             continue  # not revealed by the end of the stream
         conf[2 * bits[t] + label] += 1
     assert st["conf"].tolist() == conf.tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("k", [1, 4, 9])
+def test_ftp_with_grace_matches_the_reference(seed, k):
+    from learners.paging import _kernels as K
+    from learners.paging.cache import _FRAME, _frames
+
+    keys, ops, bits = stream(seed, n=600)
+    grace = np.random.default_rng(seed).integers(0, 40, len(keys))
+    fr = _frames("f", k)
+    hit, ev = np.empty(len(keys), dtype=np.int8), np.empty(len(keys), dtype=np.int64)
+    K.ftp_discard_run(keys, ops, bits, grace, k, *(fr[f"f/{n}"] for n in _FRAME), np.zeros(k, dtype=np.int64), hit, ev)
+    ref_hit, ref_ev = naive.ftp_grace(keys, ops, k, bits, grace)
+    assert hit.tolist() == ref_hit
+    assert [int(e) if e != T.EMPTY else None for e in ev] == ref_ev
+
+
+@pytest.mark.parametrize("cap", [5, 10_000])
+def test_predictor_matches_the_reference(cap):
+    """The predictor kernel against its plain-Python twin: probabilities, horizons, confusion counts
+    (with and without forgetting keys at the history cap)."""
+    from learners.paging import _predict as P
+
+    keys, ops, _ = stream(7, n=3000, universe=80)
+    n, k = len(keys), 4
+    st = P.new_state(cap, 20_000)
+    prob, horizon = np.empty(n), np.empty(n, dtype=np.int64)
+    P.predict_run(keys, ops, k, 2.0, *(st[name] for name in P.ORDER), prob, horizon)
+    ref_p, ref_h, ref_conf = naive.predictor(keys, ops, k, 2.0, cap)
+    assert np.allclose(prob, ref_p, rtol=0, atol=1e-9)
+    assert horizon.tolist() == ref_h and st["conf"].tolist() == ref_conf
+    assert len(np.unique(prob.round(6))) > 20 and sum(ref_conf) > (n // 2 if cap > n else 100)  # labels came in
+
+
+def shadow_refs(keys, ops, k, bits_by_grace):
+    return [(h, e) for h, e in (naive.ftp_grace(keys, ops, k, b, g) for b, g in bits_by_grace)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("k", [2, 6])
+def test_learned_discard_matches_the_composed_references(seed, k):
+    """learned-discard = the predictor's bits, three FtP shadows, LRU, ARC and S3-FIFO shadows and
+    the follow-the-leader real cache, each from its plain reference, request by request, whatever
+    the batch boundaries."""
+    from learners.paging.cache import CHUNK
+
+    keys, ops, _ = stream(seed, n=2500, universe=10 * k)
+    c = PagingCache("learned-discard", capacity=k, history_cap=10_000)
+    outs = [c.process({"key": keys[i:i + 333], "op": ops[i:i + 333]}) for i in range(0, len(keys), 333)]
+    prob, horizon, _ = naive.predictor(keys, ops, k, c.reach, 10_000)
+    prob, horizon = np.array(prob), np.array(horizon)
+    big = len(keys) * 10
+    ftp = shadow_refs(keys, ops, k, [(prob > 0.3, horizon // 4), (prob > 0.3, horizon // 2), (prob > 0.5, [big] * len(keys))])
+    shadows = [naive.cache_policy("lru", keys, ops, k), naive.arc(keys, ops, k), naive.s3fifo(keys, ops, k), *ftp]
+    ref_hit, ref_ev = naive.follow(keys, ops, k, shadows, CHUNK, max(1, k // 16))
+    assert np.concatenate([o["hit"] for o in outs]).tolist() == ref_hit
+    assert [int(e) if x else None for o in outs for e, x in zip(o["evicted"], o["evicts"], strict=True)] == ref_ev
+    faults = [sum(1 for h in hits if h == 0) for hits, _ in shadows]
+    m = c.metrics()
+    assert [m[f"shadow_misses_{name}"] for name in c.shadows()] == faults
+    assert m["misses"] <= min(faults) + (m["switches"] + 1) * (k + CHUNK) + 3 * m["switch_margin"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_robust_discard_matches_the_composed_references(seed):
+    from learners.paging.cache import CHUNK
+
+    k = 5
+    keys, ops, bits = stream(seed, n=2000, universe=40)
+    c = PagingCache("robust-discard", capacity=k)
+    outs = [c.process({"key": keys[i:i + 250], "op": ops[i:i + 250], "bit": bits[i:i + 250]})
+            for i in range(0, len(keys), 250)]
+    shadows = [naive.ftp_grace(keys, ops, k, bits, [len(keys)] * len(keys)), naive.cache_policy("lru", keys, ops, k)]
+    ref_hit, ref_ev = naive.follow(keys, ops, k, shadows, CHUNK, 1)
+    assert np.concatenate([o["hit"] for o in outs]).tolist() == ref_hit
+    assert [int(e) if x else None for o in outs for e, x in zip(o["evicted"], o["evicts"], strict=True)] == ref_ev

@@ -366,14 +366,20 @@ def marker_run(seed, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhea
 
 # -- predictions: follow the discard bits -------------------------------------------------------------
 @jit
-def ftp_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
-                    hit, evicted):
+def ftp_discard_run(keys, ops, bits, grace, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
+                    ltime, hit, evicted):
     """Follow-the-prediction with discard bits (reconstructed, see :mod:`learners.paging`).
 
     Every page keeps the bit of its latest request; a fault evicts the least recently used page
     whose bit says "safe to evict" (list 1), and the least recently used page otherwise (list 0).
     With exact bits (1 iff Belady evicts the page before its next request, or it is never
     requested again) it faults exactly when Belady does.
+
+    ``grace[i]`` (requests) softens the trust in "keep" bits for learned predictions: at a fault
+    at request i, the least recently used kept page is evicted instead when it was last requested
+    more than ``grace[i]`` requests before the least recently used safe page (a "keep" that has
+    waited that long was probably wrong). A grace of at least the stream length is plain FtP;
+    ``ltime`` holds each frame's last request time.
     """
     for i in range(keys.shape[0]):
         key = keys[i]
@@ -392,13 +398,15 @@ def ftp_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, lst,
         else:
             hit[i] = 0
             if meta[M_SIZE] >= k:
-                v = ltail[1] if lcnt[1] > 0 else ltail[0]
+                kt, st = ltail[0], ltail[1]
+                v = st if st >= 0 and (kt < 0 or ltime[kt] + grace[i] >= ltime[st]) else kt
                 evicted[i] = fkey[v]
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
                 _release(fkey, free, meta, tkeys, tvals, v)
             s = _alloc(fkey, free, meta, tkeys, tvals, key)
         b = 1 if bits[i] else 0
         bit[s] = b
+        ltime[s] = meta[M_T]
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, b)
 
 
@@ -447,125 +455,32 @@ def marker_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, l
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 2)
 
 
-# -- the robust combiner ------------------------------------------------------------------------------
+# -- following the leader among shadows --------------------------------------------------------------
 @jit
-def _lru_step(st, key, op):
-    """One request on an LRU shadow ``st`` (the 12 state arrays); returns (hit, evicted key)."""
-    tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta = st
-    s = ht_get(tkeys, tvals, key)
-    if op == 1:
-        if s >= 0:
-            _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-            _release(fkey, free, meta, tkeys, tvals, s)
-        return -1, EMPTY
-    if s >= 0:
-        _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
-        return 1, EMPTY
-    ev = EMPTY
-    if meta[M_SIZE] >= fkey.shape[0]:
-        v = ltail[0]
-        ev = fkey[v]
-        _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
-        _release(fkey, free, meta, tkeys, tvals, v)
-    s = _alloc(fkey, free, meta, tkeys, tvals, key)
-    _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
-    return 0, ev
+def follow_run(keys, ops, lead_ev, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta, hit,
+               evicted):
+    """The real cache of a follow-the-leader combiner, over requests that the leading shadow has
+    already replayed (``lead_ev[i]``: the key it evicted at request i, or ``EMPTY``).
 
-
-@jit
-def _ftp_step(st, key, op, b):
-    """One request on a follow-the-prediction shadow (see :func:`ftp_discard_run`)."""
-    tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta = st
-    s = ht_get(tkeys, tvals, key)
-    if op == 1:
-        if s >= 0:
-            _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-            _release(fkey, free, meta, tkeys, tvals, s)
-        return -1, EMPTY
-    ev = EMPTY
-    h = 1
-    if s >= 0:
-        _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-    else:
-        h = 0
-        if meta[M_SIZE] >= fkey.shape[0]:
-            v = ltail[1] if lcnt[1] > 0 else ltail[0]
-            ev = fkey[v]
-            _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
-            _release(fkey, free, meta, tkeys, tvals, v)
-        s = _alloc(fkey, free, meta, tkeys, tvals, key)
-    bit[s] = b
-    _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, b)
-    return h, ev
-
-
-@jit
-def _in_shadow(st, key):
-    return ht_get(st[0], st[1], key) >= 0
-
-
-@jit
-def combine_run(keys, ops, bits, margin, sa, sb, sc, cm, hit, evicted):
-    """Follow the predictions, robustly: run FtP-discard (shadow ``sa``) and LRU (shadow ``sb``)
-    side by side and keep the real cache ``sc`` close to whichever has faulted less.
-
-    The combiner of Antoniadis et al. (ICML 2020) and Wei (APPROX 2020), deterministic form,
-    reconstructed: the followed shadow changes when its fault count exceeds the other's by the
-    current margin, which starts at ``margin`` and doubles at every switch (few switches on any
-    input, while a small first margin gives up little when the predictions turn bad: measured on
-    the shared traces with 30-50% of the bits wrong, k/16 keeps within 0.4% of LRU's misses where
-    k kept within 4.9%). On a fault the real cache evicts, least recently used first, a page that
-    the followed shadow does not hold (one exists: the followed shadow holds the requested page and
-    the real cache is full). So the real cache faults at most as often as the followed shadow plus
-    k per switch, whatever the bits.
-
-    ``sc`` list 0 holds the real pages absent from the followed shadow, list 1 the others.
-    ``cm``: [followed (0 = predictions, 1 = LRU), faults of sa, faults of sb, switches, margin now].
+    List 1 holds the real pages that the leader also holds, list 0 the others. When the leader
+    drops a page, the real cache moves it to list 0; on a fault the real cache evicts from list 0
+    first, least recently used first (a page exists there while the real cache is full: the leader
+    holds the requested page and the real cache does not), so after a switch it converges to the
+    leader's contents within k faults, and faults no more often than the leader otherwise.
     """
-    tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta = sc
     k = fkey.shape[0]
     for i in range(keys.shape[0]):
         key = keys[i]
-        op = ops[i]
         meta[M_T] += 1
         evicted[i] = EMPTY
-        ha, eva = _ftp_step(sa, key, op, 1 if bits[i] else 0)
-        hb, evb = _lru_step(sb, key, op)
-        if ha == 0:
-            cm[1] += 1
-        if hb == 0:
-            cm[2] += 1
-        # Switch when the followed shadow falls behind by the margin.
-        other = 1 - cm[0]
-        if cm[4] == 0:
-            cm[4] = margin
-        if cm[1 + cm[0]] > cm[1 + other] + cm[4]:
-            cm[0] = other
-            cm[3] += 1
-            cm[4] *= 2
-            f = ltail[1]  # re-sort the real pages by membership in the new leader
-            while f >= 0:
-                p2 = prv[f]
-                if not _in_shadow(sa if cm[0] == 0 else sb, fkey[f]):
-                    _unlink(prv, nxt, lst, lhead, ltail, lcnt, f)
-                    _push_head(prv, nxt, lst, lhead, ltail, lcnt, f, 0)
-                f = p2
-            f = ltail[0]
-            while f >= 0:
-                p2 = prv[f]
-                if _in_shadow(sa if cm[0] == 0 else sb, fkey[f]):
-                    _unlink(prv, nxt, lst, lhead, ltail, lcnt, f)
-                    _push_head(prv, nxt, lst, lhead, ltail, lcnt, f, 1)
-                f = p2
-        lead_ev = eva if cm[0] == 0 else evb
-        if lead_ev != EMPTY:  # the leader dropped a page: the real cache may evict it now
-            s = ht_get(tkeys, tvals, lead_ev)
+        q = lead_ev[i]
+        if q != EMPTY:
+            s = ht_get(tkeys, tvals, q)
             if s >= 0 and lst[s] == 1:
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
                 _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
         s = ht_get(tkeys, tvals, key)
-        if op == 1:
+        if ops[i] == 1:
             hit[i] = -1
             if s >= 0:
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
@@ -583,6 +498,41 @@ def combine_run(keys, ops, bits, margin, sa, sb, sc, cm, hit, evicted):
                 _release(fkey, free, meta, tkeys, tvals, v)
             s = _alloc(fkey, free, meta, tkeys, tvals, key)
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)  # the leader holds it now
+
+
+@jit
+def resort(ltk, ltv, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta):
+    """After a switch: re-sorts the real pages into list 1 (held by the new leader, whose key table
+    is ``ltk``/``ltv``) and list 0 (not held), keeping least-recently-used order within each."""
+    for L in range(2):
+        f = ltail[L]
+        while f >= 0:
+            p = prv[f]
+            want = 1 if ht_get(ltk, ltv, fkey[f]) >= 0 else 0
+            if want != L:
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, f)
+                _push_head(prv, nxt, lst, lhead, ltail, lcnt, f, want)
+            f = p
+
+
+@jit
+def leader_after(faults, cm, margin):
+    """The switching rule: the leader changes to the shadow with the fewest faults when the
+    leader's faults exceed those by the current margin (``margin`` at first, doubling at every
+    switch, so few switches on any input). ``cm`` = [leader, switches, margin now]; returns True
+    on a switch."""
+    if cm[2] == 0:
+        cm[2] = margin
+    best = cm[0]
+    for e in range(faults.shape[0]):
+        if faults[e] < faults[best]:
+            best = e
+    if faults[cm[0]] > faults[best] + cm[2]:
+        cm[0] = best
+        cm[1] += 1
+        cm[2] *= 2
+        return True
+    return False
 
 
 # -- offline optimum ----------------------------------------------------------------------------------

@@ -14,27 +14,44 @@ import numpy as np
 from ..base import Batch, InvalidInput, Learner
 from . import _kernels as K
 from . import _predict as PR
+from . import _robust as R
 from ._table import EMPTY, new_table
 
 POLICIES = ("lru", "fifo", "sieve", "s3fifo", "arc", "marker", "ftp-discard", "marker-discard", "robust-discard",
-            "learned-discard")
+            "learned-discard", "learned-phase")
+LEARNED = ("learned-discard", "learned-phase")
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
-_STATE = (*_FRAME, "unm", "upos")
-_EXTRA = ("unm", "upos", "gtk", "gtv", "ring", "gmeta")
+CHUNK = 64  # robust policies: requests between two checks of the switching rule
 
 
-def _frames(k: int) -> dict[str, np.ndarray]:
-    """The arrays of one cache of k frames (see :mod:`._kernels`)."""
+def _frames(prefix: str, k: int) -> dict[str, np.ndarray]:
+    """The arrays of one cache of k frames (see :mod:`._kernels`), names prefixed."""
     tkeys, tvals = new_table(k)
     meta = np.zeros(K.N_META, dtype=np.int64)
     meta[K.M_NFREE] = k
     meta[K.M_HAND] = -1
-    return {"tkeys": tkeys, "tvals": tvals, "fkey": np.full(k, EMPTY, dtype=np.int64),
-            "free": np.arange(k - 1, -1, -1, dtype=np.int64), "prv": np.full(k, -1, dtype=np.int64),
-            "nxt": np.full(k, -1, dtype=np.int64), "lst": np.full(k, -1, dtype=np.int64),
-            "lhead": np.full(3, -1, dtype=np.int64), "ltail": np.full(3, -1, dtype=np.int64),
-            "lcnt": np.zeros(3, dtype=np.int64), "bit": np.zeros(k, dtype=np.int64), "meta": meta}
+    arrays = {"tkeys": tkeys, "tvals": tvals, "fkey": np.full(k, EMPTY, dtype=np.int64),
+              "free": np.arange(k - 1, -1, -1, dtype=np.int64), "prv": np.full(k, -1, dtype=np.int64),
+              "nxt": np.full(k, -1, dtype=np.int64), "lst": np.full(k, -1, dtype=np.int64),
+              "lhead": np.full(3, -1, dtype=np.int64), "ltail": np.full(3, -1, dtype=np.int64),
+              "lcnt": np.zeros(3, dtype=np.int64), "bit": np.zeros(k, dtype=np.int64), "meta": meta}
+    return {f"{prefix}/{name}": arr for name, arr in arrays.items()}
+
+
+def _arc(prefix: str, k: int) -> dict[str, np.ndarray]:
+    """ARC's ghost lists B1/B2 (keys only, k frames) and the adaptive target size of T1."""
+    ghost = {name.replace(f"{prefix}/", f"{prefix}/ghost/"): arr for name, arr in _frames(prefix, k).items()
+             if not name.endswith("/bit")}
+    return {**_frames(prefix, k), **ghost, f"{prefix}/target": np.zeros(1)}
+
+
+def _s3(prefix: str, k: int) -> dict[str, np.ndarray]:
+    """S3-FIFO's frames and its ghost FIFO of keys (as many as the main queue's frames)."""
+    g = max(1, k - max(1, k // 10))
+    gtk, gtv = new_table(g)
+    return {**_frames(prefix, k), f"{prefix}/gtk": gtk, f"{prefix}/gtv": gtv,
+            f"{prefix}/ring": np.zeros(g, dtype=np.int64), f"{prefix}/gmeta": np.zeros(2, dtype=np.int64)}
 
 
 class PagingCache(Learner):
@@ -75,7 +92,7 @@ class PagingCache(Learner):
     family = "paging"
 
     def __init__(self, policy: str = "lru", capacity: int = 1024, seed: int = 0, history_cap: int = 200_000,
-                 reach: float = 4.0):
+                 reach: float = 2.0):
         self.policy = policy
         self.capacity = capacity
         self.seed = seed
@@ -85,134 +102,147 @@ class PagingCache(Learner):
             raise ValueError(f"policy {policy!r} is not allowed; allowed: {', '.join(POLICIES)}")
         if not isinstance(capacity, int | np.integer) or capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        if not isinstance(history_cap, int | np.integer) or history_cap < 1 or not reach > 0:
+            raise ValueError(f"history_cap must be a positive integer and reach > 0, got {history_cap!r}, {reach!r}")
         k = int(capacity)
-        self._fr = _frames(k)  # the real cache
-        # robust-discard: the two shadows it arbitrates (predictions, LRU) and its counters
-        robust = policy in ("robust-discard", "learned-discard")
-        self._sub = {f"{who}/{name}": arr for who in ("pred", "lru") for name, arr in _frames(k).items()} \
-            if robust else {}
-        if history_cap < 1 or reach <= 0:
-            raise ValueError(f"history_cap must be >= 1 and reach > 0, got {history_cap!r}, {reach!r}")
-        self._pr = PR.new_state(history_cap, max(1024, 2 * history_cap)) if policy == "learned-discard" else {}
-        self._cm = np.zeros(5, dtype=np.int64)
-        # s3fifo: the ghost FIFO of keys (as many as the main queue's frames)
-        self._small = max(1, k // 10)
-        g = max(1, k - self._small) if policy == "s3fifo" else 1
-        self._gtk, self._gtv = new_table(g)
-        self._ring = np.zeros(g, dtype=np.int64)
-        self._gmeta = np.zeros(2, dtype=np.int64)
-        # arc: the ghost lists B1/B2 (keys only) and the adaptive target size of T1
-        self._gfr = _frames(k if policy == "arc" else 1)
-        self._pf = np.zeros(1)
-        self._unm = np.zeros(k, dtype=np.int64)
-        self._upos = np.full(k, -1, dtype=np.int64)
-        self._hits = 0
-        self._misses = 0
+        st = _frames("real", k)  # the real cache: the one whose hits and evictions are reported
+        if policy == "s3fifo":
+            st.update(_s3("real", k))
+        elif policy == "arc":
+            st.update(_arc("real", k))
+        elif policy == "marker":
+            st.update({"real/unm": np.zeros(k, dtype=np.int64), "real/upos": np.full(k, -1, dtype=np.int64)})
+        elif policy == "ftp-discard":
+            st["real/time"] = np.zeros(k, dtype=np.int64)
+        elif policy == "robust-discard":
+            st.update({**_frames("ftp", k), "ftp/time": np.zeros(k, dtype=np.int64), **_frames("lru", k)})
+        elif policy == "learned-discard":
+            st.update({**_frames("lru", k), **_arc("arc", k), **_s3("s3", k), **_frames("ftp1", k),
+                       **_frames("ftp2", k), **_frames("ftp3", k), "ftp/time": np.zeros((3, k), dtype=np.int64)})
+        if policy in ("robust-discard", "learned-discard"):
+            n_shadows = len(R.ROBUST_SHADOWS if policy == "robust-discard" else R.LEARNED_SHADOWS)
+            st["follow/cm"] = np.zeros(3, dtype=np.int64)  # leader, switches, margin now
+            st["follow/faults"] = np.zeros(n_shadows, dtype=np.int64)
+        if policy in LEARNED:
+            st.update({f"predictor/{name}": arr for name, arr in
+                       PR.new_state(int(history_cap), max(1024, 2 * int(history_cap))).items()})
+        st["counts"] = np.zeros(2, dtype=np.int64)  # hits, misses
+        self._st = st
+
+    def _t(self, prefix: str, names: tuple[str, ...] = _FRAME) -> tuple[np.ndarray, ...]:
+        return tuple(self._st[f"{prefix}/{name}"] for name in names)
 
     # -- the protocol -----------------------------------------------------------------------------
     def process(self, batch: Batch) -> dict[str, np.ndarray]:
-        """Replays requests: ``key`` (int64); optional ``op`` (0 access, 1 delete); ``bit`` for
-        ``ftp-discard``. Returns ``hit`` (1, 0, or -1 for a delete), ``evicts`` (a page was evicted)
-        and ``evicted`` (its key; 0 where ``evicts`` is false)."""
+        """Replays requests: ``key`` (int64); optional ``op`` (0 access, 1 delete); ``bit`` for the
+        oracle-bit policies. Returns ``hit`` (1, 0, or -1 for a delete), ``evicts`` (a page was
+        evicted) and ``evicted`` (its key; 0 where ``evicts`` is false); the learned policies also
+        return ``prob``, the predicted probability that the request is safe to evict."""
         keys, ops = self._check(batch)
         n = keys.shape[0]
         hit = np.empty(n, dtype=np.int8)
         ev = np.empty(n, dtype=np.int64)
-        st = tuple(self._fr[name] for name in _FRAME)
-        k = self.capacity
-        if self.policy in _QUEUE:
-            K.queue_run(_QUEUE[self.policy], keys, ops, k, *st, hit, ev)
-        elif self.policy == "s3fifo":
-            K.s3fifo_run(keys, ops, k, self._small, *st, self._gtk, self._gtv, self._ring, self._gmeta, hit, ev)
-        elif self.policy == "arc":
-            K.arc_run(keys, ops, k, *st, *(self._gfr[name] for name in _FRAME if name not in ("bit",)), self._pf,
+        real = self._t("real")
+        k = int(self.capacity)
+        policy = self.policy
+        out: dict[str, np.ndarray] = {}
+        if policy in _QUEUE:
+            K.queue_run(_QUEUE[policy], keys, ops, k, *real, hit, ev)
+        elif policy == "s3fifo":
+            K.s3fifo_run(keys, ops, k, max(1, k // 10), *real, *self._t("real", ("gtk", "gtv", "ring", "gmeta")),
+                         hit, ev)
+        elif policy == "arc":
+            K.arc_run(keys, ops, k, *real, *self._t("real/ghost", _FRAME[:-2] + ("meta",)), self._st["real/target"],
                       hit, ev)
-        elif self.policy == "marker":
-            K.marker_run(self.seed, keys, ops, k, *st, self._unm, self._upos, hit, ev)
-        elif self.policy == "ftp-discard":
-            K.ftp_discard_run(keys, ops, self._bits(batch, n), k, *st, hit, ev)
-        elif self.policy == "marker-discard":
-            K.marker_discard_run(keys, ops, self._bits(batch, n), k, *st, hit, ev)
+        elif policy == "marker":
+            K.marker_run(self.seed, keys, ops, k, *real, self._st["real/unm"], self._st["real/upos"], hit, ev)
+        elif policy == "ftp-discard":
+            K.ftp_discard_run(keys, ops, self._bits(batch, n), np.full(n, R.BIG_GRACE), k, *real,
+                              self._st["real/time"], hit, ev)
+        elif policy == "marker-discard":
+            K.marker_discard_run(keys, ops, self._bits(batch, n), k, *real, hit, ev)
+        elif policy == "robust-discard":
+            R.robust_run(keys, ops, self._bits(batch, n), CHUNK, max(1, k // 16), self._t("ftp"),
+                         self._st["ftp/time"], self._t("lru"), real, self._st["follow/cm"],
+                         self._st["follow/faults"], np.empty((2, CHUNK), dtype=np.int8),
+                         np.empty((2, CHUNK), dtype=np.int64), np.full(CHUNK, R.BIG_GRACE), hit, ev)
         else:
-            if self.policy == "learned-discard":
-                bits = np.empty(n, dtype=np.int64)
-                PR.predict_run(keys, k, float(self.reach), *(self._pr[name] for name in PR.ORDER), bits)
+            prob = np.empty(n)
+            horizon = np.empty(n, dtype=np.int64)
+            ps = self._t("predictor", PR.ORDER)
+            if policy == "learned-phase":
+                PR.predict_run(keys, ops, k, float(self.reach), *ps, prob, horizon)
+                K.marker_discard_run(keys, ops, (prob > 0.5).astype(np.int64), k, *real, hit, ev)
             else:
-                bits = self._bits(batch, n)
-            sa = tuple(self._sub[f"pred/{name}"] for name in _FRAME)
-            sb = tuple(self._sub[f"lru/{name}"] for name in _FRAME)
-            K.combine_run(keys, ops, bits, max(1, self.capacity // 16), sa, sb, st, self._cm, hit, ev)
+                e = len(R.LEARNED_SHADOWS)
+                R.learned_run(keys, ops, k, CHUNK, max(1, k // 16), float(self.reach), ps, self._t("lru"),
+                              self._t("arc"), self._t("arc/ghost", _FRAME[:-2] + ("meta",)), self._st["arc/target"],
+                              self._t("s3"), self._t("s3", ("gtk", "gtv", "ring", "gmeta")), max(1, k // 10),
+                              self._t("ftp1"), self._t("ftp2"), self._t("ftp3"), self._st["ftp/time"], real,
+                              self._st["follow/cm"], self._st["follow/faults"], np.empty((e, CHUNK), dtype=np.int8),
+                              np.empty((e, CHUNK), dtype=np.int64), prob, horizon,
+                              np.empty((2, CHUNK), dtype=np.int64), np.empty((3, CHUNK), dtype=np.int64), hit, ev)
+            out["prob"] = prob
         evicts = ev != EMPTY
         ev[~evicts] = 0
-        self._hits += int((hit == 1).sum())
-        self._misses += int((hit == 0).sum())
-        return {"hit": hit, "evicts": evicts, "evicted": ev}
+        counts = self._st["counts"]
+        counts[0] += int((hit == 1).sum())
+        counts[1] += int((hit == 0).sum())
+        return {"hit": hit, "evicts": evicts, "evicted": ev, **out}
 
     def learn(self, batch: Batch) -> None:
-        """Classical policies and oracle-bit policies learn nothing (accepted for the protocol)."""
+        """Nothing to learn from outside: the learned policies learn from the request stream itself
+        (labels revealed in hindsight inside :meth:`process`); accepted for the protocol."""
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        out = {name: arr.copy() for name, arr in self._fr.items()}
-        out.update({name: getattr(self, f"_{name}").copy() for name in _EXTRA})
-        out.update({f"ghost/{name}": arr.copy() for name, arr in self._gfr.items()})
-        out["arc_target"] = self._pf.copy()
-        out.update({f"sub/{name}": arr.copy() for name, arr in self._sub.items()})
-        out["combiner"] = self._cm.copy()
-        out.update({f"predictor/{name}": arr.copy() for name, arr in self._pr.items()})
-        out["counts"] = np.array([self._hits, self._misses], dtype=np.int64)
-        return out
+        return {name: arr.copy() for name, arr in self._st.items()}
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
-        fr = {}
-        for name in (*_FRAME, *_EXTRA):
-            cur = self._fr[name] if name in self._fr else getattr(self, f"_{name}")
-            arr = np.array(state[name], dtype=np.int64)
+        new = {}
+        for name, cur in self._st.items():
+            if name not in state:
+                raise InvalidInput(f"snapshot lacks the array {name!r} (another policy?)")
+            arr = np.array(state[name], dtype=cur.dtype)
             if arr.shape != cur.shape:
                 raise InvalidInput(f"snapshot array {name!r} has shape {arr.shape}, expected {cur.shape} "
                                    "(another capacity?)")
-            fr[name] = arr
-        self._unm, self._upos = fr.pop("unm"), fr.pop("upos")
-        self._gtk, self._gtv, self._ring, self._gmeta = fr.pop("gtk"), fr.pop("gtv"), fr.pop("ring"), fr.pop("gmeta")
-        self._fr = fr
-        gfr = {}
-        for name, cur in self._gfr.items():
-            arr = np.array(state[f"ghost/{name}"], dtype=np.int64)
-            if arr.shape != cur.shape:
-                raise InvalidInput(f"snapshot array 'ghost/{name}' has shape {arr.shape}, expected {cur.shape}")
-            gfr[name] = arr
-        self._gfr = gfr
-        self._pf = np.array(state["arc_target"], dtype=np.float64).reshape(1)
-        for name, cur in self._sub.items():
-            arr = np.array(state[f"sub/{name}"], dtype=np.int64)
-            if arr.shape != cur.shape:
-                raise InvalidInput(f"snapshot array 'sub/{name}' has shape {arr.shape}, expected {cur.shape}")
-            self._sub[name] = arr
-        self._cm = np.array(state["combiner"], dtype=np.int64)
-        for name, cur in list(self._pr.items()):
-            arr = np.array(state[f"predictor/{name}"], dtype=np.int64)
-            if arr.shape != cur.shape:
-                raise InvalidInput(f"snapshot array 'predictor/{name}' has shape {arr.shape}, expected {cur.shape}")
-            self._pr[name] = arr
-        self._hits, self._misses = (int(v) for v in state["counts"])
+            new[name] = arr
+        self._st = new
 
     def metrics(self) -> dict[str, float]:
-        total = self._hits + self._misses
-        return {"requests": float(total), "hits": float(self._hits), "misses": float(self._misses),
-                "hit_ratio": self._hits / total if total else 0.0, "size": float(self._fr["meta"][K.M_SIZE]),
-                "capacity": float(self.capacity), "phase": float(self._fr["meta"][K.M_PHASE]),
-                "following_lru": float(self._cm[0]), "switches": float(self._cm[3]),
-                "switch_margin": float(self._cm[4]), **self._predictor_metrics()}
+        hits, misses = (int(v) for v in self._st["counts"])
+        total = hits + misses
+        meta = self._st["real/meta"]
+        out = {"requests": float(total), "hits": float(hits), "misses": float(misses),
+               "hit_ratio": hits / total if total else 0.0, "size": float(meta[K.M_SIZE]),
+               "capacity": float(self.capacity), "phase": float(meta[K.M_PHASE])}
+        if "follow/cm" in self._st:
+            cm = self._st["follow/cm"]
+            out.update({"leader": float(cm[0]), "following_lru": float(self._leader() == "lru"),
+                        "switches": float(cm[1]), "switch_margin": float(cm[2])})
+            for name, f in zip(self.shadows(), self._st["follow/faults"], strict=True):
+                out[f"shadow_misses_{name}"] = float(f)
+        if "predictor/conf" in self._st:
+            tn, fn, fp, tp = (int(v) for v in self._st["predictor/conf"])
+            pm = self._st["predictor/pm"]
+            out.update({"bit_precision": tp / (tp + fp) if tp + fp else 0.0,
+                        "bit_recall": tp / (tp + fn) if tp + fn else 0.0, "bit_labels": float(tn + fn + fp + tp),
+                        "history_keys": float(min(int(pm[1]), int(self.history_cap))),
+                        "history_cap": float(self.history_cap)})
+        return out
 
-    def _predictor_metrics(self) -> dict[str, float]:
-        if not self._pr:
-            return {}
-        tn, fn, fp, tp = (int(v) for v in self._pr["conf"])
-        return {"bit_precision": tp / (tp + fp) if tp + fp else 0.0, "bit_recall": tp / (tp + fn) if tp + fn else 0.0,
-                "bit_labels": float(tn + fn + fp + tp)}
+    def shadows(self) -> tuple[str, ...]:
+        """Names of the shadow caches a robust policy races (empty for the others)."""
+        if self.policy == "robust-discard":
+            return R.ROBUST_SHADOWS
+        return R.LEARNED_SHADOWS if self.policy == "learned-discard" else ()
+
+    def _leader(self) -> str:
+        return self.shadows()[int(self._st["follow/cm"][0])]
 
     def contents(self) -> np.ndarray:
         """The cached keys (in no particular order)."""
-        fkey = self._fr["fkey"]
+        fkey = self._st["real/fkey"]
         return fkey[fkey != EMPTY].copy()
 
     # -- input checks -----------------------------------------------------------------------------

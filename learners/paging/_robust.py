@@ -1,0 +1,114 @@
+"""Numba kernels of the robust policies: several shadow caches replayed side by side, the real cache
+following whichever has faulted least (follow-the-leader with a doubling margin).
+
+Requests go in chunks that end at absolute multiples of ``chunk`` requests (so the outcome does not
+depend on how a stream is cut into batches): each shadow replays the chunk with its own kernel,
+the real cache replays it after the leader (:func:`._kernels.follow_run`), and the switching rule
+(:func:`._kernels.leader_after`) runs at the chunk's end. A switch therefore comes at most
+``chunk`` requests late, and the real cache faults at most as often as the leader of each stretch
+plus k + ``chunk`` per switch.
+
+Shadows of ``robust-discard``: FtP over the given bits, LRU. Shadows of ``learned-discard``: LRU,
+ARC, S3-FIFO and FtP over the learned bits at three trust levels (bit ``p > 0.3`` with a grace of a
+quarter and of half the label horizon, bit ``p > 0.5`` without grace; see
+:func:`._kernels.ftp_discard_run`). LRU leads at first: until the predictor has learned, the real
+cache is an LRU cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import jit
+from . import _kernels as K
+from ._predict import predict_step
+
+BIG_GRACE = np.int64(1) << 62
+LEARNED_SHADOWS = ("lru", "arc", "s3fifo", "ftp-0.3-quarter", "ftp-0.3-half", "ftp-0.5")
+ROBUST_SHADOWS = ("ftp", "lru")
+
+
+@jit
+def _count_faults(hits, faults, m):
+    for e in range(hits.shape[0]):
+        for j in range(m):
+            if hits[e, j] == 0:
+                faults[e] += 1
+
+
+@jit
+def robust_run(keys, ops, bits, chunk, margin, fa, fa_time, fb, real, cm, faults, hits, evs, grace, hit, evicted):
+    """``robust-discard``: FtP over ``bits`` (shadow ``fa``) against LRU (``fb``)."""
+    n = keys.shape[0]
+    k = real[2].shape[0]
+    meta = real[11]
+    i = 0
+    while i < n:
+        b = min(n, i + chunk - meta[K.M_T] % chunk)
+        m = b - i
+        ks, os = keys[i:b], ops[i:b]
+        K.ftp_discard_run(ks, os, bits[i:b], grace[:m], k, fa[0], fa[1], fa[2], fa[3], fa[4], fa[5], fa[6], fa[7],
+                          fa[8], fa[9], fa[10], fa[11], fa_time, hits[0, :m], evs[0, :m])
+        K.queue_run(0, ks, os, k, fb[0], fb[1], fb[2], fb[3], fb[4], fb[5], fb[6], fb[7], fb[8], fb[9], fb[10],
+                    fb[11], hits[1, :m], evs[1, :m])
+        _count_faults(hits, faults, m)
+        K.follow_run(ks, os, evs[cm[0], :m], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
+                     real[8], real[9], real[10], real[11], hit[i:b], evicted[i:b])
+        if meta[K.M_T] % chunk == 0 and K.leader_after(faults, cm, margin):
+            lead = fa if cm[0] == 0 else fb
+            K.resort(lead[0], lead[1], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
+                     real[8], real[9], real[10], real[11])
+        i = b
+
+
+@jit
+def learned_run(keys, ops, k, chunk, margin, reach, ps, lru, arc, arc_ghost, arc_p, s3, s3_ghost, small_k, f1, f2, f3,
+                ftime, real, cm, faults, hits, evs, prob, horizon, bits, grace, hit, evicted):
+    """``learned-discard``: the predictor's bits feed three FtP shadows, raced against LRU, ARC and
+    S3-FIFO. ``prob``/``horizon`` (length n) receive the predictor's outputs; ``ftime`` (3 x k) the
+    FtP shadows' last request times; ``bits``/``grace`` are scratch (3 x chunk)."""
+    n = keys.shape[0]
+    meta = real[11]
+    i = 0
+    while i < n:
+        b = min(n, i + chunk - meta[K.M_T] % chunk)
+        m = b - i
+        ks, os = keys[i:b], ops[i:b]
+        for j in range(m):
+            if os[j] == 1:  # a delete is not a request: no prediction
+                prob[i + j] = 0.0
+                horizon[i + j] = 0
+                p, h = 0.0, 0
+            else:
+                p, h = predict_step(ks[j], k, reach, ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8],
+                                    ps[9])
+                prob[i + j] = p
+                horizon[i + j] = h
+            bits[0, j] = 1 if p > 0.3 else 0
+            bits[1, j] = 1 if p > 0.5 else 0
+            grace[0, j] = h // 4
+            grace[1, j] = h // 2
+            grace[2, j] = BIG_GRACE
+        K.queue_run(0, ks, os, k, lru[0], lru[1], lru[2], lru[3], lru[4], lru[5], lru[6], lru[7], lru[8], lru[9],
+                    lru[10], lru[11], hits[0, :m], evs[0, :m])
+        K.arc_run(ks, os, k, arc[0], arc[1], arc[2], arc[3], arc[4], arc[5], arc[6], arc[7], arc[8], arc[9],
+                  arc[10], arc[11], arc_ghost[0], arc_ghost[1], arc_ghost[2], arc_ghost[3], arc_ghost[4],
+                  arc_ghost[5], arc_ghost[6], arc_ghost[7], arc_ghost[8], arc_ghost[9], arc_ghost[10], arc_p,
+                  hits[1, :m], evs[1, :m])
+        K.s3fifo_run(ks, os, k, small_k, s3[0], s3[1], s3[2], s3[3], s3[4], s3[5], s3[6], s3[7], s3[8], s3[9],
+                     s3[10], s3[11], s3_ghost[0], s3_ghost[1], s3_ghost[2], s3_ghost[3], hits[2, :m], evs[2, :m])
+        K.ftp_discard_run(ks, os, bits[0, :m], grace[0, :m], k, f1[0], f1[1], f1[2], f1[3], f1[4], f1[5], f1[6],
+                          f1[7], f1[8], f1[9], f1[10], f1[11], ftime[0], hits[3, :m], evs[3, :m])
+        K.ftp_discard_run(ks, os, bits[0, :m], grace[1, :m], k, f2[0], f2[1], f2[2], f2[3], f2[4], f2[5], f2[6],
+                          f2[7], f2[8], f2[9], f2[10], f2[11], ftime[1], hits[4, :m], evs[4, :m])
+        K.ftp_discard_run(ks, os, bits[1, :m], grace[2, :m], k, f3[0], f3[1], f3[2], f3[3], f3[4], f3[5], f3[6],
+                          f3[7], f3[8], f3[9], f3[10], f3[11], ftime[2], hits[5, :m], evs[5, :m])
+        _count_faults(hits, faults, m)
+        K.follow_run(ks, os, evs[cm[0], :m], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
+                     real[8], real[9], real[10], real[11], hit[i:b], evicted[i:b])
+        if meta[K.M_T] % chunk == 0 and K.leader_after(faults, cm, margin):
+            e = cm[0]
+            lead = lru if e == 0 else arc if e == 1 else s3 if e == 2 else f1 if e == 3 else f2 if e == 4 else f3
+            K.resort(lead[0], lead[1], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
+                     real[8], real[9], real[10], real[11])
+        i = b
