@@ -146,7 +146,7 @@ def test_robust_discard_follows_the_better_of_predictions_and_lru(seed, k):
     rng = np.random.default_rng(seed)
     noisy = np.where(rng.random(len(keys)) < 0.2, 1 - r["discard_bit"], r["discard_bit"])
     for bits in (r["discard_bit"], 1 - r["discard_bit"], noisy, np.zeros_like(noisy), np.ones_like(noisy)):
-        c = PagingCache("robust-discard", capacity=k)
+        c = PagingCache("robust-discard", capacity=k, switch_every=1)
         outs = [c.process({"key": keys[i:i + 500], "bit": bits[i:i + 500]}) for i in range(0, len(keys), 500)]
         misses = sum(int((o["hit"] == 0).sum()) for o in outs)
         ftp = int((PagingCache("ftp-discard", capacity=k).process({"key": keys, "bit": bits})["hit"] == 0).sum())
@@ -158,7 +158,7 @@ def test_robust_discard_follows_the_better_of_predictions_and_lru(seed, k):
             assert misses == r["misses"]  # exact bits: optimal
     # Deletes keep the real cache and both shadows in step.
     keys, ops, bits = stream(seed, n=1000, universe=4 * k)
-    c = PagingCache("robust-discard", capacity=k)
+    c = PagingCache("robust-discard", capacity=k, switch_every=1)
     out = c.process({"key": keys, "op": ops, "bit": bits})
     present = set(c.contents().tolist())
     alive = {}
@@ -203,7 +203,7 @@ def test_robust_discard_switches_only_logarithmically_often():
     r = belady(keys, k)
     stretch = (np.arange(len(keys)) // 2000) % 2 == 1
     bits = np.where(stretch, 1 - r["discard_bit"], r["discard_bit"])
-    c = PagingCache("robust-discard", capacity=k)
+    c = PagingCache("robust-discard", capacity=k, switch_every=1)
     misses = int((c.process({"key": keys, "bit": bits})["hit"] == 0).sum())
     m0 = max(1, k // 16)
     assert c.metrics()["switches"] <= np.log2(misses / m0) + 2
@@ -314,19 +314,22 @@ def shadow_refs(keys, ops, k, bits_by_grace):
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("k", [2, 6])
-def test_learned_discard_matches_the_composed_references(seed, k):
-    """learned-discard = the predictor's bits, three FtP shadows, LRU, ARC and S3-FIFO shadows and
+@pytest.mark.parametrize("threads", [1, 2])
+def test_learned_discard_matches_the_composed_references(seed, k, threads):
+    """learned-discard = the predictor's bits, two FtP shadows, LRU, ARC and S3-FIFO shadows and
     the follow-the-leader real cache, each from its plain reference, request by request, whatever
     the batch boundaries."""
-    from learners.paging.cache import CHUNK
-
-    keys, ops, _ = stream(seed, n=2500, universe=10 * k)
-    c = PagingCache("learned-discard", capacity=k, history_cap=10_000)
-    outs = [c.process({"key": keys[i:i + 333], "op": ops[i:i + 333]}) for i in range(0, len(keys), 333)]
+    CHUNK = 64
+    keys, ops, _ = stream(seed, n=2500 * threads, universe=10 * k)  # threads=2: stretches of 512+ go to 2 threads
+    c = PagingCache("learned-discard", capacity=k, history_cap=10_000, switch_every=CHUNK * threads * 8,
+                    threads=threads)
+    CHUNK = c.switch_every
+    step = 333 if threads == 1 else 1700
+    outs = [c.process({"key": keys[i:i + step], "op": ops[i:i + step]}) for i in range(0, len(keys), step)]
     prob, horizon, _ = naive.predictor(keys, ops, k, c.reach, 10_000)
     prob, horizon = np.array(prob), np.array(horizon)
     big = len(keys) * 10
-    ftp = shadow_refs(keys, ops, k, [(prob > 0.3, horizon // 4), (prob > 0.3, horizon // 2), (prob > 0.5, [big] * len(keys))])
+    ftp = shadow_refs(keys, ops, k, [(prob > 0.3, horizon // 4), (prob > 0.5, [big] * len(keys))])
     shadows = [naive.cache_policy("lru", keys, ops, k), naive.arc(keys, ops, k), naive.s3fifo(keys, ops, k), *ftp]
     ref_hit, ref_ev = naive.follow(keys, ops, k, shadows, CHUNK, max(1, k // 16))
     assert np.concatenate([o["hit"] for o in outs]).tolist() == ref_hit
@@ -339,11 +342,9 @@ def test_learned_discard_matches_the_composed_references(seed, k):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_robust_discard_matches_the_composed_references(seed):
-    from learners.paging.cache import CHUNK
-
-    k = 5
+    k, CHUNK = 5, 64
     keys, ops, bits = stream(seed, n=2000, universe=40)
-    c = PagingCache("robust-discard", capacity=k)
+    c = PagingCache("robust-discard", capacity=k, switch_every=CHUNK)
     outs = [c.process({"key": keys[i:i + 250], "op": ops[i:i + 250], "bit": bits[i:i + 250]})
             for i in range(0, len(keys), 250)]
     shadows = [naive.ftp_grace(keys, ops, k, bits, [len(keys)] * len(keys)), naive.cache_policy("lru", keys, ops, k)]

@@ -28,7 +28,7 @@ N_META = 8
 
 
 # -- linked lists over frames -----------------------------------------------------------------------
-@jit
+@jit(inline="always")
 def _unlink(prv, nxt, lst, lhead, ltail, lcnt, s):
     L = lst[s]
     p, n = prv[s], nxt[s]
@@ -46,7 +46,7 @@ def _unlink(prv, nxt, lst, lhead, ltail, lcnt, s):
     lst[s] = -1
 
 
-@jit
+@jit(inline="always")
 def _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, L):
     h = lhead[L]
     prv[s] = -1
@@ -60,23 +60,36 @@ def _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, L):
     lcnt[L] += 1
 
 
-@jit
-def _alloc(fkey, free, meta, tkeys, tvals, key):
+@jit(inline="always")
+def _take(fkey, free, meta, key):
+    """A free frame for ``key`` (no table update)."""
     meta[M_NFREE] -= 1
     s = free[meta[M_NFREE]]
     fkey[s] = key
-    ht_put(tkeys, tvals, key, s)
     meta[M_SIZE] += 1
     return s
 
 
-@jit
-def _release(fkey, free, meta, tkeys, tvals, s):
-    ht_del(tkeys, tvals, fkey[s])
+@jit(inline="always")
+def _give(fkey, free, meta, s):
+    """Frees frame ``s`` (no table update)."""
     fkey[s] = EMPTY
     free[meta[M_NFREE]] = s
     meta[M_NFREE] += 1
     meta[M_SIZE] -= 1
+
+
+@jit(inline="always")
+def _alloc(fkey, free, meta, tkeys, tvals, key):
+    s = _take(fkey, free, meta, key)
+    ht_put(tkeys, tvals, key, s)
+    return s
+
+
+@jit(inline="always")
+def _release(fkey, free, meta, tkeys, tvals, s):
+    ht_del(tkeys, tvals, fkey[s])
+    _give(fkey, free, meta, s)
 
 
 # -- LRU, FIFO, SIEVE ---------------------------------------------------------------------------------
@@ -207,10 +220,12 @@ def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, l
 
 
 # -- ARC ----------------------------------------------------------------------------------------------
-@jit
+@jit(inline="always")
 def _arc_replace(in_b2, p, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta,
-                 gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta):
-    """ARC's REPLACE: evicts the LRU page of T1 (to ghost B1) or of T2 (to ghost B2); returns its key."""
+                 gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta):
+    """ARC's REPLACE: evicts the LRU page of T1 (to ghost B1) or of T2 (to ghost B2); returns its key.
+    One table maps a key to its cache frame (< k) or to k + its ghost frame: a page becoming a ghost
+    only changes its value."""
     if lcnt[0] >= 1 and ((in_b2 and lcnt[0] == p) or lcnt[0] > p):
         v = ltail[0]
         L = 0
@@ -219,32 +234,36 @@ def _arc_replace(in_b2, p, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail
         L = 1 if lcnt[1] > 0 else 0
     key = fkey[v]
     _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
-    _release(fkey, free, meta, tkeys, tvals, v)
-    g = _alloc(gkey, gfree, gmeta, gt, gv, key)
+    _give(fkey, free, meta, v)
+    g = _take(gkey, gfree, gmeta, key)
+    ht_put(tkeys, tvals, key, fkey.shape[0] + g)
     _push_head(gprv, gnxt, glst, ghead, gtail, gcnt, g, L)
     return key
 
 
-@jit
-def _ghost_drop_lru(L, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta):
+@jit(inline="always")
+def _ghost_drop_lru(L, tkeys, tvals, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta):
     g = gtail[L]
     _unlink(gprv, gnxt, glst, ghead, gtail, gcnt, g)
-    _release(gkey, gfree, gmeta, gt, gv, g)
+    ht_del(tkeys, tvals, gkey[g])
+    _give(gkey, gfree, gmeta, g)
 
 
 @jit
 def arc_run(keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
-            gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta, pf, hit, evicted):
+            gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta, pf, hit, evicted):
     """ARC (Megiddo & Modha, FAST'03): T1/T2 (lists 0/1 of the cache frames) hold pages seen once /
     at least twice recently, B1/B2 (lists 0/1 of the ghost frames, keys only) what they evicted;
-    the target size ``pf[0]`` of T1 adapts on ghost hits. Follows the paper's pseudo-code."""
+    the target size ``pf[0]`` of T1 adapts on ghost hits. Follows the paper's pseudo-code. The key
+    table ``tkeys``/``tvals`` holds cached keys (value: frame < k) and ghosts (k + ghost frame)."""
     c = k
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
         evicted[i] = EMPTY
-        s = ht_get(tkeys, tvals, key)
-        g = ht_get(gt, gv, key) if s < 0 else -1  # a cached key is never a ghost
+        v = ht_get(tkeys, tvals, key)
+        s = v if v < c else -1
+        g = v - c if v >= c else -1
         if ops[i] == 1:
             hit[i] = -1
             if s >= 0:
@@ -252,7 +271,7 @@ def arc_run(keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail,
                 _release(fkey, free, meta, tkeys, tvals, s)
             if g >= 0:
                 _unlink(gprv, gnxt, glst, ghead, gtail, gcnt, g)
-                _release(gkey, gfree, gmeta, gt, gv, g)
+                _release(gkey, gfree, gmeta, tkeys, tvals, g)
             continue
         if s >= 0:  # case I
             hit[i] = 1
@@ -267,22 +286,21 @@ def arc_run(keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail,
             else:
                 pf[0] = max(0.0, pf[0] - max(gcnt[0] / gcnt[1], 1.0))
             _unlink(gprv, gnxt, glst, ghead, gtail, gcnt, g)
-            _release(gkey, gfree, gmeta, gt, gv, g)
+            _give(gkey, gfree, gmeta, g)
             if meta[M_SIZE] >= c:
                 evicted[i] = _arc_replace(in_b2, pf[0], tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail,
-                                          lcnt, meta, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt,
-                                          gmeta)
-            s = _alloc(fkey, free, meta, tkeys, tvals, key)
+                                          lcnt, meta, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta)
+            s = _alloc(fkey, free, meta, tkeys, tvals, key)  # overwrites the ghost's value
             _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)
             continue
         # case IV: a new page
         if lcnt[0] + gcnt[0] == c:
             if lcnt[0] < c:
-                _ghost_drop_lru(0, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta)
+                _ghost_drop_lru(0, tkeys, tvals, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta)
                 if meta[M_SIZE] >= c:
                     evicted[i] = _arc_replace(False, pf[0], tkeys, tvals, fkey, free, prv, nxt, lst, lhead,
-                                              ltail, lcnt, meta, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead,
-                                              gtail, gcnt, gmeta)
+                                              ltail, lcnt, meta, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt,
+                                              gmeta)
             else:
                 v = ltail[0]
                 evicted[i] = fkey[v]
@@ -292,11 +310,11 @@ def arc_run(keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail,
             total = lcnt[0] + lcnt[1] + gcnt[0] + gcnt[1]
             if total >= c:
                 if total == 2 * c:
-                    _ghost_drop_lru(1, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta)
+                    _ghost_drop_lru(1, tkeys, tvals, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta)
                 if meta[M_SIZE] >= c:
                     evicted[i] = _arc_replace(False, pf[0], tkeys, tvals, fkey, free, prv, nxt, lst, lhead,
-                                              ltail, lcnt, meta, gt, gv, gkey, gfree, gprv, gnxt, glst, ghead,
-                                              gtail, gcnt, gmeta)
+                                              ltail, lcnt, meta, gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt,
+                                              gmeta)
         s = _alloc(fkey, free, meta, tkeys, tvals, key)
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
 
@@ -503,12 +521,13 @@ def follow_run(keys, ops, lead_ev, tkeys, tvals, fkey, free, prv, nxt, lst, lhea
 @jit
 def resort(ltk, ltv, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta):
     """After a switch: re-sorts the real pages into list 1 (held by the new leader, whose key table
-    is ``ltk``/``ltv``) and list 0 (not held), keeping least-recently-used order within each."""
+    is ``ltk``/``ltv``, values < k) and list 0 (not held), keeping least-recently-used order within each."""
     for L in range(2):
         f = ltail[L]
         while f >= 0:
             p = prv[f]
-            want = 1 if ht_get(ltk, ltv, fkey[f]) >= 0 else 0
+            v = ht_get(ltk, ltv, fkey[f])
+            want = 1 if 0 <= v < fkey.shape[0] else 0  # (ARC's table also maps its ghosts, to k and up)
             if want != L:
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, f)
                 _push_head(prv, nxt, lst, lhead, ltail, lcnt, f, want)

@@ -24,12 +24,12 @@ def new_table(capacity: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full(n, EMPTY, dtype=np.int64), np.full(n, -1, dtype=np.int64)
 
 
-@jit
+@jit(inline="always")
 def _home(tkeys, key):
     return np.int64(mix64(np.uint64(key)) & np.uint64(tkeys.shape[0] - 1))
 
 
-@jit
+@jit(inline="always")
 def ht_get(tkeys, tvals, key):
     """The value stored for ``key``, or -1."""
     mask = tkeys.shape[0] - 1
@@ -43,7 +43,7 @@ def ht_get(tkeys, tvals, key):
         b = (b + 1) & mask
 
 
-@jit
+@jit(inline="always")
 def ht_put(tkeys, tvals, key, val):
     """Stores ``key → val`` (replacing a previous value)."""
     mask = tkeys.shape[0] - 1
@@ -54,7 +54,7 @@ def ht_put(tkeys, tvals, key, val):
     tvals[b] = val
 
 
-@jit
+@jit(inline="always")
 def ht_del(tkeys, tvals, key):
     """Removes ``key`` if present (backward-shift deletion); returns its value or -1."""
     mask = tkeys.shape[0] - 1

@@ -22,12 +22,12 @@ POLICIES = ("lru", "fifo", "sieve", "s3fifo", "arc", "marker", "ftp-discard", "m
 LEARNED = ("learned-discard", "learned-phase")
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
-CHUNK = 64  # robust policies: requests between two checks of the switching rule
+_GHOST = ("fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "meta")
 
 
-def _frames(prefix: str, k: int) -> dict[str, np.ndarray]:
+def _frames(prefix: str, k: int, arc: bool = False) -> dict[str, np.ndarray]:
     """The arrays of one cache of k frames (see :mod:`._kernels`), names prefixed."""
-    tkeys, tvals = new_table(k)
+    tkeys, tvals = new_table(2 * k if arc else k)
     meta = np.zeros(K.N_META, dtype=np.int64)
     meta[K.M_NFREE] = k
     meta[K.M_HAND] = -1
@@ -40,10 +40,11 @@ def _frames(prefix: str, k: int) -> dict[str, np.ndarray]:
 
 
 def _arc(prefix: str, k: int) -> dict[str, np.ndarray]:
-    """ARC's ghost lists B1/B2 (keys only, k frames) and the adaptive target size of T1."""
+    """ARC's ghost lists B1/B2 (keys only, k frames; the cache's key table maps them too) and the
+    adaptive target size of T1."""
     ghost = {name.replace(f"{prefix}/", f"{prefix}/ghost/"): arr for name, arr in _frames(prefix, k).items()
-             if not name.endswith("/bit")}
-    return {**_frames(prefix, k), **ghost, f"{prefix}/target": np.zeros(1)}
+             if name.rsplit("/", 1)[1] not in ("bit", "tkeys", "tvals")}
+    return {**_frames(prefix, k, arc=True), **ghost, f"{prefix}/target": np.zeros(1)}
 
 
 def _s3(prefix: str, k: int) -> dict[str, np.ndarray]:
@@ -91,13 +92,19 @@ class PagingCache(Learner):
 
     family = "paging"
 
-    def __init__(self, policy: str = "lru", capacity: int = 1024, seed: int = 0, history_cap: int = 200_000,
-                 reach: float = 2.0):
+    def __init__(self, policy: str = "lru", capacity: int = 1024, seed: int = 0, history_cap: int = 65_536,
+                 reach: float = 2.0, switch_every: int = 4096, threads: int = 1):
         self.policy = policy
         self.capacity = capacity
         self.seed = seed
         self.history_cap = history_cap
         self.reach = reach
+        self.switch_every = switch_every
+        self.threads = threads
+        self._pool: Any = None
+        if not isinstance(switch_every, int | np.integer) or switch_every < 1 or threads not in (1, 2):
+            raise ValueError(f"switch_every must be a positive integer and threads 1 or 2, got {switch_every!r}, "
+                             f"{threads!r}")
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r} is not allowed; allowed: {', '.join(POLICIES)}")
         if not isinstance(capacity, int | np.integer) or capacity < 1:
@@ -118,7 +125,7 @@ class PagingCache(Learner):
             st.update({**_frames("ftp", k), "ftp/time": np.zeros(k, dtype=np.int64), **_frames("lru", k)})
         elif policy == "learned-discard":
             st.update({**_frames("lru", k), **_arc("arc", k), **_s3("s3", k), **_frames("ftp1", k),
-                       **_frames("ftp2", k), **_frames("ftp3", k), "ftp/time": np.zeros((3, k), dtype=np.int64)})
+                       **_frames("ftp2", k), "ftp/time": np.zeros((2, k), dtype=np.int64)})
         if policy in ("robust-discard", "learned-discard"):
             n_shadows = len(R.ROBUST_SHADOWS if policy == "robust-discard" else R.LEARNED_SHADOWS)
             st["follow/cm"] = np.zeros(3, dtype=np.int64)  # leader, switches, margin now
@@ -152,7 +159,7 @@ class PagingCache(Learner):
             K.s3fifo_run(keys, ops, k, max(1, k // 10), *real, *self._t("real", ("gtk", "gtv", "ring", "gmeta")),
                          hit, ev)
         elif policy == "arc":
-            K.arc_run(keys, ops, k, *real, *self._t("real/ghost", _FRAME[:-2] + ("meta",)), self._st["real/target"],
+            K.arc_run(keys, ops, k, *real, *self._t("real/ghost", _GHOST), self._st["real/target"],
                       hit, ev)
         elif policy == "marker":
             K.marker_run(self.seed, keys, ops, k, *real, self._st["real/unm"], self._st["real/upos"], hit, ev)
@@ -162,10 +169,11 @@ class PagingCache(Learner):
         elif policy == "marker-discard":
             K.marker_discard_run(keys, ops, self._bits(batch, n), k, *real, hit, ev)
         elif policy == "robust-discard":
-            R.robust_run(keys, ops, self._bits(batch, n), CHUNK, max(1, k // 16), self._t("ftp"),
-                         self._st["ftp/time"], self._t("lru"), real, self._st["follow/cm"],
-                         self._st["follow/faults"], np.empty((2, CHUNK), dtype=np.int8),
-                         np.empty((2, CHUNK), dtype=np.int64), np.full(CHUNK, R.BIG_GRACE), hit, ev)
+            c = int(self.switch_every)
+            R.robust_run(keys, ops, self._bits(batch, n), c, max(1, k // 16), self._t("ftp"), self._st["ftp/time"],
+                         self._t("lru"), real, self._st["follow/cm"], self._st["follow/faults"],
+                         np.empty((2, c), dtype=np.int8), np.empty((2, c), dtype=np.int64), np.full(c, R.BIG_GRACE),
+                         hit, ev)
         else:
             prob = np.empty(n)
             horizon = np.empty(n, dtype=np.int64)
@@ -174,14 +182,7 @@ class PagingCache(Learner):
                 PR.predict_run(keys, ops, k, float(self.reach), *ps, prob, horizon)
                 K.marker_discard_run(keys, ops, (prob > 0.5).astype(np.int64), k, *real, hit, ev)
             else:
-                e = len(R.LEARNED_SHADOWS)
-                R.learned_run(keys, ops, k, CHUNK, max(1, k // 16), float(self.reach), ps, self._t("lru"),
-                              self._t("arc"), self._t("arc/ghost", _FRAME[:-2] + ("meta",)), self._st["arc/target"],
-                              self._t("s3"), self._t("s3", ("gtk", "gtv", "ring", "gmeta")), max(1, k // 10),
-                              self._t("ftp1"), self._t("ftp2"), self._t("ftp3"), self._st["ftp/time"], real,
-                              self._st["follow/cm"], self._st["follow/faults"], np.empty((e, CHUNK), dtype=np.int8),
-                              np.empty((e, CHUNK), dtype=np.int64), prob, horizon,
-                              np.empty((2, CHUNK), dtype=np.int64), np.empty((3, CHUNK), dtype=np.int64), hit, ev)
+                self._learned(keys, ops, ps, real, prob, horizon, hit, ev)
             out["prob"] = prob
         evicts = ev != EMPTY
         ev[~evicts] = 0
@@ -189,6 +190,39 @@ class PagingCache(Learner):
         counts[0] += int((hit == 1).sum())
         counts[1] += int((hit == 0).sum())
         return {"hit": hit, "evicts": evicts, "evicted": ev, **out}
+
+    def _learned(self, keys, ops, ps, real, prob, horizon, hit, ev) -> None:
+        """learned-discard over one batch, in stretches ending at multiples of ``switch_every``; the
+        two independent halves of each stretch run on two threads when ``threads`` is 2 and the
+        stretch is long enough to pay for the hand-over."""
+        k, c, n = int(self.capacity), int(self.switch_every), keys.shape[0]
+        e = len(R.LEARNED_SHADOWS)
+        hits, evs = np.empty((e, c), dtype=np.int8), np.empty((e, c), dtype=np.int64)
+        bits, grace = np.empty((2, c), dtype=np.int64), np.empty((2, c), dtype=np.int64)
+        lru, arc, s3, f1, f2 = (self._t(p) for p in ("lru", "arc", "s3", "ftp1", "ftp2"))
+        ghost, s3g = self._t("arc/ghost", _GHOST), self._t("s3", ("gtk", "gtv", "ring", "gmeta"))
+        meta = self._st["real/meta"]
+        i = 0
+        while i < n:
+            b = min(n, i + c - int(meta[K.M_T]) % c)
+            ks, os_ = keys[i:b], ops[i:b]
+            first = (ks, os_, k, float(self.reach), ps, f1, f2, self._st["ftp/time"], prob[i:b], horizon[i:b], bits,
+                     grace, hits, evs)
+            second = (ks, os_, k, lru, arc, ghost, self._st["arc/target"], s3, s3g, max(1, k // 10), hits, evs)
+            if self.threads == 2 and b - i >= 512:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="eddy-paging")
+                job = self._pool.submit(R.learned_predictions, *first)
+                R.learned_classical(*second)
+                job.result()
+            else:
+                R.learned_predictions(*first)
+                R.learned_classical(*second)
+            R.learned_follow(ks, os_, c, max(1, k // 16), lru, arc, s3, f1, f2, real, self._st["follow/cm"],
+                             self._st["follow/faults"], hits, evs, hit[i:b], ev[i:b])
+            i = b
 
     def learn(self, batch: Batch) -> None:
         """Nothing to learn from outside: the learned policies learn from the request stream itself
