@@ -15,7 +15,9 @@ from connectors.embedded import EmbeddedBroker
 from . import __version__
 from .config import Config
 from .core import PipelineCore
+from .families import make_core
 from .metrics import DaemonMetrics
+from .paging import PagingCore
 from .runner import PipelineRunner
 from .sidecar import Sidecar, serve_in_thread
 
@@ -29,7 +31,7 @@ class Daemon:
         self.metrics.build.info({"version": __version__})
         self.broker = broker
         self.owns_broker = False
-        self.cores: dict[str, PipelineCore] = {}
+        self.cores: dict[str, PipelineCore | PagingCore] = {}
         self.locks: dict[str, threading.RLock] = {}
         self.runners: list[PipelineRunner] = []
         self.threads: list[threading.Thread] = []
@@ -58,7 +60,7 @@ class Daemon:
                 topics += [p["input_topic"], p["output_topic"], p["dead_letter_topic"]]
             kafka_conn.create_topics(self.kafka_settings, topics, k["topic_partitions"])
         for p in self.cfg.pipelines:
-            core = PipelineCore(p, self.metrics)
+            core = make_core(p, self.metrics)
             self.cores[p["name"]] = core
             self.locks[p["name"]] = threading.RLock()
         h = self.cfg.http

@@ -33,14 +33,14 @@ def replay(cfg, events: str, out: str, dlq: str | None, state: str | None, pipel
     """Runs one pipeline over a JSON-lines file; returns the evaluation report."""
     from connectors.files import JsonLinesSink, JsonLinesSource
 
-    from .core import PipelineCore
+    from .families import make_core
     from .runner import PipelineRunner
 
     pcs = [p for p in cfg.pipelines if pipeline in (None, p["name"])]
     if not pcs:
         raise ConfigError(f"no pipeline {pipeline!r}; pipelines: {', '.join(p['name'] for p in cfg.pipelines)}")
     pc = pcs[0]
-    core = PipelineCore(pc)
+    core = make_core(pc)
     sink = JsonLinesSink({"decisions": out, **({"dlq": dlq} if dlq else {})})
     tmp = None
     if state is None:
@@ -57,6 +57,9 @@ def replay(cfg, events: str, out: str, dlq: str | None, state: str | None, pipel
     m = core.metrics.registry
     report = core.report()
     report["events"] = m.get_sample_value("eddy_events_total", {"pipeline": pc["name"], "kind": "event"}) or 0
+    if not hasattr(core, "feedback_objects"):  # a paging pipeline: no rewards
+        report["dead_letters"] = _dead_letters(m)
+        return report
     report["feedback"] = m.get_sample_value("eddy_events_total", {"pipeline": pc["name"], "kind": "feedback"}) or 0
     report["decisions"] = sum(m.get_sample_value("eddy_decisions_total", {"pipeline": pc["name"], "source": s}) or 0
                               for s in ("kafka", "http"))
@@ -64,15 +67,23 @@ def replay(cfg, events: str, out: str, dlq: str | None, state: str | None, pipel
     report["rewards_joined"] = joined
     rsum = m.get_sample_value("eddy_reward_sum_total", {"pipeline": pc["name"]}) or 0
     report["average_reward"] = rsum / joined if joined else None
-    report["dead_letters"] = {
-        s.labels["reason"]: s.value for fam in m.collect() if fam.name == "eddy_dead_letter_messages"
-        for s in fam.samples if s.name.endswith("_total")}
+    report["dead_letters"] = _dead_letters(m)
     return report
+
+
+def _dead_letters(m) -> dict[str, float]:
+    return {s.labels["reason"]: s.value for fam in m.collect() if fam.name == "eddy_dead_letter_messages"
+            for s in fam.samples if s.name.endswith("_total")}
 
 
 def cmd_replay(args) -> int:
     from . import config
 
+    if args.trace:
+        return replay_trace(args)
+    if not args.config or not args.events:
+        raise ConfigError("replay needs --config and --events (a pipeline over a JSON-lines file), "
+                          "or --trace (a cache trace through the paging policies)")
     cfg = config.load(args.config)
     report = replay(cfg, args.events, args.out, args.dead_letters, args.state, args.pipeline)
     text = json.dumps(report, indent=2, default=float)
@@ -80,6 +91,35 @@ def cmd_replay(args) -> int:
         with open(args.report, "w") as f:
             f.write(text + "\n")
     print(text)
+    return 0
+
+
+def replay_trace(args) -> int:
+    """A cache trace through the paging policies at several sizes: table (and JSON, PNG)."""
+    from . import traces
+
+    try:
+        sizes = [float(x) for x in args.sizes.split(",")]
+    except ValueError:
+        raise ConfigError(f"--sizes: {args.sizes!r} is not a comma-separated list of numbers") from None
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    from learners.paging import POLICIES
+
+    bad = [p for p in policies if p not in POLICIES or p in ("ftp-discard", "marker-discard", "robust-discard")]
+    if bad or not policies:
+        raise ConfigError(f"--policies: {bad or policies!r} not allowed; allowed: lru, fifo, sieve, s3fifo, arc, "
+                          "marker, learned-discard, learned-phase")
+    if not os.path.exists(args.trace):
+        raise ConfigError(f"--trace: file {args.trace!r} not found")
+    keys = traces.read_trace(args.trace, args.limit)
+    rows = traces.miss_ratios(keys, traces.sizes_for(keys, sizes), policies)
+    print(traces.table(rows, len(keys)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"trace": args.trace, "requests": len(keys), "rows": rows}, f, indent=1)
+    if args.plot:
+        traces.plot(rows, args.plot, f"{os.path.basename(args.trace)} ({len(keys)} requests)")
+        print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -126,9 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client", default="kafka-python", choices=["kafka-python", "confluent-kafka"])
     p.add_argument("--port", type=int, default=0, help="HTTP port of the sidecar and /metrics (0: free)")
     p.set_defaults(fn=cmd_demo)
-    p = sub.add_parser("replay", help="events file in → decisions and an evaluation report out")
-    p.add_argument("--config", required=True)
-    p.add_argument("--events", required=True, help="JSON-lines events and feedback ('-' for stdin)")
+    p = sub.add_parser("replay", help="events file in → decisions and an evaluation report out; or a cache "
+                       "trace → miss-ratio table and plot")
+    p.add_argument("--config", default=None)
+    p.add_argument("--events", default=None, help="JSON-lines events and feedback ('-' for stdin)")
+    p.add_argument("--trace", default=None, help="a cache trace (CSV with obj_id, or one key per line; .xz/.gz)")
+    p.add_argument("--sizes", default="0.001,0.003,0.01,0.03,0.1",
+                   help="--trace: cache sizes, fractions of the unique keys (< 1) or pages")
+    p.add_argument("--policies", default="lru,fifo,sieve,s3fifo,arc,learned-discard", help="--trace: policies")
+    p.add_argument("--limit", type=int, default=0, help="--trace: first N requests (0: all)")
+    p.add_argument("--plot", default=None, help="--trace: write a PNG of miss ratio against cache size")
+    p.add_argument("--json", default=None, help="--trace: write the rows as JSON")
     p.add_argument("--out", default="-", help="decisions JSON-lines ('-' for stdout)")
     p.add_argument("--dead-letters", default=None)
     p.add_argument("--report", default=None)

@@ -98,7 +98,9 @@ PIPELINE = [
     S("dedup_cap", int, 200_000, "cap on remembered event ids (duplicates, retried /decide)", minimum=1),
     S("max_message_bytes", int, 65_536, "records larger than this are dead-lettered", minimum=64),
     S("redact_payloads", bool, False, "dead-letter records carry no original bytes"),
-    S("shadow_learners", list, [], "learner names evaluated off-policy alongside (learn, never act)"),
+    S("shadow_learners", list, [], "learner names evaluated off-policy alongside (learn, never act); paging "
+      "pipelines: baseline caches replayed on the same stream (LRU always; default also 'paging-s3fifo')"),
+    S("cache_window", int, 10_000, "paging: accesses in the recent-window hit ratio", minimum=1),
     S("metrics_max_actions", int, 64, "per-action metric labels kept (others as 'other')", minimum=1),
     S("params", dict, {}, "learner parameters (see the learner's docstring)"),
 ]
@@ -215,15 +217,30 @@ def _check_learner(where: str, pc: dict[str, Any]) -> None:
     for key, name in [("learner", pc["learner"])] + [("shadow_learners", s) for s in pc["shadow_learners"]]:
         if name not in valid:
             raise ConfigError(f"{where}.{key}: {name!r} is not allowed; allowed: {', '.join(valid)}")
-    params = dict(pc["params"])
-    params.setdefault("n_features", pc["n_features"])
-    params.setdefault("seed", pc["seed"])
+    family = learners.family_of(pc["learner"])
+    for s in pc["shadow_learners"]:
+        if learners.family_of(s) != family:
+            raise ConfigError(f"{where}.shadow_learners: {s!r} is a {learners.family_of(s)} learner; the pipeline's "
+                              f"learner {pc['learner']!r} is a {family} learner")
+    params = learner_params(pc)
     try:
         learners.create(pc["learner"], **params)
     except TypeError as e:
         raise ConfigError(f"{where}.params: {e}") from None
     except ValueError as e:
         raise ConfigError(f"{where}.params: {e}") from None
+
+
+def learner_params(pc: dict[str, Any]) -> dict[str, Any]:
+    """The learner's parameters: ``params``, with the pipeline's ``n_features`` (bandits) and ``seed``
+    as defaults."""
+    import learners
+
+    params = dict(pc["params"])
+    if learners.family_of(pc["learner"]) == "bandit":
+        params.setdefault("n_features", pc["n_features"])
+    params.setdefault("seed", pc["seed"])
+    return params
 
 
 def load(path: str) -> Config:

@@ -25,6 +25,7 @@ from learners._hashing import FeatureHasher, event_keys
 from learners.bandit.ope import OffPolicyEstimate
 
 from .checkpoint import pack_strings, unpack_strings
+from .config import learner_params
 from .joinbuffer import JoinBuffer, Pending, pending_from_arrays, pending_to_arrays, rows_matrix
 from .metrics import DaemonMetrics
 
@@ -62,58 +63,16 @@ class Out:
 Event = Pending  # an event is decoded into the object that later waits for its reward
 
 
-class PipelineCore:
-    """Decoding, decisions, reward joins, guardrails, OPE and metrics of one pipeline.
+class CoreBase:
+    """What every family's pipeline core shares: the record rules common to all input (size, JSON,
+    id, event time) and the dead-letter records with their counters. A family's core adds the
+    decoding of its events, the log-order loop and its checkpoint."""
 
-    Learned rewards (joined, or defaulted on event time) wait in a queue and are applied to the
-    model in blocks: before an event, once ``learn_every_events`` events were decided since the
-    last block (1: before every event). Blocks are counted in log order and the queue is part of
-    the checkpoint, so decisions stay independent of micro-batch boundaries and of restarts, while
-    consecutive events are decided by one kernel call.
-    """
+    pc: dict[str, Any]
+    name: str
+    metrics: DaemonMetrics
 
-    def __init__(self, pc: dict[str, Any], metrics: DaemonMetrics | None = None):
-        self.pc = pc
-        self.name = pc["name"]
-        self.metrics = metrics or DaemonMetrics()
-        self.params = dict(pc["params"])
-        self.params.setdefault("n_features", pc["n_features"])
-        self.params.setdefault("seed", pc["seed"])
-        self.learner = learners.create(pc["learner"], **self.params)
-        self.shadows = {s: learners.create(s, **self.params) for s in pc["shadow_learners"]}
-        self.d = self.params["n_features"]
-        self.n_af = int(self.params.get("n_action_features", 0))
-        self.hasher = FeatureHasher(self.d, pc["feature_cache"])
-        self.wait_s = float(pc["reward_wait_s"])
-        self.learn_every = int(pc["learn_every_events"])
-        self.buffer = JoinBuffer(pc["join_buffer_cap"], self.wait_s)
-        # Remembered ids (duplicates, late rewards); the decision bytes are kept for decisions made
-        # over HTTP only (a retried /decide returns them): Kafka's are on the output topic already.
-        self.seen: OrderedDict[str, int] = OrderedDict()  # id -> status
-        self.bodies: dict[str, bytes] = {}  # id -> decision bytes, for ids decided over HTTP
-        self.queue: list[tuple[str, Pending, float]] = []  # rewards waiting for the next learning block
-        self.since_learn = 0  # events decided since the last learning block
-        self.targets = [pc["learner"], *self.shadows]
-        self.ope = {t: OffPolicyEstimate() for t in self.targets}
-        self.watermark = -math.inf
-        self.force_default = bool(pc["force_default"])
-        self.version_stats: OrderedDict[int, list[float]] = OrderedDict()
-        self.action_labels: set[str] = set()
-        m = self.metrics
-        self._lbl = {"pipeline": self.name}
-        m.join_cap.labels(**self._lbl).set(pc["join_buffer_cap"])
-        m.force_default.labels(**self._lbl).set(int(self.force_default))
-        self._c_events = m.events.labels(pipeline=self.name, kind="event")
-        self._c_feedback = m.events.labels(pipeline=self.name, kind="feedback")
-        self._c_explored = m.explored.labels(**self._lbl)
-        self._c_joined = m.rewards.labels(pipeline=self.name, outcome="joined")
-        self._c_defaulted = m.rewards.labels(pipeline=self.name, outcome="defaulted")
-        self._n_defaulted = 0
-        self._c_reward_sum = m.reward_sum.labels(**self._lbl)
-        self._c_action: dict[str, tuple[Any, Any, Any]] = {}  # label -> (decisions, reward sum, feedback)
-        self.pending_out: list[Out] = []
-
-    # -- decoding ---------------------------------------------------------------------------------
+    # -- decoding (shared) --------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str, rec: InRecord | None) -> Out:
         self.metrics.errors.labels(pipeline=self.name, reason=reason).inc()
         self.metrics.dead_letters.labels(pipeline=self.name, reason=reason).inc()
@@ -155,6 +114,57 @@ class PipelineCore:
             raise BadRecord("bad_type", "'time' must be a finite number (event time, seconds)")
         return float(t)
 
+
+class PipelineCore(CoreBase):
+    """Decoding, decisions, reward joins, guardrails, OPE and metrics of one pipeline.
+
+    Learned rewards (joined, or defaulted on event time) wait in a queue and are applied to the
+    model in blocks: before an event, once ``learn_every_events`` events were decided since the
+    last block (1: before every event). Blocks are counted in log order and the queue is part of
+    the checkpoint, so decisions stay independent of micro-batch boundaries and of restarts, while
+    consecutive events are decided by one kernel call.
+    """
+
+    def __init__(self, pc: dict[str, Any], metrics: DaemonMetrics | None = None):
+        self.pc = pc
+        self.name = pc["name"]
+        self.metrics = metrics or DaemonMetrics()
+        self.params = learner_params(pc)
+        self.learner = learners.create(pc["learner"], **self.params)
+        self.shadows = {s: learners.create(s, **self.params) for s in pc["shadow_learners"]}
+        self.d = self.params["n_features"]
+        self.n_af = int(self.params.get("n_action_features", 0))
+        self.hasher = FeatureHasher(self.d, pc["feature_cache"])
+        self.wait_s = float(pc["reward_wait_s"])
+        self.learn_every = int(pc["learn_every_events"])
+        self.buffer = JoinBuffer(pc["join_buffer_cap"], self.wait_s)
+        # Remembered ids (duplicates, late rewards); the decision bytes are kept for decisions made
+        # over HTTP only (a retried /decide returns them): Kafka's are on the output topic already.
+        self.seen: OrderedDict[str, int] = OrderedDict()  # id -> status
+        self.bodies: dict[str, bytes] = {}  # id -> decision bytes, for ids decided over HTTP
+        self.queue: list[tuple[str, Pending, float]] = []  # rewards waiting for the next learning block
+        self.since_learn = 0  # events decided since the last learning block
+        self.targets = [pc["learner"], *self.shadows]
+        self.ope = {t: OffPolicyEstimate() for t in self.targets}
+        self.watermark = -math.inf
+        self.force_default = bool(pc["force_default"])
+        self.version_stats: OrderedDict[int, list[float]] = OrderedDict()
+        self.action_labels: set[str] = set()
+        m = self.metrics
+        self._lbl = {"pipeline": self.name}
+        m.join_cap.labels(**self._lbl).set(pc["join_buffer_cap"])
+        m.force_default.labels(**self._lbl).set(int(self.force_default))
+        self._c_events = m.events.labels(pipeline=self.name, kind="event")
+        self._c_feedback = m.events.labels(pipeline=self.name, kind="feedback")
+        self._c_explored = m.explored.labels(**self._lbl)
+        self._c_joined = m.rewards.labels(pipeline=self.name, outcome="joined")
+        self._c_defaulted = m.rewards.labels(pipeline=self.name, outcome="defaulted")
+        self._n_defaulted = 0
+        self._c_reward_sum = m.reward_sum.labels(**self._lbl)
+        self._c_action: dict[str, tuple[Any, Any, Any]] = {}  # label -> (decisions, reward sum, feedback)
+        self.pending_out: list[Out] = []
+
+    # -- decoding -----------------------------------------------------------------------------------
     @staticmethod
     def _reward(obj: dict[str, Any]) -> float:
         """The reward of a feedback record or request (one rule for Kafka and HTTP)."""

@@ -63,6 +63,19 @@ class DaemonMetrics:
                                        registry=r)
         self.force_default = Gauge("eddy_force_default", "1 while the default policy is forced", P, registry=r)
         self.ready = Gauge("eddy_ready", "1 once kernels are compiled and state restored", P, registry=r)
+        # Paging pipelines (cache shadows).
+        self.cache_requests = Counter("eddy_cache_requests_total", "Cache accesses replayed, by result (hit, miss)",
+                                      P + ["result"], registry=r)
+        self.cache_evictions = Counter("eddy_cache_evictions_total", "Pages the cache was told to evict", P,
+                                       registry=r)
+        self.cache_deletes = Counter("eddy_cache_deletes_total", "Delete/invalidate events applied", P, registry=r)
+        self.cache_resizes = Counter("eddy_cache_resizes_total", "Resize events applied", P, registry=r)
+        self.cache_hit_ratio = Gauge("eddy_cache_hit_ratio",
+                                     "Hit ratio of the cache: over all accesses, and over the recent window",
+                                     P + ["window"], registry=r)
+        self.cache_shadow_hit_ratio = Gauge("eddy_cache_shadow_hit_ratio",
+                                            "Hit ratio of a baseline policy replayed on the same stream",
+                                            P + ["policy"], registry=r)
         self.broker_reconnects = Counter("eddy_kafka_client_rebuilds_total",
                                          "Kafka clients rebuilt after a fatal error or broker loss",
                                          P + ["client"], registry=r)

@@ -1,7 +1,9 @@
 """The HTTP sidecar: a thin ASGI app served by uvicorn (loopback by default).
 
 Routes: ``POST /v1/pipelines/{name}/decide`` and ``.../feedback`` (one JSON object, or
-``{"events": [...]}`` / ``{"feedback": [...]}``), ``POST .../control`` (``{"force_default": bool}``),
+``{"events": [...]}`` / ``{"feedback": [...]}``), ``POST .../control`` (``{"force_default": bool}``)
+for bandit pipelines; ``POST /v1/pipelines/{name}/access`` (one request object, or
+``{"requests": [...]}``: see :mod:`daemon.paging`) for paging pipelines;
 ``GET /healthz``, ``/readyz`` (ready once kernels are compiled and state restored), ``/metrics``.
 Bad requests get a 4xx with the reason as JSON: ``{"error": reason, "detail": ...}``.
 """
@@ -18,12 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .core import BadRecord, PipelineCore
 from .metrics import DaemonMetrics
+from .paging import PagingCore
 
 JSON = [(b"content-type", b"application/json")]
 
 
 class Sidecar:
-    def __init__(self, cores: dict[str, PipelineCore], locks: dict[str, threading.RLock],
+    def __init__(self, cores: dict[str, PipelineCore | PagingCore], locks: dict[str, threading.RLock],
                  metrics: DaemonMetrics, token: str = "", max_body: int = 1 << 20):
         self.cores = cores
         self.locks = locks
@@ -79,9 +82,9 @@ class Sidecar:
         if len(parts) != 4 or parts[:2] != ["v1", "pipelines"]:
             return self._err(404, "not_found", f"no route {method} {path}")
         name, verb = parts[2], parts[3]
-        if method != "POST" or verb not in ("decide", "feedback", "control"):
-            return self._err(405 if verb in ("decide", "feedback", "control") else 404, "not_found",
-                             f"no route {method} {path}")
+        verbs = ("decide", "feedback", "control", "access")
+        if method != "POST" or verb not in verbs:
+            return self._err(405 if verb in verbs else 404, "not_found", f"no route {method} {path}")
         if self.token:
             auth = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(auth, b"Bearer " + self.token):
@@ -89,6 +92,10 @@ class Sidecar:
         core = self.cores.get(name)
         if core is None:
             return self._err(404, "unknown_pipeline", f"no pipeline {name!r}; pipelines: {', '.join(self.cores)}")
+        paging = isinstance(core, PagingCore)
+        if paging != (verb == "access"):
+            return self._err(404, "not_found", f"pipeline {name!r} is a {'paging' if paging else 'bandit'} pipeline: "
+                             + ("POST .../access" if paging else "POST .../decide, .../feedback, .../control"))
         if not self.ready:
             return self._err(503, "not_ready", "kernels are compiling or state is being restored")
         raw = await self._body(scope, receive)
@@ -100,6 +107,8 @@ class Sidecar:
         except orjson.JSONDecodeError as e:
             core.metrics.errors.labels(pipeline=name, reason="malformed_json").inc()
             return self._err(400, "malformed_json", str(e))
+        if isinstance(core, PagingCore):
+            return self._access(core, obj)
         if verb == "control":
             return self._control(core, obj)
         return self._decide(core, obj) if verb == "decide" else self._feedback(core, obj)
@@ -123,6 +132,21 @@ class Sidecar:
             lock.release()
         core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
         return 200, JSON, orjson.dumps({"decisions": decisions} if batch else decisions[0])
+
+    def _access(self, core: PagingCore, obj: Any) -> tuple[int, list, bytes]:
+        t0 = time.perf_counter()
+        batch = isinstance(obj, dict) and "requests" in obj
+        items = obj["requests"] if batch else [obj]
+        if not isinstance(items, list) or not items:
+            return self._err(400, "bad_type", "'requests' must be a non-empty list")
+        try:
+            with self.locks[core.name]:
+                results = core.access_objects(items)
+        except BadRecord as e:
+            core.metrics.errors.labels(pipeline=core.name, reason=e.reason).inc()
+            return self._err(422 if e.reason == "duplicate_event" else 400, e.reason, e.detail)
+        core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
+        return 200, JSON, orjson.dumps({"results": results} if batch else results[0])
 
     def _over_budget(self, core: PipelineCore, items: list) -> tuple[int, list, bytes]:
         """The learner is busy past the latency budget: the default action, not logged for learning."""

@@ -140,6 +140,16 @@ def create(name: str, **params: Any) -> Learner:
     return factory(**params)
 
 
+def family_of(name: str) -> str:
+    """The family (``bandit``, ``paging``, ...) of the learner registered as ``name``.
+
+    >>> family_of("squarecb"), family_of("paging-lru")
+    ('bandit', 'paging')
+    """
+    factory = factory_of(name)
+    return str(getattr(getattr(factory, "func", factory), "family", ""))
+
+
 def factory_of(name: str) -> Callable[..., Learner]:
     _load_families()
     return _REGISTRY[name]

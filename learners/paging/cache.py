@@ -265,6 +265,29 @@ class PagingCache(Learner):
                         "history_cap": float(self.history_cap)})
         return out
 
+    def resize(self, capacity: int) -> None:
+        """Changes the capacity, as the real cache did: the cache is rebuilt at ``capacity`` and the
+        pages it held are replayed into it (each policy list from its oldest end; when shrinking,
+        the policy evicts as they come, so the most recent survive). The learned predictor keeps
+        its model and history; hit and miss counts are unchanged."""
+        if not isinstance(capacity, int | np.integer) or capacity < 1:
+            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        fkey, prv, lhead, ltail = (self._st[f"real/{n}"] for n in ("fkey", "prv", "lhead", "ltail"))
+        order = []
+        for L in range(lhead.shape[0]):
+            f = int(ltail[L])
+            while f >= 0:
+                order.append(int(fkey[f]))
+                f = int(prv[f])
+        kept = {name: arr for name, arr in self._st.items() if name.startswith("predictor/") or name == "counts"}
+        params = {**self.get_params(), "capacity": int(capacity)}
+        fresh = type(self)(**params)
+        self.capacity = int(capacity)
+        self._st = fresh._st
+        if order:
+            self.process({"key": np.array(order, dtype=np.int64)})
+        self._st.update({name: arr.copy() for name, arr in kept.items()})
+
     def shadows(self) -> tuple[str, ...]:
         """Names of the shadow caches a robust policy races (empty for the others)."""
         if self.policy == "robust-discard":
