@@ -81,3 +81,14 @@ def test_readme_lists_every_metric():
     names = {m.name for m in DaemonMetrics().registry.collect()}
     missing = [n for n in names if f"`{n}" not in readme and f"`{n}_total" not in readme]
     assert not missing, missing
+
+
+def test_the_example_config_is_valid():
+    """deploy/eddy.example.toml (both pipelines) validates; only its TLS files are machine-specific."""
+    import pathlib
+    import tomllib
+
+    raw = tomllib.loads((pathlib.Path(__file__).parents[1] / "deploy" / "eddy.example.toml").read_text())
+    raw["kafka"].pop("ssl_cafile")
+    cfg = config.load_dict(raw, env=False)
+    assert [p["learner"] for p in cfg.pipelines] == ["squarecb", "paging-learned-discard"]
