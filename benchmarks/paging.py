@@ -36,25 +36,69 @@ CLASSICAL = ("lru", "fifo", "sieve", "s3fifo", "arc", "marker")
 PEERS = ("LRU", "ARC", "S3FIFO", "Sieve", "LRB", "Belady")
 
 
-def load(name: str, cap: int) -> np.ndarray:
-    ids = []
+def load(name: str, cap: int, sizes: bool = False):
+    """The trace's keys (and, with ``sizes``, the objects' sizes in bytes)."""
+    ids, szs = [], []
     with lzma.open(os.path.join(SHARED, f"{name}.common.csv.xz"), "rt") as f:
         next(f)
         for i, line in enumerate(f):
             if cap and i >= cap:
                 break
-            ids.append(int(line.split(",", 2)[1]))
+            _, obj, size = line.split(",", 2)
+            ids.append(int(obj))
+            szs.append(int(size))
+    if sizes:
+        return np.array(ids, dtype=np.int64), np.array(szs, dtype=np.int64)
     return np.array(ids, dtype=np.int64)
 
 
-def write_oracle_general(path: str, keys: np.ndarray, next_use: np.ndarray) -> None:
+def write_oracle_general(path: str, keys: np.ndarray, next_use: np.ndarray, sizes: np.ndarray | None = None) -> None:
     """libCacheSim's oracleGeneral records: uint32 time, uint64 id, uint32 size, int64 next access."""
     n = len(keys)
     rec = struct.Struct("<IQIq")
     with open(path, "wb") as f:
         for i in range(n):
             nxt = int(next_use[i]) if next_use[i] < n else -1
-            f.write(rec.pack(i, int(keys[i]) & (2**64 - 1), 1, nxt))
+            f.write(rec.pack(i, int(keys[i]) & (2**64 - 1), 1 if sizes is None else int(sizes[i]), nxt))
+
+
+BYTE_POLICIES = ("lru", "fifo", "sieve", "s3fifo", "learned-discard")
+BYTE_PEERS = ("LRU", "FIFO", "Sieve", "S3FIFO")
+
+
+def byte_rows(name: str, cap: int, tmp: str) -> list[dict]:
+    """The byte-capacity mode on a trace with variable object sizes: eddy against libCacheSim at
+    1% and 10% of the unique objects' bytes (no object-count limit: capacity = unique objects)."""
+    keys, sizes = load(name, cap, sizes=True)
+    if len(np.unique(sizes)) < 2:
+        return []
+    n = len(keys)
+    _, first = np.unique(keys, return_index=True)
+    total, unique = int(sizes[first].sum()), len(first)
+    path = os.path.join(tmp, f"{name}.bytes.oracleGeneral.bin")
+    write_oracle_general(path, keys, np.full(n, n), sizes)
+    rows = []
+    for frac in (0.01, 0.1):
+        cb = total * frac
+        cb = int(cb)
+        case = []
+        for policy in BYTE_POLICIES:
+            out, _, dt = replay(policy, keys, unique, byte_capacity=cb, sizes=sizes)
+            case.append({"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt})
+        import libcachesim as lcs
+
+        for peer in BYTE_PEERS:
+            reader = lcs.TraceReader(path, lcs.TraceType.ORACLE_GENERAL_TRACE)
+            cache = getattr(lcs, peer)(cache_size=cb)
+            (mr, _), dt = timed(lambda c=cache, r=reader: c.process_trace(r))
+            case.append({"system": f"libcachesim.{peer.lower()}", "misses": int(round(mr * n)), "seconds": dt})
+        for r in case:
+            r.update(workload=f"{name}-first-{n}-bytes", cache_size=cb, cache_unit="bytes", requests=n,
+                     miss_ratio=r["misses"] / n, requests_per_s=n / r.pop("seconds"))
+            print(f"{r['workload']:32s} B={cb:<10d} {r['system']:45s} {r['miss_ratio']:.4f} "
+                  f"{r['requests_per_s'] / 1e6:7.2f} Mreq/s", flush=True)
+        rows += case
+    return rows
 
 
 def timed(fn, repeat: int = 1):
@@ -67,14 +111,15 @@ def timed(fn, repeat: int = 1):
     return out, float(np.median(times))
 
 
-def replay(policy: str, keys: np.ndarray, k: int, **kw):
+def replay(policy: str, keys: np.ndarray, k: int, sizes: np.ndarray | None = None, **kw):
     """A fresh cache (built outside the clock) replaying every request: (output, cache, seconds)."""
-    PagingCache(policy, capacity=k, **kw).process({"key": keys[:1000]})  # compiled before timing
+    cols = {"key": keys} if sizes is None else {"key": keys, "size": sizes}
+    PagingCache(policy, capacity=k, **kw).process({c: v[:1000] for c, v in cols.items()})  # compiled first
     caches = [PagingCache(policy, capacity=k, **kw) for _ in range(3)]
     times, out = [], None
     for c in caches:
         t0 = time.perf_counter()
-        out = c.process({"key": keys})
+        out = c.process(cols)
         times.append(time.perf_counter() - t0)
     return out, caches[-1], float(np.median(times))
 
@@ -148,6 +193,7 @@ def main() -> None:
                 print(f"{workload:32s} k={k:<6d} {r['system']:45s} {r['miss_ratio']:.4f} "
                       f"{r['gap_recovered'] * 100:7.1f}% {r['requests_per_s'] / 1e6:7.2f} Mreq/s", flush=True)
             rows += case
+        rows += byte_rows(name, args.cap, tmp)
     write_results("paging", rows, versions("eddyd", "numba", "numpy", "libcachesim"), {"cap": args.cap})
     print(markdown(rows))
 
@@ -159,6 +205,8 @@ def markdown(rows: list[dict]) -> str:
             ("lcs ARC", "libcachesim.arc"), ("lcs SIEVE", "libcachesim.sieve"), ("lcs LRB", "libcachesim.lrb"),
             ("FtP, OPT bits 10% flipped", "eddy.ftp-discard.opt-bits-10pct-flipped"),
             ("eddy learned-phase", "eddy.learned-phase"), ("eddy learned-discard", "eddy.learned-discard")]
+    byte = [r for r in rows if r.get("cache_unit") == "bytes"]
+    rows = [r for r in rows if r.get("cache_unit") != "bytes"]
     cases: dict[tuple, dict] = {}
     for r in rows:
         cases.setdefault((r["workload"], r["cache_size"]), {})[r["system"]] = r
@@ -190,6 +238,13 @@ def markdown(rows: list[dict]) -> str:
     out.append("Requests/s, millions (median over the cases / slowest case): " + ", ".join(
         f"{s} {float(np.median(v)) / 1e6:.1f} / {min(v) / 1e6:.2f}" for s, v in speeds.items()
         if "opt-bits-10" in s or "opt-bits" not in s))
+    if byte:
+        out += ["", "Byte-capacity mode (miss ratio of requests; capacity in bytes):", "",
+                "| trace | bytes | " + " | ".join(sorted({r["system"] for r in byte})) + " |",
+                "|---|---:|" + "---:|" * len({r["system"] for r in byte})]
+        for (w, cb) in dict.fromkeys((r["workload"], r["cache_size"]) for r in byte):
+            d = {r["system"]: r for r in byte if (r["workload"], r["cache_size"]) == (w, cb)}
+            out.append(f"| {w} | {cb} | " + " | ".join(f"{d[s]['miss_ratio']:.4f}" for s in sorted(d)) + " |")
     return "\n".join(out)
 
 

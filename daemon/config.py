@@ -224,7 +224,10 @@ def _check_learner(where: str, pc: dict[str, Any]) -> None:
                               f"learner {pc['learner']!r} is a {family} learner")
     params = learner_params(pc)
     try:
-        learners.create(pc["learner"], **params)
+        lrn = learners.create(pc["learner"], **params)
+        if family == "paging":  # the baseline shadows run at the same capacity (and byte mode)
+            for s in pc["shadow_learners"]:
+                learners.create(s, capacity=lrn.capacity, byte_capacity=lrn.byte_capacity)  # type: ignore[attr-defined]
     except TypeError as e:
         raise ConfigError(f"{where}.params: {e}") from None
     except ValueError as e:

@@ -71,6 +71,7 @@ class PagingCore(CoreBase):
         self.metrics = metrics or DaemonMetrics()
         self.params = learner_params(pc)
         self.learner = cast(PagingCache, learners.create(pc["learner"], **self.params))
+        self.bytes = int(self.learner.byte_capacity) > 0  # byte-capacity mode: sizes matter
         names = list(dict.fromkeys(["paging-lru", *(pc["shadow_learners"] or DEFAULT_SHADOWS)]))
         self.shadows: dict[str, PagingCache] = {s: self._shadow(s, int(self.learner.capacity)) for s in names}
         self.keys: dict[int, Any] = {}  # original key of each page in the cache
@@ -87,11 +88,12 @@ class PagingCore(CoreBase):
         self._c_events = m.events.labels(kind="event", **lbl)
 
     def _shadow(self, name: str, capacity: int) -> PagingCache:
-        return cast(PagingCache, learners.create(name, capacity=capacity, seed=self.params["seed"]))
+        return cast(PagingCache, learners.create(name, capacity=capacity, seed=self.params["seed"],
+                                                 byte_capacity=int(self.learner.byte_capacity)))
 
     # -- decoding ---------------------------------------------------------------------------------
     def decode(self, obj: Any) -> tuple[int, Any, int, str | None, float | None]:
-        """(op, key, capacity, id, time) of one request object; raises BadRecord."""
+        """(op, key, capacity or size, id, time) of one request object; raises BadRecord."""
         if type(obj) is not dict:
             raise BadRecord("bad_type", "a request must be a JSON object")
         op_name = obj.get("op", "get")
@@ -103,9 +105,11 @@ class PagingCore(CoreBase):
             rid = self._id(obj)
         t = self._time(obj)
         if op == 2:
-            cap = obj.get("capacity")
+            what = "bytes" if self.bytes else "capacity"
+            cap = obj.get(what)
             if type(cap) is not int or cap < 1:
-                raise BadRecord("bad_type", "a resize needs 'capacity', a positive integer (pages)")
+                raise BadRecord("bad_type", f"a resize needs {what!r}, a positive integer "
+                                f"({'bytes: this cache holds bytes' if self.bytes else 'pages'})")
             return op, None, cap, rid, t
         key = obj.get("key")
         if key is None:
@@ -119,15 +123,17 @@ class PagingCore(CoreBase):
         else:
             raise BadRecord("bad_type", "'key' must be a string or an integer")
         size = obj.get("size")
-        if size is not None and (type(size) is not int or size < 0):
-            raise BadRecord("bad_type", "'size' must be a non-negative integer (bytes)")
-        return op, key, 0, rid, t
+        if size is None and self.bytes and op == 0:
+            raise BadRecord("missing_field", "'size' is required: this cache holds bytes (byte_capacity)")
+        if size is not None and (type(size) is not int or size < (1 if self.bytes else 0)):
+            raise BadRecord("bad_type", "'size' must be a positive integer (bytes)")
+        return op, key, size or 1, rid, t
 
     # -- the log-order loop -----------------------------------------------------------------------
     def handle(self, records: list[InRecord]) -> list[Out]:
         """Replays records in order; returns the outputs and dead letters to publish."""
         out: list[Out] = []
-        run: list[tuple[int, Any, str | None, float | None, bool]] = []
+        run: list[tuple[int, Any, int, str | None, float | None, bool]] = []
         run_ids: set[str] = set()
         for rec in records:
             try:
@@ -142,7 +148,7 @@ class PagingCore(CoreBase):
                 out += self._flush(run, run_ids)
                 out.append(self._resize(cap, rid, t, rec.replay))
             else:
-                run.append((op, key, rid, t, rec.replay))
+                run.append((op, key, cap, rid, t, rec.replay))
                 if rid is not None:
                     run_ids.add(rid)
         out += self._flush(run, run_ids)
@@ -156,27 +162,42 @@ class PagingCore(CoreBase):
             return []
         ops = np.array([r[0] for r in run], dtype=np.int64)
         keys = int_keys([r[1] for r in run])
-        res = self.learner.process({"key": keys, "op": ops})
+        cols = {"key": keys, "op": ops}
+        if self.bytes:
+            cols["size"] = np.array([r[2] for r in run], dtype=np.int64)
+        res = self.learner.process(cols)
         for s in self.shadows.values():
-            s.process({"key": keys, "op": ops})
-        hit, evicts, evicted = res["hit"].tolist(), res["evicts"].tolist(), res["evicted"].tolist()
+            s.process(cols)
+        hit, evicts = res["hit"].tolist(), res["evicts"].tolist()
+        if self.bytes:  # a miss may evict several objects
+            flat, counts = res["evicted_keys"].tolist(), res["evicted_count"].tolist()
+            ends = np.cumsum(counts).tolist()
+            evicted: list[Any] = [flat[e - c:e] for c, e in zip(counts, ends, strict=True)]
+        else:
+            evicted = res["evicted"].tolist()
         name, kmap, outs = self.name, self.keys, []
         n_hit = n_miss = n_ev = n_del = 0
         win, w, wpos = self.window, self.window.shape[0], self.wpos
         n_replay = 0
-        for (op, key, rid, t, replay), kint, h, e, ev in zip(run, keys.tolist(), hit, evicts, evicted, strict=True):
+        for (op, key, size, rid, t, replay), kint, h, e, ev in zip(run, keys.tolist(), hit, evicts, evicted,
+                                                                strict=True):
             if op == 1:
                 n_del += 1
                 present = kmap.pop(kint, None) is not None
                 body: dict[str, Any] = {"key": key, "op": "delete", "present": present, "pipeline": name}
             else:
-                gone = kmap.pop(ev, None) if e else None
-                if h == 0:
+                if self.bytes:
+                    gone: Any = [kmap.pop(q) for q in ev]
+                    n_ev += len(ev)
+                else:
+                    gone = kmap.pop(ev, None) if e else None
+                    n_ev += e
+                if h == 0 and (not self.bytes or size <= self.learner.byte_capacity):  # (else not admitted)
                     kmap[kint] = key
+                if h == 0:
                     n_miss += 1
                 else:
                     n_hit += 1
-                n_ev += e
                 win[wpos % w] = h
                 wpos += 1
                 body = {"key": key, "hit": h == 1, "evicted": gone, "pipeline": name}
@@ -211,16 +232,20 @@ class PagingCore(CoreBase):
             self.metrics.cap_evictions.labels(pipeline=self.name, cap="dedup").inc()
 
     def _resize(self, capacity: int, rid: str | None, t: float | None, replay: bool = False) -> Out:
-        """Rebuilds the cache and the shadows at ``capacity`` (see :meth:`PagingCache.resize`)."""
+        """Rebuilds the cache and the shadows at ``capacity`` pages (bytes in the byte mode; see
+        :meth:`PagingCache.resize`)."""
         before = set(self.keys)
-        self.learner.resize(capacity)
-        for s in self.shadows.values():
-            s.resize(capacity)
+        for c in (self.learner, *self.shadows.values()):
+            if self.bytes:
+                c.resize(int(c.capacity), byte_capacity=capacity)
+            else:
+                c.resize(capacity)
         kept = set(self.learner.contents().tolist())
         gone = [self.keys.pop(k) for k in before - kept]
         self.metrics.cache_resizes.labels(pipeline=self.name).inc()
         self._c_evict.inc(len(gone))
-        body: dict[str, Any] = {"op": "resize", "capacity": capacity, "evicted": gone, "pipeline": self.name}
+        body: dict[str, Any] = {"op": "resize", "bytes" if self.bytes else "capacity": capacity, "evicted": gone,
+                                "pipeline": self.name}
         if rid is not None:
             body["id"] = rid
         if t is not None:
@@ -269,7 +294,7 @@ class PagingCore(CoreBase):
                 continue
             pending.append(len(results))
             results.append({})
-            run.append((op, key, rid, t, False))
+            run.append((op, key, cap, rid, t, False))
         flush()
         self.update_gauges()
         return results
@@ -307,7 +332,8 @@ class PagingCore(CoreBase):
         arrays["window"] = self.window.copy()
         meta = {"format_version": FORMAT_VERSION, "family": "paging", "pipeline": self.name,
                 "learner": self.pc["learner"], "params": self.params, "shadows": list(self.shadows),
-                "capacity": int(self.learner.capacity), "wpos": self.wpos,
+                "capacity": int(self.learner.capacity), "byte_capacity": int(self.learner.byte_capacity),
+                "wpos": self.wpos,
                 "watermark": self.watermark if math.isfinite(self.watermark) else None, "written_at": time.time()}
         return arrays, meta
 
@@ -318,11 +344,10 @@ class PagingCore(CoreBase):
                 or meta.get("shadows") != list(self.shadows):
             raise ValueError("checkpoint was written by a different learner, parameters or shadows "
                              f"({meta.get('learner')}, {meta.get('params')}); move it away to start fresh")
-        cap = int(meta["capacity"])
-        if cap != self.learner.capacity:  # resized since start-up
-            self.learner.resize(cap)
-            for s in self.shadows.values():
-                s.resize(cap)
+        cap, cap_bytes = int(meta["capacity"]), int(meta.get("byte_capacity", 0))
+        if (cap, cap_bytes) != (self.learner.capacity, self.learner.byte_capacity):  # resized since start-up
+            for c in (self.learner, *self.shadows.values()):
+                c.resize(cap, byte_capacity=cap_bytes if self.bytes else None)
         self.learner.restore({k[8:]: v for k, v in arrays.items() if k.startswith("learner/")})
         for sname, s in self.shadows.items():
             pre = f"shadow/{sname}/"

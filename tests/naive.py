@@ -472,6 +472,8 @@ def follow(keys, ops, k, shadows, chunk, margin):
             queues[1].append(key)
         evs.append(victim)
         if (i + 1) % chunk == 0:
+            if m == "held":
+                m = max(1, (len(queues[0]) + len(queues[1])) // 16)
             best = min(range(len(shadows)), key=lambda e: (faults[e], e))
             if faults[lead] > faults[best] + m:
                 lead, m = best, 2 * m
@@ -563,3 +565,160 @@ def predictor(keys, ops, k, reach, cap):
         horizons.append(horizon)
         t += 1
     return probs, horizons, conf
+
+
+def cache_bytes(policy, keys, ops, sizes, cap, k, bits=None, grace=None):
+    """Byte-capacity references of LRU, FIFO, SIEVE, S3-FIFO and FtP (with grace): (hit list, list
+    of the evicted keys at each request). An object larger than ``cap`` is not admitted; a miss
+    evicts until the object fits and at most k objects are held."""
+    from collections import OrderedDict, deque
+
+    order = OrderedDict()  # key -> [flag, size, time]; first = oldest (S3-FIFO: the small queue)
+    main = OrderedDict()  # S3-FIFO's main queue
+    ring, live, seq = deque(), {}, 0  # ghost: (key, seq, size), oldest first
+    ghost_cap = max(1, k - max(1, k // 10))  # entries at most; and at most the main queue's bytes
+    hand = None
+    hits, evs = [], []
+
+    def held():
+        return sum(v[1] for v in order.values()) + sum(v[1] for v in main.values())
+
+    def ghost_add(key, size):
+        nonlocal seq
+        while ring and (len(ring) == ghost_cap or sum(r[2] for r in ring) + size > cap - max(1, cap // 10)):
+            old, old_seq, _ = ring.popleft()
+            if live.get(old) == old_seq:
+                del live[old]
+        seq += 1
+        ring.append((key, seq, size))
+        live[key] = seq
+
+    for t, (key, op, sz) in enumerate(zip(keys.tolist(), ops.tolist(), sizes.tolist(), strict=True), start=1):
+        gone = []
+        if op == 1:
+            hits.append(-1)
+            evs.append(gone)
+            if key in order:
+                if policy == "sieve" and hand == key:
+                    seq_ = list(order)
+                    j = seq_.index(key)
+                    hand = seq_[j + 1] if j + 1 < len(seq_) else None
+                del order[key]
+            main.pop(key, None)
+            continue
+        q = order if key in order else main if key in main else None
+        if q is not None:
+            hits.append(1)
+            evs.append(gone)
+            if policy == "lru":
+                order.move_to_end(key)
+            elif policy == "sieve":
+                order[key][0] = 1
+            elif policy == "s3fifo":
+                q[key][0] = min(q[key][0] + 1, 3)
+            elif policy == "ftp":
+                v = order.pop(key)
+                order[key] = [int(bits[t - 1]), v[1], t]
+            continue
+        hits.append(0)
+        evs.append(gone)
+        if sz > cap:
+            continue
+        while len(order) + len(main) >= k or held() + sz > cap:
+            if policy in ("lru", "fifo"):
+                victim = next(iter(order))
+            elif policy == "sieve":
+                seq_ = list(order)
+                j = seq_.index(hand) if hand is not None else 0
+                while order[seq_[j]][0] == 1:
+                    order[seq_[j]][0] = 0
+                    j = j + 1 if j + 1 < len(seq_) else 0
+                victim = seq_[j]
+                hand = seq_[j + 1] if j + 1 < len(seq_) else None
+            elif policy == "ftp":
+                kept = [q for q in order if order[q][0] == 0]
+                safe = [q for q in order if order[q][0] == 1]
+                victim = safe[0] if safe and (not kept or order[kept[0]][2] + grace[t - 1] >= order[safe[0]][2]) \
+                    else kept[0]
+            else:  # s3fifo
+                small_bytes = sum(v[1] for v in order.values())
+                if small_bytes >= max(1, cap // 10) or not main:
+                    tk, v = order.popitem(last=False)
+                    if v[0] > 1:
+                        main[tk] = [0, v[1], 0]
+                        continue
+                    ghost_add(tk, v[1])
+                    gone.append(tk)
+                    continue
+                tk, v = main.popitem(last=False)
+                if v[0] > 0:
+                    main[tk] = [v[0] - 1, v[1], 0]
+                    continue
+                gone.append(tk)
+                continue
+            del order[victim]
+            gone.append(victim)
+        if policy == "s3fifo":
+            if key in live:
+                del live[key]
+                main[key] = [0, sz, 0]
+            else:
+                order[key] = [0, sz, 0]
+        else:
+            order[key] = [int(bits[t - 1]) if policy == "ftp" else 0, sz, t]
+    return hits, evs
+
+
+def follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, margin):
+    """:func:`follow` in bytes: shadows as (hits, evicted-key lists per request); a fault evicts
+    from the unheld queue first until the object fits. ``margin="held"``: the first margin is a
+    sixteenth of the objects the real cache holds at the first check."""
+    held = [set() for _ in shadows]
+    faults = [0] * len(shadows)
+    lead, m = 0, margin
+    queues = ([], [])
+    size = {}
+    hits, evs = [], []
+    for i, (key, op, sz) in enumerate(zip(keys.tolist(), ops.tolist(), sizes.tolist(), strict=True)):
+        for e, (h, ev) in enumerate(shadows):
+            for q in ev[i]:
+                held[e].discard(q)
+            if op == 1 or (h[i] == 0 and sz > cap):
+                held[e].discard(key)
+            else:
+                held[e].add(key)
+            faults[e] += h[i] == 0
+        for q in shadows[lead][1][i]:
+            if q in queues[1]:
+                queues[1].remove(q)
+                queues[0].append(q)
+        where = 0 if key in queues[0] else 1 if key in queues[1] else None
+        gone = []
+        if op == 1:
+            hits.append(-1)
+            if where is not None:
+                queues[where].remove(key)
+        elif where is not None:
+            hits.append(1)
+            queues[where].remove(key)
+            queues[1].append(key)
+        else:
+            hits.append(0)
+            if sz <= cap:
+                while len(queues[0]) + len(queues[1]) >= k or sum(size[q] for q in queues[0] + queues[1]) + sz > cap:
+                    gone.append((queues[0] or queues[1]).pop(0))
+                size[key] = sz
+                queues[1].append(key)
+        evs.append(gone)
+        if (i + 1) % chunk == 0:
+            if m == "held":
+                m = max(1, (len(queues[0]) + len(queues[1])) // 16)
+            best = min(range(len(shadows)), key=lambda e: (faults[e], e))
+            if faults[lead] > faults[best] + m:
+                lead, m = best, 2 * m
+                for L in (0, 1):
+                    for page in list(queues[L]):
+                        if (page in held[lead]) != (L == 1):
+                            queues[L].remove(page)
+                            queues[1 - L].append(page)
+    return hits, evs

@@ -351,3 +351,100 @@ def test_robust_discard_matches_the_composed_references(seed):
     ref_hit, ref_ev = naive.follow(keys, ops, k, shadows, CHUNK, 1)
     assert np.concatenate([o["hit"] for o in outs]).tolist() == ref_hit
     assert [int(e) if x else None for o in outs for e, x in zip(o["evicted"], o["evicts"], strict=True)] == ref_ev
+
+
+def sized_stream(seed, n=1500, universe=60, cap=300):
+    keys, ops, bits = stream(seed, n=n, universe=universe)
+    rng = np.random.default_rng(seed + 100)
+    sizes = rng.integers(1, cap // 6, n)
+    sizes[rng.random(n) < 0.01] = cap + 5  # too large to admit
+    return keys, ops, bits, sizes.astype(np.int64)
+
+
+def byte_outputs(outs):
+    hit = np.concatenate([o["hit"] for o in outs]).tolist()
+    evs, pos = [], 0
+    flat = np.concatenate([o["evicted_keys"] for o in outs]).tolist()
+    for c in np.concatenate([o["evicted_count"] for o in outs]).tolist():
+        evs.append(flat[pos:pos + c])
+        pos += c
+    return hit, evs
+
+
+@pytest.mark.parametrize("policy", ["lru", "fifo", "sieve", "s3fifo", "ftp-discard"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k", [3, 50])
+def test_byte_mode_matches_the_references(policy, seed, k):
+    cap = 300
+    keys, ops, bits, sizes = sized_stream(seed, cap=cap)
+    c = PagingCache(policy, capacity=k, byte_capacity=cap)
+    outs = [c.process({"key": keys[i:i + 41], "op": ops[i:i + 41], "size": sizes[i:i + 41], "bit": bits[i:i + 41]})
+            for i in range(0, len(keys), 41)]
+    hit, evs = byte_outputs(outs)
+    big = np.full(len(keys), 10**9)
+    ref_hit, ref_evs = naive.cache_bytes(policy.removesuffix("-discard"), keys, ops, sizes, cap, k, bits, big)
+    assert hit == ref_hit and evs == ref_evs
+    held = c._st["real/fsize"][c._st["real/fkey"] != T.EMPTY]
+    assert held.sum() <= cap and held.sum() == c._st["real/meta"][6] and len(held) <= k
+
+
+@pytest.mark.parametrize("policy", ["lru", "fifo", "sieve", "s3fifo", "ftp-discard"])
+def test_byte_mode_with_unit_sizes_is_the_page_mode(policy):
+    keys, ops, bits = stream(5, n=2000, universe=40)
+    unit = PagingCache(policy, capacity=7).process({"key": keys, "op": ops, "bit": bits})
+    byte = PagingCache(policy, capacity=7, byte_capacity=7).process(
+        {"key": keys, "op": ops, "bit": bits, "size": np.ones(len(keys), dtype=np.int64)})
+    assert unit["hit"].tolist() == byte["hit"].tolist()
+    assert unit["evicted"][unit["evicts"]].tolist() == byte["evicted_keys"].tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_byte_mode_races_match_the_composed_references(seed):
+    """robust-discard and learned-discard in bytes: byte shadows (FtP, LRU, S3-FIFO) and the byte
+    follow-the-leader real cache, request by request."""
+    cap, k, chunk = 300, 40, 128
+    keys, ops, bits, sizes = sized_stream(seed, n=2500, cap=cap)
+    big = np.full(len(keys), 10**9)
+    c = PagingCache("robust-discard", capacity=k, byte_capacity=cap, switch_every=chunk)
+    outs = [c.process({"key": keys[i:i + 300], "op": ops[i:i + 300], "size": sizes[i:i + 300],
+                       "bit": bits[i:i + 300]}) for i in range(0, len(keys), 300)]
+    shadows = [naive.cache_bytes("ftp", keys, ops, sizes, cap, k, bits, big),
+               naive.cache_bytes("lru", keys, ops, sizes, cap, k)]
+    assert byte_outputs(outs) == naive.follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, "held")
+    c = PagingCache("learned-discard", capacity=k, byte_capacity=cap, switch_every=chunk, history_cap=5000)
+    outs = [c.process({"key": keys[i:i + 300], "op": ops[i:i + 300], "size": sizes[i:i + 300]})
+            for i in range(0, len(keys), 300)]
+    prob, horizon, _ = naive.predictor(keys, ops, k, c.reach, 5000)
+    prob, horizon = np.array(prob), np.array(horizon)
+    shadows = [naive.cache_bytes("lru", keys, ops, sizes, cap, k), naive.cache_bytes("s3fifo", keys, ops, sizes, cap, k),
+               naive.cache_bytes("ftp", keys, ops, sizes, cap, k, prob > 0.3, horizon // 4),
+               naive.cache_bytes("ftp", keys, ops, sizes, cap, k, prob > 0.5, big)]
+    assert byte_outputs(outs) == naive.follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, "held")
+    assert c.metrics()["switches"] >= 1 and c.shadows() == ("lru", "s3fifo", "ftp-0.3-quarter", "ftp-0.5")
+
+
+def test_byte_mode_rejects_what_it_cannot_do():
+    with pytest.raises(ValueError, match="no byte-capacity mode"):
+        PagingCache("arc", capacity=4, byte_capacity=100)
+    c = PagingCache("lru", capacity=4, byte_capacity=100)
+    with pytest.raises(learners.InvalidInput, match="size"):
+        c.process({"key": np.arange(3)})
+    with pytest.raises(learners.InvalidInput, match="positive"):
+        c.process({"key": np.arange(3), "size": np.array([1, 0, 2])})
+
+
+@pytest.mark.parametrize("policy", ["lru", "s3fifo", "robust-discard", "learned-discard"])
+def test_byte_mode_checkpoint_restore_continue_equals_never_stopping(policy):
+    cap, k = 300, 40
+    keys, ops, bits, sizes = sized_stream(3, n=3000, cap=cap)
+    cols = {"key": keys, "op": ops, "size": sizes, "bit": bits}
+    params = {"capacity": k, "byte_capacity": cap, "switch_every": 256, "history_cap": 3000}
+    whole = PagingCache(policy, **params).process(cols)
+    a = PagingCache(policy, **params)
+    first = a.process({n: v[:1700] for n, v in cols.items()})
+    b = PagingCache(policy, **params)
+    b.restore({n: v.copy() for n, v in a.snapshot().items()})
+    rest = b.process({n: v[1700:] for n, v in cols.items()})
+    for col in ("hit", "evicted_count", "evicted_keys"):
+        assert np.concatenate([first[col], rest[col]]).tolist() == whole[col].tolist()
+    assert b.metrics()["misses"] == int((whole["hit"] == 0).sum())

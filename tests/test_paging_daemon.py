@@ -255,3 +255,37 @@ def test_replay_trace_prints_the_table_and_writes_png_and_json(tmp_path, capsys)
     opt = {r["cache_size"]: r["misses"] for r in rows if r["policy"] == "belady (OPT)"}
     assert all(r["misses"] >= opt[r["cache_size"]] for r in rows)
     assert main(["replay", "--trace", path, "--policies", "robust-discard"]) == 2  # needs bits: refused
+
+
+def test_byte_capacity_mode_sizes_lists_of_evictions_and_resizes():
+    rng = np.random.default_rng(4)
+    keys = trace(2500)
+    sizes = rng.integers(100, 5000, len(keys))
+    sizes[::97] = 60_000  # larger than the cache: never admitted
+    objs = [{"key": f"o{k}", "size": int(z)} for k, z in zip(keys, sizes, strict=True)]
+    pc = paging_cfg(learner="paging-learned-discard", params={"capacity": 200, "byte_capacity": 50_000,
+                                                              "switch_every": 256})
+    core = PagingCore(pc)
+    got = [orjson.loads(o.value) for o in outputs(core, objs)]
+    ref = PagingCache("learned-discard", capacity=200, byte_capacity=50_000, switch_every=256).process(
+        {"key": int_keys([o["key"] for o in objs]), "size": sizes})
+    assert [g["hit"] for g in got] == (ref["hit"] == 1).tolist()
+    assert sum(len(g["evicted"]) for g in got) == len(ref["evicted_keys"])
+    assert all(isinstance(g["evicted"], list) for g in got) and any(len(g["evicted"]) > 1 for g in got)
+    big = [g for g, z in zip(got, sizes.tolist(), strict=True) if z > 50_000 and not g["hit"]]
+    assert big and all(g["evicted"] == [] for g in big)  # a miss too large to admit evicts nothing
+    assert set(core.keys) == set(core.learner.contents().tolist())
+    held = core.learner._st["real/fsize"][core.learner._st["real/fkey"] != np.iinfo(np.int64).min].sum()
+    assert held <= 50_000
+    (dl,) = [orjson.loads(o.value) for o in core.handle(records([{"key": "z"}]))]
+    assert dl["reason"] == "missing_field" and "size" in dl["detail"]
+    (rs,) = [orjson.loads(o.value) for o in core.handle(records([{"op": "resize", "bytes": 10_000}]))]
+    assert rs["bytes"] == 10_000 and len(rs["evicted"]) > 0 and core.learner.byte_capacity == 10_000
+    assert all(s.byte_capacity == 10_000 for s in core.shadows.values())
+    assert set(core.keys) == set(core.learner.contents().tolist())
+    arrays, meta = core.snapshot()
+    again = PagingCore(pc)
+    again.restore(arrays, json.loads(json.dumps(meta)))
+    assert again.learner.byte_capacity == 10_000 and again.keys == core.keys
+    with pytest.raises(config.ConfigError, match="byte-capacity"):
+        paging_cfg(learner="paging-lru", params={"capacity": 10, "byte_capacity": 100}, shadow_learners=["paging-arc"])

@@ -29,6 +29,7 @@ from ._predict import predict_step
 
 BIG_GRACE = np.int64(1) << 62
 LEARNED_SHADOWS = ("lru", "arc", "s3fifo", "ftp-0.3-quarter", "ftp-0.5")
+LEARNED_SHADOWS_BYTES = ("lru", "s3fifo", "ftp-0.3-quarter", "ftp-0.5")  # byte-capacity mode: no ARC
 ROBUST_SHADOWS = ("ftp", "lru")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..base import Batch, InvalidInput, Learner
+from . import _bytes as B
 from . import _kernels as K
 from . import _predict as PR
 from . import _robust as R
@@ -20,8 +21,11 @@ from ._table import EMPTY, new_table
 POLICIES = ("lru", "fifo", "sieve", "s3fifo", "arc", "marker", "ftp-discard", "marker-discard", "robust-discard",
             "learned-discard", "learned-phase")
 LEARNED = ("learned-discard", "learned-phase")
+BYTE_POLICIES = ("lru", "fifo", "sieve", "s3fifo", "ftp-discard", "robust-discard", "learned-discard")
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
+_BYTE_PREFIX = {"ftp": "ftp", "lru": "lru", "s3fifo": "s3", "ftp-0.3-quarter": "ftp1", "ftp-0.5": "ftp2"}
+_S3_GHOST_BYTES = ("gtk", "gtv", "ring", "gsize", "gmeta")
 _GHOST = ("fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "meta")
 
 
@@ -93,9 +97,10 @@ class PagingCache(Learner):
     family = "paging"
 
     def __init__(self, policy: str = "lru", capacity: int = 1024, seed: int = 0, history_cap: int = 65_536,
-                 reach: float = 2.0, switch_every: int = 4096, threads: int = 1):
+                 reach: float = 2.0, switch_every: int = 4096, threads: int = 1, byte_capacity: int = 0):
         self.policy = policy
         self.capacity = capacity
+        self.byte_capacity = byte_capacity
         self.seed = seed
         self.history_cap = history_cap
         self.reach = reach
@@ -111,7 +116,15 @@ class PagingCache(Learner):
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
         if not isinstance(history_cap, int | np.integer) or history_cap < 1 or not reach > 0:
             raise ValueError(f"history_cap must be a positive integer and reach > 0, got {history_cap!r}, {reach!r}")
+        if not isinstance(byte_capacity, int | np.integer) or byte_capacity < 0:
+            raise ValueError(f"byte_capacity must be an integer >= 0 (0: unit-size pages), got {byte_capacity!r}")
+        if byte_capacity and policy not in BYTE_POLICIES:
+            raise ValueError(f"policy {policy!r} has no byte-capacity mode; with byte_capacity: "
+                             f"{', '.join(BYTE_POLICIES)}")
         k = int(capacity)
+        if byte_capacity:
+            self._init_bytes(k)
+            return
         st = _frames("real", k)  # the real cache: the one whose hits and evictions are reported
         if policy == "s3fifo":
             st.update(_s3("real", k))
@@ -136,6 +149,33 @@ class PagingCache(Learner):
         st["counts"] = np.zeros(2, dtype=np.int64)  # hits, misses
         self._st = st
 
+    def _init_bytes(self, k: int) -> None:
+        """State of the byte-capacity mode: frames with their objects' sizes (see :mod:`._bytes`)."""
+        policy = self.policy
+        st = _frames("real", k)
+        if policy == "s3fifo":
+            st.update(_s3("real", k))
+        elif policy == "ftp-discard":
+            st["real/time"] = np.zeros(k, dtype=np.int64)
+        elif policy in ("robust-discard", "learned-discard"):
+            for name in self.shadows():
+                pre = _BYTE_PREFIX[name]
+                st.update(_s3(pre, k) if name == "s3fifo" else _frames(pre, k))
+                if pre.startswith("ftp"):
+                    st[f"{pre}/time"] = np.zeros(k, dtype=np.int64)
+            st["follow/cm"] = np.zeros(3, dtype=np.int64)
+            st["follow/faults"] = np.zeros(len(self.shadows()), dtype=np.int64)
+        if policy in LEARNED:
+            st.update({f"predictor/{name}": arr for name, arr in
+                       PR.new_state(int(self.history_cap), max(1024, 2 * int(self.history_cap))).items()})
+        for name in [n for n in st if n.endswith("/fkey") and "ghost" not in n]:
+            st[name.replace("/fkey", "/fsize")] = np.zeros(k, dtype=np.int64)
+        for name in [n for n in st if n.endswith("/gmeta")]:  # ghosts weigh bytes: [head, count, bytes]
+            st[name] = np.zeros(3, dtype=np.int64)
+            st[name.replace("/gmeta", "/gsize")] = np.zeros_like(st[name.replace("/gmeta", "/ring")])
+        st["counts"] = np.zeros(2, dtype=np.int64)
+        self._st = st
+
     def _t(self, prefix: str, names: tuple[str, ...] = _FRAME) -> tuple[np.ndarray, ...]:
         return tuple(self._st[f"{prefix}/{name}"] for name in names)
 
@@ -146,6 +186,8 @@ class PagingCache(Learner):
         evicted) and ``evicted`` (its key; 0 where ``evicts`` is false); the learned policies also
         return ``prob``, the predicted probability that the request is safe to evict."""
         keys, ops = self._check(batch)
+        if self.byte_capacity:
+            return self._process_bytes(batch, keys, ops)
         n = keys.shape[0]
         hit = np.empty(n, dtype=np.int8)
         ev = np.empty(n, dtype=np.int64)
@@ -224,6 +266,88 @@ class PagingCache(Learner):
                              self._st["follow/faults"], hits, evs, hit[i:b], ev[i:b])
             i = b
 
+    def _process_bytes(self, batch: Batch, keys: np.ndarray, ops: np.ndarray) -> dict[str, np.ndarray]:
+        """Byte-capacity mode: ``size`` per request; outputs ``hit``, ``evicted_count`` per request
+        and ``evicted_keys`` (all evictions in order; a miss may evict several objects)."""
+        n = keys.shape[0]
+        if "size" not in batch:
+            raise InvalidInput("byte-capacity mode needs the column 'size' (bytes per request)")
+        sizes = np.asarray(batch["size"])
+        if sizes.shape != (n,) or not np.issubdtype(sizes.dtype, np.integer) or (sizes[ops == 0] < 1).any():
+            raise InvalidInput(f"size must be {n} positive integers (bytes)",
+                               rows=np.flatnonzero(sizes < 1) if sizes.shape == (n,) else None)
+        sizes = np.ascontiguousarray(sizes.astype(np.int64))
+        hit = np.empty(n, dtype=np.int8)
+        nev = np.empty(n, dtype=np.int64)
+        k, cap = int(self.capacity), int(self.byte_capacity)
+        evk = np.empty(n + k, dtype=np.int64)
+        evpos = np.zeros(1, dtype=np.int64)
+        policy = self.policy
+        real = (*self._t("real"), self._st["real/fsize"])
+        out: dict[str, np.ndarray] = {}
+        if policy in _QUEUE:
+            B.queue_bytes_run(_QUEUE[policy], keys, ops, sizes, cap, k, *real, hit, nev, evk, evpos)
+        elif policy == "s3fifo":
+            B.s3fifo_bytes_run(keys, ops, sizes, cap, k, *real, *self._t("real", _S3_GHOST_BYTES), hit, nev, evk,
+                               evpos)
+        elif policy == "ftp-discard":
+            B.ftp_bytes_run(keys, ops, sizes, cap, self._bits(batch, n), np.full(n, R.BIG_GRACE), k, *real,
+                            self._st["real/time"], hit, nev, evk, evpos)
+        else:
+            out = self._race_bytes(batch, keys, ops, sizes, real, hit, nev, evk, evpos)
+        counts = self._st["counts"]
+        counts[0] += int((hit == 1).sum())
+        counts[1] += int((hit == 0).sum())
+        return {"hit": hit, "evicts": nev > 0, "evicted_count": nev, "evicted_keys": evk[:evpos[0]].copy(), **out}
+
+    def _race_bytes(self, batch, keys, ops, sizes, real, hit, nev, evk, evpos) -> dict[str, np.ndarray]:
+        """robust-/learned-discard in bytes: the shadows replay each stretch with their byte kernels,
+        the real cache follows the leader (:func:`._bytes.follow_bytes_run`), the switching rule
+        runs at multiples of ``switch_every`` (as in the unit-size mode)."""
+        k, cap, c, n = int(self.capacity), int(self.byte_capacity), int(self.switch_every), keys.shape[0]
+        names = self.shadows()
+        e = len(names)
+        learned = self.policy == "learned-discard"
+        if learned:
+            prob, horizon = np.empty(n), np.empty(n, dtype=np.int64)
+            PR.predict_run(keys, ops, k, float(self.reach), *self._t("predictor", PR.ORDER), prob, horizon)
+            bits = {"ftp-0.3-quarter": (prob > 0.3).astype(np.int64), "ftp-0.5": (prob > 0.5).astype(np.int64)}
+            grace = {"ftp-0.3-quarter": horizon // 4, "ftp-0.5": np.full(n, R.BIG_GRACE)}
+        else:
+            bits = {"ftp": self._bits(batch, n)}
+            grace = {"ftp": np.full(n, R.BIG_GRACE)}
+        hits = np.empty((e, c), dtype=np.int8)
+        nevs = np.empty((e, c), dtype=np.int64)
+        evks = np.empty((e, k + c), dtype=np.int64)
+        pos = np.zeros(1, dtype=np.int64)
+        cm, faults, meta = self._st["follow/cm"], self._st["follow/faults"], self._st["real/meta"]
+        i = 0
+        while i < n:
+            b = min(n, i + c - int(meta[K.M_T]) % c)
+            m = b - i
+            ks, os_, ss = keys[i:b], ops[i:b], sizes[i:b]
+            for j, name in enumerate(names):
+                pre = _BYTE_PREFIX[name]
+                fr = (*self._t(pre), self._st[f"{pre}/fsize"])
+                pos[0] = 0
+                if name == "lru":
+                    B.queue_bytes_run(0, ks, os_, ss, cap, k, *fr, hits[j, :m], nevs[j, :m], evks[j], pos)
+                elif name == "s3fifo":
+                    B.s3fifo_bytes_run(ks, os_, ss, cap, k, *fr, *self._t(pre, _S3_GHOST_BYTES), hits[j, :m],
+                                       nevs[j, :m], evks[j], pos)
+                else:
+                    B.ftp_bytes_run(ks, os_, ss, cap, bits[name][i:b], grace[name][i:b], k, *fr,
+                                    self._st[f"{pre}/time"], hits[j, :m], nevs[j, :m], evks[j], pos)
+            faults += (hits[:, :m] == 0).sum(axis=1)
+            lead = int(cm[0])
+            B.follow_bytes_run(ks, os_, ss, cap, nevs[lead, :m], evks[lead], *real, hit[i:b], nev[i:b], evk, evpos)
+            # The first margin is a sixteenth of the objects held (k only bounds their number here).
+            if int(meta[K.M_T]) % c == 0 and K.leader_after(faults, cm, max(1, int(meta[K.M_SIZE]) // 16)):
+                pre = _BYTE_PREFIX[names[int(cm[0])]]
+                K.resort(self._st[f"{pre}/tkeys"], self._st[f"{pre}/tvals"], *real[:-1])
+            i = b
+        return {"prob": prob} if learned else {}
+
     def learn(self, batch: Batch) -> None:
         """Nothing to learn from outside: the learned policies learn from the request stream itself
         (labels revealed in hindsight inside :meth:`process`); accepted for the protocol."""
@@ -265,34 +389,45 @@ class PagingCache(Learner):
                         "history_cap": float(self.history_cap)})
         return out
 
-    def resize(self, capacity: int) -> None:
-        """Changes the capacity, as the real cache did: the cache is rebuilt at ``capacity`` and the
-        pages it held are replayed into it (each policy list from its oldest end; when shrinking,
-        the policy evicts as they come, so the most recent survive). The learned predictor keeps
-        its model and history; hit and miss counts are unchanged."""
+    def resize(self, capacity: int, byte_capacity: int | None = None) -> None:
+        """Changes the capacity, as the real cache did: the cache is rebuilt at ``capacity`` (and
+        ``byte_capacity`` in the byte mode, if given) and the objects it held are replayed into it
+        (each policy list from its oldest end; when shrinking, the policy evicts as they come, so
+        the most recent survive). The learned predictor keeps its model and history; hit and miss
+        counts are unchanged. Oracle-bit policies get bit 0 ("keep") for the replayed pages."""
         if not isinstance(capacity, int | np.integer) or capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        if byte_capacity is not None and not self.byte_capacity:
+            raise ValueError("byte_capacity is for the byte-capacity mode")
         fkey, prv, lhead, ltail = (self._st[f"real/{n}"] for n in ("fkey", "prv", "lhead", "ltail"))
         order = []
         for L in range(lhead.shape[0]):
             f = int(ltail[L])
             while f >= 0:
-                order.append(int(fkey[f]))
+                order.append(f)
                 f = int(prv[f])
+        keys = fkey[np.array(order, dtype=np.int64)]
+        cols: dict[str, np.ndarray] = {"key": keys, "bit": np.zeros(len(order), dtype=np.int64)}
+        if self.byte_capacity:
+            cols["size"] = self._st["real/fsize"][np.array(order, dtype=np.int64)]
         kept = {name: arr for name, arr in self._st.items() if name.startswith("predictor/") or name == "counts"}
         params = {**self.get_params(), "capacity": int(capacity)}
+        if byte_capacity is not None:
+            params["byte_capacity"] = int(byte_capacity)
         fresh = type(self)(**params)
-        self.capacity = int(capacity)
+        self.capacity, self.byte_capacity = params["capacity"], params["byte_capacity"]
         self._st = fresh._st
         if order:
-            self.process({"key": np.array(order, dtype=np.int64)})
+            self.process(cols)
         self._st.update({name: arr.copy() for name, arr in kept.items()})
 
     def shadows(self) -> tuple[str, ...]:
         """Names of the shadow caches a robust policy races (empty for the others)."""
         if self.policy == "robust-discard":
             return R.ROBUST_SHADOWS
-        return R.LEARNED_SHADOWS if self.policy == "learned-discard" else ()
+        if self.policy != "learned-discard":
+            return ()
+        return R.LEARNED_SHADOWS_BYTES if self.byte_capacity else R.LEARNED_SHADOWS
 
     def _leader(self) -> str:
         return self.shadows()[int(self._st["follow/cm"][0])]
