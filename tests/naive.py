@@ -722,3 +722,59 @@ def follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, margin):
                             queues[L].remove(page)
                             queues[1 - L].append(page)
     return hits, evs
+
+
+def anh_weight(R, C):
+    """AdaNormalHedge's weight, written as the formula: ½(exp([R+1]₊²/3(C+1)) − exp([R−1]₊²/3(C+1)))."""
+    import math
+
+    return 0.5 * (math.exp(max(R + 1, 0) ** 2 / (3 * (C + 1))) - math.exp(max(R - 1, 0) ** 2 / (3 * (C + 1))))
+
+
+def groupwise(X, member, y, lam, base="ridge", lr=0.1, seed=0, keys=None):
+    """Groupwise regret, the obvious way: each group's ridge solved from scratch,
+    θ_g = (λI + Σ x xᵀ)⁻¹ Σ y x over its rows so far (logistic: AdaGrad steps), AdaNormalHedge
+    weights from the formula. Each row is predicted (both rules) and then learned. Returns the
+    mixture and randomized predictions, and per group R, C, the two cumulative losses."""
+    import math
+
+    n, d = X.shape
+    G = member.shape[1]
+    rows = [[] for _ in range(G)]
+    theta = np.zeros((G, d))
+    gsum = np.full((G, d), 1e-12)
+    R, C = np.zeros(G), np.zeros(G)
+    loss = np.zeros((G, 2))
+    mix_out, rand_out = [], []
+
+    def pred(g, x):
+        s = float(theta[g] @ x)
+        return 1 / (1 + math.exp(-s)) if base == "logistic" else s
+
+    for i in range(n):
+        awake = [g for g in range(G) if member[i, g]]
+        w = np.array([anh_weight(R[g], C[g]) for g in awake])
+        p = w / w.sum() if w.sum() > 0 else np.full(len(awake), 1 / len(awake))
+        yh = np.array([pred(g, X[i]) for g in awake])
+        mix_out.append(float(p @ yh))
+        if keys is not None:
+            u = draw_uniform(seed, int(keys[i]), 0)
+            q = int(np.searchsorted(np.cumsum(p), u, side="right"))
+            rand_out.append(float(yh[min(q, len(awake) - 1)]))
+        losses = (yh - y[i]) ** 2
+        lhat = float(p @ losses)
+        lmix = (float(p @ yh) - y[i]) ** 2
+        for q, g in enumerate(awake):
+            r = lhat - losses[q]
+            R[g] += r
+            C[g] += abs(r)
+            loss[g] += (lmix, lhat)
+            rows[g].append(i)
+            if base == "ridge":
+                Xg, yg = X[rows[g]], y[rows[g]]
+                theta[g] = np.linalg.solve(lam * np.eye(d) + Xg.T @ Xg, Xg.T @ yg)
+            else:
+                grad = (yh[q] - y[i]) * X[i]
+                gsum[g] += grad ** 2
+                theta[g] -= np.where(grad != 0, lr * grad / np.sqrt(gsum[g]), 0.0)
+    return np.array(mix_out), np.array(rand_out), R, C, loss, rows

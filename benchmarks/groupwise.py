@@ -1,0 +1,243 @@
+"""Groupwise regret: eddy's groupwise learner (both rules) against one online ridge and river's
+LinearRegression, per-group regret on UCI Adult and the RAND HIE medical-expenditure data, plus speed.
+
+Setup as in ../shared/research/sor_groupwise.md §2: numeric columns min-max scaled, categoricals
+one-hot, the group indicators also given as features (to every model), the same ridge λ = 1 for the
+single model and for the experts; Adult's target is 1[income > 50K], MedExp's log(1 + med)
+min-max scaled. Regret of a model on a group = its cumulative squared loss on the group's rows minus
+that of the best fixed linear model in hindsight on those rows (least squares, unregularised). The
+mixture rule is scored by its own prediction, the randomized rule by its expected loss (as the
+paper does). Mean over the shuffles with seeds 473, 503 and 623. Speed: rows/s of predict + learn
+in batches of 1,000 (eddy) or row by row (river), and a synthetic workload of 20 groups and 20
+features (``synthetic-20x20``).
+
+Usage: python benchmarks/groupwise.py [--shuffles 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, __file__.rsplit("/", 2)[0])
+
+import numpy as np  # noqa: E402
+
+from benchmarks._common import versions, write_results  # noqa: E402
+from learners.groupwise import GroupwiseRegressor  # noqa: E402
+from learners.linear._kernels import ridge_predict_rows, ridge_update_rows  # noqa: E402
+
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets")
+SEEDS = (473, 503, 623)
+BATCH = 1000
+
+
+def _minmax(v: np.ndarray) -> np.ndarray:
+    lo, hi = v.min(), v.max()
+    return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+
+
+def _design(df, numeric: list[str], categorical: list[str], groups: dict[str, np.ndarray]):
+    import pandas as pd
+
+    cols = [_minmax(df[c].to_numpy(float)) for c in numeric]
+    for c in categorical:
+        cols += [d.to_numpy(float) for _, d in pd.get_dummies(df[c].astype(str)).items()]
+    G = np.stack(list(groups.values()), axis=1).astype(np.int64)
+    X = np.column_stack([*cols, G, np.ones(len(df))])  # the group indicators are features too
+    return X, G, list(groups)
+
+
+def adult():
+    import pandas as pd
+
+    df = pd.read_csv(os.path.join(SHARED, "adult_uci.csv"), skipinitialspace=True)
+    y = df["income"].str.strip().str.rstrip(".").eq(">50K").to_numpy(float)
+    age, edu = df["age"].to_numpy(), df["education-num"].to_numpy()
+    race = df["race"].str.strip()
+    groups = {"young": age <= 35, "middle": (age > 35) & (age <= 50), "old": age > 50,
+              "HS&less": edu <= 9, "College&more": edu >= 10, "Male": df["sex"].str.strip().eq("Male"),
+              "Female": df["sex"].str.strip().eq("Female")}
+    for r in ("White", "Black", "Asian-Pac-Islander", "Amer-Indian-Eskimo", "Other"):
+        groups[r] = race.eq(r)
+    X, G, names = _design(df, ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"],
+                          ["workclass", "marital-status", "occupation", "relationship", "race", "sex",
+                           "native-country"], {k: np.asarray(v) for k, v in groups.items()})
+    return X, G, y, names
+
+
+def medexp():
+    import pandas as pd
+
+    df = pd.read_csv(os.path.join(SHARED, "medexp_rand_hie.csv"))
+    y = _minmax(np.log1p(df["med"].to_numpy(float)))
+    age = df["age"].to_numpy()
+    h = df["health"]
+    groups = {"young": age <= 35, "middle": (age > 35) & (age <= 50), "old": age > 50,
+              "male": df["sex"].eq("male"), "female": df["sex"].eq("female"), "black": df["black"].eq("yes"),
+              "non-black": df["black"].eq("no"), "child": df["child"].eq("yes"), "adult": df["child"].eq("no"),
+              "health-excellent": h.eq("excellent"), "health-good": h.eq("good"),
+              "health-fair/poor": h.isin(["fair", "poor"]), "physlim": df["physlim"].eq("yes")}
+    X, G, names = _design(df, ["lc", "lpi", "fmde", "ndisease", "linc", "lfam", "educdec", "age"],
+                          ["idp", "physlim", "health", "sex", "child", "black"],
+                          {k: np.asarray(v) for k, v in groups.items()})
+    return X, G, y, names
+
+
+def hindsight(X: np.ndarray, y: np.ndarray, member: np.ndarray) -> np.ndarray:
+    out = np.zeros(member.shape[1])
+    for g in range(member.shape[1]):
+        Xg, yg = X[member[:, g]], y[member[:, g]]
+        theta = np.linalg.lstsq(Xg, yg, rcond=None)[0]
+        out[g] = ((Xg @ theta - yg) ** 2).sum()
+    return out
+
+
+def run_eddy(X, G, y, names):
+    """One pass, predict then learn per batch: per-row squared losses of both rules' scoring."""
+    m = GroupwiseRegressor(n_features=X.shape[1], groups=names, lam=1.0)
+    t0 = time.perf_counter()
+    for i in range(0, len(y), BATCH):
+        m.learn({"X": X[i:i + BATCH], "G": G[i:i + BATCH], "y": y[i:i + BATCH]})
+    dt = time.perf_counter() - t0
+    return m, dt
+
+
+def run_ridge(X, y):
+    d = X.shape[1]
+    A_inv, theta = np.eye(d)[None].copy(), np.zeros((1, d))
+    slots = np.zeros(1, dtype=np.int64)
+    pred = np.empty(1)
+    sq = np.empty(len(y))
+    t0 = time.perf_counter()
+    for i in range(len(y)):
+        ridge_predict_rows(theta, X[i:i + 1], slots, pred)
+        sq[i] = (pred[0] - y[i]) ** 2
+        ridge_update_rows(A_inv, theta, X[i:i + 1], slots, y[i:i + 1])
+    return sq, time.perf_counter() - t0
+
+
+def run_river(X, y):
+    from river import linear_model
+
+    m = linear_model.LinearRegression()
+    sq = np.empty(len(y))
+    rows = [dict(enumerate(r)) for r in X.tolist()]
+    t0 = time.perf_counter()
+    for i, (x, yi) in enumerate(zip(rows, y.tolist(), strict=True)):
+        sq[i] = (m.predict_one(x) - yi) ** 2
+        m.learn_one(x, yi)
+    return sq, time.perf_counter() - t0
+
+
+def dataset_rows(workload: str, X, G, y, names, shuffles: int) -> list[dict]:
+    member = np.concatenate([np.ones((len(y), 1), dtype=bool), G.astype(bool)], axis=1)
+    groups = ["always_on", *names]
+    best = hindsight(X, y, member)  # order-free
+    acc: dict[str, list] = {s: [] for s in ("eddy.groupwise-mixture", "eddy.groupwise-randomized", "ridge",
+                                            "river.linear_regression")}
+    err: dict[str, list] = {s: [] for s in acc}
+    speed: dict[str, list] = {s: [] for s in acc}
+    GroupwiseRegressor(n_features=X.shape[1], groups=names).learn({"X": X[:10], "G": G[:10], "y": y[:10]})
+    run_ridge(X[:10], y[:10])
+    for seed in SEEDS[:shuffles]:
+        perm = np.random.RandomState(seed).permutation(len(y))
+        Xs, Gs, ys, ms = X[perm], G[perm], y[perm], member[perm]
+        m, dt = run_eddy(Xs, Gs, ys, names)
+        rep = m.group_report()
+        assert [r["group"] for r in rep] == groups
+        acc["eddy.groupwise-mixture"].append([r["loss"] - b for r, b in zip(rep, best, strict=True)])
+        acc["eddy.groupwise-randomized"].append([r["loss_randomized"] - b for r, b in zip(rep, best, strict=True)])
+        for s, k in (("eddy.groupwise-mixture", "loss"), ("eddy.groupwise-randomized", "loss_randomized")):
+            err[s].append(rep[0][k] / len(y))
+            speed[s].append(len(y) / dt)
+        for s, fn in (("ridge", run_ridge), ("river.linear_regression", run_river)):
+            sq, dt = fn(Xs, ys)
+            acc[s].append([sq[ms[:, g]].sum() - best[g] for g in range(len(groups))])
+            err[s].append(sq.mean())
+            speed[s].append(len(y) / dt)
+        print(f"{workload} seed {seed}: mixture MSE {err['eddy.groupwise-mixture'][-1]:.5f}, "
+              f"ridge {err['ridge'][-1]:.5f}", flush=True)
+    rows = []
+    for s, regs in acc.items():
+        mean = np.mean(regs, axis=0)
+        for g, name in enumerate(groups):
+            rows.append({"system": s, "workload": workload, "group": name, "size": int(member[:, g].sum()),
+                         "regret": float(mean[g]), "hindsight_loss": float(best[g])})
+        rows.append({"system": s, "workload": workload, "error": float(np.mean(err[s])),
+                     "events_per_s": float(np.median(speed[s])), "events": len(y), "features": X.shape[1],
+                     "groups": len(groups)})
+    return rows
+
+
+def synthetic_rows() -> list[dict]:
+    """20 groups (each row in ~6 of them, always_on included) and 20 features: rows/s."""
+    rng = np.random.default_rng(0)
+    n, d, k = 200_000, 20, 19
+    X = rng.normal(size=(n, d))
+    G = (rng.random((n, k)) < 0.25).astype(np.int64)
+    y = X @ rng.normal(size=d) + G @ rng.normal(size=k) + 0.1 * rng.normal(size=n)
+    names = [f"g{j}" for j in range(k)]
+    out = []
+    for rule in ("mixture", "randomized"):
+        m = GroupwiseRegressor(n_features=d, groups=names, rule=rule)
+        m.process({"X": X[:10], "G": G[:10]})
+        m.learn({"X": X[:10], "G": G[:10], "y": y[:10]})
+        times = []
+        for _ in range(3):
+            m = GroupwiseRegressor(n_features=d, groups=names, rule=rule)
+            t0 = time.perf_counter()
+            for i in range(0, n, BATCH):
+                m.process({"X": X[i:i + BATCH], "G": G[i:i + BATCH]})
+                m.learn({"X": X[i:i + BATCH], "G": G[i:i + BATCH], "y": y[i:i + BATCH]})
+            times.append(time.perf_counter() - t0)
+        eps = n / float(np.median(times))
+        print(f"synthetic-20x20 {rule}: {eps:,.0f} events/s (predict + learn, batches of {BATCH})", flush=True)
+        out.append({"system": f"eddy.groupwise-{rule}", "workload": "synthetic-20x20", "events_per_s": eps,
+                    "events": n, "features": d, "groups": k + 1, "awake_per_event": float(1 + G.sum(1).mean())})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shuffles", type=int, default=3)
+    args = ap.parse_args()
+    rows = synthetic_rows()
+    for name, fn in (("medexp", medexp), ("adult", adult)):
+        X, G, y, names = fn()
+        print(f"{name}: {len(y)} rows, {X.shape[1]} features, {len(names) + 1} groups", flush=True)
+        rows += dataset_rows(name, X, G, y, names, args.shuffles)
+    write_results("groupwise", rows, versions("eddyd", "numba", "numpy", "river", "pandas"),
+                  {"shuffles": args.shuffles, "seeds": list(SEEDS[:args.shuffles])})
+    print(markdown(rows))
+
+
+def markdown(rows: list[dict]) -> str:
+    systems = ("eddy.groupwise-mixture", "eddy.groupwise-randomized", "ridge", "river.linear_regression")
+    out = []
+    for w in ("adult", "medexp"):
+        out += [f"**{w}** (regret per group, mean over the shuffles; lower is better)", "",
+                "| group | size | hindsight loss | " + " | ".join(systems) + " |", "|---|---:|---:|" + "---:|" * 4]
+        groups = [r["group"] for r in rows if r.get("workload") == w and r["system"] == systems[0] and "group" in r]
+        for g in groups:
+            d = {r["system"]: r for r in rows if r.get("workload") == w and r.get("group") == g}
+            out.append(f"| {g} | {d[systems[0]]['size']} | {d[systems[0]]['hindsight_loss']:.2f} | "
+                       + " | ".join(f"{d[s]['regret']:.2f}" for s in systems) + " |")
+        wins = sum(1 for g in groups if {r["system"]: r["regret"] for r in rows if r.get("workload") == w
+                                         and r.get("group") == g}["eddy.groupwise-mixture"]
+                   <= {r["system"]: r["regret"] for r in rows if r.get("workload") == w and r.get("group") == g}["ridge"])
+        ov = {r["system"]: r for r in rows if r.get("workload") == w and "group" not in r}
+        out += ["", f"Mixture regret ≤ single ridge on {wins}/{len(groups)} groups. Overall MSE: "
+                + ", ".join(f"{s} {ov[s]['error']:.5f}" for s in systems) + ". Rows/s: "
+                + ", ".join(f"{s} {ov[s]['events_per_s']:,.0f}" for s in systems) + ".", ""]
+    for r in rows:
+        if r.get("workload") == "synthetic-20x20":
+            out.append(f"synthetic-20x20, {r['system']}: {r['events_per_s']:,.0f} events/s "
+                       f"({r['awake_per_event']:.1f} awake groups per event).")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
