@@ -56,10 +56,10 @@ class GroupwiseRiver(base.Regressor):
         g = [1 if rule(x) else 0 for rule in self._rules]
         return {"X": np.array([v]), "G": np.array([g], dtype=np.int64).reshape(1, len(self._rules))}
 
-    def learn_one(self, x: dict, y: float) -> None:  # type: ignore[override]
+    def learn_one(self, x: dict, y: float) -> None:
         self.model.learn({**self._row(x), "y": np.array([float(y)])})
 
-    def predict_one(self, x: dict) -> float:  # type: ignore[override]
+    def predict_one(self, x: dict) -> float:
         self._n += 1
         return float(self.model.process({**self._row(x), "event_key": np.array([self._n], dtype=np.uint64)})
                      ["prediction"][0])

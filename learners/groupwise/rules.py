@@ -37,14 +37,15 @@ class RuleError(ValueError):
 
 
 def _tokens(text: str) -> list[tuple[str, Any, int]]:
-    out, pos = [], 0
+    out: list[tuple[str, Any, int]] = []
+    pos = 0
     while pos < len(text):
         if text[pos:].strip() == "":
             break
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
             raise RuleError(f"rule {text!r}: unexpected character at position {pos}")
-        kind = m.lastgroup
+        kind = str(m.lastgroup)
         raw = m.group(kind)
         start = m.start(kind)
         if kind == "num":
@@ -82,14 +83,20 @@ class _Parser:
         while self.peek()[0] == "or":
             self.i += 1
             parts.append(self.conj())
-        return parts[0] if len(parts) == 1 else (lambda f, ps=tuple(parts): any(p(f) for p in ps))
+        if len(parts) == 1:
+            return parts[0]
+        ps = tuple(parts)
+        return lambda f: any(p(f) for p in ps)
 
     def conj(self) -> Rule:
         parts = [self.neg()]
         while self.peek()[0] == "and":
             self.i += 1
             parts.append(self.neg())
-        return parts[0] if len(parts) == 1 else (lambda f, ps=tuple(parts): all(p(f) for p in ps))
+        if len(parts) == 1:
+            return parts[0]
+        ps = tuple(parts)
+        return lambda f: all(p(f) for p in ps)
 
     def neg(self) -> Rule:
         if self.peek()[0] == "not":
