@@ -43,11 +43,12 @@ def _design(df, numeric: list[str], categorical: list[str], groups: dict[str, np
     import pandas as pd
 
     cols = [_minmax(df[c].to_numpy(float)) for c in numeric]
-    for c in categorical:
-        cols += [d.to_numpy(float) for _, d in pd.get_dummies(df[c].astype(str)).items()]
+    for c in categorical:  # one-hot without the first level (the intercept covers it)
+        cols += [d.to_numpy(float) for _, d in pd.get_dummies(df[c].astype(str), drop_first=True).items()]
     G = np.stack(list(groups.values()), axis=1).astype(np.int64)
     X = np.column_stack([*cols, G, np.ones(len(df))])  # the group indicators are features too
-    return X, G, list(groups)
+    _, keep = np.unique(X, axis=1, return_index=True)  # a column repeated (a group that is a level) once
+    return X[:, np.sort(keep)], G, list(groups)
 
 
 def adult():

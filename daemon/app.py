@@ -14,10 +14,8 @@ from connectors.embedded import EmbeddedBroker
 
 from . import __version__
 from .config import Config
-from .core import PipelineCore
-from .families import make_core
+from .families import Core, make_core
 from .metrics import DaemonMetrics
-from .paging import PagingCore
 from .runner import PipelineRunner
 from .sidecar import Sidecar, serve_in_thread
 
@@ -31,7 +29,7 @@ class Daemon:
         self.metrics.build.info({"version": __version__})
         self.broker = broker
         self.owns_broker = False
-        self.cores: dict[str, PipelineCore | PagingCore] = {}
+        self.cores: dict[str, Core] = {}
         self.locks: dict[str, threading.RLock] = {}
         self.runners: list[PipelineRunner] = []
         self.threads: list[threading.Thread] = []

@@ -101,6 +101,10 @@ PIPELINE = [
     S("shadow_learners", list, [], "learner names evaluated off-policy alongside (learn, never act); paging "
       "pipelines: baseline caches replayed on the same stream (LRU always; default also 'paging-s3fifo')"),
     S("cache_window", int, 10_000, "paging: accesses in the recent-window hit ratio", minimum=1),
+    S("group_rules", dict, {}, "groupwise: group name → rule over the event's features (e.g. \"age < 30 and "
+      "sex == 'F'\"; a small safe grammar, never eval); rule groups join the learner's params.groups"),
+    S("default_prediction", float, 0.0, "groupwise: prediction served while the model is not ready "
+      "(min_learned_events) or a default is forced"),
     S("metrics_max_actions", int, 64, "per-action metric labels kept (others as 'other')", minimum=1),
     S("params", dict, {}, "learner parameters (see the learner's docstring)"),
 ]
@@ -218,6 +222,16 @@ def _check_learner(where: str, pc: dict[str, Any]) -> None:
         if name not in valid:
             raise ConfigError(f"{where}.{key}: {name!r} is not allowed; allowed: {', '.join(valid)}")
     family = learners.family_of(pc["learner"])
+    if pc["group_rules"]:
+        from learners.groupwise.rules import RuleError, parse
+
+        if family != "groupwise":
+            raise ConfigError(f"{where}.group_rules: only groupwise learners have groups")
+        for name, text in pc["group_rules"].items():
+            try:
+                parse(text)
+            except RuleError as e:
+                raise ConfigError(f"{where}.group_rules.{name}: {e}") from None
     for s in pc["shadow_learners"]:
         if learners.family_of(s) != family:
             raise ConfigError(f"{where}.shadow_learners: {s!r} is a {learners.family_of(s)} learner; the pipeline's "
@@ -240,8 +254,12 @@ def learner_params(pc: dict[str, Any]) -> dict[str, Any]:
     import learners
 
     params = dict(pc["params"])
-    if learners.family_of(pc["learner"]) == "bandit":
+    family = learners.family_of(pc["learner"])
+    if family in ("bandit", "groupwise"):
         params.setdefault("n_features", pc["n_features"])
+    if family == "groupwise":  # the rule groups are groups too
+        groups = list(params.get("groups", []))
+        params["groups"] = groups + [g for g in pc["group_rules"] if g not in groups]
     params.setdefault("seed", pc["seed"])
     return params
 

@@ -76,6 +76,15 @@ class DaemonMetrics:
         self.cache_shadow_hit_ratio = Gauge("eddy_cache_shadow_hit_ratio",
                                             "Hit ratio of a baseline policy replayed on the same stream",
                                             P + ["policy"], registry=r)
+        # Groupwise pipelines.
+        self.labels = Counter("eddy_labels_total", "Labels of groupwise events, by outcome (joined, expired "
+                              "unlearned, evicted by the buffer cap)", P + ["outcome"], registry=r)
+        self.group_events = Gauge("eddy_group_events", "Labelled events learned per group", P + ["group"],
+                                  registry=r)
+        self.group_loss = Gauge("eddy_group_loss", "Cumulative squared loss per group and prediction rule",
+                                P + ["group", "rule"], registry=r)
+        self.group_regret = Gauge("eddy_group_regret", "Regret per group against the best fixed linear model in "
+                                  "hindsight on the group's events", P + ["group", "rule"], registry=r)
         self.broker_reconnects = Counter("eddy_kafka_client_rebuilds_total",
                                          "Kafka clients rebuilt after a fatal error or broker loss",
                                          P + ["client"], registry=r)

@@ -23,14 +23,13 @@ from typing import Any
 from connectors.base import DeliveryError, Sink, Source
 
 from .checkpoint import CheckpointStore
-from .core import PipelineCore
-from .paging import PagingCore
+from .families import Core
 
 log = logging.getLogger("eddy")
 
 
 class PipelineRunner:
-    def __init__(self, core: PipelineCore | PagingCore, source: Source, sink: Sink, ckpt: dict[str, Any],
+    def __init__(self, core: Core, source: Source, sink: Sink, ckpt: dict[str, Any],
                  topics: dict[str, str], lock: threading.RLock | None = None, stop_at_end: bool = False):
         self.core = core
         self.source = source

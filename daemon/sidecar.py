@@ -3,7 +3,9 @@
 Routes: ``POST /v1/pipelines/{name}/decide`` and ``.../feedback`` (one JSON object, or
 ``{"events": [...]}`` / ``{"feedback": [...]}``), ``POST .../control`` (``{"force_default": bool}``)
 for bandit pipelines; ``POST /v1/pipelines/{name}/access`` (one request object, or
-``{"requests": [...]}``: see :mod:`daemon.paging`) for paging pipelines;
+``{"requests": [...]}``: see :mod:`daemon.paging`) for paging pipelines; ``POST .../predict`` (one
+event or ``{"events": [...]}``) and ``POST .../label`` (one label or ``{"labels": [...]}``) for
+groupwise pipelines (see :mod:`daemon.groupwise`);
 ``GET /healthz``, ``/readyz`` (ready once kernels are compiled and state restored), ``/metrics``.
 Bad requests get a 4xx with the reason as JSON: ``{"error": reason, "detail": ...}``.
 """
@@ -19,6 +21,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .core import BadRecord, PipelineCore
+from .families import Core
+from .groupwise import GroupwiseCore
 from .metrics import DaemonMetrics
 from .paging import PagingCore
 
@@ -26,7 +30,7 @@ JSON = [(b"content-type", b"application/json")]
 
 
 class Sidecar:
-    def __init__(self, cores: dict[str, PipelineCore | PagingCore], locks: dict[str, threading.RLock],
+    def __init__(self, cores: dict[str, Core], locks: dict[str, threading.RLock],
                  metrics: DaemonMetrics, token: str = "", max_body: int = 1 << 20):
         self.cores = cores
         self.locks = locks
@@ -82,7 +86,7 @@ class Sidecar:
         if len(parts) != 4 or parts[:2] != ["v1", "pipelines"]:
             return self._err(404, "not_found", f"no route {method} {path}")
         name, verb = parts[2], parts[3]
-        verbs = ("decide", "feedback", "control", "access")
+        verbs = ("decide", "feedback", "control", "access", "predict", "label")
         if method != "POST" or verb not in verbs:
             return self._err(405 if verb in verbs else 404, "not_found", f"no route {method} {path}")
         if self.token:
@@ -92,10 +96,12 @@ class Sidecar:
         core = self.cores.get(name)
         if core is None:
             return self._err(404, "unknown_pipeline", f"no pipeline {name!r}; pipelines: {', '.join(self.cores)}")
-        paging = isinstance(core, PagingCore)
-        if paging != (verb == "access"):
-            return self._err(404, "not_found", f"pipeline {name!r} is a {'paging' if paging else 'bandit'} pipeline: "
-                             + ("POST .../access" if paging else "POST .../decide, .../feedback, .../control"))
+        family = "paging" if isinstance(core, PagingCore) else "groupwise" if isinstance(core, GroupwiseCore) \
+            else "bandit"
+        own = {"paging": ("access",), "groupwise": ("predict", "label"), "bandit": ("decide", "feedback", "control")}
+        if verb not in own[family]:
+            return self._err(404, "not_found", f"pipeline {name!r} is a {family} pipeline: "
+                             + ", ".join(f"POST .../{v}" for v in own[family]))
         if not self.ready:
             return self._err(503, "not_ready", "kernels are compiling or state is being restored")
         raw = await self._body(scope, receive)
@@ -109,6 +115,8 @@ class Sidecar:
             return self._err(400, "malformed_json", str(e))
         if isinstance(core, PagingCore):
             return self._access(core, obj)
+        if isinstance(core, GroupwiseCore):
+            return self._groupwise(core, verb, obj)
         if verb == "control":
             return self._control(core, obj)
         return self._decide(core, obj) if verb == "decide" else self._feedback(core, obj)
@@ -147,6 +155,32 @@ class Sidecar:
             return self._err(422 if e.reason == "duplicate_event" else 400, e.reason, e.detail)
         core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
         return 200, JSON, orjson.dumps({"results": results} if batch else results[0])
+
+    def _groupwise(self, core: GroupwiseCore, verb: str, obj: Any) -> tuple[int, list, bytes]:
+        t0 = time.perf_counter()
+        key = "events" if verb == "predict" else "labels"
+        batch = isinstance(obj, dict) and key in obj
+        items = obj[key] if batch else [obj]
+        if not isinstance(items, list) or not items:
+            return self._err(400, "bad_type", f"{key!r} must be a non-empty list")
+        with self.locks[core.name]:
+            if verb == "label":
+                res = core.label_objects(items)
+                if not batch:
+                    r = res[0]
+                    if r["status"] != "joined":
+                        code = 404 if r["reason"] == "unknown_event" else (409 if r["reason"] in
+                                                                            ("late_label", "duplicate_label") else 400)
+                        return self._err(code, r["reason"], r["detail"])
+                    return 200, JSON, orjson.dumps(r)
+                return 200, JSON, orjson.dumps({"results": res})
+            try:
+                out = core.predict_objects(items)
+            except BadRecord as e:
+                core.metrics.errors.labels(pipeline=core.name, reason=e.reason).inc()
+                return self._err(422 if e.reason == "duplicate_event" else 400, e.reason, e.detail)
+        core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
+        return 200, JSON, orjson.dumps({"predictions": out} if batch else out[0])
 
     def _over_budget(self, core: PipelineCore, items: list) -> tuple[int, list, bytes]:
         """The learner is busy past the latency budget: the default action, not logged for learning."""

@@ -731,10 +731,11 @@ def anh_weight(R, C):
     return 0.5 * (math.exp(max(R + 1, 0) ** 2 / (3 * (C + 1))) - math.exp(max(R - 1, 0) ** 2 / (3 * (C + 1))))
 
 
-def groupwise(X, member, y, lam, base="ridge", lr=0.1, seed=0, keys=None):
+def groupwise(X, member, y, lam, base="ridge", lr=0.1, seed=0, keys=None, anchor=True):
     """Groupwise regret, the obvious way: each group's ridge solved from scratch,
     θ_g = (λI + Σ x xᵀ)⁻¹ Σ y x over its rows so far (logistic: AdaGrad steps), AdaNormalHedge
-    weights from the formula. Each row is predicted (both rules) and then learned. Returns the
+    weights from the formula (``anchor``: the always-on prior weighs as the others together). Each
+    row is predicted (both rules) and then learned. Returns the
     mixture and randomized predictions, and per group R, C, the two cumulative losses."""
     import math
 
@@ -754,6 +755,8 @@ def groupwise(X, member, y, lam, base="ridge", lr=0.1, seed=0, keys=None):
     for i in range(n):
         awake = [g for g in range(G) if member[i, g]]
         w = np.array([anh_weight(R[g], C[g]) for g in awake])
+        if anchor and len(awake) > 1:  # the always-on group's prior = the others' together
+            w[0] *= len(awake) - 1
         p = w / w.sum() if w.sum() > 0 else np.full(len(awake), 1 / len(awake))
         yh = np.array([pred(g, X[i]) for g in awake])
         mix_out.append(float(p @ yh))

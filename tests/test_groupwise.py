@@ -38,12 +38,14 @@ def test_adanormalhedge_weight_matches_the_formula(R, C):
 
 @pytest.mark.parametrize("base", ["ridge", "logistic"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_predict_then_learn_matches_the_reference(base, seed):
+@pytest.mark.parametrize("anchor", [True, False])
+def test_predict_then_learn_matches_the_reference(base, seed, anchor):
     X, G, y = data(seed)
     if base == "logistic":
         y = (y > np.median(y)).astype(float)
     keys = np.random.default_rng(seed).integers(0, 2**63, len(y)).astype(np.uint64)
-    m = GroupwiseRegressor(n_features=5, groups=["g0", "g1", "g2", "g3"], lam=0.7, base=base, seed=seed)
+    m = GroupwiseRegressor(n_features=5, groups=["g0", "g1", "g2", "g3"], lam=0.7, base=base, seed=seed,
+                           anchor=anchor)
     mix, rand = [], []
     for i in range(len(y)):
         out = m.process({"X": X[i:i + 1], "G": G[i:i + 1], "event_key": keys[i:i + 1]})
@@ -51,12 +53,13 @@ def test_predict_then_learn_matches_the_reference(base, seed):
         rand.append(out["prediction_randomized"][0])
         m.learn({"X": X[i:i + 1], "G": G[i:i + 1], "y": y[i:i + 1]})
     member = np.concatenate([np.ones((len(y), 1), dtype=bool), G.astype(bool)], axis=1)
-    rmix, rrand, R, C, loss, _ = naive.groupwise(X, member, y, 0.7, base=base, seed=seed, keys=keys)
+    rmix, rrand, R, C, loss, _ = naive.groupwise(X, member, y, 0.7, base=base, seed=seed, keys=keys, anchor=anchor)
     assert np.allclose(mix, rmix, atol=1e-9) and np.allclose(rand, rrand, atol=1e-9)
     assert np.allclose(m._R, R, atol=1e-8) and np.allclose(m._C, C, atol=1e-8)
     assert np.allclose(m._loss, loss, atol=1e-8)
     # Learning the rows in one batch is the same as one by one.
-    b = GroupwiseRegressor(n_features=5, groups=["g0", "g1", "g2", "g3"], lam=0.7, base=base, seed=seed)
+    b = GroupwiseRegressor(n_features=5, groups=["g0", "g1", "g2", "g3"], lam=0.7, base=base, seed=seed,
+                           anchor=anchor)
     b.learn({"X": X, "G": G, "y": y})
     for name in ("theta", "R", "C", "loss", "bsum", "yy", "n"):
         assert np.allclose(getattr(b, f"_{name}"), getattr(m, f"_{name}"), atol=1e-9), name

@@ -56,13 +56,17 @@ def expert_predict(base, theta, g, x):
 
 
 @jit
-def _weights(R, C, gidx, lo, hi, p):
+def _weights(R, C, gidx, lo, hi, p, anchor):
     """Normalised AdaNormalHedge weights of the awake groups gidx[lo:hi] into p[0:hi-lo]
-    (uniform when every weight is 0)."""
+    (uniform when every weight is 0). With ``anchor``, the prior weight of the always-on group
+    (index 0) equals that of the other awake groups together (AdaNormalHedge with a prior; the
+    paper's code uses a uniform prior)."""
     m = hi - lo
     top = -np.inf
     for q in range(m):
         p[q] = anh_log_weight(R[gidx[lo + q]], C[gidx[lo + q]])
+        if anchor and m > 1 and gidx[lo + q] == 0:
+            p[q] += math.log(m - 1.0)
         if p[q] > top:
             top = p[q]
     if top == -np.inf:
@@ -78,14 +82,14 @@ def _weights(R, C, gidx, lo, hi, p):
 
 
 @jit
-def predict_rows(base, X, gptr, gidx, theta, R, C, seed, keys, mix, rand, expert):
+def predict_rows(base, anchor, X, gptr, gidx, theta, R, C, seed, keys, mix, rand, expert):
     """Both prediction rules for every row: ``mix[i]`` = Σ_g p_g ŷ_g over the awake groups, and
     ``rand[i]`` = ŷ_g of the group ``expert[i]`` drawn with probability p_g (the draw is a
     function of (seed, event key), so a replay draws the same)."""
     p = np.empty(R.shape[0])
     for i in range(X.shape[0]):
         lo, hi = gptr[i], gptr[i + 1]
-        _weights(R, C, gidx, lo, hi, p)
+        _weights(R, C, gidx, lo, hi, p, anchor)
         u = draw_uniform(seed, keys[i], 0)
         s = 0.0
         acc = 0.0
@@ -107,7 +111,7 @@ def predict_rows(base, X, gptr, gidx, theta, R, C, seed, keys, mix, rand, expert
 
 
 @jit
-def learn_rows(base, X, gptr, gidx, y, P, theta, gsum, gram, R, C, n, bsum, yy, loss, lr):
+def learn_rows(base, anchor, X, gptr, gidx, y, P, theta, gsum, gram, R, C, n, bsum, yy, loss, lr):
     """Learns labelled rows in order. For each row: the awake experts' predictions and the weights
     (as they are before this row), the losses l_g = (ŷ_g − y)², the combination's expected loss
     l̂ = Σ p_g l_g; then every awake g accrues r_g = l̂ − l_g (R += r, C += |r|), and its expert
@@ -121,7 +125,7 @@ def learn_rows(base, X, gptr, gidx, y, P, theta, gsum, gram, R, C, n, bsum, yy, 
     for i in range(X.shape[0]):
         lo, hi = gptr[i], gptr[i + 1]
         m = hi - lo
-        _weights(R, C, gidx, lo, hi, p)
+        _weights(R, C, gidx, lo, hi, p, anchor)
         x = X[i]
         yi = y[i]
         mix = 0.0
