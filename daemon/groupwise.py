@@ -264,7 +264,7 @@ class GroupwiseCore(CoreBase):
             self.metrics.defaults.labels(pipeline=self.name, reason=reason).inc(n)
         names = list(self.group_col)
         decided = []
-        for (eid, x, member, t, replay, y), p in zip(run, preds, strict=True):
+        for (eid, _, member, t, replay, _), p in zip(run, preds, strict=True):
             awake = [names[j] for j in np.flatnonzero(member).tolist() if names[j] != "always_on"]
             body = {"id": eid, "pipeline": self.name, "prediction": p, "groups": ["always_on", *awake],
                     "default": reason is not None, "reason": reason, "time": t, "replay": replay}
