@@ -84,11 +84,11 @@ def test_readme_lists_every_metric():
 
 
 def test_the_example_config_is_valid():
-    """deploy/eddy.example.toml (both pipelines) validates; only its TLS files are machine-specific."""
+    """deploy/eddy.example.toml (all its pipelines) validates; only its TLS files are machine-specific."""
     import pathlib
     import tomllib
 
     raw = tomllib.loads((pathlib.Path(__file__).parents[1] / "deploy" / "eddy.example.toml").read_text())
     raw["kafka"].pop("ssl_cafile")
     cfg = config.load_dict(raw, env=False)
-    assert [p["learner"] for p in cfg.pipelines] == ["squarecb", "paging-learned-discard"]
+    assert [p["learner"] for p in cfg.pipelines] == ["squarecb", "paging-learned-discard", "groupwise-mixture"]
