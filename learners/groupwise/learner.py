@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -40,7 +40,10 @@ class GroupwiseRegressor(Learner):
         drawn by weight, the paper's rule; its expected loss is what the paper scores).
     base
         ``ridge`` (online ridge regression, Sherman–Morrison) or ``logistic`` (online logistic
-        regression, AdaGrad on the log loss, for 0/1 labels; step ``lr``).
+        regression, AdaGrad on the log loss, for 0/1 labels; step ``lr``), both Numba kernels; or
+        any factory of river-style regressors (``learn_one(x, y)``, ``predict_one(x)`` over
+        ``{column index: value}`` dicts), one per group, e.g. ``river.linear_model.LinearRegression``:
+        a plain-Python path for experiments, not checkpointable (so not for the daemon).
     lr
         ``logistic``: AdaGrad step.
     seed
@@ -85,16 +88,18 @@ class GroupwiseRegressor(Learner):
             raise ValueError(f"lam must be > 0, got {lam!r}")
         if rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-        if base not in BASES:
-            raise ValueError(f"base must be one of {', '.join(BASES)}, got {base!r}")
+        plugged = callable(base)
+        if not plugged and base not in BASES:
+            raise ValueError(f"base must be one of {', '.join(BASES)} or a factory of regressors, got {base!r}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr!r}")
         self.names_ = [ALWAYS_ON, *[g for g in groups if g != ALWAYS_ON]]
         self._given = [self.names_.index(g) for g in groups]  # column of G -> group index
         G, d = len(self.names_), int(n_features)
         ridge = base == "ridge"
+        plugged_or_logistic = not ridge
         self._P = np.repeat((np.eye(d) / lam)[None], G, axis=0) if ridge else np.zeros((G, 1, 1))
-        self._gram = np.zeros((G, d, d)) if not ridge else np.zeros((G, 1, 1))
+        self._gram = np.zeros((G, d, d)) if plugged_or_logistic else np.zeros((G, 1, 1))
         self._theta = np.zeros((G, d))
         self._gsum = np.full((G, d), 1e-12) if not ridge else np.zeros((G, 1))
         self._R = np.zeros(G)
@@ -104,6 +109,7 @@ class GroupwiseRegressor(Learner):
         self._yy = np.zeros(G)
         self._loss = np.zeros((G, 2))
         self._t = np.zeros(1, dtype=np.int64)  # rows processed (default event keys)
+        self._models = [base() for _ in self.names_] if plugged else None  # type: ignore[operator]
 
     # -- input ------------------------------------------------------------------------------------
     def _rows(self, batch: Batch, need_y: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
@@ -152,6 +158,10 @@ class GroupwiseRegressor(Learner):
         self._t[0] += n
         mix, rand = np.empty(n), np.empty(n)
         expert = np.empty(n, dtype=np.int64)
+        if self._models is not None:
+            self._plugged_predict(X, gptr, gidx, keys, mix, rand, expert)
+            return {"prediction": mix if self.rule == "mixture" else rand, "prediction_mixture": mix,
+                    "prediction_randomized": rand, "expert": expert}
         K.predict_rows(BASES[self.base], bool(self.anchor), X, gptr, gidx, self._theta, self._R, self._C,
                        int(self.seed), keys, mix, rand, expert)
         return {"prediction": mix if self.rule == "mixture" else rand, "prediction_mixture": mix,
@@ -160,12 +170,61 @@ class GroupwiseRegressor(Learner):
     def learn(self, batch: Batch) -> None:
         """Learns labelled rows ``X``, ``G``, ``y`` in order."""
         X, gptr, gidx, y = self._rows(batch, need_y=True)
+        if self._models is not None:
+            self._plugged_learn(X, gptr, gidx, cast(np.ndarray, y))
+            return
         K.learn_rows(BASES[self.base], bool(self.anchor), X, gptr, gidx, y, self._P, self._theta, self._gsum,
                      self._gram, self._R, self._C, self._n, self._bsum, self._yy, self._loss, float(self.lr))
+
+    # -- a plugged base learner (plain Python, the same accounting as the kernels) ---------------------
+    def _weights(self, awake: np.ndarray) -> np.ndarray:
+        lw = np.array([K.anh_log_weight(float(self._R[g]), float(self._C[g])) for g in awake])
+        if self.anchor and len(awake) > 1:
+            lw[awake == 0] += np.log(len(awake) - 1.0)
+        if np.isneginf(lw).all():
+            return np.full(len(awake), 1.0 / len(awake))
+        w = np.exp(lw - lw.max())
+        return w / w.sum()
+
+    def _plugged_predict(self, X, gptr, gidx, keys, mix, rand, expert) -> None:
+        from .._random import draw_uniform
+
+        models = cast(list, self._models)
+        for i in range(X.shape[0]):
+            awake = gidx[gptr[i]:gptr[i + 1]]
+            p = self._weights(awake)
+            x = dict(enumerate(X[i].tolist()))
+            yh = np.array([float(models[g].predict_one(x)) for g in awake])
+            mix[i] = float(p @ yh)
+            q = min(int(np.searchsorted(np.cumsum(p), draw_uniform(int(self.seed), keys[i], 0), side="right")),
+                    len(awake) - 1)
+            rand[i], expert[i] = yh[q], awake[q]
+
+    def _plugged_learn(self, X, gptr, gidx, y) -> None:
+        models = cast(list, self._models)
+        for i in range(X.shape[0]):
+            awake = gidx[gptr[i]:gptr[i + 1]]
+            p = self._weights(awake)
+            x = dict(enumerate(X[i].tolist()))
+            yh = np.array([float(models[g].predict_one(x)) for g in awake])
+            losses = (yh - y[i]) ** 2
+            lhat, lmix = float(p @ losses), float((p @ yh - y[i]) ** 2)
+            r = lhat - losses
+            self._R[awake] += r
+            self._C[awake] += np.abs(r)
+            self._n[awake] += 1
+            self._yy[awake] += y[i] ** 2
+            self._loss[awake] += (lmix, lhat)
+            self._bsum[awake] += y[i] * X[i]
+            self._gram[awake] += np.outer(X[i], X[i])
+            for g in awake.tolist():
+                models[g].learn_one(x, float(y[i]))
 
     _STATE = ("P", "gram", "theta", "gsum", "R", "C", "n", "bsum", "yy", "loss", "t")
 
     def snapshot(self) -> dict[str, np.ndarray]:
+        if self._models is not None:
+            raise NotImplementedError("a plugged base learner is not checkpointable (library use only)")
         return {name: getattr(self, f"_{name}").copy() for name in self._STATE}
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
@@ -210,6 +269,8 @@ class GroupwiseRegressor(Learner):
 
     def warm_up(self) -> None:
         """Compiles the kernels on a tiny batch of this model's shape (then resets the state)."""
+        if self._models is not None:
+            return
         state = self.snapshot()
         X = np.ones((2, int(self.n_features)))
         G = np.zeros((2, len(self._given)), dtype=np.int64)
