@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/sidecar.py
 	$(PY) benchmarks/paging.py
+	$(PY) benchmarks/groupwise.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
