@@ -1,7 +1,9 @@
 """Paging: cache shadows that say hit or miss and which page to evict.
 
-Classical policies (LRU, FIFO, SIEVE, randomized Marker), follow-the-prediction with one-bit
-discard predictions, and Belady's offline optimum for evaluation. The method of "Paging with
+Classical policies (LRU, FIFO, SIEVE, S3-FIFO, ARC, randomized Marker), follow-the-prediction with
+one-bit discard predictions and its robust forms, a learned one-bit predictor that sees the requests
+only (``learned-discard``, ``learned-phase``), a byte-capacity mode, and Belady's offline optimum
+for evaluation. The method of "Paging with
 Succinct Predictions" (Antoniadis, Boyar, Eliáš, Favrholdt, Hoeksma, Larsen, Polak, Simon; ICML
 2023, arXiv 2210.02775) could only be read in its abstract: the rules here are reconstructions
 (see ../shared/research/paging.md), and their claimed properties are tested empirically

@@ -70,21 +70,32 @@ class PagingCache(Learner):
         et al. 1991; draws seeded by ``seed`` and the request's position) or ``ftp-discard``
         (follow one-bit discard predictions given with each request, column ``bit``) or
         ``marker-discard`` (the same bits inside Marker's phases: robust whatever the bits) or
-        ``robust-discard`` (follow the bits while they do better than LRU, else LRU: within k
-        faults per switch of the better of the two, the switching margin starting at k/16 and
-        doubling at each switch), or ``learned-discard``: ``robust-discard`` fed by a learned
-        one-bit predictor (:mod:`._predict`) that sees the request stream only.
-    history_cap
-        ``learned-discard``: keys whose history the predictor remembers (the oldest is forgotten).
-    reach
-        ``learned-discard``: a request's label is 1 ("safe to evict") when its key is not requested
-        again within ``reach`` x capacity keys' worth of requests.
-        Both after "Paging with Succinct Predictions", Antoniadis et al., ICML 2023, whose rules
-        are reconstructed from its abstract: see ``learners/paging/__init__.py``.
+        ``robust-discard`` (follow the bits while they do better than LRU, else LRU: within
+        k + ``switch_every`` faults per switch of the better of the two, the switching margin
+        starting at k/16 and doubling at each switch), ``learned-discard`` (a learned one-bit
+        predictor, :mod:`._predict`, that sees the request stream only, drives two FtP shadows
+        raced against LRU, ARC and S3-FIFO shadows; see :mod:`._robust`) or ``learned-phase``
+        (the learned bits inside Marker's phases).
+        After "Paging with Succinct Predictions", Antoniadis et al., ICML 2023, whose rules are
+        reconstructed from its abstract: see ``learners/paging/__init__.py``.
     capacity
-        Frames (unit-size pages).
+        Frames: unit-size pages, or in the byte mode the most objects held.
     seed
         Seed of the randomized policies.
+    history_cap
+        Learned policies: keys whose history the predictor remembers (the oldest is forgotten).
+    reach
+        Learned policies: a request's label is 1 ("safe to evict") when its key is not requested
+        again within ``reach`` x capacity keys' worth of requests.
+    switch_every
+        Robust policies: requests between two checks of the switching rule (at absolute
+        positions, so the outputs do not depend on batching).
+    threads
+        ``learned-discard``: 2 runs its two independent halves on two threads.
+    byte_capacity
+        0: unit-size pages; otherwise the cache holds this many bytes of objects of the sizes given
+        per request (column ``size``); policies: lru, fifo, sieve, s3fifo, ftp-discard,
+        robust-discard, learned-discard.
 
     Examples
     --------
