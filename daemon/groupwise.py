@@ -246,7 +246,7 @@ class GroupwiseCore(CoreBase):
     def _reason(self) -> str | None:
         if self.force_default:
             return "forced"
-        if self.learner.metrics()["learned_events"] < self.pc["min_learned_events"]:
+        if self.learner.learned_events < self.pc["min_learned_events"]:
             return "not_ready"
         return None
 
@@ -329,7 +329,7 @@ class GroupwiseCore(CoreBase):
         if not force and now - self._gauges_at < 1.0:  # the hindsight comparator costs O(groups·d³)
             return
         self._gauges_at = now
-        m.learner.labels(pipeline=lbl, name="learned_events").set(self.learner.metrics()["learned_events"])
+        m.learner.labels(pipeline=lbl, name="learned_events").set(self.learner.learned_events)
         for r in self.learner.group_report():
             g = r["group"]
             m.group_events.labels(pipeline=lbl, group=g).set(r["events"])
@@ -340,7 +340,7 @@ class GroupwiseCore(CoreBase):
 
     def report(self) -> dict[str, Any]:
         return {"pipeline": self.name, "learner": self.pc["learner"], "groups": self.learner.group_report(),
-                "learner_metrics": {"learned_events": self.learner.metrics()["learned_events"]}}
+                "learner_metrics": {"learned_events": self.learner.learned_events}}
 
     # -- checkpoint -------------------------------------------------------------------------------
     def snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

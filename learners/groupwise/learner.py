@@ -260,7 +260,14 @@ class GroupwiseRegressor(Learner):
                         "regret": mix - best, "regret_randomized": rand - best})
         return out
 
+    @property
+    def learned_events(self) -> int:
+        """Labelled events learned so far (cheap, unlike :meth:`metrics`)."""
+        return int(self._n[0])
+
     def metrics(self) -> dict[str, float]:
+        """Learned events and, per group, events, loss and regrets (the hindsight comparator costs
+        O(groups · d³): call it at reporting intervals, not per event)."""
         out: dict[str, float] = {"learned_events": float(self._n[0]), "groups": float(len(self.names_))}
         for r in self.group_report():
             for k in ("events", "loss", "regret", "regret_randomized"):
