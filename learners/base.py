@@ -94,6 +94,22 @@ class Learner(abc.ABC):
         return iter(())
 
 
+def checked_state(current: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray],
+                  hint: str) -> dict[str, np.ndarray]:
+    """The arrays of a snapshot, as the dtypes and shapes of ``current`` (the learner's own arrays by
+    name); raises :class:`InvalidInput` naming a missing or misshapen array (``hint``: the likely
+    cause, e.g. "another capacity?")."""
+    new = {}
+    for name, cur in current.items():
+        if name not in state:
+            raise InvalidInput(f"snapshot lacks the array {name!r} ({hint})")
+        arr = np.array(state[name], dtype=cur.dtype)
+        if arr.shape != cur.shape:
+            raise InvalidInput(f"snapshot array {name!r} has shape {arr.shape}, expected {cur.shape} ({hint})")
+        new[name] = arr
+    return new
+
+
 _REGISTRY: dict[str, Callable[..., Learner]] = {}
 _TEST_PARAMS: dict[str, dict[str, Any]] = {}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Batch, InvalidInput, Learner
+from ..base import Batch, InvalidInput, Learner, checked_state
 from . import _bytes as B
 from . import _kernels as K
 from . import _predict as PR
@@ -367,16 +367,7 @@ class PagingCache(Learner):
         return {name: arr.copy() for name, arr in self._st.items()}
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
-        new = {}
-        for name, cur in self._st.items():
-            if name not in state:
-                raise InvalidInput(f"snapshot lacks the array {name!r} (another policy?)")
-            arr = np.array(state[name], dtype=cur.dtype)
-            if arr.shape != cur.shape:
-                raise InvalidInput(f"snapshot array {name!r} has shape {arr.shape}, expected {cur.shape} "
-                                   "(another capacity?)")
-            new[name] = arr
-        self._st = new
+        self._st = checked_state(self._st, state, "another policy or capacity?")
 
     def metrics(self) -> dict[str, float]:
         hits, misses = (int(v) for v in self._st["counts"])
