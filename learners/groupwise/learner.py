@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..base import Batch, InvalidInput, Learner
+from ..base import Batch, InvalidInput, Learner, checked_state
 from . import _kernels as K
 
 BASES = {"ridge": K.RIDGE, "logistic": K.LOGISTIC}
@@ -186,15 +186,18 @@ class GroupwiseRegressor(Learner):
         w = np.exp(lw - lw.max())
         return w / w.sum()
 
+    def _plugged_row(self, X, gptr, gidx, i) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+        """Row i's awake groups, their weights, the row as a river dict and the experts' predictions."""
+        awake = gidx[gptr[i]:gptr[i + 1]]
+        x = dict(enumerate(X[i].tolist()))
+        models = cast(list, self._models)
+        return awake, self._weights(awake), x, np.array([float(models[g].predict_one(x)) for g in awake])
+
     def _plugged_predict(self, X, gptr, gidx, keys, mix, rand, expert) -> None:
         from .._random import draw_uniform
 
-        models = cast(list, self._models)
         for i in range(X.shape[0]):
-            awake = gidx[gptr[i]:gptr[i + 1]]
-            p = self._weights(awake)
-            x = dict(enumerate(X[i].tolist()))
-            yh = np.array([float(models[g].predict_one(x)) for g in awake])
+            awake, p, _, yh = self._plugged_row(X, gptr, gidx, i)
             mix[i] = float(p @ yh)
             q = min(int(np.searchsorted(np.cumsum(p), draw_uniform(int(self.seed), keys[i], 0), side="right")),
                     len(awake) - 1)
@@ -203,10 +206,7 @@ class GroupwiseRegressor(Learner):
     def _plugged_learn(self, X, gptr, gidx, y) -> None:
         models = cast(list, self._models)
         for i in range(X.shape[0]):
-            awake = gidx[gptr[i]:gptr[i + 1]]
-            p = self._weights(awake)
-            x = dict(enumerate(X[i].tolist()))
-            yh = np.array([float(models[g].predict_one(x)) for g in awake])
+            awake, p, x, yh = self._plugged_row(X, gptr, gidx, i)
             losses = (yh - y[i]) ** 2
             lhat, lmix = float(p @ losses), float((p @ yh - y[i]) ** 2)
             r = lhat - losses
@@ -228,17 +228,8 @@ class GroupwiseRegressor(Learner):
         return {name: getattr(self, f"_{name}").copy() for name in self._STATE}
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
-        new = {}
-        for name in self._STATE:
-            cur = getattr(self, f"_{name}")
-            if name not in state:
-                raise InvalidInput(f"snapshot lacks {name!r}")
-            arr = np.array(state[name], dtype=cur.dtype)
-            if arr.shape != cur.shape:
-                raise InvalidInput(f"snapshot array {name!r} has shape {arr.shape}, expected {cur.shape} "
-                                   "(other groups or features?)")
-            new[name] = arr
-        for name, arr in new.items():
+        current = {name: getattr(self, f"_{name}") for name in self._STATE}
+        for name, arr in checked_state(current, state, "other groups or features?").items():
             setattr(self, f"_{name}", arr)
 
     # -- per-group report -------------------------------------------------------------------------
