@@ -431,58 +431,17 @@ def ftp_grace(keys, ops, k, bits, grace):
 
 
 def follow(keys, ops, k, shadows, chunk, margin):
-    """Follow-the-leader over shadows given as (hits, evicted) lists. The real cache keeps two
-    queues: pages its leader does not hold (in the order the leader dropped them) and pages it holds
-    (least recently used first). A fault evicts the oldest unheld page, else the oldest held one.
-    Every ``chunk`` requests the leader becomes the shadow with the fewest faults when the leader's
-    exceed those by the margin (which then doubles); the real pages are then re-sorted, each queue
-    walked oldest first, a page changing queue going to the newest end of the other."""
-    held = [set() for _ in shadows]
-    faults = [0] * len(shadows)
-    lead, m = 0, margin
-    queues = ([], [])  # unheld, held; oldest first
-    hits, evs = [], []
-    for i, (key, op) in enumerate(zip(keys.tolist(), ops.tolist(), strict=True)):
-        for e, (h, ev) in enumerate(shadows):
-            if ev[i] is not None:
-                held[e].discard(ev[i])
-            if op == 1:
-                held[e].discard(key)
-            else:
-                held[e].add(key)
-                faults[e] += h[i] == 0
-        q = shadows[lead][1][i]
-        if q is not None and q in queues[1]:
-            queues[1].remove(q)
-            queues[0].append(q)
-        where = 0 if key in queues[0] else 1 if key in queues[1] else None
-        victim = None
-        if op == 1:
-            hits.append(-1)
-            if where is not None:
-                queues[where].remove(key)
-        else:
-            if where is not None:
-                hits.append(1)
-                queues[where].remove(key)
-            else:
-                hits.append(0)
-                if len(queues[0]) + len(queues[1]) >= k:
-                    victim = (queues[0] or queues[1]).pop(0)
-            queues[1].append(key)
-        evs.append(victim)
-        if (i + 1) % chunk == 0:
-            if m == "held":
-                m = max(1, (len(queues[0]) + len(queues[1])) // 16)
-            best = min(range(len(shadows)), key=lambda e: (faults[e], e))
-            if faults[lead] > faults[best] + m:
-                lead, m = best, 2 * m
-                for L in (0, 1):
-                    for page in list(queues[L]):
-                        if (page in held[lead]) != (L == 1):
-                            queues[L].remove(page)
-                            queues[1 - L].append(page)
-    return hits, evs
+    """Follow-the-leader over shadows given as (hits, evicted) lists, unit-size pages: the real
+    cache keeps two queues, pages its leader does not hold (in the order the leader dropped them)
+    and pages it holds (least recently used first); a fault evicts the oldest unheld page, else the
+    oldest held one. Every ``chunk`` requests the leader becomes the shadow with the fewest faults
+    when the leader's exceed those by the margin (which then doubles); the real pages are then
+    re-sorted, each queue walked oldest first, a page changing queue going to the newest end of the
+    other. (:func:`follow_bytes` with every size 1 and ``k`` bytes.)"""
+    ones = np.ones(len(keys), dtype=np.int64)
+    lists = [(h, [[] if e is None else [e] for e in ev]) for h, ev in shadows]
+    hits, evs = follow_bytes(keys, ops, ones, k, k, lists, chunk, margin)
+    return hits, [e[0] if e else None for e in evs]
 
 
 def predictor(keys, ops, k, reach, cap):
