@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -43,3 +44,22 @@ def pipeline_cfg(name="routing", **over):
           "batch_max_events": 50, "batch_max_ms": 20.0}
     pc.update(over)
     return pc
+
+
+@contextlib.contextmanager
+def served(cores, token=""):
+    """The HTTP sidecar over ``cores`` (name -> pipeline core) on a free loopback port; yields the
+    port (call it with :func:`tests.test_sidecar.call`)."""
+    import threading
+
+    from daemon.sidecar import Sidecar, serve_in_thread
+
+    core = next(iter(cores.values()))
+    app = Sidecar(cores, {name: threading.RLock() for name in cores}, core.metrics, token=token)
+    server, th, port = serve_in_thread(app, "127.0.0.1", 0)
+    app.ready = True
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        th.join(5)

@@ -4,7 +4,6 @@ determinism, checkpoints, metrics, the sidecar, and delayed labels through the r
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import orjson
@@ -129,25 +128,16 @@ def test_group_metrics_and_default_when_not_ready():
 
 
 def test_sidecar_predict_label_and_retry():
-    import http.client
-
-    from daemon.sidecar import Sidecar, serve_in_thread
+    from .conftest import served
+    from .test_sidecar import call as http_call
 
     metrics = DaemonMetrics()
     core = GroupwiseCore(gw_cfg(learn_every_events=1), metrics)
-    app = Sidecar({"credit": core}, {"credit": threading.RLock()}, metrics)
-    server, th, port = serve_in_thread(app, "127.0.0.1", 0)
-    app.ready = True
+    with served({"credit": core}) as port:
 
-    def call(path, body):
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        c.request("POST", path, body=json.dumps(body).encode(), headers={"content-type": "application/json"})
-        r = c.getresponse()
-        out = (r.status, json.loads(r.read()))
-        c.close()
-        return out
+        def call(path, body):
+            return http_call(port, "POST", path, body, token="")
 
-    try:
         ev = {"id": "q1", "features": {"age": 22, "sex": "F", "bias": 1}}
         st, p = call("/v1/pipelines/credit/predict", ev)
         assert st == 200 and p["groups"] == ["always_on", "young", "female"]
@@ -163,9 +153,6 @@ def test_sidecar_predict_label_and_retry():
         assert res["predictions"][0]["groups"] == ["always_on"]
         st, err = call("/v1/pipelines/credit/access", {"key": 1})
         assert st == 404 and "groupwise pipeline" in err["detail"]
-    finally:
-        server.should_exit = True
-        th.join(5)
 
 
 @pytest.mark.kafka

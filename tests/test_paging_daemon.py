@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import lzma
 import os
-import threading
 
 import numpy as np
 import orjson
@@ -162,25 +161,16 @@ def test_hit_ratio_gauges_recent_window_and_baseline_shadows():
 
 
 def test_sidecar_access_batch_single_retry_and_wrong_routes():
-    import http.client
-
-    from daemon.sidecar import Sidecar, serve_in_thread
+    from .conftest import served
+    from .test_sidecar import call as http_call
 
     metrics = DaemonMetrics()
     core = PagingCore(paging_cfg(learner="paging-arc"), metrics)
-    app = Sidecar({"edge": core}, {"edge": threading.RLock()}, metrics)
-    server, th, port = serve_in_thread(app, "127.0.0.1", 0)
-    app.ready = True
+    with served({"edge": core}) as port:
 
-    def call(path, body):
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        c.request("POST", path, body=json.dumps(body).encode(), headers={"content-type": "application/json"})
-        r = c.getresponse()
-        out = (r.status, json.loads(r.read()))
-        c.close()
-        return out
+        def call(path, body):
+            return http_call(port, "POST", path, body, token="")
 
-    try:
         st, res = call("/v1/pipelines/edge/access", {"requests": [{"key": "a"}, {"key": "b"}, {"key": "a"}]})
         assert st == 200 and [r["hit"] for r in res["results"]] == [False, False, True]
         st, one = call("/v1/pipelines/edge/access", {"key": "c", "id": "q1"})
@@ -193,9 +183,6 @@ def test_sidecar_access_batch_single_retry_and_wrong_routes():
         assert core.learner.metrics()["requests"] == 4  # nothing replayed from a rejected request
         st, err = call("/v1/pipelines/edge/decide", {"id": "x"})
         assert st == 404 and "paging pipeline" in err["detail"]
-    finally:
-        server.should_exit = True
-        th.join(5)
 
 
 @pytest.mark.kafka
