@@ -19,6 +19,21 @@ def pos_key(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
+@dataclass(slots=True)
+class OffsetReset:
+    """A partition whose resume position lay beyond its log's end, moved by the reset policy.
+
+    The log behind the position is gone: a topic deleted and created again, or a broker with
+    memory storage restarted. ``position`` is where the source meant to resume, ``high`` the log's
+    end as the broker reported it, ``to`` the policy applied ("earliest" or "latest").
+    """
+
+    key: str
+    position: int
+    high: int
+    to: str
+
+
 class DeliveryError(RuntimeError):
     """Some messages could not be delivered (after retries and client rebuilds)."""
 
@@ -34,6 +49,10 @@ class Source(abc.ABC):
 
     def seek(self, positions: dict[str, int]) -> None:
         """Resumes from positions taken from a checkpoint (applied when partitions are assigned)."""
+
+    def take_resets(self) -> list[OffsetReset]:
+        """The partitions moved since the last call because their position lay beyond the log."""
+        return []
 
     def commit(self, positions: dict[str, int]) -> None:
         """Records positions with the broker (for lag monitoring and clean hand-over)."""
@@ -60,3 +79,11 @@ class Sink(abc.ABC):
 
     def close(self) -> None:
         pass
+
+    def abandon(self) -> None:
+        """Drops whatever is still queued and releases the client, without waiting for a broker.
+
+        Used when the runner gives a sink up to resume from its checkpoint: the decisions still
+        queued are produced again from there, so delivering them late would only duplicate them.
+        """
+        self.close()

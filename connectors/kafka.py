@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .base import DeliveryError, Sink, Source, SourceRecord, pos_key
+from .base import DeliveryError, OffsetReset, Sink, Source, SourceRecord, pos_key
 
 log = logging.getLogger("eddy.kafka")
 
@@ -49,6 +49,62 @@ def security_kwargs(k: dict[str, Any], confluent: bool) -> dict[str, Any]:
     return out
 
 
+class _Resume:
+    """Where each partition resumes, and the check that the position still lies within the log.
+
+    A partition resumes from the checkpoint's position, or, when it is assigned again after being
+    lost (a session timeout, a broker restart), from where this source left it: the state has
+    learned every record before that, and resuming from the older committed offset would make it
+    learn them twice. A partition revoked in an orderly rebalance may be moved on by another member,
+    so it resumes from the group's committed offset instead.
+
+    A broker that lost its log (memory storage restarted, a topic deleted and created again) leaves
+    a resume position beyond the log's end. Kafka answers a fetch there with OFFSET_OUT_OF_RANGE and
+    the client applies the reset policy, but not every Kafka-protocol broker does: the embedded
+    Tansu answers with an empty fetch, and the consumer would wait there for offsets that may never
+    come while the records before them went undecided. So, at most once a second, the source
+    compares each position with the high watermark of the last fetch response and applies the
+    reset policy itself, reporting an :class:`OffsetReset`. (The broker's ListOffsets answer is not
+    used: Tansu's "latest" is wrong when the last batch holds several records.)
+    """
+
+    def __init__(self, policy: str):
+        self.policy = policy
+        self.at: dict[str, int] = {}  # next offset per partition, seeked or consumed
+        self.pos: dict[str, int] = {}  # reported positions: assigned partitions that returned records
+        self.resets: list[OffsetReset] = []
+        self._checked = 0.0
+
+    def consumed(self, key: str, nxt: int) -> None:
+        self.at[key] = nxt
+        self.pos[key] = nxt
+
+    def revoked(self, key: str) -> None:
+        self.at.pop(key, None)
+        self.pos.pop(key, None)
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if not self.at or now - self._checked < 1.0:
+            return False
+        self._checked = now
+        return True
+
+    def beyond_end(self, key: str, high: int | None) -> bool:
+        at = self.at.get(key)
+        if at is None or high is None or high < 0 or at <= high:
+            return False
+        log.warning("%s: position %d lies beyond the log's end (%d): the log was lost or recreated; "
+                    "resuming from the %s offset", key, at, high, self.policy)
+        self.resets.append(OffsetReset(key, at, high, self.policy))
+        del self.at[key]
+        return True
+
+    def take(self) -> list[OffsetReset]:
+        out, self.resets = self.resets, []
+        return out
+
+
 # -- kafka-python ---------------------------------------------------------------------------------
 class KafkaPythonSource(Source):
     def __init__(self, settings: dict[str, Any], topics: list[str], on_assign: Callable | None = None):
@@ -56,20 +112,24 @@ class KafkaPythonSource(Source):
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
         from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 
-        self._seek_to: dict[str, int] = {}
-        self._pos: dict[str, int] = {}
+        policy = settings.get("auto_offset_reset", "earliest")
+        self._resume = _Resume(policy)
         outer = self
 
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
                 for tp in revoked:
-                    outer._pos.pop(pos_key(tp.topic, tp.partition), None)
+                    outer._resume.revoked(pos_key(tp.topic, tp.partition))
+
+            def on_partitions_lost(self, lost):
+                for tp in lost:
+                    outer._resume.pos.pop(pos_key(tp.topic, tp.partition), None)
 
             def on_partitions_assigned(self, assigned):
                 for tp in assigned:
                     k = pos_key(tp.topic, tp.partition)
-                    if k in outer._seek_to:
-                        outer.consumer.seek(tp, outer._seek_to[k])
+                    if k in outer._resume.at:
+                        outer.consumer.seek(tp, outer._resume.at[k])
                 if on_assign:
                     on_assign([pos_key(tp.topic, tp.partition) for tp in assigned])
 
@@ -88,7 +148,7 @@ class KafkaPythonSource(Source):
         self.consumer.subscribe(topics, listener=Listener())
 
     def seek(self, positions: dict[str, int]) -> None:
-        self._seek_to.update(positions)
+        self._resume.at.update(positions)
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
@@ -97,11 +157,21 @@ class KafkaPythonSource(Source):
             for r in recs:
                 out.append(SourceRecord(r.value or b"", tp.topic, tp.partition, r.offset))
             if recs:
-                self._pos[pos_key(tp.topic, tp.partition)] = recs[-1].offset + 1
+                self._resume.consumed(pos_key(tp.topic, tp.partition), recs[-1].offset + 1)
+        if self._resume.due():
+            for tp in self.consumer.assignment():
+                if self._resume.beyond_end(pos_key(tp.topic, tp.partition), self.consumer.highwater(tp)):
+                    if self._resume.policy == "earliest":
+                        self.consumer.seek_to_beginning(tp)
+                    else:
+                        self.consumer.seek(tp, self.consumer.highwater(tp))
         return out
 
     def positions(self) -> dict[str, int]:
-        return dict(self._pos)
+        return dict(self._resume.pos)
+
+    def take_resets(self) -> list[OffsetReset]:
+        return self._resume.take()
 
     def commit(self, positions: dict[str, int]) -> None:
         from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -186,14 +256,20 @@ class KafkaPythonSink(Sink):
         except Exception:
             pass
 
+    def abandon(self) -> None:
+        self._inflight = []
+        try:
+            self.producer.close(timeout=0)
+        except Exception:
+            pass
+
 
 # -- confluent-kafka ------------------------------------------------------------------------------
 class ConfluentSource(Source):
     def __init__(self, settings: dict[str, Any], topics: list[str], on_assign: Callable | None = None):
         from confluent_kafka import Consumer
 
-        self._seek_to: dict[str, int] = {}
-        self._pos: dict[str, int] = {}
+        self._resume = _Resume(settings.get("auto_offset_reset", "earliest"))
         self.consumer = Consumer({
             "bootstrap.servers": settings["bootstrap_servers"],
             "group.id": settings["group_id"],
@@ -211,23 +287,30 @@ class ConfluentSource(Source):
         def assign(consumer, parts):
             for p in parts:
                 k = pos_key(p.topic, p.partition)
-                if k in self._seek_to:
-                    p.offset = self._seek_to[k]
+                if k in self._resume.at:
+                    p.offset = self._resume.at[k]
             consumer.incremental_assign(parts)
             if on_assign:
                 on_assign([pos_key(p.topic, p.partition) for p in parts])
 
         def revoke(consumer, parts):
             for p in parts:
-                self._pos.pop(pos_key(p.topic, p.partition), None)
+                self._resume.revoked(pos_key(p.topic, p.partition))
             consumer.incremental_unassign(parts)
 
-        self.consumer.subscribe(topics, on_assign=assign, on_revoke=revoke)
+        def lost(consumer, parts):
+            for p in parts:
+                self._resume.pos.pop(pos_key(p.topic, p.partition), None)
+            consumer.incremental_unassign(parts)
+
+        self.consumer.subscribe(topics, on_assign=assign, on_revoke=revoke, on_lost=lost)
 
     def seek(self, positions: dict[str, int]) -> None:
-        self._seek_to.update(positions)
+        self._resume.at.update(positions)
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
         msgs = self.consumer.consume(num_messages=max_records, timeout=timeout_s)
         out = []
         for m in msgs:
@@ -236,11 +319,20 @@ class ConfluentSource(Source):
                 continue
             topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
             out.append(SourceRecord(m.value() or b"", topic, part, off))
-            self._pos[pos_key(topic, part)] = off + 1
+            self._resume.consumed(pos_key(topic, part), off + 1)
+        if self._resume.due():
+            for p in self.consumer.assignment():
+                high = self.consumer.get_watermark_offsets(p, cached=True)[1]
+                if self._resume.beyond_end(pos_key(p.topic, p.partition), high):
+                    to = OFFSET_BEGINNING if self._resume.policy == "earliest" else high
+                    self.consumer.seek(TopicPartition(p.topic, p.partition, to))
         return out
 
     def positions(self) -> dict[str, int]:
-        return dict(self._pos)
+        return dict(self._resume.pos)
+
+    def take_resets(self) -> list[OffsetReset]:
+        return self._resume.take()
 
     def commit(self, positions: dict[str, int]) -> None:
         from confluent_kafka import TopicPartition
@@ -315,6 +407,14 @@ class ConfluentSink(Sink):
 
     def close(self) -> None:
         self.producer.flush(5)
+
+    def abandon(self) -> None:
+        self._failed = []
+        try:
+            self.producer.purge()  # queued and in-flight messages fail at once, undelivered
+            self.producer.flush(0)
+        except Exception:
+            pass
 
 
 def make_source(settings, topics, on_assign=None) -> Source:

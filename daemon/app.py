@@ -112,13 +112,14 @@ class Daemon:
                     return
                 log.warning("%s: %s; rebuilding Kafka clients and resuming from the checkpoint", r.core.name, e)
                 time.sleep(1.0)
-                try:
-                    r.source.close()
-                except Exception:
-                    pass
+                for old in (r.source.close, r.sink.abandon):  # a leaked client would retry forever
+                    try:
+                        old()
+                    except Exception:
+                        pass
                 settings = self.kafka_settings
                 r.source = kafka_conn.make_source(settings, [r.core.pc["input_topic"]])
-                r.sink = kafka_conn.make_sink(settings)
+                r.sink = kafka_conn.make_sink(settings, on_rebuild=getattr(r.sink, "on_rebuild", None))
                 r.error = None
                 with r.lock:
                     r.restore()

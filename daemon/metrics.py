@@ -42,6 +42,9 @@ class DaemonMetrics:
                          registry=r)
         self.checkpoint_age = Gauge("eddy_checkpoint_age_seconds", "Seconds since the last checkpoint", P, registry=r)
         self.checkpoints = Counter("eddy_checkpoints_total", "Checkpoints written", P, registry=r)
+        self.offset_resets = Counter("eddy_offset_resets_total", "Partitions whose resume position lay beyond "
+                                     "the log's end (log lost or topic recreated), moved by the reset policy",
+                                     P + ["topic", "partition"], registry=r)
         self.join_size = Gauge("eddy_join_buffer_entries", "Decisions waiting for a reward", P, registry=r)
         self.join_cap = Gauge("eddy_join_buffer_capacity_entries", "Cap of the join buffer", P, registry=r)
         self.dedup_size = Gauge("eddy_dedup_entries", "Remembered event ids", P, registry=r)

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from connectors.base import DeliveryError, Sink, Source
+from connectors.base import DeliveryError, OffsetReset, Sink, Source
 
 from .checkpoint import CheckpointStore
 from .families import Core
@@ -58,6 +58,8 @@ class PipelineRunner:
 
     # -- start-up ---------------------------------------------------------------------------------
     def restore(self) -> bool:
+        self._in_flight = None  # a resumed runner publishes again from the checkpoint
+        self._since = 0
         latest = self.store.latest()
         if latest is not None:
             arrays, meta = latest
@@ -89,6 +91,8 @@ class PipelineRunner:
         pc = self.core.pc
         t0 = time.perf_counter()
         recs = self.source.poll(pc["batch_max_events"], pc["batch_max_ms"] / 1000.0)
+        for reset in self.source.take_resets():
+            self._reset(reset)
         if recs and self.published:
             for r in recs:
                 if r.offset < self.published.get(f"{r.topic}:{r.partition}", -1):
@@ -128,6 +132,21 @@ class PipelineRunner:
             st["checkpoint"].inc(t4 - t3)
         self._checkpoint_age.set(time.monotonic() - self._last_ckpt)
         return len(recs)
+
+    def _reset(self, reset: OffsetReset) -> None:
+        """A partition's log was lost behind its position: the records now read from it are new.
+
+        The learned state is kept; the partition's position and its published mark are dropped,
+        so the records read after the reset are not taken for replays of what the lost log held.
+        """
+        topic, part = reset.key.rsplit(":", 1)
+        self.core.metrics.offset_resets.labels(pipeline=self.core.name, topic=topic, partition=part).inc()
+        self.positions.pop(reset.key, None)
+        if self._in_flight is not None:
+            self._in_flight.pop(reset.key, None)
+        if reset.key in self.published:
+            del self.published[reset.key]
+            self._write_progress({})
 
     def _flush(self) -> None:
         while True:

@@ -152,8 +152,11 @@ def test_daemon_survives_a_broker_restart(tmp_path, client):
     """Kill the broker, start it again on the same port: the daemon reconnects and goes on deciding.
 
     The embedded broker keeps its log in memory, so the restarted one starts its topics empty at
-    offset 0, behind the daemon's checkpointed positions: the configured offset-reset policy
+    offset 0, behind the daemon's checkpointed position (30): the configured offset-reset policy
     ('earliest') decides where the daemon resumes, and it reads the new records from the start.
+    Fewer records (20) are written after the restart than before it, so the checkpointed position
+    lies beyond the new log's end however late the daemon reconnects; with as many, a daemon that
+    reconnected only after they were written would find its position valid and wait there.
     """
     from connectors.embedded import EmbeddedBroker
     from connectors.kafka import create_topics
@@ -169,26 +172,95 @@ def test_daemon_survives_a_broker_restart(tmp_path, client):
     topics = [pc["input_topic"], pc["output_topic"], cfg.pipelines[0]["dead_letter_topic"]]
     create_topics(cfg.kafka, topics)
 
-    def events(prefix):
+    def events(prefix, n):
         return [json.dumps({"id": f"{prefix}{i}", "time": float(i), "features": {"x": 1.0},
-                            "actions": ["a", "b"]}).encode() for i in range(30)]
+                            "actions": ["a", "b"]}).encode() for i in range(n)]
+
+    def checkpointed():
+        latest = d.runners[0].store.latest()
+        return latest[1]["positions"].get(f"{pc['input_topic']}:0") if latest else None
 
     d = Daemon(cfg).start()
     try:
-        produce(b.bootstrap, pc["input_topic"], events("before-"))
+        produce(b.bootstrap, pc["input_topic"], events("before-", 30))
         assert len(consume(b.bootstrap, pc["output_topic"], 30)) == 30
+        deadline = time.monotonic() + 30
+        while checkpointed() != 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert checkpointed() == 30
         b.stop(kill=True)
         time.sleep(2.0)
         b = EmbeddedBroker(port=b.port).start()
         create_topics(cfg.kafka, topics)
-        produce(b.bootstrap, pc["input_topic"], events("after-"))
-        got = consume(b.bootstrap, pc["output_topic"], 30, timeout=120)
-        assert sorted(x["id"] for x in got) == sorted(f"after-{i}" for i in range(30))
+        produce(b.bootstrap, pc["input_topic"], events("after-", 20))
+        got = consume(b.bootstrap, pc["output_topic"], 20, timeout=120)
+        assert sorted(x["id"] for x in got) == sorted(f"after-{i}" for i in range(20))
+        assert not any(x["replay"] for x in got)  # new records, not replays of the lost log's
         assert all(r.error is None for r in d.runners) and all(t.is_alive() for t in d.threads)
+        resets = d.metrics.registry.get_sample_value("eddy_offset_resets_total", {
+            "pipeline": name, "topic": pc["input_topic"], "partition": "0"})
+        assert resets and resets >= 1
         rebuilds = d.metrics.registry.get_sample_value("eddy_kafka_client_rebuilds_total",
                                                        {"pipeline": name, "client": client})
         if client == "kafka-python":  # its idempotent producer never recovers by itself (UnknownProducerId)
             assert rebuilds and rebuilds >= 1
+    finally:
+        d.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_an_unexpected_client_error_rebuilds_the_clients_and_resumes(tmp_path, client):
+    """A client call that fails with something other than a delivery error (confluent-kafka's flush
+    has raised ``SystemError`` right after a broker restart, in CI) stops the pipeline's loop: the
+    daemon closes its clients, builds new ones and resumes from the checkpoint. Here the failure
+    is injected into the running sink's flush once, while the broker is down and comes back with
+    its log lost; the resumed pipeline finds its checkpointed position beyond the new log's end,
+    resets it, and decides every new event."""
+    from connectors.embedded import EmbeddedBroker
+    from connectors.kafka import create_topics
+
+    b = EmbeddedBroker().start()
+    name = f"unexpected{CLIENTS.index(client)}"
+    pc = pipeline_cfg(name, batch_max_events=10)
+    cfg = config.load_dict({"kafka": {"client": client, "bootstrap_servers": b.bootstrap, "group_id": name},
+                            "http": {"enabled": False},
+                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 10, "every_seconds": 1.0},
+                            "pipelines": [pc]}, env=False)
+    topics = [pc["input_topic"], pc["output_topic"], cfg.pipelines[0]["dead_letter_topic"]]
+    create_topics(cfg.kafka, topics)
+
+    def events(prefix, n):
+        return [json.dumps({"id": f"{prefix}{i}", "time": float(i), "features": {"x": 1.0},
+                            "actions": ["a", "b"]}).encode() for i in range(n)]
+
+    d = Daemon(cfg).start()
+    try:
+        produce(b.bootstrap, pc["input_topic"], events("before-", 30))
+        assert len(consume(b.bootstrap, pc["output_topic"], 30)) == 30
+        r = d.runners[0]
+        deadline = time.monotonic() + 30
+        while r.committed.get(f"{pc['input_topic']}:0") != 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        failing, calls = r.sink, []
+
+        def flush(timeout_s=30.0):
+            calls.append(timeout_s)
+            raise SystemError("injected: flush returned NULL without setting an exception")
+
+        failing.flush = flush  # type: ignore[method-assign]
+        b.stop(kill=True)
+        time.sleep(2.0)
+        b = EmbeddedBroker(port=b.port).start()
+        create_topics(cfg.kafka, topics)
+        produce(b.bootstrap, pc["input_topic"], events("after-", 20))
+        got = consume(b.bootstrap, pc["output_topic"], 20, timeout=120)
+        assert calls and r.sink is not failing  # the failure happened and the sink was replaced
+        assert sorted(x["id"] for x in got) == sorted(f"after-{i}" for i in range(20))
+        assert all(t.is_alive() for t in d.threads)
+        rebuilds = d.metrics.registry.get_sample_value("eddy_kafka_client_rebuilds_total",
+                                                       {"pipeline": name, "client": client})
+        assert rebuilds and rebuilds >= 1
     finally:
         d.stop()
         b.stop()
