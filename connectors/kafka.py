@@ -90,15 +90,22 @@ class _Resume:
         self._checked = now
         return True
 
-    def beyond_end(self, key: str, high: int | None) -> bool:
+    def check(self, key: str, high: int | None, seek: Callable[[str, int], None]) -> None:
+        """Applies the reset policy through ``seek(policy, high)`` when the position lies beyond
+        ``high`` (a failed seek is logged and retried at the next check)."""
         at = self.at.get(key)
         if at is None or high is None or high < 0 or at <= high:
-            return False
+            return
+        try:
+            seek(self.policy, high)
+        except Exception as e:
+            log.warning("%s: position %d lies beyond the log's end (%d), and the reset failed: %s",
+                        key, at, high, e)
+            return
         log.warning("%s: position %d lies beyond the log's end (%d): the log was lost or recreated; "
-                    "resuming from the %s offset", key, at, high, self.policy)
+                    "resumed from the %s offset", key, at, high, self.policy)
         self.resets.append(OffsetReset(key, at, high, self.policy))
         del self.at[key]
-        return True
 
     def take(self) -> list[OffsetReset]:
         out, self.resets = self.resets, []
@@ -159,12 +166,14 @@ class KafkaPythonSource(Source):
             if recs:
                 self._resume.consumed(pos_key(tp.topic, tp.partition), recs[-1].offset + 1)
         if self._resume.due():
-            for tp in self.consumer.assignment():
-                if self._resume.beyond_end(pos_key(tp.topic, tp.partition), self.consumer.highwater(tp)):
-                    if self._resume.policy == "earliest":
-                        self.consumer.seek_to_beginning(tp)
-                    else:
-                        self.consumer.seek(tp, self.consumer.highwater(tp))
+            consumer = self.consumer
+
+            def reset(tp):
+                return lambda policy, high: (consumer.seek_to_beginning(tp) if policy == "earliest"
+                                             else consumer.seek(tp, high))
+
+            for tp in consumer.assignment():
+                self._resume.check(pos_key(tp.topic, tp.partition), consumer.highwater(tp), reset(tp))
         return out
 
     def positions(self) -> dict[str, int]:
@@ -321,11 +330,15 @@ class ConfluentSource(Source):
             out.append(SourceRecord(m.value() or b"", topic, part, off))
             self._resume.consumed(pos_key(topic, part), off + 1)
         if self._resume.due():
-            for p in self.consumer.assignment():
-                high = self.consumer.get_watermark_offsets(p, cached=True)[1]
-                if self._resume.beyond_end(pos_key(p.topic, p.partition), high):
-                    to = OFFSET_BEGINNING if self._resume.policy == "earliest" else high
-                    self.consumer.seek(TopicPartition(p.topic, p.partition, to))
+            consumer = self.consumer
+
+            def reset(p):
+                return lambda policy, high: consumer.seek(TopicPartition(
+                    p.topic, p.partition, OFFSET_BEGINNING if policy == "earliest" else high))
+
+            for p in consumer.assignment():
+                high = consumer.get_watermark_offsets(p, cached=True)[1]
+                self._resume.check(pos_key(p.topic, p.partition), high, reset(p))
         return out
 
     def positions(self) -> dict[str, int]:

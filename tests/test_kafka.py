@@ -339,3 +339,40 @@ def test_consumer_group_rebalances_cooperatively(broker, tmp_path, client):
         a.stop()
         if b is not None:
             b.stop()
+
+
+def test_resume_positions_beyond_the_log_end_are_reset_once_and_retried_on_failure():
+    """The check behind the sources' offset resets, without a broker: a position within the log
+    stays; one beyond the high watermark is moved once by the policy and reported; an unknown
+    watermark (no fetch answered yet) decides nothing; a failed seek is retried later."""
+    from connectors.kafka import _Resume
+
+    r = _Resume("earliest")
+    r.at.update({"t:0": 30, "t:1": 5, "t:2": 9})
+    seeks = []
+
+    def seek(policy, high):
+        seeks.append((policy, high))
+
+    r.check("t:1", 20, seek)  # within the log
+    r.check("t:2", None, seek)  # watermark unknown
+    r.check("t:2", -1001, seek)  # confluent-kafka's "unknown"
+    assert seeks == [] and r.take() == []
+
+    def broken(policy, high):
+        raise RuntimeError("Local: Erroneous state")
+
+    r.check("t:0", 20, broken)
+    assert r.take() == [] and r.at["t:0"] == 30  # kept for the next check
+    r.check("t:0", 20, seek)
+    r.check("t:0", 20, seek)  # moved already: not again
+    assert seeks == [("earliest", 20)]
+    (reset,) = r.take()
+    assert (reset.key, reset.position, reset.high, reset.to) == ("t:0", 30, 20, "earliest")
+    assert "t:0" not in r.at and r.take() == []
+    r.consumed("t:0", 3)  # records read after the reset
+    r.check("t:0", 20, seek)
+    assert r.at["t:0"] == 3 and len(seeks) == 1
+    r.revoked("t:0")  # an orderly revoke forgets the partition: the committed offset decides
+    assert "t:0" not in r.at and "t:0" not in r.pos
+    assert r.due() and not r.due()  # at most once a second
