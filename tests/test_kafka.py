@@ -376,3 +376,43 @@ def test_resume_positions_beyond_the_log_end_are_reset_once_and_retried_on_failu
     r.revoked("t:0")  # an orderly revoke forgets the partition: the committed offset decides
     assert "t:0" not in r.at and "t:0" not in r.pos
     assert r.due() and not r.due()  # at most once a second
+
+
+def test_a_restarted_daemon_on_its_own_embedded_broker_decides_the_new_log(tmp_path):
+    """`bootstrap_servers = "embedded"`: each start brings a fresh memory broker, while the
+    checkpoint directory persists. The second start restores the learned state, finds the
+    checkpointed position beyond the new log's end, resets it and decides every new event (before
+    the reset check, events before the old position went undecided)."""
+    pc = pipeline_cfg("ownbroker", batch_max_events=10)
+    cfg = config.load_dict({"kafka": {"bootstrap_servers": "embedded", "group_id": "ownbroker"},
+                            "http": {"enabled": False},
+                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 10},
+                            "pipelines": [pc]}, env=False)
+
+    def events(prefix, n):
+        return [json.dumps({"id": f"{prefix}{i}", "time": float(i), "features": {"x": 1.0},
+                            "actions": ["a", "b"]}).encode() for i in range(n)]
+
+    import numpy as np
+
+    saved = None
+    for prefix, n in (("first-", 30), ("second-", 20)):
+        d = Daemon(cfg).start()
+        try:
+            assert d.owns_broker and d.broker is not None
+            core = d.cores[pc["name"]]
+            if saved is not None:  # the learned state came back from the checkpoint
+                with d.locks[pc["name"]]:
+                    arrays, _ = core.snapshot()
+                assert arrays.keys() == saved.keys()
+                assert all(np.array_equal(arrays[k], saved[k]) for k in saved)
+            produce(d.broker.bootstrap, pc["input_topic"], events(prefix, n))
+            got = consume(d.broker.bootstrap, pc["output_topic"], n, timeout=60)
+            assert sorted(x["id"] for x in got) == sorted(f"{prefix}{i}" for i in range(n))
+            assert not any(x["replay"] for x in got)
+        finally:
+            d.stop()
+        saved = core.snapshot()[0]
+    resets = d.metrics.registry.get_sample_value("eddy_offset_resets_total", {
+        "pipeline": pc["name"], "topic": pc["input_topic"], "partition": "0"})
+    assert resets == 1
