@@ -117,13 +117,16 @@ def test_kill_9_and_sigterm_restart_publish_the_same_decisions(broker, tmp_path)
     end = json.loads((state / "published.json").read_text())[key]
     expected_replays = {json.loads(r)["id"] for r in records[start:end] if b'"feedback"' not in r}
     produce(broker.bootstrap, pc["input_topic"], records[250:])
+    ref = file_reference(tmp_path, records, pc)
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
-    time.sleep(2)
     total_events = sum(1 for r in records if b'"feedback"' not in r)
-    out = consume(broker.bootstrap, pc["output_topic"], 10_000, timeout=25)
+    deadline = time.monotonic() + 120  # until every event has its decision (a slow box takes longer)
+    while True:
+        out = consume(broker.bootstrap, pc["output_topic"], 10_000, timeout=5)
+        if {d["id"] for d in out} >= set(ref) or time.monotonic() > deadline:
+            break
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0  # graceful exit
-    ref = file_reference(tmp_path, records, pc)
     assert {d["id"] for d in out} == set(ref) and len(ref) == total_events  # nothing lost
     for dec in out:  # replays included: the same decision for the same event
         r = ref[dec["id"]]
