@@ -322,12 +322,15 @@ class ConfluentSource(Source):
 
         msgs = self.consumer.consume(num_messages=max_records, timeout=timeout_s)
         out = []
+        last: dict[tuple[str, int], int] = {}
         for m in msgs:
             if m.error():
                 log.warning("consumer error: %s", m.error())
                 continue
             topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
             out.append(SourceRecord(m.value() or b"", topic, part, off))
+            last[topic, part] = off
+        for (topic, part), off in last.items():
             self._resume.consumed(pos_key(topic, part), off + 1)
         if self._resume.due():
             consumer = self.consumer
