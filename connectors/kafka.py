@@ -83,6 +83,10 @@ class _Resume:
         self.at.pop(key, None)
         self.pos.pop(key, None)
 
+    def lost(self, key: str) -> None:
+        """Kept in ``at``: the partition resumes where the state left it if it comes back."""
+        self.pos.pop(key, None)
+
     def due(self) -> bool:
         now = time.monotonic()
         if not self.at or now - self._checked < 1.0:
@@ -130,7 +134,7 @@ class KafkaPythonSource(Source):
 
             def on_partitions_lost(self, lost):
                 for tp in lost:
-                    outer._resume.pos.pop(pos_key(tp.topic, tp.partition), None)
+                    outer._resume.lost(pos_key(tp.topic, tp.partition))
 
             def on_partitions_assigned(self, assigned):
                 for tp in assigned:
@@ -309,7 +313,7 @@ class ConfluentSource(Source):
 
         def lost(consumer, parts):
             for p in parts:
-                self._resume.pos.pop(pos_key(p.topic, p.partition), None)
+                self._resume.lost(pos_key(p.topic, p.partition))
             consumer.incremental_unassign(parts)
 
         self.consumer.subscribe(topics, on_assign=assign, on_revoke=revoke, on_lost=lost)

@@ -150,6 +150,51 @@ def test_producer_is_rebuilt_after_unknown_producer_id(broker):
     sink.close()
 
 
+def small_events(prefix, n):
+    """``n`` bandit events with ids ``prefix0``... and one feature (the restart tests' traffic)."""
+    return [json.dumps({"id": f"{prefix}{i}", "time": float(i), "features": {"x": 1.0},
+                        "actions": ["a", "b"]}).encode() for i in range(n)]
+
+
+def restart_daemon_cfg(broker, tmp_path, client, name, **checkpoint):
+    """A one-pipeline daemon config on ``broker`` (HTTP off), its topics created."""
+    from connectors.kafka import create_topics
+
+    pc = pipeline_cfg(name, batch_max_events=10)
+    cfg = config.load_dict({"kafka": {"client": client, "bootstrap_servers": broker.bootstrap, "group_id": name,
+                                      "auto_offset_reset": "earliest"},
+                            "http": {"enabled": False},
+                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 10, **checkpoint},
+                            "pipelines": [pc]}, env=False)
+    topics = [pc["input_topic"], pc["output_topic"], cfg.pipelines[0]["dead_letter_topic"]]
+    create_topics(cfg.kafka, topics)
+    return pc, cfg, topics
+
+
+def wait_checkpointed(d, key, position, timeout=30.0):
+    """Waits until the first pipeline's latest checkpoint holds ``position`` for ``key``."""
+    def at():
+        latest = d.runners[0].store.latest()
+        return latest[1]["positions"].get(key) if latest else None
+
+    deadline = time.monotonic() + timeout
+    while at() != position and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert at() == position
+
+
+def lose_the_log(b, cfg, topics):
+    """Kills the memory broker and starts a new one on its port: same topics, empty logs."""
+    from connectors.embedded import EmbeddedBroker
+    from connectors.kafka import create_topics
+
+    b.stop(kill=True)
+    time.sleep(2.0)
+    b = EmbeddedBroker(port=b.port).start()
+    create_topics(cfg.kafka, topics)
+    return b
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_daemon_survives_a_broker_restart(tmp_path, client):
     """Kill the broker, start it again on the same port: the daemon reconnects and goes on deciding.
@@ -162,40 +207,17 @@ def test_daemon_survives_a_broker_restart(tmp_path, client):
     reconnected only after they were written would find its position valid and wait there.
     """
     from connectors.embedded import EmbeddedBroker
-    from connectors.kafka import create_topics
 
     b = EmbeddedBroker().start()
     name = f"restart{CLIENTS.index(client)}"
-    pc = pipeline_cfg(name, batch_max_events=10)
-    cfg = config.load_dict({"kafka": {"client": client, "bootstrap_servers": b.bootstrap, "group_id": name,
-                                      "auto_offset_reset": "earliest"},
-                            "http": {"enabled": False},
-                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 10},
-                            "pipelines": [pc]}, env=False)
-    topics = [pc["input_topic"], pc["output_topic"], cfg.pipelines[0]["dead_letter_topic"]]
-    create_topics(cfg.kafka, topics)
-
-    def events(prefix, n):
-        return [json.dumps({"id": f"{prefix}{i}", "time": float(i), "features": {"x": 1.0},
-                            "actions": ["a", "b"]}).encode() for i in range(n)]
-
-    def checkpointed():
-        latest = d.runners[0].store.latest()
-        return latest[1]["positions"].get(f"{pc['input_topic']}:0") if latest else None
-
+    pc, cfg, topics = restart_daemon_cfg(b, tmp_path, client, name)
     d = Daemon(cfg).start()
     try:
-        produce(b.bootstrap, pc["input_topic"], events("before-", 30))
+        produce(b.bootstrap, pc["input_topic"], small_events("before-", 30))
         assert len(consume(b.bootstrap, pc["output_topic"], 30)) == 30
-        deadline = time.monotonic() + 30
-        while checkpointed() != 30 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert checkpointed() == 30
-        b.stop(kill=True)
-        time.sleep(2.0)
-        b = EmbeddedBroker(port=b.port).start()
-        create_topics(cfg.kafka, topics)
-        produce(b.bootstrap, pc["input_topic"], events("after-", 20))
+        wait_checkpointed(d, f"{pc['input_topic']}:0", 30)
+        b = lose_the_log(b, cfg, topics)
+        produce(b.bootstrap, pc["input_topic"], small_events("after-", 20))
         got = consume(b.bootstrap, pc["output_topic"], 20, timeout=120)
         assert sorted(x["id"] for x in got) == sorted(f"after-{i}" for i in range(20))
         assert not any(x["replay"] for x in got)  # new records, not replays of the lost log's
@@ -221,30 +243,16 @@ def test_an_unexpected_client_error_rebuilds_the_clients_and_resumes(tmp_path, c
     its log lost; the resumed pipeline finds its checkpointed position beyond the new log's end,
     resets it, and decides every new event."""
     from connectors.embedded import EmbeddedBroker
-    from connectors.kafka import create_topics
 
     b = EmbeddedBroker().start()
     name = f"unexpected{CLIENTS.index(client)}"
-    pc = pipeline_cfg(name, batch_max_events=10)
-    cfg = config.load_dict({"kafka": {"client": client, "bootstrap_servers": b.bootstrap, "group_id": name},
-                            "http": {"enabled": False},
-                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 10, "every_seconds": 1.0},
-                            "pipelines": [pc]}, env=False)
-    topics = [pc["input_topic"], pc["output_topic"], cfg.pipelines[0]["dead_letter_topic"]]
-    create_topics(cfg.kafka, topics)
-
-    def events(prefix, n):
-        return [json.dumps({"id": f"{prefix}{i}", "time": float(i), "features": {"x": 1.0},
-                            "actions": ["a", "b"]}).encode() for i in range(n)]
-
+    pc, cfg, topics = restart_daemon_cfg(b, tmp_path, client, name, every_seconds=1.0)
     d = Daemon(cfg).start()
     try:
-        produce(b.bootstrap, pc["input_topic"], events("before-", 30))
+        produce(b.bootstrap, pc["input_topic"], small_events("before-", 30))
         assert len(consume(b.bootstrap, pc["output_topic"], 30)) == 30
         r = d.runners[0]
-        deadline = time.monotonic() + 30
-        while r.committed.get(f"{pc['input_topic']}:0") != 30 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_checkpointed(d, f"{pc['input_topic']}:0", 30)
         failing, calls = r.sink, []
 
         def flush(timeout_s=30.0):
@@ -252,11 +260,8 @@ def test_an_unexpected_client_error_rebuilds_the_clients_and_resumes(tmp_path, c
             raise SystemError("injected: flush returned NULL without setting an exception")
 
         failing.flush = flush  # type: ignore[method-assign]
-        b.stop(kill=True)
-        time.sleep(2.0)
-        b = EmbeddedBroker(port=b.port).start()
-        create_topics(cfg.kafka, topics)
-        produce(b.bootstrap, pc["input_topic"], events("after-", 20))
+        b = lose_the_log(b, cfg, topics)
+        produce(b.bootstrap, pc["input_topic"], small_events("after-", 20))
         got = consume(b.bootstrap, pc["output_topic"], 20, timeout=120)
         assert calls and r.sink is not failing  # the failure happened and the sink was replaced
         assert sorted(x["id"] for x in got) == sorted(f"after-{i}" for i in range(20))
@@ -392,10 +397,6 @@ def test_a_restarted_daemon_on_its_own_embedded_broker_decides_the_new_log(tmp_p
                             "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 10},
                             "pipelines": [pc]}, env=False)
 
-    def events(prefix, n):
-        return [json.dumps({"id": f"{prefix}{i}", "time": float(i), "features": {"x": 1.0},
-                            "actions": ["a", "b"]}).encode() for i in range(n)]
-
     import numpy as np
 
     saved = None
@@ -409,7 +410,7 @@ def test_a_restarted_daemon_on_its_own_embedded_broker_decides_the_new_log(tmp_p
                     arrays, _ = core.snapshot()
                 assert arrays.keys() == saved.keys()
                 assert all(np.array_equal(arrays[k], saved[k]) for k in saved)
-            produce(d.broker.bootstrap, pc["input_topic"], events(prefix, n))
+            produce(d.broker.bootstrap, pc["input_topic"], small_events(prefix, n))
             got = consume(d.broker.bootstrap, pc["output_topic"], n, timeout=60)
             assert sorted(x["id"] for x in got) == sorted(f"{prefix}{i}" for i in range(n))
             assert not any(x["replay"] for x in got)
