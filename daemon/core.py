@@ -135,6 +135,8 @@ class PipelineCore(CoreBase):
         self.d = self.params["n_features"]
         self.n_af = int(self.params.get("n_action_features", 0))
         self.hasher = FeatureHasher(self.d, pc["feature_cache"])
+        # Name→value action features are hashed into their own n_action_features columns.
+        self.af_hasher = FeatureHasher(self.n_af, pc["feature_cache"]) if self.n_af else None
         self.wait_s = float(pc["reward_wait_s"])
         self.learn_every = int(pc["learn_every_events"])
         self.buffer = JoinBuffer(pc["join_buffer_cap"], self.wait_s)
@@ -199,17 +201,18 @@ class PipelineCore(CoreBase):
     def _vector(self, v: Any, n: int, what: str) -> np.ndarray:
         """A dense vector from a list or a name→value map (hashed)."""
         if type(v) is dict:
-            cols, vals = self._sparse(v, what)
+            cols, vals = self._sparse(v, what, self.af_hasher)
             out = np.zeros(n)
-            np.add.at(out, cols, vals)
+            with np.errstate(over="ignore"):  # an overflow is rejected just below
+                np.add.at(out, cols, vals)
             if not np.isfinite(out).all():
                 raise BadRecord("non_finite", f"{what} sum to inf in a hashed column")
             return out
         return self._dense(v, n, what)
 
-    def _sparse(self, v: dict[str, Any], what: str) -> tuple[list[int], list[float]]:
+    def _sparse(self, v: dict[str, Any], what: str, hasher: FeatureHasher | None = None) -> tuple[list[int], list[float]]:
         try:
-            return self.hasher.sparse(v)
+            return (self.hasher if hasher is None else hasher).sparse(v)  # (an empty hasher is falsy: len)
         except TypeError as e:
             raise BadRecord("bad_type", f"{what}[{e.args[0]!r}] must be a number") from None
         except OverflowError:
