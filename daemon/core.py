@@ -175,13 +175,7 @@ class PipelineCore(CoreBase):
             raise BadRecord("missing_field", "'reward' is required")
         if isinstance(r, bool) or not isinstance(r, int | float):
             raise BadRecord("bad_type", "'reward' must be a number")
-        try:
-            r = float(r)
-        except OverflowError:
-            raise BadRecord("non_finite", "'reward' does not fit a float") from None
-        if not math.isfinite(r):
-            raise BadRecord("non_finite", "'reward' is NaN or inf")
-        return r
+        return float(r)  # finite: orjson rejects NaN/inf, and gives integers beyond 64 bits as floats
 
     def _dense(self, v: Any, n: int, what: str) -> np.ndarray:
         if type(v) is not list:
@@ -190,13 +184,7 @@ class PipelineCore(CoreBase):
             raise BadRecord("bad_type", f"{what} as a list must have {n} numbers, got {len(v)}")
         if any(isinstance(a, bool) or not isinstance(a, int | float) for a in v):
             raise BadRecord("bad_type", f"{what} must hold numbers only")
-        try:
-            out = np.array(v, dtype=np.float64)
-        except OverflowError:
-            raise BadRecord("non_finite", f"{what} holds a number too large for a float") from None
-        if not np.isfinite(out).all():
-            raise BadRecord("non_finite", f"{what} contains NaN or inf")
-        return out
+        return np.array(v, dtype=np.float64)  # finite (JSON numbers; see _reward); only hashed sums can overflow
 
     def _vector(self, v: Any, n: int, what: str) -> np.ndarray:
         """A dense vector from a list or a name→value map (hashed)."""
@@ -215,8 +203,6 @@ class PipelineCore(CoreBase):
             return (self.hasher if hasher is None else hasher).sparse(v)  # (an empty hasher is falsy: len)
         except TypeError as e:
             raise BadRecord("bad_type", f"{what}[{e.args[0]!r}] must be a number") from None
-        except OverflowError:
-            raise BadRecord("non_finite", f"{what} holds a number too large for a float") from None
 
     def decode_event(self, obj: dict[str, Any], rec: InRecord | None) -> Event:
         eid = self._id(obj)
@@ -481,13 +467,9 @@ class PipelineCore(CoreBase):
             return "not_ready"
         return None
 
-    def decide(self, run: list[Event], source: str, X: np.ndarray | None = None) -> list[tuple[dict, bytes]]:
-        """Decides a run of events at the current state, stores them for the reward join."""
+    def decide(self, run: list[Event], source: str, X: np.ndarray) -> list[tuple[dict, bytes]]:
+        """Decides a run of events (contexts ``X``, finite: see :meth:`_flush_run`) at the current state."""
         n = len(run)
-        if X is None:
-            X, bad = self._matrix(run)
-            if len(bad):
-                raise BadRecord("non_finite", f"event {run[int(bad[0])].id!r}: features sum to inf in a hashed column")
         batch = self._batch(run, X)
         reason = self._default_reason()
         out = None

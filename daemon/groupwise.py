@@ -100,9 +100,8 @@ class GroupwiseCore(CoreBase):
                 cols, vals = self.hasher.sparse(num)
             except TypeError as e:
                 raise BadRecord("bad_type", f"features[{e.args[0]!r}] must be a number, string or boolean") from None
-            except OverflowError:
-                raise BadRecord("non_finite", "features hold a number too large for a float") from None
-            np.add.at(x, cols, vals)
+            with np.errstate(over="ignore"):  # an overflow is rejected below
+                np.add.at(x, cols, vals)
             raw = feats
         elif type(feats) is list:
             if len(feats) != self.d or any(isinstance(a, bool) or not isinstance(a, int | float) for a in feats):
@@ -111,8 +110,8 @@ class GroupwiseCore(CoreBase):
             raw = {}
         else:
             raise BadRecord("bad_type", "'features' must be a name→value object or a list of numbers")
-        if not np.isfinite(x).all():
-            raise BadRecord("non_finite", "features contain NaN or inf (or sum to inf in a hashed column)")
+        if not np.isfinite(x).all():  # JSON numbers are finite: only a hashed column's sum can overflow
+            raise BadRecord("non_finite", "features sum to inf in a hashed column")
         return x, raw
 
     def _member(self, obj: dict[str, Any], raw: dict[str, Any]) -> np.ndarray:
@@ -137,8 +136,8 @@ class GroupwiseCore(CoreBase):
             if required:
                 raise BadRecord("missing_field", "'label' is required")
             return None
-        if isinstance(y, bool) or not isinstance(y, int | float) or not math.isfinite(float(y)):
-            raise BadRecord("bad_type", "'label' must be a finite number")
+        if isinstance(y, bool) or not isinstance(y, int | float):  # (JSON numbers are finite)
+            raise BadRecord("bad_type", "'label' must be a number")
         return float(y)
 
     # -- the log-order loop -----------------------------------------------------------------------
