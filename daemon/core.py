@@ -328,9 +328,11 @@ class PipelineCore(CoreBase):
         ev.deadline = ev.eff + self.wait_s
         evicted = self.buffer.add(ev.id, ev)
         if evicted is not None:
-            # Not learned: learning here would change the state between two decisions of one
-            # run and make decisions depend on batch boundaries. Counted instead.
-            self.seen_status(evicted, EXPIRED)
+            # Expired early: it gets the default reward, as an expiry on event time does. Queued,
+            # not learned here: the next learning block learns it after its run is decided, so the
+            # state still changes only between runs.
+            self.seen_status(evicted[0], EXPIRED)
+            self.queue.append((*evicted, self.pc["default_reward"]))
             self.metrics.cap_evictions.labels(pipeline=self.name, cap="join_buffer").inc()
             self.metrics.rewards.labels(pipeline=self.name, outcome="evicted").inc()
         run.append(ev)

@@ -129,12 +129,12 @@ class JoinBuffer:
     def __contains__(self, event_id: str) -> bool:
         return event_id in self._d
 
-    def add(self, event_id: str, entry: Pending) -> str | None:
-        """Adds an entry; returns the id of the entry the cap pushed out, if any."""
+    def add(self, event_id: str, entry: Pending) -> tuple[str, Pending] | None:
+        """Adds an entry; returns (id, entry) of the entry the cap pushed out, if any."""
         self._d[event_id] = entry
         if len(self._d) > self.cap:
             self.evicted += 1
-            return self._d.popitem(last=False)[0]
+            return self._d.popitem(last=False)
         return None
 
     def pop(self, event_id: str) -> Pending | None:

@@ -213,3 +213,86 @@ def test_hashed_overflow_is_dead_lettered_and_leaves_no_trace():
     assert "big" not in core.buffer and all(e.id != "big" for _, e, _ in core.queue)
     core.handle([SourceRecord(b'{"id": "late", "time": 50.0, "features": {"x": 1.0}, "actions": ["a"]}')])
     assert core.learner.metrics()["learned_events"] == 5
+
+
+class LearnRecorder:
+    """A learner that records every row it learns as (event key, action, reward)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.rows: list[tuple[int, str, float]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def learn(self, batch):
+        self.rows += zip(batch["event_key"].tolist(), list(batch["action"]), batch["reward"].tolist(), strict=True)
+        self.inner.learn(batch)
+
+
+def learned_by_id(rec: LearnRecorder, ids) -> dict[str, tuple[str, float]]:
+    from learners._hashing import event_keys
+
+    names = dict(zip(event_keys(ids).tolist(), ids, strict=True))
+    return {names[k]: (a, r) for k, a, r in rec.rows}
+
+
+def test_default_reward_is_learned_for_decisions_whose_reward_never_came():
+    core = core_for(default_reward=-0.37, reward_wait_s=5.0, learn_every_events=3)
+    core.learner = main = LearnRecorder(core.learner)
+    core.shadows = {s: LearnRecorder(lrn) for s, lrn in core.shadows.items()}
+    recs, rewards = [], {}
+    for i in range(40):
+        recs.append(json.dumps({"id": f"e{i}", "time": float(i), "features": {"x": 1.0, "y": i % 3},
+                                "actions": ["a", "b", "c"]}).encode())
+        if i % 3 == 0:  # joined one second later; the others never get a reward
+            rewards[f"e{i}"] = round(0.1 + i / 100, 2)
+            recs.append(json.dumps({"type": "feedback", "id": f"e{i}", "time": i + 1.0,
+                                    "reward": rewards[f"e{i}"]}).encode())
+    # Event time 100 expires the rest; the next learning block (at most 3 events later) learns them.
+    recs += [json.dumps({"id": f"end{j}", "time": 100.0, "features": {"x": 1.0}, "actions": ["a"]}).encode()
+             for j in range(4)]
+    outs = feed(core, recs, 9)
+    actions = {d["id"]: d["action"] for d in decisions(outs)}
+    ids = [f"e{i}" for i in range(40)]
+    want = {e: (actions[e], rewards.get(e, -0.37)) for e in ids}
+    assert learned_by_id(main, ids + [f"end{j}" for j in range(4)]) == want
+    for s in core.shadows.values():
+        assert learned_by_id(s, ids) == want  # the shadows learn the same rows
+    m = core.metrics.registry
+    assert m.get_sample_value("eddy_rewards_total", {"pipeline": "routing", "outcome": "defaulted"}) == 40 - 14
+    assert m.get_sample_value("eddy_rewards_total", {"pipeline": "routing", "outcome": "joined"}) == 14
+    assert m.get_sample_value("eddy_reward_sum_total", {"pipeline": "routing"}) == pytest.approx(sum(rewards.values()))
+    assert core.learner.metrics()["learned_events"] == 40
+
+
+def test_join_buffer_cap_evictions_get_the_default_reward():
+    core = core_for(default_reward=-0.37, join_buffer_cap=4, reward_wait_s=1e6, learn_every_events=2)
+    core.learner = main = LearnRecorder(core.learner)
+    recs = [json.dumps({"id": f"e{i}", "time": float(i), "features": {"x": 1.0}, "actions": ["a", "b"]}).encode()
+            for i in range(12)]
+    recs.insert(3, b'{"type": "feedback", "id": "e1", "reward": 0.8}')
+    outs = feed(core, recs, 5)
+    actions = {d["id"]: d["action"] for d in decisions(outs)}
+    # e1 joined; e0, e2.. e7 pushed out by the cap of 4 as e5.. e11 arrived; e8.. e11 still wait.
+    # Each evicted decision is learned with the default reward, or waits for the next block with it.
+    learned = learned_by_id(main, [f"e{i}" for i in range(12)])
+    waiting = {i: (e.action, r) for i, e, r in core.queue}
+    assert len(learned) >= 5 and not set(learned) & set(waiting)
+    assert {**learned, **waiting} == {"e1": (actions["e1"], 0.8),
+                                      **{f"e{i}": (actions[f"e{i}"], -0.37) for i in (0, 2, 3, 4, 5, 6, 7)}}
+    assert list(core.buffer._d) == ["e8", "e9", "e10", "e11"]
+    m = core.metrics.registry
+    assert m.get_sample_value("eddy_rewards_total", {"pipeline": "routing", "outcome": "evicted"}) == 7
+    # An evicted decision's reward comes too late, as after an expiry.
+    (dl,) = core.handle([SourceRecord(b'{"type": "feedback", "id": "e3", "reward": 1}')])
+    assert json.loads(dl.value)["reason"] == "late_reward"
+
+
+@pytest.mark.parametrize("learn_every", [1, 3])
+def test_decisions_with_cap_evictions_do_not_depend_on_batch_boundaries(learn_every):
+    recs = make_records(300, feedback_every=3)
+    ref = decisions(feed(core_for(join_buffer_cap=6, learn_every_events=learn_every, default_reward=0.2), recs, 1))
+    for b in (4, 50, 1000):
+        assert decisions(feed(core_for(join_buffer_cap=6, learn_every_events=learn_every, default_reward=0.2),
+                              recs, b)) == ref
