@@ -151,7 +151,7 @@ class GroupwiseCore(CoreBase):
                 kind = obj.get("type", "event")
                 if kind == "event":
                     n_ev += 1
-                    self._admit(obj, rec.replay, run, out)
+                    self._admit(self._decode(obj), rec.replay, run, out)
                 elif kind == "label":
                     n_lb += 1
                     eid, t, y = self._id(obj), self._time(obj), self._label(obj, True)
@@ -170,14 +170,19 @@ class GroupwiseCore(CoreBase):
         self.update_gauges()
         return out
 
-    def _admit(self, obj: dict[str, Any], replay: bool, run: list, out: list[Out], source: str = "kafka") -> None:
-        """Places a valid, new event in log order: event time first, then a learning block if due;
-        the event waits for its label from here (predicted later with the rest of its run)."""
+    def _decode(self, obj: dict[str, Any]) -> tuple[str, float | None, np.ndarray, np.ndarray, float | None]:
+        """(id, time, x, membership row, label or None) of an event; raises BadRecord, changes nothing."""
         eid = self._id(obj)
         t = self._time(obj)
         x, raw = self._features(obj)
         member = self._member(obj, raw)
-        y = self._label(obj, False)
+        return eid, t, x, member, self._label(obj, False)
+
+    def _admit(self, ev: tuple[str, float | None, np.ndarray, np.ndarray, float | None], replay: bool, run: list,
+               out: list[Out], source: str = "kafka") -> None:
+        """Places a decoded, new event in log order: event time first, then a learning block if due;
+        the event waits for its label from here (predicted later with the rest of its run)."""
+        eid, t, x, member, y = ev
         if eid in self.seen or any(r[0] == eid for r in run):
             raise BadRecord("duplicate_event", f"event id {eid!r} was already predicted")
         if t is not None:
@@ -278,11 +283,16 @@ class GroupwiseCore(CoreBase):
 
     # -- the sidecar's entry points ---------------------------------------------------------------
     def predict_objects(self, objs: list[Any]) -> list[dict]:
-        """Predicts JSON objects from /predict; a retried id returns its first answer."""
+        """Predicts JSON objects from /predict; a retried id returns its first answer.
+
+        Raises :class:`BadRecord` for the first invalid object (nothing is predicted or remembered then).
+        """
         results: list[dict | None] = [None] * len(objs)
         run: list = []
         where = []
         out: list[Out] = []
+        fresh = []
+        ids: set[str] = set()
         for i, obj in enumerate(objs):
             if not isinstance(obj, dict):
                 raise BadRecord("bad_type", f"item {i}: an event must be a JSON object")
@@ -290,8 +300,15 @@ class GroupwiseCore(CoreBase):
             if eid in self.seen and eid in self.bodies:
                 results[i] = orjson.loads(self.bodies[eid])
                 continue
-            self._admit(obj, False, run, out, "http")  # (a learning block may decide part of the run early)
+            ev = self._decode(obj)
+            if eid in self.seen or eid in ids:
+                raise BadRecord("duplicate_event", f"event id {eid!r} was already predicted (from the Kafka input, "
+                                "or earlier in this request)")
+            ids.add(eid)
+            fresh.append(ev)
             where.append(i)
+        for ev in fresh:
+            self._admit(ev, False, run, out, "http")  # (a learning block may decide part of the run early)
         self._flush(run, out, "http")
         decided = [orjson.loads(o.value) for o in out if o.kind == "decision"]
         for i, d in zip(where, decided, strict=True):
