@@ -58,6 +58,11 @@ class Sidecar:
     def _err(status: int, reason: str, detail: str) -> tuple[int, list, bytes]:
         return status, JSON, orjson.dumps({"error": reason, "detail": detail})
 
+    def _bad_body(self, core: Core, detail: str) -> tuple[int, list, bytes]:
+        """A 400 ``bad_type`` for a request body of the wrong shape, counted like the core's own errors."""
+        core.metrics.errors.labels(pipeline=core.name, reason="bad_type").inc()
+        return self._err(400, "bad_type", detail)
+
     async def _body(self, scope, receive) -> bytes | None:
         for k, v in scope["headers"]:
             if k == b"content-length" and v.isdigit() and int(v) > self.max_body:
@@ -126,7 +131,7 @@ class Sidecar:
         batch = isinstance(obj, dict) and "events" in obj
         items = obj["events"] if batch else [obj]
         if not isinstance(items, list) or not items:
-            return self._err(400, "bad_type", "'events' must be a non-empty list")
+            return self._bad_body(core, "'events' must be a non-empty list")
         lock = self.locks[core.name]
         budget = core.pc["latency_budget_ms"] / 1000.0
         if not lock.acquire(timeout=budget if budget > 0 else -1):
@@ -146,7 +151,7 @@ class Sidecar:
         batch = isinstance(obj, dict) and "requests" in obj
         items = obj["requests"] if batch else [obj]
         if not isinstance(items, list) or not items:
-            return self._err(400, "bad_type", "'requests' must be a non-empty list")
+            return self._bad_body(core, "'requests' must be a non-empty list")
         try:
             with self.locks[core.name]:
                 results = core.access_objects(items)
@@ -162,7 +167,7 @@ class Sidecar:
         batch = isinstance(obj, dict) and key in obj
         items = obj[key] if batch else [obj]
         if not isinstance(items, list) or not items:
-            return self._err(400, "bad_type", f"{key!r} must be a non-empty list")
+            return self._bad_body(core, f"{key!r} must be a non-empty list")
         with self.locks[core.name]:
             if verb == "label":
                 res = core.label_objects(items)
@@ -201,7 +206,7 @@ class Sidecar:
         batch = isinstance(obj, dict) and "feedback" in obj
         items = obj["feedback"] if batch else [obj]
         if not isinstance(items, list) or not items:
-            return self._err(400, "bad_type", "'feedback' must be a non-empty list")
+            return self._bad_body(core, "'feedback' must be a non-empty list")
         with self.locks[core.name]:
             res = core.feedback_objects(items)
         if not batch:
@@ -215,7 +220,7 @@ class Sidecar:
 
     def _control(self, core: PipelineCore, obj: Any) -> tuple[int, list, bytes]:
         if not isinstance(obj, dict) or not isinstance(obj.get("force_default"), bool):
-            return self._err(400, "bad_type", "body must be {\"force_default\": true|false}")
+            return self._bad_body(core, "body must be {\"force_default\": true|false}")
         with self.locks[core.name]:
             core.force_default = obj["force_default"]
         core.metrics.force_default.labels(pipeline=core.name).set(int(core.force_default))
