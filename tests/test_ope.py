@@ -8,6 +8,7 @@ one action per row; the target policy's true value is computed exactly from the 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from river import datasets
 
 from learners.bandit.ope import OffPolicyEstimate
@@ -51,3 +52,42 @@ def test_ips_snips_dr_recover_the_true_value():
     # DR has the lowest spread of the three here (its reward model is informative).
     spread = np.std(estimates, axis=0)
     assert spread[2] < spread[0]
+
+
+def test_update_one_equals_update_and_the_estimators_by_hand():
+    """The daemon feeds one decision at a time (``update_one``): the same sums as ``update``, and the
+    estimates written out from their definitions, with weights far from uniform."""
+    rng = np.random.default_rng(7)
+    n = 200
+    w = rng.choice([0.0, 0.25, 1.0, 3.5, 8.0], size=n) * rng.uniform(0.5, 1.5, size=n)
+    reward = rng.uniform(-1.0, 2.0, size=n)
+    dm = rng.uniform(0.0, 1.0, size=n)
+    rhat = rng.uniform(0.0, 1.0, size=n)
+    batch, one = OffPolicyEstimate(), OffPolicyEstimate()
+    batch.update(w=w, reward=reward, dm=dm, rhat=rhat)
+    for a, b, c, d in zip(w.tolist(), reward.tolist(), dm.tolist(), rhat.tolist(), strict=True):
+        one.update_one(a, b, c, d)
+    np.testing.assert_allclose(one.to_array(), batch.to_array(), rtol=1e-12)
+    assert one.n == batch.n == n
+    ips = float(np.mean(w * reward))
+    snips = float(np.sum(w * reward) / np.sum(w))
+    dr = float(np.mean(dm + w * (reward - rhat)))
+    assert abs(snips - ips) > 0.05  # the weights do not sum to n: SNIPS and IPS differ here
+    for est in (one, batch):
+        v = est.values()
+        assert v["ips"] == pytest.approx(ips, rel=1e-12)
+        assert v["snips"] == pytest.approx(snips, rel=1e-12)
+        assert v["dr"] == pytest.approx(dr, rel=1e-12)
+        se = np.sqrt((np.mean((w * reward) ** 2) - ips**2) / n)
+        assert est.ips_stderr() == pytest.approx(se, rel=1e-9)
+
+
+def test_update_one_by_hand_on_three_decisions():
+    est = OffPolicyEstimate()
+    est.update_one(2.0, 1.0, 0.5, 0.25)  # w, reward, Σ_b π(b|x) r̂(x,b), r̂(x,a)
+    est.update_one(0.5, 0.0, 0.25, 0.5)
+    est.update_one(4.0, 0.5, 0.75, 0.5)
+    v = est.values()
+    assert v["ips"] == pytest.approx((2.0 + 0.0 + 2.0) / 3, rel=1e-15)
+    assert v["snips"] == pytest.approx(4.0 / 6.5, rel=1e-15)
+    assert v["dr"] == pytest.approx(((0.5 + 1.5) + (0.25 - 0.25) + (0.75 + 0.0)) / 3, rel=1e-15)
