@@ -4,18 +4,39 @@ A checkpoint ``N`` is two files, ``ckpt-N.npz`` then ``ckpt-N.json``, each writt
 name, fsync'ed and renamed; the JSON is written last and is the commit point, so a crash at any
 moment leaves the previous checkpoint whole. Loading uses ``allow_pickle=False``: a checkpoint can
 never execute code.
+
+The JSON carries the SHA-256 of its ``.npz`` and of its own content, so damage after the write (a
+truncated or flipped-byte file, an empty file, bad JSON, positions that are not integers) is found
+at load. Start-up restores the newest intact checkpoint, with a warning naming each damaged one
+it skipped; when none is intact it fails with :class:`CheckpointError`, naming the directory.
+Checkpoints written before the checksums (no ``sha256`` keys) are checked for structure only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import logging
 import os
 import re
+import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 _NAME = re.compile(r"^ckpt-(\d{12})\.json$")
+log = logging.getLogger("eddy")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (damaged), or a directory with no intact checkpoint."""
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    body = {k: v for k, v in meta.items() if k != "sha256_meta"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def pack_strings(items: list[str] | list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -72,15 +93,15 @@ class CheckpointStore:
     def __init__(self, directory: str, keep: int = 3):
         self.dir = directory
         self.keep = keep
+        self.damaged: list[tuple[str, str]] = []  # (path, why) met by the last intact() pass
         os.makedirs(directory, exist_ok=True)
 
     def _seqs(self) -> list[int]:
-        out = []
-        for f in os.listdir(self.dir):
-            m = _NAME.match(f)
-            if m and os.path.exists(os.path.join(self.dir, f"ckpt-{m.group(1)}.npz")):
-                out.append(int(m.group(1)))
-        return sorted(out)
+        """Sequence numbers of the checkpoints present (a JSON file, the commit point, each)."""
+        return sorted(int(m.group(1)) for f in os.listdir(self.dir) if (m := _NAME.match(f)))
+
+    def path(self, seq: int) -> str:
+        return os.path.join(self.dir, f"ckpt-{seq:012d}.json")
 
     def save(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
         seqs = self._seqs()
@@ -89,8 +110,13 @@ class CheckpointStore:
         for k, v in arrays.items():
             if v.dtype == object:
                 raise TypeError(f"checkpoint array {k!r} has dtype object (would need pickle)")
-        _write_atomic(base + ".npz", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
-        meta = {**meta, "seq": seq, "arrays": base.rsplit("/", 1)[-1] + ".npz"}
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        blob = buf.getvalue()
+        _write_atomic(base + ".npz", lambda f: f.write(blob))
+        meta = {**meta, "seq": seq, "arrays": base.rsplit("/", 1)[-1] + ".npz",
+                "sha256_arrays": hashlib.sha256(blob).hexdigest()}
+        meta["sha256_meta"] = _meta_digest(meta)
         _write_atomic(base + ".json", lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
         _fsync_dir(self.dir)
         for old in seqs[: max(0, len(seqs) + 1 - self.keep)]:
@@ -101,33 +127,106 @@ class CheckpointStore:
                     pass
         return base + ".json"
 
+    def intact(self) -> Iterator[tuple[str, dict[str, np.ndarray], dict[str, Any]]]:
+        """The intact checkpoints, newest first, as ``(json path, arrays, meta)``; each damaged one
+        met on the way is logged (naming the file) and recorded in :attr:`damaged`."""
+        self.damaged = []
+        for seq in reversed(self._seqs()):
+            path = self.path(seq)
+            try:
+                arrays, meta = load(path)
+            except CheckpointError as e:
+                self.reject(path, str(e))
+                continue
+            yield path, arrays, meta
+
+    def reject(self, path: str, why: str) -> None:
+        """Records a checkpoint that cannot be used; start-up goes on with an older one."""
+        self.damaged.append((path, why))
+        log.warning("checkpoint %s is damaged (%s); trying an older one", path, why)
+
     def latest(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-        seqs = self._seqs()
-        if not seqs:
-            return None
-        return load(os.path.join(self.dir, f"ckpt-{seqs[-1]:012d}.json"))
+        """The newest intact checkpoint; None when there is none at all; :class:`CheckpointError`
+        when there are some but none is intact."""
+        for _, arrays, meta in self.intact():
+            return arrays, meta
+        if self.damaged:
+            raise CheckpointError(self.none_intact())
+        return None
+
+    def none_intact(self) -> str:
+        return (f"no intact checkpoint in {self.dir}: " + "; ".join(
+            f"{os.path.basename(p)}: {why}" for p, why in self.damaged))
 
 
 def load(json_path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    with open(json_path, "rb") as f:
-        meta = json.loads(f.read())
-    npz = os.path.join(os.path.dirname(json_path), meta["arrays"])
-    with np.load(npz, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    """Reads and checks one checkpoint; :class:`CheckpointError` (naming the file) if it is damaged."""
+    try:
+        with open(json_path, "rb") as f:
+            meta = json.loads(f.read())
+    except OSError as e:
+        raise CheckpointError(f"{json_path}: cannot read: {e.strerror}") from None
+    except ValueError as e:
+        raise CheckpointError(f"{json_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("arrays"), str):
+        raise CheckpointError(f"{json_path}: not a checkpoint (no 'arrays' entry)")
+    if "sha256_meta" in meta and meta["sha256_meta"] != _meta_digest(meta):
+        raise CheckpointError(f"{json_path}: checksum mismatch (the file changed after it was written)")
+    positions = meta.get("positions", {})
+    if not isinstance(positions, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in positions.items()):
+        raise CheckpointError(f"{json_path}: positions are not topic:partition -> non-negative integers")
+    npz = os.path.join(os.path.dirname(json_path), os.path.basename(meta["arrays"]))
+    try:
+        with open(npz, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise CheckpointError(f"{npz}: cannot read: {e.strerror}") from None
+    if "sha256_arrays" in meta and hashlib.sha256(blob).hexdigest() != meta["sha256_arrays"]:
+        raise CheckpointError(f"{npz}: checksum mismatch (truncated or changed after it was written)")
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{npz}: not a readable array archive ({e})") from None
     return arrays, meta
 
 
+def _summary(store: CheckpointStore) -> dict[str, Any]:
+    rows = []
+    latest = None
+    for seq in reversed(store._seqs()):
+        path = store.path(seq)
+        try:
+            arrays, meta = load(path)
+        except CheckpointError as e:
+            rows.append({"path": path, "seq": seq, "intact": False, "error": str(e)})
+            continue
+        rows.append({"path": path, "seq": seq, "intact": True})
+        if latest is None:
+            latest = {"path": path, "meta": meta, "arrays": {
+                k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(arrays.items())}}
+    return {"dir": store.dir, "checkpoints": rows, "latest_intact": latest}
+
+
 def inspect(path: str) -> dict[str, Any]:
-    """A summary of a checkpoint (a ckpt-N.json file or a directory holding some)."""
-    if os.path.isdir(path):
-        store = CheckpointStore(path)
-        seqs = store._seqs()
-        if not seqs:
-            raise FileNotFoundError(f"no checkpoint in {path}")
-        path = os.path.join(path, f"ckpt-{seqs[-1]:012d}.json")
-    arrays, meta = load(path)
-    return {
-        "path": path,
-        "meta": meta,
-        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(arrays.items())},
-    }
+    """Which checkpoints are intact, and a summary of the newest intact one.
+
+    ``path``: a ``ckpt-N.json`` file, a pipeline's checkpoint directory, or the configured
+    ``checkpoint.dir`` (one subdirectory per pipeline, each summarised under ``pipelines``).
+    """
+    if os.path.isfile(path):
+        arrays, meta = load(path)
+        return {"path": path, "intact": True, "meta": meta,
+                "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(arrays.items())}}
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no checkpoint file or directory {path}")
+    store = CheckpointStore(path)
+    if store._seqs():
+        return _summary(store)
+    subs = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))
+                  and CheckpointStore(os.path.join(path, d))._seqs())
+    if not subs:
+        raise FileNotFoundError(f"no checkpoint in {path} (nor in a pipeline directory under it)")
+    return {"dir": path, "pipelines": {d: _summary(CheckpointStore(os.path.join(path, d))) for d in subs}}
