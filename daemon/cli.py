@@ -11,6 +11,8 @@ import tempfile
 
 from .config import ConfigError
 
+log = logging.getLogger("eddy")
+
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
@@ -21,9 +23,15 @@ def _setup_logging(level: str) -> None:
 def cmd_run(args) -> int:
     from . import config
     from .app import Daemon
+    from .checkpoint import CheckpointError
 
     cfg = config.load(args.config)
-    d = Daemon(cfg).start()
+    try:
+        d = Daemon(cfg).start()  # a failed start has stopped all it started (broker, clients, server)
+    except (CheckpointError, OSError, RuntimeError) as e:
+        log.debug("start failed", exc_info=True)
+        print(f"eddy: start failed: {e}", file=sys.stderr)
+        return 1
     print(f"eddy running; metrics at http://{cfg.http['host']}:{d.http_port}/metrics" if d.http_port
           else "eddy running", file=sys.stderr, flush=True)
     return d.wait()
@@ -124,10 +132,17 @@ def replay_trace(args) -> int:
 
 
 def cmd_checkpoint(args) -> int:
-    from .checkpoint import inspect
+    """Exit 0 when every pipeline found has an intact checkpoint, 1 otherwise."""
+    from .checkpoint import CheckpointError, inspect
 
-    print(json.dumps(inspect(args.path), indent=2, default=str))
-    return 0
+    try:
+        out = inspect(args.path)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"eddy: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=2, default=str))
+    stores = out["pipelines"].values() if "pipelines" in out else [out]
+    return 0 if all(s.get("intact") or s.get("latest_intact") for s in stores) else 1
 
 
 def cmd_config(args) -> int:
@@ -185,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_replay)
     p = sub.add_parser("checkpoint", help="checkpoint tools")
     p.add_argument("action", choices=["inspect"])
-    p.add_argument("path")
+    p.add_argument("path", help="the configured checkpoint.dir, one pipeline's directory under it, or a ckpt-N.json")
     p.set_defaults(fn=cmd_checkpoint)
     p = sub.add_parser("config", help="check a config file or print the settings table")
     p.add_argument("action", choices=["check", "docs"])
@@ -200,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from .checkpoint import CheckpointError
+
+        if not isinstance(e, CheckpointError):
+            raise
+        print(f"eddy: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

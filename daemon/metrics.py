@@ -65,7 +65,14 @@ class DaemonMetrics:
         self.action_feedback = Counter("eddy_action_feedback_total", "Joined rewards per action", P + ["action"],
                                        registry=r)
         self.force_default = Gauge("eddy_force_default", "1 while the default policy is forced", P, registry=r)
-        self.ready = Gauge("eddy_ready", "1 once kernels are compiled and state restored", P, registry=r)
+        self.ready = Gauge("eddy_ready", "1 once kernels are compiled, state restored, the consumer group joined "
+                           "and every assigned partition restored", P, registry=r)
+        self.assigned_partitions = Gauge("eddy_assigned_partitions", "Input partitions this daemon's pipeline "
+                                         "owns in its consumer group", P + ["topic"], registry=r)
+        self.topic_lag = Gauge("eddy_topic_lag_messages", "Records of the input topic (every partition, owned or "
+                               "not) past the group's committed offsets", P + ["topic"], registry=r)
+        self.checkpoint_damaged = Counter("eddy_checkpoint_damaged_total", "Checkpoints found damaged at start-up "
+                                          "(skipped for an older intact one)", P, registry=r)
         # Paging pipelines (cache shadows).
         self.cache_requests = Counter("eddy_cache_requests_total", "Cache accesses replayed, by result (hit, miss)",
                                       P + ["result"], registry=r)

@@ -22,7 +22,7 @@ from typing import Any
 
 from connectors.base import DeliveryError, OffsetReset, Sink, Source
 
-from .checkpoint import CheckpointStore
+from .checkpoint import CheckpointError, CheckpointStore
 from .families import Core
 
 log = logging.getLogger("eddy")
@@ -55,24 +55,57 @@ class PipelineRunner:
                        for s in ("poll", "process", "publish", "flush", "checkpoint")}
         self._batch_latency = m.batch_latency.labels(pipeline=name)
         self._checkpoint_age = m.checkpoint_age.labels(pipeline=name)
+        self._input_topics = [t for t in [core.pc.get("input_topic")] if t]
+        self._observed = -1e9  # perf_counter of the last membership observation
+        self._standing: dict[str, Any] = {"ready": False, "joined": False, "assigned": []}
+        self._topic_lag_at = -1e9  # monotonic time of the last whole-topic lag query
+        m.ready.labels(pipeline=name).set(0)
 
     # -- start-up ---------------------------------------------------------------------------------
     def restore(self) -> bool:
+        """Restores the newest intact checkpoint (state and positions); damaged ones are skipped
+        with a warning naming each and counted; :class:`CheckpointError` when none is intact."""
         self._in_flight = None  # a resumed runner publishes again from the checkpoint
         self._since = 0
-        latest = self.store.latest()
-        if latest is not None:
-            arrays, meta = latest
-            self.core.restore(arrays, meta)
-            self.positions = {k: int(v) for k, v in meta.get("positions", {}).items()}
+        self._standing = {"ready": False, "joined": False, "assigned": []}  # until the new clients join
+        self._observed = -1e9
+        restored = None
+        for path, arrays, meta in self.store.intact():
+            try:
+                self.core.restore(arrays, meta)
+            except (ValueError, KeyError, TypeError, IndexError) as e:  # intact file, unusable state
+                self.store.reject(path, f"does not restore into pipeline {self.core.name!r}: {e}")
+                continue
+            restored = meta
+            break
+        if self.store.damaged:
+            self.core.metrics.checkpoint_damaged.labels(pipeline=self.core.name).inc(len(self.store.damaged))
+        if restored is None and self.store.damaged:
+            raise CheckpointError(self.store.none_intact())
+        if restored is not None:
+            self.positions = dict(restored.get("positions", {}))
             self.source.seek(self.positions)
-            log.info("%s: restored checkpoint %s (positions %s)", self.core.name, meta.get("seq"), self.positions)
-        try:
-            with open(self._progress_path) as f:
-                self.published = {k: int(v) for k, v in json.load(f).items()}
-        except (FileNotFoundError, ValueError):
-            self.published = {}
-        return latest is not None
+            log.info("%s: restored checkpoint %s (positions %s)", self.core.name, restored.get("seq"), self.positions)
+        self.published = _read_progress(self._progress_path)
+        return restored is not None
+
+    def readiness(self) -> dict[str, Any]:
+        """Consuming-ready: the group joined and every assigned partition restored, as the loop
+        last observed it (at most every 0.5 s; only the loop's thread touches the Kafka client)."""
+        return dict(self._standing)
+
+    def observe_membership(self) -> None:
+        """Assigned-partition gauges, eddy_ready and :meth:`readiness` from the group standing."""
+        m = self.source.membership()
+        ready = m is None or (m.joined and m.restored)
+        self._standing = {"ready": ready} if m is None else {
+            "ready": ready, "joined": m.joined, "assigned": sorted(m.assigned)}
+        metrics, name = self.core.metrics, self.core.name
+        metrics.ready.labels(pipeline=name).set(1 if ready else 0)
+        if m is not None:
+            for topic in self._input_topics:
+                n = sum(1 for k in m.assigned if k.rsplit(":", 1)[0] == topic)
+                metrics.assigned_partitions.labels(pipeline=name, topic=topic).set(n)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -91,6 +124,9 @@ class PipelineRunner:
         pc = self.core.pc
         t0 = time.perf_counter()
         recs = self.source.poll(pc["batch_max_events"], pc["batch_max_ms"] / 1000.0)
+        if t0 - self._observed >= 0.5:
+            self._observed = t0
+            self.observe_membership()
         for reset in self.source.take_resets():
             self._reset(reset)
         if recs and self.published:
@@ -194,3 +230,24 @@ class PipelineRunner:
                 m.lag.labels(pipeline=self.core.name, topic=topic, partition=part).set(v)
         except Exception as e:
             log.debug("lag unavailable: %s", e)
+        if time.monotonic() - self._topic_lag_at >= 15.0:  # broker round trips: not every checkpoint
+            self._topic_lag_at = time.monotonic()
+            try:
+                for topic, v in self.source.topic_lag().items():
+                    m.topic_lag.labels(pipeline=self.core.name, topic=topic).set(v)
+            except Exception as e:
+                log.debug("topic lag unavailable: %s", e)
+
+
+def _read_progress(path: str) -> dict[str, int]:
+    """The published marks (``{"topic:partition": offset}``); a missing or damaged file reads as none
+    (its only use is marking replays)."""
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+        return {str(k): int(v) for k, v in raw.items()}
+    except FileNotFoundError:
+        return {}
+    except (ValueError, TypeError, AttributeError) as e:
+        log.warning("%s is damaged (%s): decisions after the restart are not marked as replays", path, e)
+        return {}
