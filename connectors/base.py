@@ -34,6 +34,21 @@ class OffsetReset:
     to: str
 
 
+@dataclass(slots=True)
+class Membership:
+    """A group member's standing, for readiness and the assignment gauges.
+
+    ``joined``: the consumer has joined its group since it was built (a member that legitimately
+    owns no partition, a spare, has joined too). ``assigned``: the partitions it owns now.
+    ``restored``: every assigned partition has been positioned where it resumes (its checkpointed
+    position, or the group's committed offset, or the reset policy).
+    """
+
+    joined: bool
+    assigned: list[str]
+    restored: bool
+
+
 class DeliveryError(RuntimeError):
     """Some messages could not be delivered (after retries and client rebuilds)."""
 
@@ -58,6 +73,15 @@ class Source(abc.ABC):
         """Records positions with the broker (for lag monitoring and clean hand-over)."""
 
     def lag(self) -> dict[str, int]:
+        return {}
+
+    def membership(self) -> Membership | None:
+        """The consumer group standing; None for a source that belongs to no group (a file)."""
+        return None
+
+    def topic_lag(self) -> dict[str, int]:
+        """``{topic: records}`` the group has not committed yet, over every partition of each
+        subscribed topic, owned or not (a broker round trip: called rarely)."""
         return {}
 
     def at_end(self) -> bool:

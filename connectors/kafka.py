@@ -6,6 +6,10 @@ decisions are acknowledged and the state that produced them is checkpointed. Gro
 cooperative-sticky assignment. Producers are idempotent with ``acks=all``; a producer that fails
 (for kafka-python, the ``UnknownProducerIdError`` that follows a broker restart and never clears by
 itself) is closed, rebuilt, and the undelivered messages are sent again.
+
+Every client a source or sink builds is released when it is replaced, closed or abandoned: a
+confluent-kafka client left to the garbage collector goes on reconnecting to a broker that is gone
+(twice a second, for as long as the process lives), so none is ever left to it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .base import DeliveryError, OffsetReset, Sink, Source, SourceRecord, pos_key
+from .base import DeliveryError, Membership, OffsetReset, Sink, Source, SourceRecord, pos_key
 
 log = logging.getLogger("eddy.kafka")
 
@@ -73,6 +77,8 @@ class _Resume:
         self.at: dict[str, int] = {}  # next offset per partition, seeked or consumed
         self.pos: dict[str, int] = {}  # reported positions: assigned partitions that returned records
         self.resets: list[OffsetReset] = []
+        self.restored: set[str] = set()  # assigned partitions already positioned where they resume
+        self.joined = False  # the group was joined since the client was built
         self._checked = 0.0
 
     def consumed(self, key: str, nxt: int) -> None:
@@ -82,10 +88,15 @@ class _Resume:
     def revoked(self, key: str) -> None:
         self.at.pop(key, None)
         self.pos.pop(key, None)
+        self.restored.discard(key)
 
     def lost(self, key: str) -> None:
         """Kept in ``at``: the partition resumes where the state left it if it comes back."""
         self.pos.pop(key, None)
+        self.restored.discard(key)
+
+    def membership(self, assigned: list[str]) -> Membership:
+        return Membership(self.joined, assigned, all(k in self.restored for k in assigned))
 
     def due(self) -> bool:
         now = time.monotonic()
@@ -141,6 +152,8 @@ class KafkaPythonSource(Source):
                     k = pos_key(tp.topic, tp.partition)
                     if k in outer._resume.at:
                         outer.consumer.seek(tp, outer._resume.at[k])
+                    outer._resume.restored.add(k)
+                outer._resume.joined = True
                 if on_assign:
                     on_assign([pos_key(tp.topic, tp.partition) for tp in assigned])
 
@@ -156,6 +169,7 @@ class KafkaPythonSource(Source):
             fetch_max_wait_ms=settings.get("fetch_max_wait_ms", 500),
             **security_kwargs(settings, confluent=False),
         )
+        self.topics = list(topics)
         self.consumer.subscribe(topics, listener=Listener())
 
     def seek(self, positions: dict[str, int]) -> None:
@@ -186,6 +200,23 @@ class KafkaPythonSource(Source):
     def take_resets(self) -> list[OffsetReset]:
         return self._resume.take()
 
+    def membership(self) -> Membership:
+        if not self._resume.joined:  # kafka-python calls the listener only when partitions are added
+            self._resume.joined = _kafka_python_joined(self.consumer)
+        return self._resume.membership([pos_key(tp.topic, tp.partition) for tp in self.consumer.assignment()])
+
+    def topic_lag(self) -> dict[str, int]:
+        from kafka.structs import TopicPartition
+
+        out = {}
+        for topic in self.topics:
+            tps = [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic))]
+            if not tps:
+                continue
+            ends, starts = self.consumer.end_offsets(tps), self.consumer.beginning_offsets(tps)
+            out[topic] = sum(max(0, ends[tp] - (self.consumer.committed(tp) or starts[tp])) for tp in tps)
+        return out
+
     def commit(self, positions: dict[str, int]) -> None:
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -205,7 +236,18 @@ class KafkaPythonSource(Source):
         return out
 
     def close(self) -> None:
-        self.consumer.close()
+        self.consumer.close(autocommit=False)
+
+
+def _kafka_python_joined(consumer) -> bool:
+    """Whether a kafka-python consumer is a stable member of its group (an owner or a spare)."""
+    from kafka.coordinator.base import MemberState
+
+    try:
+        md = consumer.group_metadata()
+        return bool(md.generation_id >= 0 and md.state is MemberState.STABLE)
+    except AttributeError:  # kafka-python before group_metadata()
+        return bool(consumer._coordinator.state is MemberState.STABLE)
 
 
 class KafkaPythonSink(Sink):
@@ -297,25 +339,30 @@ class ConfluentSource(Source):
             **security_kwargs(settings, confluent=True),
         })
 
-        def assign(consumer, parts):
+        resume = self._resume
+
+        def assign(consumer, parts):  # called on every join, with an empty list for a spare member
             for p in parts:
                 k = pos_key(p.topic, p.partition)
-                if k in self._resume.at:
-                    p.offset = self._resume.at[k]
+                if k in resume.at:
+                    p.offset = resume.at[k]
             consumer.incremental_assign(parts)
+            resume.restored.update(pos_key(p.topic, p.partition) for p in parts)
+            resume.joined = True
             if on_assign:
                 on_assign([pos_key(p.topic, p.partition) for p in parts])
 
         def revoke(consumer, parts):
             for p in parts:
-                self._resume.revoked(pos_key(p.topic, p.partition))
+                resume.revoked(pos_key(p.topic, p.partition))
             consumer.incremental_unassign(parts)
 
         def lost(consumer, parts):
             for p in parts:
-                self._resume.lost(pos_key(p.topic, p.partition))
+                resume.lost(pos_key(p.topic, p.partition))
             consumer.incremental_unassign(parts)
 
+        self.topics = list(topics)
         self.consumer.subscribe(topics, on_assign=assign, on_revoke=revoke, on_lost=lost)
 
     def seek(self, positions: dict[str, int]) -> None:
@@ -354,6 +401,25 @@ class ConfluentSource(Source):
     def take_resets(self) -> list[OffsetReset]:
         return self._resume.take()
 
+    def membership(self) -> Membership:
+        return self._resume.membership([pos_key(p.topic, p.partition) for p in self.consumer.assignment()])
+
+    def topic_lag(self) -> dict[str, int]:
+        from confluent_kafka import TopicPartition
+
+        out = {}
+        for topic in self.topics:
+            meta = self.consumer.list_topics(topic, timeout=5).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                continue
+            tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+            total = 0
+            for tp in self.consumer.committed(tps, timeout=5):
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                total += max(0, high - (tp.offset if tp.offset >= 0 else low))
+            out[topic] = total
+        return out
+
     def commit(self, positions: dict[str, int]) -> None:
         from confluent_kafka import TopicPartition
 
@@ -381,21 +447,42 @@ class ConfluentSink(Sink):
     def __init__(self, settings: dict[str, Any], on_rebuild: Callable[[], None] | None = None):
         self.settings = settings
         self.on_rebuild = on_rebuild
-        self._failed: list[tuple[str, bytes | None, bytes]] = []
+        self._failed: list[tuple[str, bytes | None, bytes]] = []  # filled by the delivery callback
         self.producer = self._build()
 
     def _build(self):
         from confluent_kafka import Producer
 
+        failed = self._failed
+
+        def on_delivery(err, msg) -> None:  # holds the list, not the sink: no cycle through the client
+            if err is not None:
+                failed.append((msg.topic(), msg.key(), msg.value()))
+
         # Delivery reports for failures only: a successful send costs no Python callback.
         return Producer({"bootstrap.servers": self.settings["bootstrap_servers"], "acks": "all",
                          "enable.idempotence": True, "linger.ms": 2, "message.timeout.ms": 10000,
-                         "delivery.report.only.error": True, "on_delivery": self._cb,
+                         "delivery.report.only.error": True, "on_delivery": on_delivery,
                          **security_kwargs(self.settings, confluent=True)})
 
-    def _cb(self, err, msg) -> None:
-        if err is not None:
-            self._failed.append((msg.topic(), msg.key(), msg.value()))
+    def _take_failed(self) -> list[tuple[str, bytes | None, bytes]]:
+        out = list(self._failed)
+        self._failed.clear()
+        return out
+
+    @staticmethod
+    def _release(producer, wait_s: float) -> None:
+        """Delivers what it can within ``wait_s``, drops the rest, and closes the client."""
+        try:
+            if wait_s > 0:
+                producer.flush(wait_s)
+            producer.purge()
+            producer.flush(0)
+            close = getattr(producer, "close", None)  # confluent-kafka >= 2.10; older ones close when freed
+            if close is not None:
+                close()
+        except Exception as e:  # a broken client may fail to close: it is dropped either way
+            log.debug("producer release: %s", e)
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         produce = self.producer.produce
@@ -410,15 +497,17 @@ class ConfluentSink(Sink):
         deadline = time.monotonic() + timeout_s
         while True:
             left = self.producer.flush(max(0.1, deadline - time.monotonic()))
-            failed, self._failed = self._failed, []
+            failed = self._take_failed()
             if left == 0 and not failed:
                 return
             if time.monotonic() > deadline:
+                self._failed.extend(failed)
                 raise DeliveryError(f"{len(failed) + left} messages undelivered after {timeout_s}s")
             log.warning("%d messages undelivered; rebuilding the producer and resending", len(failed) + left)
             if left:
-                self._failed = failed
+                self._failed.extend(failed)
                 continue
+            self._release(self.producer, 0)
             self.producer = self._build()
             if self.on_rebuild:
                 self.on_rebuild()
@@ -426,15 +515,12 @@ class ConfluentSink(Sink):
                 self.send(t, k, v)
 
     def close(self) -> None:
-        self.producer.flush(5)
+        self._release(self.producer, 5.0)
 
     def abandon(self) -> None:
-        self._failed = []
-        try:
-            self.producer.purge()  # queued and in-flight messages fail at once, undelivered
-            self.producer.flush(0)
-        except Exception:
-            pass
+        """Queued and in-flight messages fail at once, undelivered; the client is closed."""
+        self._release(self.producer, 0)
+        self._failed.clear()
 
 
 def make_source(settings, topics, on_assign=None) -> Source:

@@ -34,6 +34,7 @@ class Daemon:
         self.runners: list[PipelineRunner] = []
         self.threads: list[threading.Thread] = []
         self.server = None
+        self.server_threads: list[threading.Thread] = []
         self.http_port: int | None = None
         self.sidecar: Sidecar | None = None
         self.stopping = threading.Event()
@@ -47,6 +48,25 @@ class Daemon:
         return k
 
     def start(self) -> Daemon:
+        """Starts the broker (when embedded), the sidecar and the pipelines; a start that fails part
+        way stops whatever it had started (no broker, client or server outlives it) and raises."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _clients(self, pc: dict[str, Any]):
+        """A pipeline's source (in the pipeline's own consumer group) and sink."""
+        settings = {**self.kafka_settings, "group_id": pc["group_id"]}
+        name, client = pc["name"], settings["client"]
+
+        def rebuilt() -> None:
+            self.metrics.broker_reconnects.labels(pipeline=name, client=client).inc()
+
+        return kafka_conn.make_source(settings, [pc["input_topic"]]), kafka_conn.make_sink(settings, rebuilt)
+
+    def _start(self) -> Daemon:
         k = self.cfg.kafka
         if k["bootstrap_servers"] == "embedded" and self.broker is None:
             self.broker = EmbeddedBroker(k["broker_binary"]).start()
@@ -64,7 +84,8 @@ class Daemon:
         h = self.cfg.http
         if h["enabled"]:
             self.sidecar = Sidecar(self.cores, self.locks, self.metrics, h["token"], h["max_body_bytes"])
-            self.server, _, self.http_port = serve_in_thread(self.sidecar, h["host"], h["port"])
+            self.server, th, self.http_port = serve_in_thread(self.sidecar, h["host"], h["port"])
+            self.server_threads.append(th)
             log.info("HTTP sidecar and /metrics on http://%s:%s", h["host"], self.http_port)
         for p in self.cfg.pipelines:
             core = self.cores[p["name"]]
@@ -73,20 +94,12 @@ class Daemon:
             for s in core.shadows.values():
                 s.warm_up()
             log.info("%s: kernels compiled in %.1fs", p["name"], time.perf_counter() - t0)
-            settings = self.kafka_settings
-            client = settings["client"]
-
-            def rebuilt(name=p["name"], client=client) -> None:
-                self.metrics.broker_reconnects.labels(pipeline=name, client=client).inc()
-
-            source = kafka_conn.make_source(settings, [p["input_topic"]])
-            sink = kafka_conn.make_sink(settings, on_rebuild=rebuilt)
+            source, sink = self._clients(p)
             runner = PipelineRunner(core, source, sink, self.cfg.checkpoint,
                                     {"decision": p["output_topic"], "dlq": p["dead_letter_topic"]},
                                     lock=self.locks[p["name"]])
+            self.runners.append(runner)  # before restore: a failed start closes its clients too
             runner.restore()
-            self.runners.append(runner)
-            self.metrics.ready.labels(pipeline=p["name"]).set(1)
         # The loop allocates many small long-lived objects (pending decisions, remembered ids):
         # with the default thresholds the cyclic GC rescans them constantly (about 10% of the
         # processing time, measured). The process is the daemon's own, so it tunes its GC.
@@ -98,8 +111,14 @@ class Daemon:
             th.start()
             self.threads.append(th)
         if self.sidecar:
-            self.sidecar.ready = True
+            self.sidecar.ready = True  # HTTP decisions: kernels compiled and state restored
+            self.sidecar.readiness = self.readiness
         return self
+
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        """Per pipeline: consuming-ready (group joined, every assigned partition restored), and the
+        partitions it owns. A spare member of a group, owning none, is ready."""
+        return {r.core.name: r.readiness() for r in self.runners}
 
     def _run_guarded(self, r: PipelineRunner) -> None:
         """Runs a pipeline; a broker outage rebuilds its clients and resumes from the checkpoint."""
@@ -117,13 +136,11 @@ class Daemon:
                         old()
                     except Exception:
                         pass
-                settings = self.kafka_settings
-                r.source = kafka_conn.make_source(settings, [r.core.pc["input_topic"]])
-                r.sink = kafka_conn.make_sink(settings, on_rebuild=getattr(r.sink, "on_rebuild", None))
+                r.source, r.sink = self._clients(r.core.pc)
                 r.error = None
                 with r.lock:
                     r.restore()
-                self.metrics.broker_reconnects.labels(pipeline=r.core.name, client=settings["client"]).inc()
+                self.metrics.broker_reconnects.labels(pipeline=r.core.name, client=self.cfg.kafka["client"]).inc()
 
     def stop(self) -> None:
         """Graceful: stop consuming, finish the batch, publish, checkpoint, commit."""
@@ -140,6 +157,8 @@ class Daemon:
                     log.debug("close: %s", e)
         if self.server is not None:
             self.server.should_exit = True
+            for th in self.server_threads:
+                th.join(timeout=10)
         if self.owns_broker and self.broker is not None:
             self.broker.stop()
 

@@ -37,7 +37,8 @@ KAFKA = [
     S("client", str, "kafka-python", "Kafka client library", ("kafka-python", "confluent-kafka")),
     S("bootstrap_servers", str, "embedded",
       "host:port list, or 'embedded' to start the bundled Tansu broker on a free loopback port"),
-    S("group_id", str, "eddy", "consumer group id"),
+    S("group_id", str, "eddy", "consumer group id prefix: each pipeline consumes in its own group "
+      "<group_id>.<pipeline name> (unless the pipeline sets group_id)"),
     S("auto_offset_reset", str, "earliest",
       "where to start a partition with no checkpointed or committed offset", ("earliest", "latest")),
     S("fetch_max_wait_ms", int, 50, "longest a fetch waits for records on an idle partition (bounds the "
@@ -78,6 +79,8 @@ PIPELINE = [
     S("input_topic", str, None, "topic of events and feedback records"),
     S("output_topic", str, None, "topic of the decisions"),
     S("dead_letter_topic", str, "", "topic of rejected records (default <input_topic>.dlq)"),
+    S("group_id", str, "", "consumer group of this pipeline (default <kafka.group_id>.<name>); unique per "
+      "pipeline. Setting it to an earlier release's kafka.group_id keeps that group's committed offsets"),
     S("batch_max_events", int, 1000, "micro-batch size bound", minimum=1),
     S("batch_max_ms", float, 20.0, "micro-batch time bound", minimum=0.1),
     S("n_features", int, 64, "context dimension; name→value features are hashed into it", minimum=1),
@@ -199,6 +202,14 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> 
         names.add(pc["name"])
         if not pc["dead_letter_topic"]:
             pc["dead_letter_topic"] = pc["input_topic"] + ".dlq"
+        if not pc["group_id"]:
+            pc["group_id"] = f"{cfg.kafka['group_id']}.{pc['name']}"
+        other = next((q["name"] for q in cfg.pipelines if q["group_id"] == pc["group_id"]), None)
+        if other is not None:
+            # Consumers of different topics in one group rebalance each other without end
+            # (kafka-python starved pipelines for over a minute): one group per pipeline.
+            raise ConfigError(f"{where}.group_id: {pc['group_id']!r} is pipeline {other!r}'s consumer group "
+                              "too; each pipeline needs a group of its own")
         _check_learner(where, pc)
         cfg.pipelines.append(pc)
     kafka = cfg.kafka

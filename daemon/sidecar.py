@@ -6,7 +6,9 @@ for bandit pipelines; ``POST /v1/pipelines/{name}/access`` (one request object, 
 ``{"requests": [...]}``: see :mod:`daemon.paging`) for paging pipelines; ``POST .../predict`` (one
 event or ``{"events": [...]}``) and ``POST .../label`` (one label or ``{"labels": [...]}``) for
 groupwise pipelines (see :mod:`daemon.groupwise`);
-``GET /healthz``, ``/readyz`` (ready once kernels are compiled and state restored), ``/metrics``.
+``GET /healthz``, ``/readyz`` (ready once kernels are compiled, state restored, and every pipeline
+has joined its consumer group with each assigned partition restored; the body gives each pipeline's
+standing), ``/metrics``.
 Bad requests get a 4xx with the reason as JSON: ``{"error": reason, "detail": ...}``.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -37,7 +40,9 @@ class Sidecar:
         self.metrics = metrics
         self.token = token.encode()
         self.max_body = max_body
-        self.ready = False
+        self.ready = False  # kernels compiled and state restored: HTTP decisions are served
+        # Per pipeline consuming readiness (set by the daemon): name -> {"ready": bool, ...}.
+        self.readiness: Callable[[], dict[str, dict[str, Any]]] | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -53,6 +58,11 @@ class Sidecar:
         status, headers, body = await self.route(scope, receive)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _readyz(self) -> tuple[int, list, bytes]:
+        pipelines = self.readiness() if self.readiness is not None and self.ready else {}
+        ok = self.ready and all(p["ready"] for p in pipelines.values())
+        return 200 if ok else 503, JSON, orjson.dumps({"ready": ok, "pipelines": pipelines})
 
     @staticmethod
     def _err(status: int, reason: str, detail: str) -> tuple[int, list, bytes]:
@@ -84,7 +94,7 @@ class Sidecar:
             if path == "/healthz":
                 return 200, JSON, b'{"status":"ok"}'
             if path == "/readyz":
-                return (200, JSON, b'{"ready":true}') if self.ready else (503, JSON, b'{"ready":false}')
+                return self._readyz()
             if path == "/metrics":
                 return 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(self.metrics.registry)
         parts = path.strip("/").split("/")
@@ -235,7 +245,11 @@ def serve_in_thread(app: Sidecar, host: str, port: int):
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"http: cannot listen on {host}:{port}: {e.strerror}") from None
     bound = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             loop="auto", http="auto")

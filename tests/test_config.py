@@ -38,6 +38,20 @@ def test_pipeline_errors():
         config.load_dict({"pipelines": [pipeline_cfg(), pipeline_cfg()]}, env=False)
 
 
+def test_each_pipeline_consumes_in_a_group_of_its_own():
+    """Consumers of different topics in one group kept rebalancing each other (kafka-python starved
+    whole pipelines for over a minute): every pipeline gets <kafka.group_id>.<name> by default, an
+    explicit group_id (e.g. an earlier release's group, to keep its committed offsets) is kept, and
+    two pipelines in one group are refused."""
+    cfg = config.load_dict({"kafka": {"group_id": "pay"},
+                            "pipelines": [pipeline_cfg("a"), pipeline_cfg("b"), pipeline_cfg("c", group_id="eddy")]},
+                           env=False)
+    assert [p["group_id"] for p in cfg.pipelines] == ["pay.a", "pay.b", "eddy"]
+    with pytest.raises(ConfigError, match=r"pipelines\[1\].group_id: 'pay.a' is pipeline 'a'.s consumer group too"):
+        config.load_dict({"kafka": {"group_id": "pay"},
+                          "pipelines": [pipeline_cfg("a"), pipeline_cfg("b", group_id="pay.a")]}, env=False)
+
+
 def test_environment_overrides_secrets(monkeypatch):
     monkeypatch.setenv("EDDY_KAFKA_SASL_PASSWORD", "s3cret")
     monkeypatch.setenv("EDDY_HTTP_PORT", "9999")

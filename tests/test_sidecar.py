@@ -97,10 +97,17 @@ def test_auth_routes_health_and_control(sidecar):
     st, err = call(port, "POST", "/v1/pipelines/nope/decide", EVENT)
     assert st == 404 and "pay" in err["detail"]
     assert call(port, "GET", "/healthz")[0] == 200
-    assert call(port, "GET", "/readyz") == (200, {"ready": True})
+    assert call(port, "GET", "/readyz") == (200, {"ready": True, "pipelines": {}})
     app.ready = False
     assert call(port, "GET", "/readyz")[0] == 503
     app.ready = True
+    # Consuming readiness per pipeline: one that has not joined its group holds the daemon back.
+    standing = {"pay": {"ready": False, "joined": False, "assigned": []}}
+    app.readiness = lambda: standing
+    assert call(port, "GET", "/readyz") == (503, {"ready": False, "pipelines": standing})
+    standing["pay"] = {"ready": True, "joined": True, "assigned": []}  # a spare member: ready
+    assert call(port, "GET", "/readyz") == (200, {"ready": True, "pipelines": standing})
+    app.readiness = None
     st, out = call(port, "POST", "/v1/pipelines/pay/control", {"force_default": True})
     assert st == 200 and out == {"force_default": True}
     st, d = call(port, "POST", "/v1/pipelines/pay/decide", {**EVENT, "id": "forced"})
@@ -165,6 +172,7 @@ def test_shipped_prometheus_config_and_alert_rules_are_valid():
     assert promtool, "Debian's prometheus package ships promtool (make test installs it)"
     root = os.path.join(os.path.dirname(__file__), "..", "deploy", "prometheus")
     for args in (["check", "rules", os.path.join(root, "alerts.yml")],
+                 ["test", "rules", os.path.join(root, "alerts_test.yml")],  # the alerts fire when they should
                  ["check", "config", "--syntax-only", os.path.join(root, "prometheus.yml")]):
         out = subprocess.run([promtool, *args], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
