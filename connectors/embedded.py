@@ -2,14 +2,21 @@
 
 Started on a free loopback port (never Tansu's default 0.0.0.0:9092). A memory-storage broker
 loses every topic, record and committed offset when it stops: it is for demos and tests.
+
+The broker runs under a small guard process (:mod:`connectors._guard`) that ends it when the
+process that started it exits in any way, ``kill -9`` included: no broker outlives its daemon.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
+
+_GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_guard.py")
 
 
 def free_port() -> int:
@@ -43,15 +50,21 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        out = open(self.log_path, "ab") if self.log_path else None
+        log = out if out is not None else subprocess.DEVNULL
+        # The guard's stdin is a pipe only this process writes to: it closes when this process exits.
         self.proc = subprocess.Popen(
-            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+            [sys.executable, "-I", _GUARD, self.binary, "broker", "--listener-url", url,
+             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=log, stdin=subprocess.PIPE, start_new_session=True)
+        if out is not None:
+            out.close()  # the child has its own copy
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited with code {self.proc.returncode}")
+                code = self.proc.returncode
+                self.stop()
+                raise RuntimeError(f"the embedded broker exited with code {code} (port {self.port} in use?)")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
@@ -60,20 +73,31 @@ class EmbeddedBroker:
         self.stop()
         raise RuntimeError(f"broker did not listen on {self.bootstrap} within {timeout_s}s")
 
+    @property
+    def pid(self) -> int | None:
+        """The guard's process id (also the broker's process group)."""
+        return self.proc.pid if self.proc is not None else None
+
     def stop(self, kill: bool = False) -> None:
+        """Stops the broker; ``kill``: at once with SIGKILL (a crash, for tests)."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            if kill:  # the guard and the broker share a process group of their own
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             else:
-                self.proc.terminate()
+                proc.terminate()  # the guard terminates the broker and exits with it
             try:
-                self.proc.wait(5)
+                proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        if proc.stdin is not None:
+            proc.stdin.close()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
