@@ -45,3 +45,40 @@ def test_more_distinct_actions_than_slots_in_one_batch_is_rejected():
     lrn = learners.create("squarecb", n_features=3, max_actions=2, seed=0)
     with pytest.raises(InvalidInput, match="max_actions"):
         lrn.process(batch([["a", "b"], ["c"]]))
+
+
+def assert_same_snapshot(a, b):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k, strict=True)
+
+
+def test_a_rejected_batch_leaves_table_and_models_unchanged():
+    # Strict actions: an unknown id after known ones must not mark the known ones as used.
+    lrn = learners.create("squarecb", n_features=3, actions=("a", "b"), strict_actions=True, seed=0)
+    learn(lrn, ["a", "b"])
+    before = lrn.snapshot()
+    with pytest.raises(InvalidInput, match="unknown action id 'z'"):
+        lrn.process(batch([["a", "b"], ["z"]]))
+    with pytest.raises(InvalidInput, match="unknown action id 'z'"):
+        learn(lrn, ["b", "z"])
+    assert_same_snapshot(before, lrn.snapshot())
+    # Too many new ids for the slots: none of them is added, nothing is evicted.
+    lrn = learners.create("squarecb", n_features=3, max_actions=3, seed=0)
+    learn(lrn, ["a", "b"])
+    before = lrn.snapshot()
+    with pytest.raises(InvalidInput, match="max_actions"):
+        lrn.process(batch([["c", "d"], ["a", "e"]]))
+    with pytest.raises(InvalidInput, match="max_actions"):
+        learn(lrn, ["c", "d", "e", "f"])
+    assert_same_snapshot(before, lrn.snapshot())
+    lrn.process(batch([["c", "d"], ["a"]]))  # two new ids fit: one free slot, 'b' evicted
+    assert sorted(lrn._table.slot) == ["a", "c", "d"] and lrn.metrics()["action_evictions"] == 1
+    # The shared oracle without action features: new ids are not added first.
+    lrn = learners.create("squarecb-shared", n_features=3, n_action_features=2, seed=0)
+    before = lrn.snapshot()
+    with pytest.raises(InvalidInput, match="action_features"):
+        lrn.process(batch([["a", "b"]]))
+    with pytest.raises(InvalidInput, match="action_features"):
+        lrn.process({**batch([["a", "b"]]), "action_features": np.zeros((3, 2))})
+    assert_same_snapshot(before, lrn.snapshot())

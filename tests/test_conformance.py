@@ -94,20 +94,30 @@ def test_inputs_not_mutated(name):
             npt.assert_array_equal(np.asarray(b1[col]), np.asarray(b2[col]), err_msg=col)
 
 
+def assert_snapshots_equal(before, after, what=""):
+    """Every array of two snapshots (models, tables, counters, meta) is the same: names, dtypes, shapes, values."""
+    assert sorted(before) == sorted(after), what
+    for k in before:
+        assert before[k].dtype == after[k].dtype, f"{what}: {k}"
+        npt.assert_array_equal(before[k], after[k], err_msg=f"{what}: {k}", strict=True)
+
+
+@pytest.mark.parametrize("trained", [False, True])
 @pytest.mark.parametrize("name", NAMES)
-def test_bad_input_rejected_clearly(name):
+def test_bad_input_rejected_clearly(name, trained):
+    """A rejected batch raises InvalidInput with a reason and leaves the whole snapshot unchanged,
+    on a fresh learner and on one part way through its stream."""
     learner = build(name)
+    if trained:
+        run(learner, stream(learner, seed=1, n=32))
     bad = list(type(learner)._bad_batches())
     assert bad, "every learner lists bad batches"
-    for kind, batch in bad:
-        before = learner.snapshot()
+    for i, (kind, batch) in enumerate(bad):
+        before = copy.deepcopy(learner.snapshot())
         with pytest.raises(InvalidInput) as err:
             getattr(learner, kind)(batch)
         assert str(err.value)
-        after = learner.snapshot()
-        for k in ("t",):
-            if k in before:
-                npt.assert_array_equal(before[k], after[k])
+        assert_snapshots_equal(before, learner.snapshot(), f"bad batch {i} ({kind}: {err.value})")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -50,6 +50,7 @@ class ActionTable:
         slot = self.slot
         found = [slot.get(a) for a in ids]
         if None in found:
+            self._check_room(ids, found, tick, allow_new)
             # Slots already used by this batch are taken before any new id may evict one.
             self.last_used[[f for f in found if f is not None]] = tick
             for j, a in enumerate(ids):
@@ -64,6 +65,18 @@ class ActionTable:
         if len(out):
             self.last_used[out] = tick
         return out
+
+    def _check_room(self, ids, found: list, tick: int, allow_new: bool) -> None:
+        """Raises before anything changes if the batch's new ids are not allowed or cannot all get a
+        slot (a rejected batch leaves the table and the models as they were)."""
+        new = list(dict.fromkeys(a for a, f in zip(ids, found, strict=True) if f is None))
+        if not allow_new:
+            raise InvalidInput(f"unknown action id {new[0]!r}")
+        taken = np.zeros(len(self.ids), dtype=np.bool_)
+        taken[[f for f in found if f is not None]] = True
+        room = self.cap - len(self.ids) + int(((self.last_used < tick) & ~taken).sum())
+        if len(new) > room:
+            raise InvalidInput(f"more than max_actions={self.cap} distinct actions in one batch")
 
     def _new(self, a: str, tick: int, on_reset) -> int:
         if len(self.ids) < self.cap:
@@ -359,13 +372,14 @@ class BanditLearner(Learner):
             raise InvalidInput("action_features contain NaN or inf")
         return AF
 
-    def _action_sets(self, batch: Batch, n: int) -> tuple[np.ndarray, np.ndarray, list | None]:
+    def _action_sets(self, batch: Batch, n: int, tick: int) -> tuple[np.ndarray, np.ndarray, list | None, np.ndarray]:
         if "action_indptr" not in batch:
             if len(self._all_slots) == 0:
                 raise InvalidInput("events carry no action set and no actions are configured")
             k = len(self._all_slots)
-            self._table.last_used[self._all_slots] = self._tick
-            return np.arange(0, n * k + 1, k, dtype=np.int64), np.tile(self._all_slots, n), None
+            AF = self._check_af(batch, n * k)
+            self._table.last_used[self._all_slots] = tick
+            return np.arange(0, n * k + 1, k, dtype=np.int64), np.tile(self._all_slots, n), None, AF
         indptr = np.asarray(batch["action_indptr"], dtype=np.int64)
         ids = list(batch["action_ids"])
         if indptr.shape != (n + 1,) or indptr[0] != 0 or indptr[-1] != len(ids):
@@ -376,9 +390,10 @@ class BanditLearner(Learner):
                                rows=np.flatnonzero(sizes < 1))
         if not all(isinstance(a, str) for a in ids):
             raise InvalidInput("action ids must be strings")
-        slots = self._table.lookup(ids, self._tick, not self.strict_actions, self._reset_slot)
+        AF = self._check_af(batch, len(ids))
+        slots = self._table.lookup(ids, tick, not self.strict_actions, self._reset_slot)
         self._grow()
-        return indptr, slots, ids
+        return indptr, slots, ids, AF
 
     # -- the two operations -----------------------------------------------------------------------
     def process(self, batch: Batch) -> dict[str, np.ndarray]:
@@ -391,10 +406,11 @@ class BanditLearner(Learner):
         """
         X, keys = self._check_X(batch)
         n = X.shape[0]
-        self._tick += 1
-        indptr, slots, ids = self._action_sets(batch, n)
+        # Every check runs before any state changes: a rejected batch leaves the learner as it was.
+        tick = self._tick + 1
+        indptr, slots, ids, AF = self._action_sets(batch, n, tick)
+        self._tick = tick
         nnz = len(slots)
-        AF = self._check_af(batch, nnz)
         scores = np.empty(nnz)
         widths = np.empty(nnz)
         want_width = self.policy in ("linucb", "lints")
@@ -458,8 +474,9 @@ class BanditLearner(Learner):
         AF = self._check_af(batch, n)
         if n == 0:
             return
-        self._tick += 1
-        slots = self._table.lookup(actions, self._tick, not self.strict_actions, self._reset_slot)
+        tick = self._tick + 1
+        slots = self._table.lookup(actions, tick, not self.strict_actions, self._reset_slot)
+        self._tick = tick
         self._grow()
         if self.oracle == "ridge":
             LK.ridge_update_rows(self._A_inv, self._theta, X, slots, reward)
@@ -539,9 +556,17 @@ class BanditLearner(Learner):
         yield "process", {**ok, "X": ok["X"][:, :3]}
         yield "process", {k: v for k, v in ok.items() if k != "event_key"}
         yield "process", {**ok, "action_indptr": ok["action_indptr"] * 0}
+        # More new action ids than max_actions (8 in the conformance parameters) in one batch: the
+        # table must not keep the ones it had room for.
+        many = np.array([f"new{j}" for j in range(9)], dtype=object)
+        yield "process", {"event_key": ok["event_key"][:1], "X": ok["X"][:1],
+                          "action_indptr": np.array([0, 9], dtype=np.int64), "action_ids": many,
+                          "action_features": np.zeros((9, 2))}
         _, fb = list(cls._conformance_stream(0))[1]
         yield "learn", {**fb, "reward": np.full(len(fb["reward"]), np.inf)}
         yield "learn", {k: v for k, v in fb.items() if k != "reward"}
+        yield "learn", {"event_key": np.arange(1, 10, dtype=np.uint64), "X": np.ones((9, 4)), "action": many,
+                        "reward": np.full(9, 0.5), "prob": np.full(9, 0.5), "action_features": np.zeros((9, 2))}
 
 
 def _random_keys(rng: np.random.Generator, n: int) -> np.ndarray:
