@@ -24,8 +24,12 @@ class OnlineRidge:
     >>> r = OnlineRidge(2, lam=1e-6)
     >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     >>> r.learn(X, np.array([1.0, 2.0, 3.0]))
-    >>> np.round(r.predict(np.array([[2.0, 1.0]])), 4)
+    >>> np.round(r.predict(np.array([[2.0, 1.0]])), 4)  # doctest: -NUMBER
     array([4.])
+    >>> r = OnlineRidge(1, lam=3.0)  # one row x = 1, y = 2: θ = 2/(λ + 1)
+    >>> r.learn(np.array([[1.0]]), np.array([2.0]))
+    >>> r.theta_.tolist()  # doctest: -NUMBER
+    [0.5]
     """
 
     def __init__(self, n_features: int, lam: float = 1.0):
