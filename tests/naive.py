@@ -740,3 +740,153 @@ def groupwise(X, member, y, lam, base="ridge", lr=0.1, seed=0, keys=None, anchor
                 gsum[g] += grad ** 2
                 theta[g] -= np.where(grad != 0, lr * grad / np.sqrt(gsum[g]), 0.0)
     return np.array(mix_out), np.array(rand_out), R, C, loss, rows
+
+
+# -- the whole bandit learner -------------------------------------------------------------------------
+class NaiveBandit:
+    """BanditLearner written the obvious way: each ridge model solved from scratch from every row it
+    learned (θ = (λI + XᵀX)⁻¹Xᵀy, A⁻¹ = (λI + XᵀX)⁻¹, so an action with no rows has A⁻¹ = I/λ),
+    γ = gamma_scale·t^gamma_exponent with t the number of learned events, the exploration floor
+    and cap applied to every event (they change nothing at min_prob = 0, max_explore = 1), and the
+    action table as a list of ids where a new id, when the list is full, takes the place of the id
+    offered longest ago that the same batch does not use (lowest slot first among equals), whose
+    model starts afresh."""
+
+    def __init__(self, n_features, policy="squarecb", oracle="ridge", actions=(), max_actions=256,
+                 n_action_features=0, lam=1.0, gamma_scale=10.0, gamma_exponent=0.5, epsilon=0.05, alpha=1.0,
+                 ts_scale=0.5, ts_samples=64, hidden=32, lr=0.05, perturbation=0.01, kl_loss=False,
+                 min_prob=0.0, max_explore=1.0, seed=0):
+        self.d, self.policy, self.oracle, self.cap = n_features, policy, oracle, max_actions
+        self.dim = n_features * (n_action_features + 1)  # the shared model's dimension
+        self.lam, self.gamma_scale, self.gamma_exponent = lam, gamma_scale, gamma_exponent
+        self.epsilon, self.alpha, self.ts_scale, self.ts_samples = epsilon, alpha, ts_scale, ts_samples
+        self.lr, self.sigma, self.kl = lr, perturbation, kl_loss
+        self.min_prob, self.max_explore, self.seed = min_prob, max_explore, seed
+        self.actions = list(actions)
+        self.ids, self.last = [], []  # slot -> action id, slot -> tick it was last used
+        self.rows = []  # slot -> [(x, y)] learned (ridge); the shared model's [(φ, y)] is self.shared
+        self.shared = []
+        self.t = self.tick = self.evictions = 0
+        self.bounds_changed = 0  # events whose probabilities the floor or the cap changed
+        if oracle == "neural":
+            rng = np.random.default_rng(seed)
+            self.W1 = rng.normal(0.0, 1.0 / np.sqrt(n_features), size=(hidden, n_features))
+            self.b1 = np.zeros(hidden)
+            self.W2 = np.zeros((0, hidden))
+            self.b2 = np.zeros(0)
+        self.slots_of(self.actions, 0)
+
+    @property
+    def gamma(self):
+        return self.gamma_scale * self.t ** self.gamma_exponent if self.t > 0 else 0.0
+
+    def slots_of(self, ids, tick):
+        for a in ids:
+            if a in self.ids:
+                self.last[self.ids.index(a)] = tick
+        out = []
+        for a in ids:
+            if a not in self.ids:
+                if len(self.ids) < self.cap:
+                    self.ids.append(a)
+                    self.last.append(tick)
+                    self.rows.append([])
+                    if self.oracle == "neural":
+                        self.W2 = np.vstack([self.W2, np.zeros(self.W2.shape[1])])
+                        self.b2 = np.append(self.b2, 0.0)
+                else:
+                    s = min((s for s in range(len(self.ids)) if self.last[s] < tick), key=lambda s: (self.last[s], s))
+                    self.ids[s] = a
+                    self.evictions += 1
+                    self.rows[s] = []
+                    if self.oracle == "neural":
+                        self.W2[s] = 0.0
+                        self.b2[s] = 0.0
+            s = self.ids.index(a)
+            self.last[s] = tick
+            out.append(s)
+        return out
+
+    def phi(self, x, af):
+        return np.outer(x, np.concatenate([[1.0], af])).ravel()
+
+    def ridge_model(self, rows, dim):
+        if not rows:
+            return np.eye(dim) / self.lam, np.zeros(dim)
+        return ridge(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), self.lam)
+
+    def process(self, keys, X, sets=None, AF=None):
+        """``sets``: each event's action ids (None: the configured actions); ``AF``: the flat action
+        features (shared oracle). Returns the learner's outputs."""
+        self.tick += 1
+        if sets is None:
+            sets = [self.actions] * len(X)
+            self.slots_of(self.actions, self.tick)
+        flat = [a for s in sets for a in s]
+        slots = self.slots_of(flat, self.tick) if flat else []
+        indptr = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
+        scores, widths = np.empty(len(flat)), np.empty(len(flat))
+        if self.oracle == "ridge-shared":
+            A_inv, theta = self.ridge_model(self.shared, self.dim)
+        for i, (lo, hi) in enumerate(events(indptr)):
+            for p in range(lo, hi):
+                s = slots[p]
+                if self.oracle == "ridge":
+                    A_inv, theta = self.ridge_model(self.rows[s], self.d)
+                    v = X[i]
+                elif self.oracle == "ridge-shared":
+                    v = self.phi(X[i], AF[p])
+                if self.oracle == "neural":
+                    z = self.W2[s] @ np.maximum(self.W1 @ X[i] + self.b1, 0.0) + self.b2[s]
+                    if self.sigma > 0:
+                        z += self.sigma * draw_normal(self.seed, int(keys[i]), 2_000_000 + s)
+                    scores[p] = sigmoid(z) if self.kl else z
+                else:
+                    scores[p] = v @ theta
+                    widths[p] = math.sqrt(max(v @ A_inv @ v, 0.0))
+        if self.policy == "squarecb":
+            probs = igw(scores, indptr, self.gamma)
+        elif self.policy == "fastcb":
+            probs = fastcb(scores, indptr, self.gamma)
+        elif self.policy == "epsilon-greedy":
+            probs = epsgreedy(scores, indptr, self.epsilon)
+        elif self.policy == "linucb":
+            probs = ucb(scores, widths, indptr, self.alpha)
+        else:
+            probs = ts(scores, widths, indptr, self.ts_scale, self.seed, keys, self.ts_samples)
+        bounded = bounds(probs, scores, indptr, self.min_prob, self.max_explore)
+        self.bounds_changed += sum(not np.allclose(bounded[lo:hi], probs[lo:hi], rtol=0, atol=1e-9)
+                                   for lo, hi in events(indptr))
+        chosen, prob, explored = sample(bounded, scores, indptr, self.seed, keys)
+        return {"indptr": indptr, "probs": bounded, "scores": scores, "chosen": chosen, "prob": prob,
+                "explored": explored, "chosen_action": [flat[lo + c] for (lo, _), c in zip(events(indptr), chosen, strict=True)]}
+
+    def learn(self, keys, X, actions, reward, AF=None):
+        if len(X) == 0:
+            return
+        self.tick += 1
+        slots = self.slots_of(list(actions), self.tick)
+        if self.oracle == "neural":
+            self.W1, self.b1, self.W2, self.b2 = mlp_update(
+                X, np.array(slots), reward, keys, self.W1, self.b1, self.W2, self.b2, self.kl, self.sigma,
+                self.lr, self.seed)
+        for i, s in enumerate(slots):
+            if self.oracle == "ridge":
+                self.rows[s].append((X[i], reward[i]))
+            elif self.oracle == "ridge-shared":
+                self.shared.append((self.phi(X[i], AF[i]), reward[i]))
+        self.t += len(X)
+
+    def state(self):
+        """The learner's snapshot, as the learner names it."""
+        out = {"action_ids": np.array(self.ids, dtype=str), "action_last_used": np.array(self.last, dtype=np.int64),
+               "action_evictions": np.array(self.evictions), "t": np.array(self.t), "tick": np.array(self.tick)}
+        if self.oracle == "neural":
+            out.update(W1=self.W1, b1=self.b1, W2=self.W2, b2=self.b2)
+        elif self.oracle == "ridge-shared":
+            out["A_inv"], out["theta"] = self.ridge_model(self.shared, self.dim)
+        else:
+            models = [self.ridge_model(r, self.d) for r in self.rows]
+            out["A_inv"] = np.array([m[0] for m in models]).reshape(len(models), self.d, self.d)
+            out["theta"] = np.array([m[1] for m in models]).reshape(len(models), self.d)
+        return out
