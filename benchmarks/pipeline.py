@@ -60,13 +60,17 @@ try:
             except BufferError:
                 p.poll(0.01)
     def tick(): p.poll(0)
-    def flush(): p.flush(60)
+    def flush():
+        p.flush(60)
+        getattr(p, "close", lambda: None)()  # released, not left to reconnect until the process exits
 except ImportError:
     from kafka import KafkaProducer
     p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks=1, batch_size=256 * 1024)
     def send(v): p.send(topic, v)
     def tick(): pass
-    def flush(): p.flush(60)
+    def flush():
+        p.flush(60)
+        p.close()
 print("start", flush=True)
 t0 = time.perf_counter()
 for i, v in enumerate(lines):
@@ -151,12 +155,14 @@ def run_client(client: str, path: str, ids: list[str], n: int, latency_s: float)
     daemon = Daemon(cfg, broker=broker).start()
     try:
         _wait_assigned(daemon)
-        cpu0 = _cpu_seconds(broker.proc.pid), time.process_time()
+        broker_pid = broker.broker_pid  # the broker itself, not its guard process
+        assert broker_pid is not None
+        cpu0 = _cpu_seconds(broker_pid), time.process_time()
         prod = _producer(broker.bootstrap, path, 0, n, 0.0)
         t0 = time.perf_counter()
         _wait_committed(daemon, n, 600)
         elapsed = time.perf_counter() - t0
-        cpu = {"broker": round(_cpu_seconds(broker.proc.pid) - cpu0[0], 2),
+        cpu = {"broker": round(_cpu_seconds(broker_pid) - cpu0[0], 2),
                "daemon": round(time.process_time() - cpu0[1], 2)}
         batches = daemon.runners[0].batches
         reg = daemon.metrics.registry

@@ -78,6 +78,22 @@ class EmbeddedBroker:
         """The guard's process id (also the broker's process group)."""
         return self.proc.pid if self.proc is not None else None
 
+    @property
+    def broker_pid(self) -> int | None:
+        """The broker's own process id (the guard's child), e.g. to read its CPU time."""
+        guard = self.pid
+        if guard is None:
+            return None
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == guard:
+                            return int(pid)
+                except OSError:
+                    continue
+        return None
+
     def stop(self, kill: bool = False) -> None:
         """Stops the broker; ``kill``: at once with SIGKILL (a crash, for tests)."""
         if self.proc is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -59,7 +60,8 @@ def wait_until(pred, timeout: float) -> bool:
 
 
 def client_threads() -> list[str]:
-    """This process's Kafka client threads: librdkafka's (OS threads named rdk:...) and kafka-python's."""
+    """One thread per live Kafka client of this process: librdkafka's main thread (an OS thread
+    named rdk:main; its broker threads vary with the brokers it knows) and kafka-python's thread."""
     names = []
     for t in os.listdir("/proc/self/task"):
         try:
@@ -67,8 +69,8 @@ def client_threads() -> list[str]:
                 names.append(f.read().strip())
         except OSError:
             continue
-    return sorted([n for n in names if n.startswith("rdk:")]
-                  + [t.name for t in threading.enumerate() if t.name.startswith("kafka")])
+    return sorted([n for n in names if n == "rdk:main"]  # client numbers in names (producer-4) stripped
+                  + [re.sub(r"\d+", "N", t.name) for t in threading.enumerate() if t.name.startswith("kafka")])
 
 
 def decided(d, name) -> float:

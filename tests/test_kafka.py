@@ -17,6 +17,7 @@ from daemon.app import Daemon
 from daemon.cli import replay
 
 from .conftest import make_records, pipeline_cfg
+from .test_daemon_process import client_threads, wait_until
 
 pytestmark = pytest.mark.kafka
 CLIENTS = ["kafka-python", "confluent-kafka"]
@@ -259,6 +260,7 @@ def test_an_unexpected_client_error_rebuilds_the_clients_and_resumes(tmp_path, c
             calls.append(timeout_s)
             raise SystemError("injected: flush returned NULL without setting an exception")
 
+        clients = client_threads()  # the pipeline's source and sink (and no other client of this test)
         failing.flush = flush  # type: ignore[method-assign]
         b = lose_the_log(b, cfg, topics)
         produce(b.bootstrap, pc["input_topic"], small_events("after-", 20))
@@ -266,6 +268,8 @@ def test_an_unexpected_client_error_rebuilds_the_clients_and_resumes(tmp_path, c
         assert calls and r.sink is not failing  # the failure happened and the sink was replaced
         assert sorted(x["id"] for x in got) == sorted(f"after-{i}" for i in range(20))
         assert all(t.is_alive() for t in d.threads)
+        # The rebuild released the clients it replaced: as many live clients as before the failure.
+        assert wait_until(lambda: client_threads() == clients, 10), (clients, client_threads())
         rebuilds = d.metrics.registry.get_sample_value("eddy_kafka_client_rebuilds_total",
                                                        {"pipeline": name, "client": client})
         assert rebuilds and rebuilds >= 1
