@@ -100,7 +100,13 @@ def test_auth_routes_health_and_control(sidecar):
     assert call(port, "GET", "/readyz") == (200, {"ready": True, "pipelines": {}})
     app.ready = False
     assert call(port, "GET", "/readyz")[0] == 503
+    st, err = call(port, "POST", "/v1/pipelines/pay/decide", {**EVENT, "id": "early"})
+    assert st == 503 and err["error"] == "not_ready"  # kernels compiling or state being restored
     app.ready = True
+    st, err = call(port, "POST", "/v1/pipelines/pay/access", EVENT)  # a paging verb on a bandit pipeline
+    assert st == 404 and err["error"] == "not_found" and "POST .../decide" in err["detail"]
+    assert call(port, "GET", "/v1/pipelines/pay/decide")[0] == 405
+    assert call(port, "POST", "/v2/anything", EVENT)[0] == 404
     # Consuming readiness per pipeline: one that has not joined its group holds the daemon back.
     standing = {"pay": {"ready": False, "joined": False, "assigned": []}}
     app.readiness = lambda: standing
