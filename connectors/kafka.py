@@ -533,6 +533,25 @@ def make_sink(settings, on_rebuild=None) -> Sink:
     return cls(settings, on_rebuild)
 
 
+def committed_offsets(settings: dict[str, Any], group_id: str, topic: str) -> dict[str, int]:
+    """``{"topic:partition": offset}`` committed by ``group_id`` on each partition of ``topic``
+    (partitions with no commit left out). Asks the group coordinator without joining the group."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings["bootstrap_servers"], group_id=group_id,
+                             enable_auto_commit=False, **security_kwargs(settings, confluent=False))
+    try:
+        out = {}
+        for part in sorted(consumer.partitions_for_topic(topic) or ()):
+            off = consumer.committed(TopicPartition(topic, part))
+            if off is not None and off >= 0:
+                out[pos_key(topic, part)] = int(off)
+        return out
+    finally:
+        consumer.close(autocommit=False)
+
+
 def create_topics(settings: dict[str, Any], topics: list[str], partitions: int = 1) -> None:
     """Creates topics that do not exist yet (used with the embedded broker)."""
     from kafka.admin import KafkaAdminClient, NewTopic

@@ -100,6 +100,7 @@ class Daemon:
                                     lock=self.locks[p["name"]])
             self.runners.append(runner)  # before restore: a failed start closes its clients too
             runner.restore()
+            self._adopt_earlier_group_offsets(p, runner)
         # The loop allocates many small long-lived objects (pending decisions, remembered ids):
         # with the default thresholds the cyclic GC rescans them constantly (about 10% of the
         # processing time, measured). The process is the daemon's own, so it tunes its GC.
@@ -114,6 +115,29 @@ class Daemon:
             self.sidecar.ready = True  # HTTP decisions: kernels compiled and state restored
             self.sidecar.readiness = self.readiness
         return self
+
+    def _adopt_earlier_group_offsets(self, pc: dict[str, Any], runner: PipelineRunner) -> None:
+        """The upgrade to one consumer group per pipeline, without checkpoints to resume from:
+        when the pipeline's own group has committed nothing on its input topic yet, its partitions
+        resume from the offsets that ``kafka.group_id`` (the group every pipeline shared before)
+        committed there, instead of at ``auto_offset_reset``."""
+        k, topic = self.cfg.kafka, pc["input_topic"]
+        if self.owns_broker or pc["group_id"] != f"{k['group_id']}.{pc['name']}":
+            return  # a fresh memory broker has no earlier group; an explicit group_id is the user's choice
+        if any(key.rsplit(":", 1)[0] == topic for key in runner.positions):
+            return  # the checkpoint's positions decide
+        settings = self.kafka_settings
+        try:
+            if kafka_conn.committed_offsets(settings, pc["group_id"], topic):
+                return
+            earlier = kafka_conn.committed_offsets(settings, k["group_id"], topic)
+        except Exception as e:  # an unreachable coordinator must not stop the start: the reset policy applies
+            log.warning("%s: could not read the committed offsets of group %r: %s", pc["name"], k["group_id"], e)
+            return
+        if earlier:
+            log.info("%s: group %r has committed nothing on %s yet: resuming from group %r's offsets %s",
+                     pc["name"], pc["group_id"], topic, k["group_id"], earlier)
+            runner.source.seek(earlier)
 
     def readiness(self) -> dict[str, dict[str, Any]]:
         """Per pipeline: consuming-ready (group joined, every assigned partition restored), and the

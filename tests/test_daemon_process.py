@@ -237,3 +237,37 @@ def test_stop_releases_every_kafka_client(broker, tmp_path, client):
     finally:
         d.stop()
     assert wait_until(lambda: client_threads() == before, 10), (before, client_threads())
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_an_upgrade_without_checkpoints_resumes_from_the_earlier_shared_group(broker, tmp_path, client):
+    """Before the per-pipeline groups every pipeline consumed in kafka.group_id itself. A daemon
+    upgraded without its checkpoints resumes each pipeline from the offsets that group committed
+    (once: its own group's commits decide from then on), not at auto_offset_reset."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    legacy = f"legacy{CLIENTS.index(client)}"
+    pc = pipeline_cfg(legacy)
+    cfg = config.load_dict({"kafka": {"client": client, "bootstrap_servers": broker.bootstrap, "group_id": legacy},
+                            "http": {"enabled": False}, "checkpoint": {"dir": str(tmp_path)},
+                            "pipelines": [pc]}, env=False)
+    create_topics(cfg.kafka, [pc["input_topic"], pc["output_topic"], f"{pc['input_topic']}.dlq"])
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for i in range(10):
+        event = {"id": f"m{i}", "time": float(i), "features": {"x": 1.0}, "actions": ["a", "b"]}
+        producer.send(pc["input_topic"], json.dumps(event).encode())
+    producer.flush()
+    producer.close()
+    old = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=legacy, enable_auto_commit=False)
+    old.commit({TopicPartition(pc["input_topic"], 0): OffsetAndMetadata(6, "", -1)})  # decided m0..m5 before
+    old.close()
+    d = Daemon(cfg).start()
+    try:
+        assert wait_until(lambda: decided(d, legacy) >= 4, 30)
+        time.sleep(1.0)
+        assert decided(d, legacy) == 4  # m6..m9 only
+    finally:
+        d.stop()
+    from connectors.kafka import committed_offsets
+    assert committed_offsets(cfg.kafka, f"{legacy}.{legacy}", pc["input_topic"]) == {f"{pc['input_topic']}:0": 10}
