@@ -271,3 +271,28 @@ def test_an_upgrade_without_checkpoints_resumes_from_the_earlier_shared_group(br
         d.stop()
     from connectors.kafka import committed_offsets
     assert committed_offsets(cfg.kafka, f"{legacy}.{legacy}", pc["input_topic"]) == {f"{pc['input_topic']}:0": 10}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_topic_lag_counts_every_partition_past_the_groups_commits(broker, client):
+    """eddy_topic_lag_messages' source: records past the group's committed offsets on every partition
+    of the topic, owned or not (here by a source that owns nothing yet: it never polled)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from connectors.kafka import make_source
+
+    topic, group = f"lagtopic{CLIENTS.index(client)}", f"laggroup{CLIENTS.index(client)}"
+    create_topics({"bootstrap_servers": broker.bootstrap}, [topic], partitions=2)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+    for i in range(10):  # one record per request: Tansu's end offsets are exact for single-record batches
+        producer.send(topic, b"x", partition=i % 2).get(timeout=10)
+    producer.close()
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+    c.commit({TopicPartition(topic, 0): OffsetAndMetadata(3, "", -1)})  # partition 1: nothing committed
+    c.close()
+    source = make_source({"client": client, "bootstrap_servers": broker.bootstrap, "group_id": group}, [topic])
+    try:
+        assert source.topic_lag() == {topic: (5 - 3) + 5}
+    finally:
+        source.close()
