@@ -176,6 +176,13 @@ class KafkaPythonSource(Source):
         self._resume.at.update(positions)
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        if not _kafka_python_joined(self.consumer):
+            # Joining or rebalancing: wait inside poll. kafka-python 3.0 (through 3.0.12 at least)
+            # drops a join that completes between two polls and sends a new JoinGroup; with
+            # micro-batch polls of 20 ms on a busy machine, and a broker that answers a join after
+            # a 3 s delay (Tansu), single-member groups took 6-21 s to join, measured. Records
+            # still return as soon as they arrive (poll does not wait for the timeout then).
+            timeout_s = max(timeout_s, _JOIN_POLL_S)
         batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         out: list[SourceRecord] = []
         for tp, recs in batches.items():
@@ -237,6 +244,9 @@ class KafkaPythonSource(Source):
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
+
+
+_JOIN_POLL_S = 5.0  # kafka-python poll timeout while the member is not stable (see KafkaPythonSource.poll)
 
 
 def _kafka_python_joined(consumer) -> bool:
