@@ -220,17 +220,22 @@ def test_a_killed_daemon_takes_its_broker_with_it(tmp_path):
     assert wait_until(lambda: not tagged(tag), 15), f"left behind: {tagged(tag)}"
 
 
+def one_pipeline(broker, tmp_path, client, name):
+    """A one-pipeline daemon config named ``name`` (HTTP off, kafka.group_id = name), topics created."""
+    pc = pipeline_cfg(name)
+    cfg = config.load_dict({"kafka": {"client": client, "bootstrap_servers": broker.bootstrap, "group_id": name},
+                            "http": {"enabled": False}, "checkpoint": {"dir": str(tmp_path)},
+                            "pipelines": [pc]}, env=False)
+    create_topics(cfg.kafka, [pc["input_topic"], pc["output_topic"], cfg.pipelines[0]["dead_letter_topic"]])
+    return pc, cfg
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_stop_releases_every_kafka_client(broker, tmp_path, client):
     """After stop, none of the daemon's Kafka clients is alive (a confluent-kafka producer left to
     the garbage collector used to go on reconnecting to the broker for minutes)."""
     before = client_threads()
-    name = f"release{CLIENTS.index(client)}"
-    pc = pipeline_cfg(name)
-    cfg = config.load_dict({"kafka": {"client": client, "bootstrap_servers": broker.bootstrap, "group_id": name},
-                            "http": {"enabled": False}, "checkpoint": {"dir": str(tmp_path)},
-                            "pipelines": [pc]}, env=False)
-    create_topics(cfg.kafka, [pc["input_topic"], pc["output_topic"], f"{pc['input_topic']}.dlq"])
+    pc, cfg = one_pipeline(broker, tmp_path, client, f"release{CLIENTS.index(client)}")
     d = Daemon(cfg).start()
     try:
         assert wait_until(lambda: len(client_threads()) > len(before), 10)
@@ -248,11 +253,7 @@ def test_an_upgrade_without_checkpoints_resumes_from_the_earlier_shared_group(br
     from kafka.structs import OffsetAndMetadata
 
     legacy = f"legacy{CLIENTS.index(client)}"
-    pc = pipeline_cfg(legacy)
-    cfg = config.load_dict({"kafka": {"client": client, "bootstrap_servers": broker.bootstrap, "group_id": legacy},
-                            "http": {"enabled": False}, "checkpoint": {"dir": str(tmp_path)},
-                            "pipelines": [pc]}, env=False)
-    create_topics(cfg.kafka, [pc["input_topic"], pc["output_topic"], f"{pc['input_topic']}.dlq"])
+    pc, cfg = one_pipeline(broker, tmp_path, client, legacy)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     for i in range(10):
         event = {"id": f"m{i}", "time": float(i), "features": {"x": 1.0}, "actions": ["a", "b"]}
