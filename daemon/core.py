@@ -46,6 +46,13 @@ def dumps_kept(obj: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(obj)))
 
 
+def _numbers_only(v: dict[str, Any], what: str) -> None:
+    """A name→number object's check, as the feature hasher makes it (booleans are not numbers)."""
+    for name, value in v.items():
+        if type(value) is not int and type(value) is not float:
+            raise BadRecord("bad_type", f"{what}[{name!r}] must be a number")
+
+
 class BadRecord(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -215,40 +222,47 @@ class PipelineCore(CoreBase):
             cols, vals = self._sparse(feats, "features")
         else:
             x = self._dense(feats, self.d, "features")
-        acts = obj.get("actions")
-        ids: list[str] | None = None
-        af = None
-        if acts is not None:
-            if not isinstance(acts, list) or not acts:
-                raise BadRecord("bad_type", "'actions' must be a non-empty list")
-            ids = []
-            rows = []
-            for a in acts:
-                if isinstance(a, str):
-                    ids.append(a)
-                    if self.n_af:
-                        raise BadRecord("missing_field", f"action {a!r} needs 'features' (the learner uses action features)")
-                elif isinstance(a, dict) and isinstance(a.get("id"), str):
-                    ids.append(a["id"])
-                    if self.n_af:
-                        rows.append(self._vector(a.get("features"), self.n_af, f"action {a['id']!r} features"))
-                else:
-                    raise BadRecord("bad_type", "each action must be an id string or {\"id\": ..., \"features\": [...]}")
-            if len(set(ids)) != len(ids):
-                raise BadRecord("bad_type", "'actions' lists an id twice")
-            strict = getattr(self.learner, "strict_actions", False)
-            known = getattr(self.learner, "actions", ())
-            if strict:
-                unknown = [a for a in ids if a not in known]
-                if unknown:
-                    raise BadRecord("unknown_action", f"action ids not configured: {unknown[:5]}")
-            if self.n_af:
-                af = np.array(rows)
-        elif self.n_af:
-            raise BadRecord("missing_field", "'actions' with features are required by this learner")
-        elif not getattr(self.learner, "actions", ()):
-            raise BadRecord("missing_field", "'actions' is required (no actions are configured)")
+        ids, af = self._action_ids(obj.get("actions"))
         return Event(eid, t, x, cols, vals, ids, af, rec.replay if rec is not None else False, rec)
+
+    def _action_ids(self, acts: Any, validate_only: bool = False) -> tuple[list[str] | None, np.ndarray | None]:
+        """The event's action ids (None: the configured actions) and action features; with
+        ``validate_only`` the same checks without hashing anything."""
+        if acts is None:
+            if self.n_af:
+                raise BadRecord("missing_field", "'actions' with features are required by this learner")
+            if not getattr(self.learner, "actions", ()):
+                raise BadRecord("missing_field", "'actions' is required (no actions are configured)")
+            return None, None
+        if not isinstance(acts, list) or not acts:
+            raise BadRecord("bad_type", "'actions' must be a non-empty list")
+        ids: list[str] = []
+        rows = []
+        for a in acts:
+            if isinstance(a, str):
+                ids.append(a)
+                if self.n_af:
+                    raise BadRecord("missing_field", f"action {a!r} needs 'features' (the learner uses action features)")
+            elif isinstance(a, dict) and isinstance(a.get("id"), str):
+                ids.append(a["id"])
+                if self.n_af:
+                    what, v = f"action {a['id']!r} features", a.get("features")
+                    if not validate_only:
+                        rows.append(self._vector(v, self.n_af, what))
+                    elif type(v) is dict:
+                        _numbers_only(v, what)
+                    else:
+                        self._dense(v, self.n_af, what)
+            else:
+                raise BadRecord("bad_type", "each action must be an id string or {\"id\": ..., \"features\": [...]}")
+        if len(set(ids)) != len(ids):
+            raise BadRecord("bad_type", "'actions' lists an id twice")
+        if getattr(self.learner, "strict_actions", False):
+            known = getattr(self.learner, "actions", ())
+            unknown = [a for a in ids if a not in known]
+            if unknown:
+                raise BadRecord("unknown_action", f"action ids not configured: {unknown[:5]}")
+        return ids, (np.array(rows) if self.n_af and not validate_only else None)
 
     # -- the log-order loop -----------------------------------------------------------------------
     def handle(self, records: list[InRecord]) -> list[Out]:
@@ -592,6 +606,42 @@ class PipelineCore(CoreBase):
         return decisions
 
     # -- the sidecar's entry points ---------------------------------------------------------------
+    def validate_objects(self, objs: list[Any]) -> list[dict | None]:
+        """The checks :meth:`decide_objects` makes before deciding, touching no state (no lock is
+        needed: the latency-budget path runs them while the Kafka loop holds the pipeline).
+
+        Raises :class:`BadRecord` for the first invalid object; returns, per object, the decision
+        a retried id already has (HTTP decisions are kept), else None. Sums of hashed features
+        that overflow are found only when deciding (the hashing cache is not touched here).
+        """
+        kept: list[dict | None] = []
+        ids: set[str] = set()
+        for i, obj in enumerate(objs):
+            if not isinstance(obj, dict):
+                raise BadRecord("bad_type", f"item {i}: an event must be a JSON object")
+            eid = self._id(obj)
+            body = self.bodies.get(eid)
+            if body is not None:
+                kept.append(orjson.loads(body))
+                continue
+            if eid in self.seen:
+                raise BadRecord("duplicate_event", f"event id {eid!r} was decided from the Kafka input; "
+                                "its decision is on the output topic")
+            if eid in ids:
+                raise BadRecord("duplicate_event", f"event id {eid!r} appears twice in one request")
+            ids.add(eid)
+            self._time(obj)
+            feats = obj.get("features")
+            if feats is None:
+                raise BadRecord("missing_field", "'features' is required")
+            if type(feats) is dict:
+                _numbers_only(feats, "features")
+            else:
+                self._dense(feats, self.d, "features")
+            self._action_ids(obj.get("actions"), validate_only=True)
+            kept.append(None)
+        return kept
+
     def decide_objects(self, objs: list[Any]) -> list[dict]:
         """Decides JSON objects from /decide; a retried id returns its first decision unchanged.
 

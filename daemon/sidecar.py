@@ -145,7 +145,12 @@ class Sidecar:
         lock = self.locks[core.name]
         budget = core.pc["latency_budget_ms"] / 1000.0
         if not lock.acquire(timeout=budget if budget > 0 else -1):
-            return self._over_budget(core, items)
+            try:  # validated first, as when the lock is had: a bad request is a 4xx on every path
+                kept = core.validate_objects(items)
+            except BadRecord as e:
+                core.metrics.errors.labels(pipeline=core.name, reason=e.reason).inc()
+                return self._err(422 if e.reason in ("duplicate_event", "unknown_action") else 400, e.reason, e.detail)
+            return self._over_budget(core, items, kept, batch)
         try:
             decisions = core.decide_objects(items)
         except BadRecord as e:
@@ -197,20 +202,25 @@ class Sidecar:
         core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
         return 200, JSON, orjson.dumps({"predictions": out} if batch else out[0])
 
-    def _over_budget(self, core: PipelineCore, items: list) -> tuple[int, list, bytes]:
-        """The learner is busy past the latency budget: the default action, not logged for learning."""
+    def _over_budget(self, core: PipelineCore, items: list[dict], kept: list[dict | None],
+                     batch: bool) -> tuple[int, list, bytes]:
+        """The learner is busy past the latency budget: the default action, not logged for learning
+        (a retried id gets the decision it already has). ``items`` are validated."""
         out = []
-        for it in items:
-            acts = it.get("actions") if isinstance(it, dict) else None
-            offered = [a if isinstance(a, str) else a.get("id") for a in acts] if isinstance(acts, list) and acts \
+        for it, had in zip(items, kept, strict=True):
+            if had is not None:
+                out.append(had)
+                continue
+            acts = it.get("actions")
+            offered = [a if isinstance(a, str) else a["id"] for a in acts] if acts is not None \
                 else list(getattr(core.learner, "actions", ()))
             dflt = core.pc["default_action"]
             action = dflt if dflt in offered or not offered else offered[0]
-            out.append({"id": it.get("id") if isinstance(it, dict) else None, "pipeline": core.name,
-                        "action": action, "prob": 1.0, "probs": {action: 1.0}, "model_version": None,
-                        "explored": False, "default": True, "reason": "latency_budget", "replay": False})
-        core.metrics.defaults.labels(pipeline=core.name, reason="latency_budget").inc(len(out))
-        return 200, JSON, orjson.dumps({"decisions": out} if len(items) > 1 else out[0])
+            out.append({"id": it["id"], "pipeline": core.name, "action": action, "prob": 1.0,
+                        "probs": {action: 1.0}, "model_version": None, "explored": False, "default": True,
+                        "reason": "latency_budget", "time": it.get("time"), "replay": False})
+        core.metrics.defaults.labels(pipeline=core.name, reason="latency_budget").inc(sum(k is None for k in kept))
+        return 200, JSON, orjson.dumps({"decisions": out} if batch else out[0])
 
     def _feedback(self, core: PipelineCore, obj: Any) -> tuple[int, list, bytes]:
         batch = isinstance(obj, dict) and "feedback" in obj

@@ -182,3 +182,50 @@ def test_shipped_prometheus_config_and_alert_rules_are_valid():
                  ["check", "config", "--syntax-only", os.path.join(root, "prometheus.yml")]):
         out = subprocess.run([promtool, *args], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_over_the_latency_budget_requests_are_validated_first(sidecar):
+    """While the Kafka loop holds the pipeline past latency_budget_ms, /decide serves the default
+    action: but only to a valid request. Before, `"actions": [1, 2]` got HTTP 500 (the default was
+    built before validation) and a body without `id` got 200 with `"id": null`."""
+    import threading
+
+    app, port, core = sidecar
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with app.locks["pay"]:
+            held.set()
+            release.wait(30)
+
+    st, first = call(port, "POST", "/v1/pipelines/pay/decide", {**EVENT, "id": "budget-kept"})
+    assert st == 200 and not first["default"]
+    th = threading.Thread(target=hold)
+    th.start()
+    try:
+        assert held.wait(5)
+        bad = [({**EVENT, "id": "over-b1", "actions": [1, 2]}, 400, "bad_type"),
+               ({k: v for k, v in EVENT.items() if k != "id"}, 400, "missing_field"),
+               ({**EVENT, "id": "over-b2", "features": {"x": "high"}}, 400, "bad_type"),
+               ({**EVENT, "id": "over-b3", "features": None}, 400, "missing_field"),
+               ({**EVENT, "id": "over-b4", "time": "noon"}, 400, "bad_type"),
+               ({**EVENT, "id": "over-b5", "actions": ["acq-a", "acq-a"]}, 400, "bad_type"),
+               ({"events": [{**EVENT, "id": "over-b6"}, {**EVENT, "id": "over-b6"}]}, 422, "duplicate_event"),
+               ([1, 2], 400, "bad_type")]
+        for body, status, reason in bad:
+            before = core.metrics.registry.get_sample_value(
+                "eddy_errors_total", {"pipeline": "pay", "reason": reason}) or 0
+            st, err = call(port, "POST", "/v1/pipelines/pay/decide", body)
+            assert (st, err.get("error")) == (status, reason), (body, st, err)
+            assert core.metrics.registry.get_sample_value(
+                "eddy_errors_total", {"pipeline": "pay", "reason": reason}) == before + 1
+        st, d = call(port, "POST", "/v1/pipelines/pay/decide", {**EVENT, "id": "budget-ok"})
+        assert st == 200 and d["default"] and d["reason"] == "latency_budget" and d["id"] == "budget-ok"
+        assert d["action"] in EVENT["actions"] and d["prob"] == 1.0
+        st, d = call(port, "POST", "/v1/pipelines/pay/decide", {**EVENT, "id": "budget-kept"})  # a retry
+        assert st == 200 and d == first
+        st, out = call(port, "POST", "/v1/pipelines/pay/decide", {"events": [{**EVENT, "id": "budget-one"}]})
+        assert st == 200 and [x["id"] for x in out["decisions"]] == ["budget-one"]
+    finally:
+        release.set()
+        th.join(5)
