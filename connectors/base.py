@@ -13,6 +13,7 @@ class SourceRecord:
     partition: int = 0
     offset: int = -1
     replay: bool = False
+    timestamp_ms: int = 0  # the broker's record timestamp (CreateTime or LogAppendTime); 0: none
 
 
 def pos_key(topic: str, partition: int) -> str:

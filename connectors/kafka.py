@@ -187,7 +187,8 @@ class KafkaPythonSource(Source):
         out: list[SourceRecord] = []
         for tp, recs in batches.items():
             for r in recs:
-                out.append(SourceRecord(r.value or b"", tp.topic, tp.partition, r.offset))
+                out.append(SourceRecord(r.value or b"", tp.topic, tp.partition, r.offset, False,
+                                        r.timestamp if r.timestamp and r.timestamp > 0 else 0))
             if recs:
                 self._resume.consumed(pos_key(tp.topic, tp.partition), recs[-1].offset + 1)
         if self._resume.due():
@@ -389,7 +390,8 @@ class ConfluentSource(Source):
                 log.warning("consumer error: %s", m.error())
                 continue
             topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
-            out.append(SourceRecord(m.value() or b"", topic, part, off))
+            ts = m.timestamp()[1]
+            out.append(SourceRecord(m.value() or b"", topic, part, off, False, ts if ts > 0 else 0))
             last[topic, part] = off
         for (topic, part), off in last.items():
             self._resume.consumed(pos_key(topic, part), off + 1)

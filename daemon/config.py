@@ -97,6 +97,9 @@ PIPELINE = [
       "for its learning (measured end to end: 64 gives about 47k events/s, 256 about 56k), and a reward reaches "
       "the model at most this many events after it arrived", minimum=1),
     S("default_reward", float, 0.0, "reward learned when none arrived within reward_wait_s"),
+    S("max_time_ahead_s", float, 86_400.0, "a record whose 'time' lies further than this after its Kafka "
+      "timestamp (for HTTP and files: its arrival by wall clock) is dead-lettered as future_time, since it "
+      "would move event time past every waiting reward; 0 disables the check", minimum=0.0),
     S("join_buffer_cap", int, 100_000, "cap on decisions waiting for a reward (oldest get the default reward)", minimum=1),
     S("dedup_cap", int, 200_000, "cap on remembered event ids (duplicates, retried /decide)", minimum=1),
     S("max_message_bytes", int, 65_536, "records larger than this are dead-lettered", minimum=64),

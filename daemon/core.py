@@ -46,6 +46,19 @@ def dumps_kept(obj: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(obj)))
 
 
+def json_error(raw: bytes, e: Exception) -> BadRecord:
+    """The rejection of bytes orjson could not parse: ``non_finite`` when they are JSON but for
+    a NaN, Infinity or a number beyond the float range (JSON has no such numbers; Python's json
+    module reads them), else ``malformed_json``. Runs on the error path only."""
+    import json
+
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError):
+        return BadRecord("malformed_json", str(e))
+    return BadRecord("non_finite", "NaN, Infinity or a number beyond the float range (not JSON numbers)")
+
+
 def _numbers_only(v: dict[str, Any], what: str) -> None:
     """A name→number object's check, as the feature hasher makes it (booleans are not numbers)."""
     for name, value in v.items():
@@ -98,7 +111,7 @@ class CoreBase:
         try:
             obj = orjson.loads(rec.value)
         except orjson.JSONDecodeError as e:
-            raise BadRecord("malformed_json", str(e)) from None
+            raise json_error(rec.value, e) from None
         if type(obj) is not dict:
             raise BadRecord("bad_type", "a record must be a JSON object")
         return obj
@@ -112,14 +125,30 @@ class CoreBase:
             raise BadRecord("bad_type", f"'id' must be a non-empty string of at most {MAX_ID_LEN} characters")
         return eid
 
-    @staticmethod
-    def _time(obj: dict[str, Any]) -> float | None:
+    def _time(self, obj: dict[str, Any], rec: InRecord | None = None) -> float | None:
+        """The record's event time, if it has one. One record may not move event time more than
+        ``max_time_ahead_s`` past the record's Kafka timestamp (its arrival, by wall clock, for HTTP
+        and files): a far-future time would expire every waiting decision at once."""
         t = obj.get("time")
         if t is None:
             return None
         if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
             raise BadRecord("bad_type", "'time' must be a finite number (event time, seconds)")
+        if t > self._time_limit(rec):
+            self._future_time(t, rec)
         return float(t)
+
+    def _time_limit(self, rec: InRecord | None) -> float:
+        ahead = self.pc["max_time_ahead_s"]
+        if ahead <= 0:
+            return math.inf
+        ts = rec.timestamp_ms if rec is not None else 0
+        return (ts / 1000.0 if ts > 0 else time.time()) + ahead
+
+    def _future_time(self, t: float, rec: InRecord | None) -> None:
+        by = "Kafka timestamp" if rec is not None and rec.timestamp_ms > 0 else "arrival (wall clock)"
+        raise BadRecord("future_time", f"'time' {t!r} lies more than max_time_ahead_s="
+                        f"{self.pc['max_time_ahead_s']:g} s after the record's {by}")
 
 
 class PipelineCore(CoreBase):
@@ -213,7 +242,7 @@ class PipelineCore(CoreBase):
 
     def decode_event(self, obj: dict[str, Any], rec: InRecord | None) -> Event:
         eid = self._id(obj)
-        t = self._time(obj)
+        t = self._time(obj, rec)
         feats = obj.get("features")
         if feats is None:
             raise BadRecord("missing_field", "'features' is required")
@@ -283,7 +312,7 @@ class PipelineCore(CoreBase):
                 try:
                     obj = loads(v)
                 except orjson.JSONDecodeError as e:
-                    raise BadRecord("malformed_json", str(e)) from None
+                    raise json_error(v, e) from None
                 if type(obj) is not dict:
                     raise BadRecord("bad_type", "a record must be a JSON object")
                 kind = obj.get("type", "event")
@@ -295,8 +324,9 @@ class PipelineCore(CoreBase):
                         if type(eid) is not str or not eid or len(eid) > MAX_ID_LEN:
                             eid = self._id(obj)
                         t = obj.get("time")
-                        if t is not None and type(t) is not float:  # JSON floats are finite
-                            t = self._time(obj)
+                        # JSON floats are finite: only the bound is checked for them.
+                        if t is not None and (type(t) is not float or t > self._time_limit(rec)):
+                            t = self._time(obj, rec)
                         cols, vals = self._sparse(feats, "features")
                         ev = Event(eid, t, None, cols, vals, None, None, rec.replay, rec)
                     else:
@@ -308,7 +338,7 @@ class PipelineCore(CoreBase):
                 elif kind == "feedback":
                     n_fb += 1
                     eid = self._id(obj)
-                    t = self._time(obj)
+                    t = self._time(obj, rec)
                     r = self._reward(obj)
                     if eid in run_ids:
                         self._flush_run(run, run_ids, out, None)

@@ -151,10 +151,10 @@ class GroupwiseCore(CoreBase):
                 kind = obj.get("type", "event")
                 if kind == "event":
                     n_ev += 1
-                    self._admit(self._decode(obj), rec.replay, run, out)
+                    self._admit(self._decode(obj, rec), rec.replay, run, out)
                 elif kind == "label":
                     n_lb += 1
-                    eid, t, y = self._id(obj), self._time(obj), self._label(obj, True)
+                    eid, t, y = self._id(obj), self._time(obj, rec), self._label(obj, True)
                     if any(r[0] == eid for r in run):  # its prediction goes out before the label is queued
                         self._flush(run, out)
                     if t is not None:
@@ -170,10 +170,11 @@ class GroupwiseCore(CoreBase):
         self.update_gauges()
         return out
 
-    def _decode(self, obj: dict[str, Any]) -> tuple[str, float | None, np.ndarray, np.ndarray, float | None]:
+    def _decode(self, obj: dict[str, Any], rec: InRecord | None = None
+                ) -> tuple[str, float | None, np.ndarray, np.ndarray, float | None]:
         """(id, time, x, membership row, label or None) of an event; raises BadRecord, changes nothing."""
         eid = self._id(obj)
-        t = self._time(obj)
+        t = self._time(obj, rec)
         x, raw = self._features(obj)
         member = self._member(obj, raw)
         return eid, t, x, member, self._label(obj, False)

@@ -92,7 +92,7 @@ class PagingCore(CoreBase):
                                                  byte_capacity=int(self.learner.byte_capacity)))
 
     # -- decoding ---------------------------------------------------------------------------------
-    def decode(self, obj: Any) -> tuple[int, Any, int, str | None, float | None]:
+    def decode(self, obj: Any, rec: InRecord | None = None) -> tuple[int, Any, int, str | None, float | None]:
         """(op, key, capacity or size, id, time) of one request object; raises BadRecord."""
         if type(obj) is not dict:
             raise BadRecord("bad_type", "a request must be a JSON object")
@@ -103,7 +103,7 @@ class PagingCore(CoreBase):
         rid = obj.get("id")
         if rid is not None:
             rid = self._id(obj)
-        t = self._time(obj)
+        t = self._time(obj, rec)
         if op == 2:
             what = "bytes" if self.bytes else "capacity"
             cap = obj.get(what)
@@ -138,7 +138,7 @@ class PagingCore(CoreBase):
         for rec in records:
             try:
                 obj = self.parse(rec)
-                op, key, cap, rid, t = self.decode(obj)
+                op, key, cap, rid, t = self.decode(obj, rec)
                 if rid is not None and (rid in self.seen or rid in run_ids):
                     raise BadRecord("duplicate_event", f"request id {rid!r} was already replayed")
             except BadRecord as e:

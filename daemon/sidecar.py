@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .core import BadRecord, PipelineCore
+from .core import BadRecord, PipelineCore, json_error
 from .families import Core
 from .groupwise import GroupwiseCore
 from .metrics import DaemonMetrics
@@ -126,8 +126,9 @@ class Sidecar:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            core.metrics.errors.labels(pipeline=name, reason="malformed_json").inc()
-            return self._err(400, "malformed_json", str(e))
+            bad = json_error(raw, e)
+            core.metrics.errors.labels(pipeline=name, reason=bad.reason).inc()
+            return self._err(400, bad.reason, bad.detail)
         if isinstance(core, PagingCore):
             return self._access(core, obj)
         if isinstance(core, GroupwiseCore):

@@ -101,8 +101,12 @@ RECORD_CASES: list[tuple[str, list[Any], Any, str]] = [
     # bandit: decode_event
     ("bandit", [], {**EV, "pad": PAD}, "oversize"),
     ("bandit", [], b"{nope", "malformed_json"),
-    ("bandit", [], b'{"id": "x", "features": {"a": NaN}, "actions": ["a"]}', "malformed_json"),
-    ("bandit", [], b'{"id": "x", "features": {"a": 1e999}, "actions": ["a"]}', "malformed_json"),
+    ("bandit", [], b'{"id": "x", "features": {"a": NaN}, "actions": ["a"]}', "non_finite"),
+    ("bandit", [], b'{"id": "x", "features": {"a": 1e999}, "actions": ["a"]}', "non_finite"),
+    ("bandit", [], b'{"id": "x", "features": {"a": -Infinity}, "actions": ["a"]}', "non_finite"),
+    ("bandit", [], b'{"id": "x", "time": NaN, "features": {"a": 1}, "actions": ["a"]}', "non_finite"),
+    ("bandit", [], {**EV, "time": 1e300}, "future_time"),
+    ("bandit", [EV], {**FB, "time": 1e300}, "future_time"),
     ("bandit", [], b"[1, 2]", "bad_type"),
     ("bandit", [], b'"event"', "bad_type"),
     ("bandit", [], {**EV, "type": "other"}, "bad_type"),
@@ -142,6 +146,8 @@ RECORD_CASES: list[tuple[str, list[Any], Any, str]] = [
     ("configured", [], {"id": "x", "features": {"x": "one"}}, "bad_type"),
     ("configured", [], {"time": 1.0, "features": {"x": 1.0}}, "missing_field"),
     ("configured", [], {"id": "x", "features": OVER16}, "non_finite"),
+    ("configured", [], {"id": "x", "time": 1e300, "features": {"x": 1.0}}, "future_time"),
+    ("configured", [], b'{"id": "x", "time": 1' + b'0' * 300 + b', "features": {"x": 1.0}}', "future_time"),  # an integer past 64 bits: read as a float
     ("configured", [{"id": "x", "features": {"x": 1.0}}], {"id": "x", "features": {"y": 1.0}}, "duplicate_event"),
     ("configured", [{"id": "x", "features": {"x": 1.0}}, {"id": "y", "features": {"x": 1.0}, "time": 30.0}],
      {"type": "feedback", "id": "x", "reward": 0.5}, "late_reward"),
@@ -172,6 +178,8 @@ RECORD_CASES: list[tuple[str, list[Any], Any, str]] = [
     ("paging", [], {"op": "resize", "capacity": 0}, "bad_type"),
     ("paging", [], {"op": "resize", "capacity": "8"}, "bad_type"),
     ("paging", [], {"op": "get"}, "missing_field"),
+    ("paging", [], {"key": "a", "time": 1e300}, "future_time"),
+    ("paging", [], b'{"key": "a", "time": Infinity}', "non_finite"),
     ("paging", [{"key": "a", "id": "r1"}], {"key": "b", "id": "r1"}, "duplicate_event"),
     ("paging", [{"key": "a", "id": "r1"}, {"key": "c"}], {"key": "a", "id": "r1"}, "duplicate_event"),
     ("paging-bytes", [], {"key": "a"}, "missing_field"),
@@ -200,6 +208,9 @@ RECORD_CASES: list[tuple[str, list[Any], Any, str]] = [
     ("groupwise", [GW], {"type": "label", "label": 1.0}, "missing_field"),
     ("groupwise", [], {**GW, "features": {**OVER16, "bias": 1}}, "non_finite"),
     ("groupwise", [], {**GW, "groups": ["segment-z"]}, "unknown_group"),
+    ("groupwise", [], {**GW, "time": 1e300}, "future_time"),
+    ("groupwise", [GW], {**LB, "time": 1e300}, "future_time"),
+    ("groupwise", [], b'{"id": "g1", "features": {"age": NaN}}', "non_finite"),
     ("groupwise", [GW], {**GW, "features": {"age": 60}}, "duplicate_event"),
     ("groupwise", [GW, GW | {"id": "g2"}], GW, "duplicate_event"),
     ("groupwise", [], LB, "unknown_event"),
@@ -309,6 +320,11 @@ HTTP_CASES: list[tuple[str, list[tuple[str, Any]], str, Any, int, str]] = [
     ("bandit", [], "decide", {"id": "h1", "actions": ["a"]}, 400, "missing_field"),
     ("bandit", [], "decide", {"id": "h1", "features": {"x": 1.0}}, 400, "missing_field"),
     ("bandit", [], "decide", {**HEV, "features": OVER16}, 400, "non_finite"),
+    ("bandit", [], "decide", b'{"id": "h1", "features": {"x": NaN}, "actions": ["a"]}', 400, "non_finite"),
+    ("bandit", [], "decide", b'{"id": "h1", "features": {"x": 1e999}, "actions": ["a"]}', 400, "non_finite"),
+    ("bandit", [], "decide", {**HEV, "time": 1e300}, 400, "future_time"),
+    ("bandit", [("decide", HEV)], "feedback", {**HFB, "time": 1e300}, 400, "future_time"),
+    ("bandit", [("decide", HEV)], "feedback", b'{"id": "h1", "reward": Infinity}', 400, "non_finite"),
     ("bandit", [], "decide", {"events": [HEV | {"id": "h0"}, {**HEV, "features": OVER16}]}, 400, "non_finite"),
     ("configured", [], "decide", {"id": "h1", "features": OVER16}, 400, "non_finite"),
     ("shared", [], "decide", {**AF_EV, "actions": [{"id": "p", "features": OVER_AF}]}, 400, "non_finite"),
@@ -345,6 +361,7 @@ HTTP_CASES: list[tuple[str, list[tuple[str, Any]], str, Any, int, str]] = [
     ("paging", [], "access", {"op": "resize", "capacity": 0}, 400, "bad_type"),
     ("paging", [], "access", {"key": "a", "id": 5}, 400, "bad_type"),
     ("paging", [], "access", {"op": "get"}, 400, "missing_field"),
+    ("paging", [], "access", {"key": "a", "time": 1e300}, 400, "future_time"),
     ("paging-bytes", [], "access", {"key": "a"}, 400, "missing_field"),
     ("paging", [], "access", {"requests": [{"key": "a", "id": "r1"}, {"key": "b", "id": "r1"}]}, 422,
      "duplicate_event"),
@@ -360,6 +377,8 @@ HTTP_CASES: list[tuple[str, list[tuple[str, Any]], str, Any, int, str]] = [
     ("groupwise", [], "predict", {**GW, "features": OVER16}, 400, "non_finite"),
     ("groupwise", [], "predict", {"events": [GW, {**GW, "id": "g2", "features": OVER16}]}, 400, "non_finite"),
     ("groupwise", [], "predict", {**GW, "groups": ["segment-z"]}, 400, "unknown_group"),
+    ("groupwise", [], "predict", {**GW, "time": 1e300}, 400, "future_time"),
+    ("groupwise", [], "predict", b'{"id": "g1", "features": {"age": NaN}}', 400, "non_finite"),
     ("groupwise", [], "predict", {"events": [GW, GW]}, 422, "duplicate_event"),
     ("groupwise", [("kafka", GW)], "predict", GW, 422, "duplicate_event"),
     # groupwise /label
@@ -370,6 +389,7 @@ HTTP_CASES: list[tuple[str, list[tuple[str, Any]], str, Any, int, str]] = [
     ("groupwise", [("predict", GW)], "label", {"id": "g1", "label": "yes"}, 400, "bad_type"),
     ("groupwise", [("predict", GW)], "label", {"id": "g1", "label": 1.0, "time": "x"}, 400, "bad_type"),
     ("groupwise", [("predict", GW)], "label", {"id": "g1"}, 400, "missing_field"),
+    ("groupwise", [("predict", GW)], "label", {"id": "g1", "label": 1.0, "time": 1e300}, 400, "future_time"),
     ("groupwise", [("predict", GW)], "label", {"label": 1.0}, 400, "missing_field"),
     ("groupwise", [], "label", {"id": "g1", "label": 1.0}, 404, "unknown_event"),
     ("groupwise", [("predict", GW)], "label", {"id": "g1", "label": 1.0, "time": 50.0}, 409, "late_label"),
@@ -435,3 +455,31 @@ def test_a_rejected_predict_leaves_no_trace_and_can_be_retried(server):
     st, err = post(port, "decide", {"events": [HEV, {**HEV, "id": "h2", "actions": []}]})
     assert (st, err["error"]) == (400, "bad_type") and not core.seen and not len(core.buffer)
     assert post(port, "decide", {"events": [HEV, {**HEV, "id": "h2"}]})[0] == 200
+
+
+def test_one_far_future_time_does_not_expire_the_waiting_decisions():
+    """A finite far-future `time` (1e300) used to move event time so far that every waiting
+    decision expired with the default reward and the next real reward was late_reward. It is
+    dead-lettered as future_time against the record's Kafka timestamp; a time within
+    max_time_ahead_s of it (a quiet weekend moves the timestamps too) is taken; 0 disables the bound."""
+    now_ms = 1_700_000_000_000
+    core = make_core(cfg("bandit"))  # reward_wait_s = 25
+    ev = {**EV, "time": now_ms / 1000}
+    outs = core.handle([SourceRecord(enc(ev), "pay-in", 0, 0, False, now_ms),
+                        SourceRecord(enc({**EV, "id": "e2", "time": 1e300}), "pay-in", 0, 1, False, now_ms),
+                        SourceRecord(enc({**EV, "id": "e3", "time": now_ms / 1000 + 2 * 86400}), "pay-in", 0, 2,
+                                     False, now_ms + 1000)])
+    dlq = [json.loads(o.value) for o in outs if o.kind == "dlq"]
+    assert [(d["reason"], d["offset"]) for d in dlq] == [("future_time", 1), ("future_time", 2)]
+    assert "Kafka timestamp" in dlq[0]["detail"]
+    fb = {**FB, "time": now_ms / 1000 + 5}
+    assert [o.kind for o in core.handle([SourceRecord(enc(fb), "pay-in", 0, 3, False, now_ms + 5000)])] == []
+    assert counts(core, "eddy_dead_letter_messages") == {"future_time": 2}  # the reward joined: not late
+    assert core.metrics.registry.get_sample_value("eddy_rewards_total", {"pipeline": "pay", "outcome": "joined"}) == 1
+    # A weekend later by the broker's clock, event time a weekend later too: taken.
+    later_ms = now_ms + 2 * 86400 * 1000
+    ok = core.handle([SourceRecord(enc({**EV, "id": "e4", "time": later_ms / 1000}), "pay-in", 0, 4, False, later_ms)])
+    assert [o.kind for o in ok] == ["decision"]
+    off = make_core(cfg("bandit", max_time_ahead_s=0.0))
+    assert [o.kind for o in off.handle([SourceRecord(enc({**EV, "time": 1e300}), "pay-in", 0, 0, False, now_ms)])] \
+        == ["decision"]

@@ -86,8 +86,8 @@ BAD = [
     (b'{"id": 5, "features": {"a": 1}, "actions": ["a"]}', "bad_type"),
     (b'{"id": "x", "features": {"a": "high"}, "actions": ["a"]}', "bad_type"),
     (b'{"id": "x", "features": [1, 2], "actions": ["a"]}', "bad_type"),
-    (b'{"id": "x", "features": {"a": NaN}, "actions": ["a"]}', "malformed_json"),
-    (b'{"id": "x", "features": {"a": 1e999}, "actions": ["a"]}', "malformed_json"),  # strict JSON: no inf
+    (b'{"id": "x", "features": {"a": NaN}, "actions": ["a"]}', "non_finite"),
+    (b'{"id": "x", "features": {"a": 1e999}, "actions": ["a"]}', "non_finite"),  # not JSON numbers: classified as the README says
     (b'{"id": "x", "features": {"a": 1}, "actions": []}', "bad_type"),
     (b'{"id": "x", "features": {"a": 1}, "actions": ["a", "a"]}', "bad_type"),
     (b'{"type": "feedback", "id": "nobody", "reward": 1}', "unknown_event"),
