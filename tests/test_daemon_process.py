@@ -297,3 +297,25 @@ def test_topic_lag_counts_every_partition_past_the_groups_commits(broker, client
         assert source.topic_lag() == {topic: (5 - 3) + 5}
     finally:
         source.close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_sources_carry_the_brokers_record_timestamp(broker, client):
+    """max_time_ahead_s bounds a record's event time against its Kafka timestamp: both sources
+    hand it over (milliseconds; CreateTime from the producer here)."""
+    from connectors.kafka import make_source
+
+    topic = f"tstopic{CLIENTS.index(client)}"
+    create_topics({"bootstrap_servers": broker.bootstrap}, [topic])
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    producer.send(topic, b"x", timestamp_ms=1_700_000_000_123).get(timeout=10)
+    producer.close()
+    source = make_source({"client": client, "bootstrap_servers": broker.bootstrap, "group_id": f"ts{topic}"}, [topic])
+    try:
+        got: list = []
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            got = source.poll(10, 0.5)
+        assert [(r.value, r.timestamp_ms) for r in got] == [(b"x", 1_700_000_000_123)]
+    finally:
+        source.close()
