@@ -142,17 +142,22 @@ class PipelineRunner:
         self._batch_latency.observe(t2 - t1)
         if self._in_flight is not None:
             # The previous batch's decisions were acknowledged while this one was processed
-            # (pipelined publishing); only now do their positions count as published.
+            # (pipelined publishing): the next batch may go out.
             self._flush()
-            self._write_progress(self._in_flight)
             self._in_flight = None
         self._stage["flush"].inc(time.perf_counter() - t2)
+        if recs:
+            self.positions.update(self.source.positions())
+            # Marked published before a single decision of the batch is sent: a kill -9 at any
+            # moment after that finds these records marked, and their decisions published again
+            # after the restart carry "replay": true (some may not have reached the broker: a
+            # replay mark means "may have been published before").
+            self._write_progress(self.positions)
         if outs:
             send, topics = self.sink.send, self.topics
             for o in outs:
                 send(topics[o.kind], o.key, o.value)
         if recs:
-            self.positions.update(self.source.positions())
             self._since += len(recs)
             self.batches += 1
             self._in_flight = dict(self.positions)

@@ -134,6 +134,68 @@ def test_kill_9_and_sigterm_restart_publish_the_same_decisions(broker, tmp_path)
         assert (dec["action"], dec["prob"]) == (r["action"], r["prob"]), dec["id"]
     assert {d["id"] for d in out if d["replay"]} == expected_replays
     assert end > start or not expected_replays
+    # Every decision published again is marked: on the one partition, each id's copies after its
+    # first are replays (a kill between a batch's publish and its progress mark left them unmarked).
+    copies: dict[str, list[bool]] = {}
+    for d in out:
+        copies.setdefault(d["id"], []).append(d["replay"])
+    unmarked = [i for i, marks in copies.items() if not all(marks[1:])]
+    assert not unmarked, f"{len(unmarked)} decisions published again unmarked, e.g. {unmarked[:3]}"
+
+
+def test_every_decision_published_again_after_kill_9_mid_stream_is_marked(broker, tmp_path):
+    """kill -9 while events stream in, twice: every decision the restarts publish again carries
+    "replay": true. (With kafka-python a kill between a batch's publish and its progress mark
+    re-published up to one micro-batch unmarked: the mark is now written before the batch is sent.)"""
+    import random
+    import threading
+
+    pc = pipeline_cfg("midstream", batch_max_events=100, batch_max_ms=200.0, reward_wait_s=1e9)
+    from connectors.kafka import create_topics
+    create_topics({"bootstrap_servers": broker.bootstrap}, [pc["input_topic"], pc["output_topic"],
+                                                            pc["input_topic"] + ".dlq"])
+    cfgp = tmp_path / "c.toml"
+    write_cfg(cfgp, broker.bootstrap, tmp_path / "state", pc)
+    cfgp.write_text(cfgp.read_text().replace("every_events = 40", "every_events = 5000"))
+    cmd = [sys.executable, "-m", "daemon.cli", "run", "--config", str(cfgp)]
+    n, rng = 2000, random.Random(11)
+
+    def stream():  # 20 events every 0.1 s: between two bursts the loop waits in poll
+        p = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=2)
+        for i in range(n):
+            p.send(pc["input_topic"], json.dumps({"id": f"s{i}", "time": float(i), "features": {"x": 1.0},
+                                                  "actions": ["a", "b"]}).encode())
+            if i % 20 == 19:
+                p.flush()
+                time.sleep(0.1)
+        p.flush()
+        p.close()
+
+    producer = threading.Thread(target=stream)
+    for kill in range(2):
+        proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        if kill == 0:
+            time.sleep(6.0)  # started and joined
+            producer.start()
+        else:
+            time.sleep(4.0)
+        time.sleep(rng.uniform(0.3, 1.2))
+        proc.kill()
+        proc.wait()
+    producer.join()
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    deadline, out = time.monotonic() + 120, []
+    while len({d["id"] for d in out}) < n and time.monotonic() < deadline:
+        out = consume(broker.bootstrap, pc["output_topic"], 100_000, timeout=5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    copies: dict[str, list[bool]] = {}
+    for d in out:
+        copies.setdefault(d["id"], []).append(d["replay"])
+    assert len(copies) == n  # nothing lost
+    assert sum(len(m) > 1 for m in copies.values()) > 0  # the kills did force decisions out again
+    unmarked = [i for i, m in copies.items() if not all(m[1:])]
+    assert not unmarked, f"{len(unmarked)} decisions published again unmarked, e.g. {unmarked[:3]}"
 
 
 def test_producer_is_rebuilt_after_unknown_producer_id(broker):
