@@ -68,6 +68,12 @@ class Sidecar:
     def _err(status: int, reason: str, detail: str) -> tuple[int, list, bytes]:
         return status, JSON, orjson.dumps({"error": reason, "detail": detail})
 
+    def _rejected(self, core: Core, e: BadRecord) -> tuple[int, list, bytes]:
+        """A request the core rejected: counted, and answered 422 for a duplicate id or an action
+        the pipeline does not know (the request was understood), else 400."""
+        core.metrics.errors.labels(pipeline=core.name, reason=e.reason).inc()
+        return self._err(422 if e.reason in ("duplicate_event", "unknown_action") else 400, e.reason, e.detail)
+
     def _bad_body(self, core: Core, detail: str) -> tuple[int, list, bytes]:
         """A 400 ``bad_type`` for a request body of the wrong shape, counted like the core's own errors."""
         core.metrics.errors.labels(pipeline=core.name, reason="bad_type").inc()
@@ -126,9 +132,7 @@ class Sidecar:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            bad = json_error(raw, e)
-            core.metrics.errors.labels(pipeline=name, reason=bad.reason).inc()
-            return self._err(400, bad.reason, bad.detail)
+            return self._rejected(core, json_error(raw, e))
         if isinstance(core, PagingCore):
             return self._access(core, obj)
         if isinstance(core, GroupwiseCore):
@@ -149,14 +153,12 @@ class Sidecar:
             try:  # validated first, as when the lock is had: a bad request is a 4xx on every path
                 kept = core.validate_objects(items)
             except BadRecord as e:
-                core.metrics.errors.labels(pipeline=core.name, reason=e.reason).inc()
-                return self._err(422 if e.reason in ("duplicate_event", "unknown_action") else 400, e.reason, e.detail)
+                return self._rejected(core, e)
             return self._over_budget(core, items, kept, batch)
         try:
             decisions = core.decide_objects(items)
         except BadRecord as e:
-            core.metrics.errors.labels(pipeline=core.name, reason=e.reason).inc()
-            return self._err(422 if e.reason in ("duplicate_event", "unknown_action") else 400, e.reason, e.detail)
+            return self._rejected(core, e)
         finally:
             lock.release()
         core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
@@ -172,8 +174,7 @@ class Sidecar:
             with self.locks[core.name]:
                 results = core.access_objects(items)
         except BadRecord as e:
-            core.metrics.errors.labels(pipeline=core.name, reason=e.reason).inc()
-            return self._err(422 if e.reason == "duplicate_event" else 400, e.reason, e.detail)
+            return self._rejected(core, e)
         core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
         return 200, JSON, orjson.dumps({"results": results} if batch else results[0])
 
@@ -198,8 +199,7 @@ class Sidecar:
             try:
                 out = core.predict_objects(items)
             except BadRecord as e:
-                core.metrics.errors.labels(pipeline=core.name, reason=e.reason).inc()
-                return self._err(422 if e.reason == "duplicate_event" else 400, e.reason, e.detail)
+                return self._rejected(core, e)
         core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
         return 200, JSON, orjson.dumps({"predictions": out} if batch else out[0])
 
