@@ -2,13 +2,13 @@
 
 Per micro-batch: poll (bounded by count and time) → decode and decide/learn in log order → publish.
 Publishing is pipelined: a batch's acknowledgements arrive while the next batch is processed, and
-the runner waits for them before it publishes that next batch; only then do that batch's positions
-count as published. Every ``every_events`` records or ``every_seconds``, and at shutdown:
+the runner waits for them before it publishes that next batch. Every ``every_events`` records or
+``every_seconds``, and at shutdown:
 checkpoint (state + positions, atomically) → commit the same positions to Kafka. Offsets are
 therefore committed only once the decisions are acknowledged and the state that produced them is
 recoverable. After a restart the daemon restores the checkpoint, seeks to its positions and
 processes the records after it again; their decisions are published again, marked ``"replay":
-true`` (known from a small progress file written for every acknowledged batch).
+true`` (known from a small progress file, written for every batch before it is sent).
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ class PipelineRunner:
         self.error: BaseException | None = None
         self.batches = 0
         self.committed: dict[str, int] = {}  # the positions last committed to Kafka
-        self._in_flight: dict[str, int] | None = None  # positions whose decisions await acknowledgement
+        self._unacked = False  # the last batch's decisions were sent and await acknowledgement
         m, name = core.metrics, core.name
         self._stage = {s: m.stage_seconds.labels(pipeline=name, stage=s)
                        for s in ("poll", "process", "publish", "flush", "checkpoint")}
         self._batch_latency = m.batch_latency.labels(pipeline=name)
         self._checkpoint_age = m.checkpoint_age.labels(pipeline=name)
-        self._input_topics = [t for t in [core.pc.get("input_topic")] if t]
+        self._input_topic = core.pc["input_topic"]
         self._observed = -1e9  # perf_counter of the last membership observation
         self._standing: dict[str, Any] = {"ready": False, "joined": False, "assigned": []}
         self._topic_lag_at = -1e9  # monotonic time of the last whole-topic lag query
@@ -65,7 +65,7 @@ class PipelineRunner:
     def restore(self) -> bool:
         """Restores the newest intact checkpoint (state and positions); damaged ones are skipped
         with a warning naming each and counted; :class:`CheckpointError` when none is intact."""
-        self._in_flight = None  # a resumed runner publishes again from the checkpoint
+        self._unacked = False  # a resumed runner publishes again from the checkpoint
         self._since = 0
         self._standing = {"ready": False, "joined": False, "assigned": []}  # until the new clients join
         self._observed = -1e9
@@ -103,9 +103,8 @@ class PipelineRunner:
         metrics, name = self.core.metrics, self.core.name
         metrics.ready.labels(pipeline=name).set(1 if ready else 0)
         if m is not None:
-            for topic in self._input_topics:
-                n = sum(1 for k in m.assigned if k.rsplit(":", 1)[0] == topic)
-                metrics.assigned_partitions.labels(pipeline=name, topic=topic).set(n)
+            n = sum(1 for k in m.assigned if k.rsplit(":", 1)[0] == self._input_topic)
+            metrics.assigned_partitions.labels(pipeline=name, topic=self._input_topic).set(n)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -140,11 +139,11 @@ class PipelineRunner:
             self.core.pending_out = []
         t2 = time.perf_counter()
         self._batch_latency.observe(t2 - t1)
-        if self._in_flight is not None:
+        if self._unacked:
             # The previous batch's decisions were acknowledged while this one was processed
             # (pipelined publishing): the next batch may go out.
             self._flush()
-            self._in_flight = None
+            self._unacked = False
         self._stage["flush"].inc(time.perf_counter() - t2)
         if recs:
             self.positions.update(self.source.positions())
@@ -160,7 +159,7 @@ class PipelineRunner:
         if recs:
             self._since += len(recs)
             self.batches += 1
-            self._in_flight = dict(self.positions)
+            self._unacked = True
         t3 = time.perf_counter()
         if self._since >= self.every_events or time.monotonic() - self._last_ckpt >= self.every_seconds:
             self.checkpoint()
@@ -183,8 +182,6 @@ class PipelineRunner:
         topic, part = reset.key.rsplit(":", 1)
         self.core.metrics.offset_resets.labels(pipeline=self.core.name, topic=topic, partition=part).inc()
         self.positions.pop(reset.key, None)
-        if self._in_flight is not None:
-            self._in_flight.pop(reset.key, None)
         if reset.key in self.published:
             del self.published[reset.key]
             self._write_progress({})
@@ -215,9 +212,7 @@ class PipelineRunner:
         for o in outs:
             self.sink.send(self.topics[o.kind], o.key, o.value)
         self._flush()  # everything sent so far is acknowledged before the state is saved
-        if self._in_flight is not None:
-            self._write_progress(self._in_flight)
-            self._in_flight = None
+        self._unacked = False
         meta["positions"] = dict(self.positions)
         self.store.save(arrays, meta)
         self._since = 0
