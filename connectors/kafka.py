@@ -176,7 +176,9 @@ class KafkaPythonSource(Source):
         self._resume.at.update(positions)
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
-        if not _kafka_python_joined(self.consumer):
+        if _kafka_python_joined(self.consumer):
+            self._resume.joined = True  # kafka-python calls the listener only when partitions are added
+        else:
             # Joining or rebalancing: wait inside poll. kafka-python 3.0 (through 3.0.12 at least)
             # drops a join that completes between two polls and sends a new JoinGroup; with
             # micro-batch polls of 20 ms on a busy machine, and a broker that answers a join after
@@ -209,8 +211,6 @@ class KafkaPythonSource(Source):
         return self._resume.take()
 
     def membership(self) -> Membership:
-        if not self._resume.joined:  # kafka-python calls the listener only when partitions are added
-            self._resume.joined = _kafka_python_joined(self.consumer)
         return self._resume.membership([pos_key(tp.topic, tp.partition) for tp in self.consumer.assignment()])
 
     def topic_lag(self) -> dict[str, int]:
@@ -222,7 +222,9 @@ class KafkaPythonSource(Source):
             if not tps:
                 continue
             ends, starts = self.consumer.end_offsets(tps), self.consumer.beginning_offsets(tps)
-            out[topic] = sum(max(0, ends[tp] - (self.consumer.committed(tp) or starts[tp])) for tp in tps)
+            committed = _committed(self.consumer, topic)
+            out[topic] = sum(max(0, ends[tp] - (committed.get(pos_key(topic, tp.partition)) or starts[tp]))
+                             for tp in tps)
         return out
 
     def commit(self, positions: dict[str, int]) -> None:
@@ -549,19 +551,25 @@ def committed_offsets(settings: dict[str, Any], group_id: str, topic: str) -> di
     """``{"topic:partition": offset}`` committed by ``group_id`` on each partition of ``topic``
     (partitions with no commit left out). Asks the group coordinator without joining the group."""
     from kafka import KafkaConsumer
-    from kafka.structs import TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=settings["bootstrap_servers"], group_id=group_id,
                              enable_auto_commit=False, **security_kwargs(settings, confluent=False))
     try:
-        out = {}
-        for part in sorted(consumer.partitions_for_topic(topic) or ()):
-            off = consumer.committed(TopicPartition(topic, part))
-            if off is not None and off >= 0:
-                out[pos_key(topic, part)] = int(off)
-        return out
+        return _committed(consumer, topic)
     finally:
         consumer.close(autocommit=False)
+
+
+def _committed(consumer, topic: str) -> dict[str, int]:
+    """A kafka-python consumer's group's committed offsets on ``topic`` (uncommitted partitions left out)."""
+    from kafka.structs import TopicPartition
+
+    out = {}
+    for part in sorted(consumer.partitions_for_topic(topic) or ()):
+        off = consumer.committed(TopicPartition(topic, part))
+        if off is not None and off >= 0:
+            out[pos_key(topic, part)] = int(off)
+    return out
 
 
 def create_topics(settings: dict[str, Any], topics: list[str], partitions: int = 1) -> None:
