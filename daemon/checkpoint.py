@@ -193,6 +193,12 @@ def load(json_path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, meta
 
 
+def _described(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
+    """One checkpoint: its path, metadata, and each array's shape and dtype."""
+    return {"path": path, "meta": meta,
+            "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(arrays.items())}}
+
+
 def _summary(store: CheckpointStore) -> dict[str, Any]:
     rows = []
     latest = None
@@ -205,8 +211,7 @@ def _summary(store: CheckpointStore) -> dict[str, Any]:
             continue
         rows.append({"path": path, "seq": seq, "intact": True})
         if latest is None:
-            latest = {"path": path, "meta": meta, "arrays": {
-                k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(arrays.items())}}
+            latest = _described(path, arrays, meta)
     return {"dir": store.dir, "checkpoints": rows, "latest_intact": latest}
 
 
@@ -217,9 +222,7 @@ def inspect(path: str) -> dict[str, Any]:
     ``checkpoint.dir`` (one subdirectory per pipeline, each summarised under ``pipelines``).
     """
     if os.path.isfile(path):
-        arrays, meta = load(path)
-        return {"path": path, "intact": True, "meta": meta,
-                "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(arrays.items())}}
+        return {**_described(path, *load(path)), "intact": True}
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no checkpoint file or directory {path}")
     store = CheckpointStore(path)
