@@ -1,17 +1,35 @@
-"""The one learner protocol every family implements, and the registry of learners by name.
+"""Learner roles on one base, the columns each learner declares, and the registry of learners by name.
 
-A learner is a library object: columnar NumPy batches in, columnar outputs out. It imports nothing
-from ``daemon/`` or ``connectors/``.
+A learner is a library object: columnar NumPy batches in, columnar outputs out. Nothing in
+``learners/`` imports the runtime (``daemon/``, ``connectors/``).
 
-* ``process(batch)`` turns a batch of events into outputs (a bandit's decisions, a cache's
-  evictions, a prediction). It may change state (a cache shadow does; a bandit does not).
-* ``learn(batch)`` takes feedback (rewards, labels) that arrives later, in batches.
-* ``snapshot()`` returns the whole learned state as a flat ``dict`` of NumPy arrays (nothing that
-  needs pickle); ``restore(state)`` on a learner built with the same parameters continues exactly
-  where the snapshot was taken.
-* ``metrics()`` returns learner-specific gauges as ``{name: float}``; the daemon exports them.
+Roles
+-----
+:class:`Decider`
+    Decides without changing what it has learned, and learns from feedback joined later (bandits,
+    groupwise regression). ``process(batch)`` returns decisions or predictions; ``learn(batch)``
+    takes the feedback (rewards, labels).
+:class:`Tracker`
+    Applies a stream of operations and shows a view of its state (cache shadows).
+    ``process(batch)`` applies the operations in order and returns their outcomes; ``view()`` is
+    the current state (a cache's keys); ``resize(**size)`` changes its size settings as the real
+    system did.
 
-Settings are public constructor attributes, stored verbatim; learned state is private arrays.
+Columns
+-------
+A learner declares the columns it reads and writes as :class:`Column` tuples: ``inputs`` (read
+by ``process``), ``outputs`` (returned by ``process``) and, for a decider, ``feedback`` (read by
+``learn``). A batch that lacks a required column raises :class:`InvalidInput` naming it, before
+anything changes. A column that is not required is read or written only in some settings or
+modes (its ``doc`` says which).
+
+State
+-----
+``snapshot()`` returns the whole learned state as a flat ``dict`` of NumPy arrays (nothing that
+needs pickle); ``restore(state)`` on a learner built with the same parameters continues exactly
+where the snapshot was taken. ``metrics()`` returns gauges as ``{name: float}``; ``report()`` a
+JSON-able description of the learned state. Settings are public constructor attributes, stored
+verbatim; learned state is private arrays.
 """
 
 from __future__ import annotations
@@ -19,7 +37,8 @@ from __future__ import annotations
 import abc
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -35,18 +54,67 @@ class InvalidInput(ValueError):
         self.rows = rows
 
 
+DTYPES = ("bool", "int8", "int64", "uint64", "float64", "str")
+"""The dtypes a :class:`Column` may declare: NumPy dtype names, and ``"str"`` for strings (a list, or
+a 1-d array of Python strings)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column a learner reads or writes.
+
+    Parameters
+    ----------
+    name
+        The key in the batch or output ``dict``.
+    dtype
+        One of :data:`DTYPES`: a NumPy dtype name (``"float64"``, ``"int64"``, ...) or ``"str"``.
+    shape
+        For the reader: ``"n"`` (one per event), ``"n×d"``, ``"n+1"`` (CSR offsets), ``"nnz"`` (one
+        per entry of a CSR list), ...
+    doc
+        What it holds.
+    required
+        ``False``: read or written only in some settings or modes (``doc`` says which).
+    """
+
+    name: str
+    dtype: str
+    shape: str
+    doc: str
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"column {self.name!r}: dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+
+
+def _require(columns: tuple[Column, ...], batch: Batch) -> None:
+    for c in columns:
+        if c.required and c.name not in batch:
+            raise InvalidInput(f"missing column {c.name!r} ({c.dtype}, {c.shape}: {c.doc})")
+
+
 class Learner(abc.ABC):
-    """Base class of all learners (see the module docstring for the contract)."""
+    """Base class of the roles :class:`Decider` and :class:`Tracker` (see the module docstring)."""
 
     family: ClassVar[str] = ""
+    role: ClassVar[str] = ""
+    inputs: ClassVar[tuple[Column, ...]] = ()
+    outputs: ClassVar[tuple[Column, ...]] = ()
 
-    @abc.abstractmethod
     def process(self, batch: Batch) -> dict[str, np.ndarray]:
-        """Outputs for a batch of events."""
+        """Outputs for a batch of events (keys among :attr:`outputs`).
+
+        Raises :class:`InvalidInput` if a required column of :attr:`inputs` is missing, or if the
+        learner refuses the batch (then nothing has changed).
+        """
+        _require(self.inputs, batch)
+        return self._process(batch)
 
     @abc.abstractmethod
-    def learn(self, batch: Batch) -> None:
-        """Learns from a batch of feedback."""
+    def _process(self, batch: Batch) -> dict[str, np.ndarray]:
+        """:meth:`process` on a batch that holds the required input columns."""
 
     @abc.abstractmethod
     def snapshot(self) -> dict[str, np.ndarray]:
@@ -58,6 +126,10 @@ class Learner(abc.ABC):
 
     def metrics(self) -> dict[str, float]:
         return {}
+
+    def report(self) -> dict[str, Any]:
+        """A JSON-able description of the learned state, for reports."""
+        return {"metrics": self.metrics()}
 
     def warm_up(self) -> None:
         """Compiles the kernels on a tiny batch (then resets the state)."""
@@ -71,7 +143,7 @@ class Learner(abc.ABC):
         sig = inspect.signature(type(self).__init__)
         return {n: getattr(self, n) for n in sig.parameters if n != "self"}
 
-    def clone(self) -> Learner:
+    def clone(self) -> Self:
         return type(self)(**self.get_params())
 
     def __repr__(self) -> str:
@@ -80,18 +152,74 @@ class Learner(abc.ABC):
 
     # -- conformance hooks ------------------------------------------------------------------------
     @classmethod
-    def _unit_test_params(cls) -> dict[str, Any]:
-        return {}
-
-    @classmethod
     @abc.abstractmethod
     def _conformance_stream(cls, seed: int, n_events: int = 64) -> Iterator[tuple[str, Batch]]:
-        """A seeded stream of ``("process" | "learn", batch)`` steps for the conformance suite."""
+        """A seeded stream of ``(kind, batch)`` steps for the conformance suite: ``"process"`` or
+        ``"learn"`` for a decider, ``"process"`` only for a tracker."""
 
     @classmethod
     def _bad_batches(cls) -> Iterator[tuple[str, Batch]]:
         """Invalid ``(kind, batch)`` pairs that must raise :class:`InvalidInput`."""
         return iter(())
+
+
+class Decider(Learner):
+    """A learner that decides without changing what it has learned, and learns from feedback.
+
+    :meth:`process` leaves the learned state as it was: of the :meth:`snapshot` arrays, it may
+    change only those named in :attr:`bookkeeping` (records of what was seen, such as a clock or
+    the last time an action was offered, not anything learned from feedback). :meth:`learn` takes
+    a batch of feedback (columns :attr:`feedback`), joined to the decisions later, in order.
+    """
+
+    role: ClassVar[str] = "decider"
+    feedback: ClassVar[tuple[Column, ...]] = ()
+    bookkeeping: ClassVar[tuple[str, ...]] = ()
+
+    def learn(self, batch: Batch) -> None:
+        """Learns from a batch of feedback.
+
+        Raises :class:`InvalidInput` if a required column of :attr:`feedback` is missing, or if the
+        learner refuses the batch (then nothing has changed).
+        """
+        _require(self.feedback, batch)
+        self._learn(batch)
+
+    @abc.abstractmethod
+    def _learn(self, batch: Batch) -> None:
+        """:meth:`learn` on a batch that holds the required feedback columns."""
+
+
+class Tracker(Learner):
+    """A learner that applies a stream of operations and shows a view of its state.
+
+    :meth:`process` applies a batch of operations in order (it changes the state) and returns
+    their outcomes; :meth:`view` is the current state users see; :meth:`resize` changes the size
+    settings named in :attr:`size_settings`.
+    """
+
+    role: ClassVar[str] = "tracker"
+    size_settings: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def view(self) -> dict[str, np.ndarray]:
+        """The current state users see, as arrays (e.g. a cache's keys)."""
+
+    def resize(self, **size: int | None) -> None:
+        """Changes size settings (keywords among :attr:`size_settings`; ``None`` keeps the current
+        value) as the real system did.
+
+        Raises ``ValueError`` for a name that is not a size setting, or a value the learner refuses.
+        """
+        unknown = [name for name in size if name not in self.size_settings]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a size setting of {type(self).__name__}; size settings: "
+                             f"{', '.join(self.size_settings)}")
+        self._resize(**{name: value for name, value in size.items() if value is not None})
+
+    @abc.abstractmethod
+    def _resize(self, **size: int) -> None:
+        """:meth:`resize` with the settings to change (known names, values not ``None``)."""
 
 
 def checked_state(current: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray],

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
+import json
+import textwrap
 
 import numpy as np
 import numpy.testing as npt
 import pytest
 
 import learners
-from learners.base import InvalidInput, conformance_params, factory_of
+from learners.base import DTYPES, Column, Decider, InvalidInput, Tracker, conformance_params, factory_of
 
 NAMES = learners.names()
+ROLES = {"decider": Decider, "tracker": Tracker}
 
 
 def build(name: str):
@@ -135,3 +140,165 @@ def test_docstring_and_factory(name):
     learner = build(name)
     assert type(learner).__doc__ and "Parameters" in type(learner).__doc__
     assert callable(factory_of(name))
+
+
+# -- roles and declared columns ----------------------------------------------------------------------
+def class_of(name):
+    factory = factory_of(name)
+    return getattr(factory, "func", factory)
+
+
+def has_dtype(col, values):
+    if col.dtype == "str":
+        return all(isinstance(v, str) for v in values)
+    return np.asarray(values).dtype == np.dtype(col.dtype)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_role_and_declared_columns(name):
+    cls = class_of(name)
+    assert cls.role in ROLES and issubclass(cls, ROLES[cls.role]), cls.role
+    groups = {"inputs": cls.inputs, "outputs": cls.outputs}
+    if cls.role == "decider":
+        groups["feedback"] = cls.feedback
+    for what, cols in groups.items():
+        assert cols, f"{name} declares no {what}"
+        assert len({c.name for c in cols}) == len(cols), f"{what}: a column declared twice"
+        for c in cols:
+            assert isinstance(c, Column) and c.dtype in DTYPES and c.shape and c.doc, (what, c)
+    if cls.role == "tracker":
+        learner = build(name)
+        assert cls.size_settings and all(isinstance(getattr(learner, s), int) for s in cls.size_settings)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stream_uses_declared_columns_and_process_returns_declared_outputs(name):
+    """The conformance stream's batches hold only declared columns, of their dtypes (a tracker's
+    only "process" steps); process returns declared outputs only, every required one, as arrays of
+    the declared dtypes."""
+    learner = build(name)
+    cls = type(learner)
+    kinds = {"process": cls.inputs}
+    if cls.role == "decider":
+        kinds["learn"] = cls.feedback
+    outputs = {c.name: c for c in cls.outputs}
+    required = {c.name for c in cls.outputs if c.required}
+    seen = set()
+    for kind, batch in stream(learner):
+        assert kind in kinds, f"a {cls.role} stream yields {kind!r} steps"
+        seen.add(kind)
+        declared = {c.name: c for c in kinds[kind]}
+        assert set(batch) <= set(declared), f"{kind}: undeclared {sorted(set(batch) - set(declared))}"
+        for col, values in batch.items():
+            assert has_dtype(declared[col], values), f"{kind}: {col} is not {declared[col].dtype}"
+        out = getattr(learner, kind)(batch)
+        if kind == "learn":
+            assert out is None
+            continue
+        assert set(out) <= set(outputs), f"undeclared outputs {sorted(set(out) - set(outputs))}"
+        assert required <= set(out), f"missing outputs {sorted(required - set(out))}"
+        for col, values in out.items():
+            assert isinstance(values, np.ndarray), col
+            assert has_dtype(outputs[col], values), f"{col} is {values.dtype}, declared {outputs[col].dtype}"
+    assert seen == set(kinds)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_missing_required_column_is_named(name):
+    """A batch without a required column raises InvalidInput naming it, and changes nothing."""
+    learner = build(name)
+    cls = type(learner)
+    steps = stream(learner, n=32)
+    run(learner, steps[: len(steps) // 2])
+    firsts = {}
+    for kind, batch in steps:
+        firsts.setdefault(kind, batch)
+    for kind, batch in firsts.items():
+        cols = cls.inputs if kind == "process" else cls.feedback
+        for c in (c for c in cols if c.required):
+            before = copy.deepcopy(learner.snapshot())
+            with pytest.raises(InvalidInput, match=f"missing column '{c.name}'"):
+                getattr(learner, kind)({k: v for k, v in batch.items() if k != c.name})
+            assert_snapshots_equal(before, learner.snapshot(), f"{kind} without {c.name}")
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if class_of(n).role == "decider"])
+def test_decider_process_changes_no_learned_state(name):
+    """After learning, deciding on batches again changes no snapshot array but the declared
+    bookkeeping. (The batches' action ids are all known by then: a bandit's process also gives an
+    unseen action id a slot, evicting the least recently offered action's model when full; see
+    BanditLearner and tests/test_bandit_actions.py.)"""
+    learner = build(name)
+    steps = stream(learner)
+    run(learner, steps)
+    assert set(type(learner).bookkeeping) <= set(learner.snapshot())
+    for kind, batch in steps:
+        if kind != "process":
+            continue
+        before = copy.deepcopy(learner.snapshot())
+        learner.process(batch)
+        after = learner.snapshot()
+        for k in type(learner).bookkeeping:
+            before.pop(k), after.pop(k)
+        assert_snapshots_equal(before, after, "process")
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if class_of(n).role == "tracker"])
+def test_tracker_view_and_resize(name):
+    learner = build(name)
+    run(learner, stream(learner))
+    view = learner.view()
+    assert view and all(isinstance(v, np.ndarray) for v in view.values())
+    before = copy.deepcopy(learner.snapshot())
+    with pytest.raises(ValueError, match="not a size setting"):
+        learner.resize(no_such_size=3)
+    with pytest.raises(TypeError):
+        learner.resize(8)
+    assert_snapshots_equal(before, learner.snapshot(), "rejected resize")
+    sizes = {s: getattr(learner, s) for s in type(learner).size_settings}
+    learner.resize()  # every size kept: the state users see is the same
+    assert {s: getattr(learner, s) for s in sizes} == sizes
+    again = learner.view()
+    assert again.keys() == view.keys()
+    for k in view:
+        npt.assert_array_equal(np.sort(again[k]), np.sort(view[k]), err_msg=k)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_warm_up_leaves_the_state(name):
+    learner = build(name)
+    run(learner, stream(learner, n=32))
+    before = copy.deepcopy(learner.snapshot())
+    learner.warm_up()
+    assert_snapshots_equal(before, learner.snapshot(), "warm_up")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_report_is_json(name):
+    learner = build(name)
+    run(learner, stream(learner))
+    report = learner.report()
+    assert "metrics" in report
+    json.dumps(report)
+
+
+def _does_nothing(func) -> bool:
+    """The body is only a docstring, ``pass`` or ``...``."""
+    node = ast.parse(textwrap.dedent(inspect.getsource(func))).body[0]
+    return all(isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+               for s in node.body)
+
+
+@pytest.mark.parametrize("cls", sorted({class_of(n) for n in NAMES}, key=lambda c: c.__name__),
+                         ids=lambda c: c.__name__)
+def test_no_method_does_nothing(cls):
+    """No method of a registered learner class (its own or inherited) has an empty body."""
+    empty = []
+    for name in dir(cls):
+        attr = inspect.getattr_static(cls, name)
+        func = attr.fget if isinstance(attr, property) else getattr(attr, "__func__", attr)
+        if inspect.isfunction(func) and func.__module__.startswith("learners"):
+            assert not getattr(func, "__isabstractmethod__", False), name
+            if _does_nothing(func):
+                empty.append(name)
+    assert not empty, f"{cls.__name__}: methods that do nothing: {empty}"

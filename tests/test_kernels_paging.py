@@ -39,7 +39,7 @@ def test_policies_match_the_references(policy, seed, k):
         ref_hit, ref_ev = naive.cache_policy(policy, keys, ops, k, seed=seed, bits=bits)
     assert hit == ref_hit
     assert ev == ref_ev
-    assert len(c.contents()) <= k and c.metrics()["misses"] == ref_hit.count(0)
+    assert len(c.view()["keys"]) <= k and c.metrics()["misses"] == ref_hit.count(0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -77,7 +77,7 @@ def test_edge_cases():
     assert out["hit"].tolist() == [0, 1, 0, 0] and out["evicted"][out["evicts"]].tolist() == [7, 8]
     assert c.process({"key": np.array([], dtype=np.int64)})["hit"].shape == (0,)
     out = c.process({"key": np.array([9, 7]), "op": np.array([1, 1])})  # deleting absent and present keys
-    assert out["hit"].tolist() == [-1, -1] and len(c.contents()) == 0
+    assert out["hit"].tolist() == [-1, -1] and len(c.view()["keys"]) == 0
     assert belady(np.array([], dtype=np.int64), 3)["misses"] == 0
     with pytest.raises(ValueError, match="allowed"):
         PagingCache("lfu")
@@ -214,14 +214,14 @@ def test_robust_discard_follows_the_better_of_predictions_and_lru(seed, k):
         bound = race_bound(min(ftp, lru), k, switches, margin, max(1, k // 16), 1)
         assert bound < len(keys)  # non-vacuous
         assert misses <= bound
-        assert len(c.contents()) <= k
+        assert len(c.view()["keys"]) <= k
         if bits is r["discard_bit"]:
             assert misses == r["misses"]  # exact bits: optimal
     # Deletes keep the real cache and both shadows in step.
     keys, ops, bits = stream(seed, n=1000, universe=4 * k)
     c = PagingCache("robust-discard", capacity=k, switch_every=1)
     out = c.process({"key": keys, "op": ops, "bit": bits})
-    present = set(c.contents().tolist())
+    present = set(c.view()["keys"].tolist())
     alive = {}
     for key, op in zip(keys.tolist(), ops.tolist(), strict=True):
         alive[key] = op == 0

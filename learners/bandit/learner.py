@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Batch, InvalidInput, Learner
+from ..base import Batch, Column, Decider, InvalidInput
 from ..linear import _kernels as LK
 from . import _kernels as BK
 
@@ -110,8 +110,15 @@ class ActionTable:
         self.evictions = int(state["action_evictions"])
 
 
-class BanditLearner(Learner):
+class BanditLearner(Decider):
     """A contextual bandit: an exploration rule over an online regression oracle.
+
+    A :class:`~learners.base.Decider`: ``process`` decides, ``learn`` learns the chosen actions'
+    rewards. ``process`` learns nothing, but it keeps the action table: it records when each
+    action was last offered (``tick``, ``action_last_used``), and an action id it has not seen
+    takes a slot with a fresh model at the prior; when the table is full, that slot is the least
+    recently offered action's, whose model is reset (forgotten: the one way ``process`` changes
+    the models).
 
     Parameters
     ----------
@@ -166,6 +173,38 @@ class BanditLearner(Learner):
     """
 
     family = "bandit"
+    inputs = (
+        Column("event_key", "uint64", "n", "event keys: seed the exploration draws"),
+        Column("X", "float64", "n×d", "contexts (d = n_features)"),
+        Column("action_indptr", "int64", "n+1", "offsets of each event's action set in action_ids; "
+               "without it every event offers the configured actions", required=False),
+        Column("action_ids", "str", "nnz", "available action ids, event after event (with action_indptr)",
+               required=False),
+        Column("action_features", "float64", "nnz×n_action_features", "features of each available action "
+               "(oracle ridge-shared only; nnz = n × the configured actions without action_indptr)",
+               required=False),
+    )
+    outputs = (
+        Column("indptr", "int64", "n+1", "offsets of each event's actions in probs and scores"),
+        Column("probs", "float64", "nnz", "probability of each available action"),
+        Column("scores", "float64", "nnz", "the oracle's predicted reward of each available action"),
+        Column("chosen", "int64", "n", "position of the chosen action within the event's set"),
+        Column("chosen_action", "str", "n", "id of the chosen action"),
+        Column("prob", "float64", "n", "probability of the chosen action"),
+        Column("explored", "bool", "n", "the chosen action is not the greedy one"),
+        Column("model_version", "int64", "n", "learned events // version_interval"),
+    )
+    feedback = (
+        Column("event_key", "uint64", "n", "keys of the decided events (seed the neural oracle's perturbation)"),
+        Column("X", "float64", "n×d", "the contexts decided on"),
+        Column("action", "str", "n", "id of the chosen action"),
+        Column("reward", "float64", "n", "its reward (in [0, 1] for fastcb)"),
+        Column("prob", "float64", "n", "its probability when chosen: accepted for the record, not used (the "
+               "oracle regresses without importance weights)", required=False),
+        Column("action_features", "float64", "n×n_action_features", "the chosen action's features (oracle "
+               "ridge-shared only)", required=False),
+    )
+    bookkeeping = ("tick", "action_last_used")
 
     def __init__(
         self,
@@ -347,8 +386,6 @@ class BanditLearner(Learner):
         try:
             X = np.asarray(batch["X"], dtype=np.float64)
             keys = np.asarray(batch["event_key"], dtype=np.uint64)
-        except KeyError as e:
-            raise InvalidInput(f"batch lacks the column {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
             raise InvalidInput(f"ill-typed column: {e}") from None
         if X.ndim != 2 or X.shape[1] != self.n_features:
@@ -380,6 +417,8 @@ class BanditLearner(Learner):
             AF = self._check_af(batch, n * k)
             self._table.last_used[self._all_slots] = tick
             return np.arange(0, n * k + 1, k, dtype=np.int64), np.tile(self._all_slots, n), None, AF
+        if "action_ids" not in batch:
+            raise InvalidInput("missing column 'action_ids' (the action sets that action_indptr delimits)")
         indptr = np.asarray(batch["action_indptr"], dtype=np.int64)
         ids = list(batch["action_ids"])
         if indptr.shape != (n + 1,) or indptr[0] != 0 or indptr[-1] != len(ids):
@@ -396,14 +435,8 @@ class BanditLearner(Learner):
         return indptr, slots, ids, AF
 
     # -- the two operations -----------------------------------------------------------------------
-    def process(self, batch: Batch) -> dict[str, np.ndarray]:
-        """Decides for a batch of events (no state is learned here).
-
-        Columns: ``event_key`` (uint64, n), ``X`` (n×d); optional ``action_indptr`` (n+1) with
-        ``action_ids`` (str, flat) and, for ``ridge-shared``, ``action_features`` (flat×da).
-        Returns flat per-action ``probs`` and ``scores`` (aligned with ``indptr``), per event the
-        chosen position ``chosen``, ``chosen_action``, ``prob``, ``explored`` and ``model_version``.
-        """
+    def _process(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Decides for a batch of events (columns :attr:`inputs`, outputs :attr:`outputs`)."""
         X, keys = self._check_X(batch)
         n = X.shape[0]
         # Every check runs before any state changes: a rejected batch leaves the learner as it was.
@@ -451,20 +484,14 @@ class BanditLearner(Learner):
             "model_version": np.full(n, self.model_version, dtype=np.int64),
         }
 
-    def learn(self, batch: Batch) -> None:
-        """Learns the chosen actions' rewards, rows in order.
-
-        Columns: ``event_key``, ``X``, ``action`` (chosen ids), ``reward``; ``action_features``
-        (the chosen action's) for ``ridge-shared``. ``prob`` is accepted for the record: the oracle
-        regresses without importance weights, as Vowpal Wabbit's SquareCB does.
-        """
+    def _learn(self, batch: Batch) -> None:
+        """Learns the chosen actions' rewards, rows in order (columns :attr:`feedback`). ``prob`` is
+        accepted for the record: the oracle regresses without importance weights, as Vowpal
+        Wabbit's SquareCB does."""
         X, keys = self._check_X(batch)
         n = X.shape[0]
-        try:
-            actions = list(batch["action"])
-            reward = np.asarray(batch["reward"], dtype=np.float64)
-        except KeyError as e:
-            raise InvalidInput(f"batch lacks the column {e.args[0]!r}") from None
+        actions = list(batch["action"])
+        reward = np.asarray(batch["reward"], dtype=np.float64)
         if reward.shape != (n,) or len(actions) != n:
             raise InvalidInput("action and reward need one entry per row")
         if not np.isfinite(reward).all():

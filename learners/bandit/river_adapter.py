@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import create
 from .._hashing import FeatureHasher, event_key
+from .learner import BanditLearner
 
 
 class RiverPolicy:
@@ -31,7 +32,10 @@ class RiverPolicy:
     """
 
     def __init__(self, learner: str = "squarecb", n_features: int = 64, **params: Any):
-        self.learner = create(learner, n_features=n_features, **params)
+        lrn = create(learner, n_features=n_features, **params)
+        if not isinstance(lrn, BanditLearner):
+            raise ValueError(f"{learner!r} is not a bandit learner")
+        self.learner = lrn
         self.hasher = FeatureHasher(n_features)
         self._counter = itertools.count()
 

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..base import Batch, InvalidInput, Learner, checked_state
+from ..base import Batch, Column, Decider, InvalidInput, checked_state
 from . import _kernels as K
 
 BASES = {"ridge": K.RIDGE, "logistic": K.LOGISTIC}
@@ -15,7 +15,7 @@ RULES = ("mixture", "randomized")
 ALWAYS_ON = "always_on"
 
 
-class GroupwiseRegressor(Learner):
+class GroupwiseRegressor(Decider):
     """Online prediction with low regret on every group at once: one online regressor per group (an
     "always_on" group included), combined by AdaNormalHedge over the groups an event belongs to
     (sleeping experts; Blum & Lykouris), in time linear in the groups per event.
@@ -24,6 +24,9 @@ class GroupwiseRegressor(Learner):
     Roth, Ziani; ICLR 2024), reconstructed from the authors' public code (see
     :mod:`._kernels`): the weight of group g is AdaNormalHedge's (Luo & Schapire 2015) over the
     regret of the combination against expert g, accrued while g is awake.
+
+    A :class:`~learners.base.Decider`: ``process`` predicts (it only counts the rows it saw, to
+    key the randomized draws of rows without ``event_key``), ``learn`` learns labelled rows.
 
     Parameters
     ----------
@@ -68,6 +71,24 @@ class GroupwiseRegressor(Learner):
     """
 
     family = "groupwise"
+    inputs = (
+        Column("X", "float64", "n×d", "rows (d = n_features)"),
+        Column("G", "int64", "n×groups", "0/1 membership in each of the configured groups, in order"),
+        Column("event_key", "uint64", "n", "keys of the randomized rule's draws (default: the count of rows "
+               "processed)", required=False),
+    )
+    outputs = (
+        Column("prediction", "float64", "n", "the prediction of the configured rule"),
+        Column("prediction_mixture", "float64", "n", "the weighted average of the awake experts' predictions"),
+        Column("prediction_randomized", "float64", "n", "the prediction of one awake expert drawn by weight"),
+        Column("expert", "int64", "n", "the group index of the drawn expert"),
+    )
+    feedback = (
+        Column("X", "float64", "n×d", "rows (d = n_features)"),
+        Column("G", "int64", "n×groups", "0/1 membership in each of the configured groups, in order"),
+        Column("y", "float64", "n", "labels (0/1 for base logistic)"),
+    )
+    bookkeeping = ("t",)
 
     def __init__(self, n_features: int = 16, groups: Sequence[str] = (), lam: float = 1.0, rule: str = "mixture",
                  base: str = "ridge", lr: float = 0.1, seed: int = 0, anchor: bool = True):
@@ -113,9 +134,6 @@ class GroupwiseRegressor(Learner):
 
     # -- input ------------------------------------------------------------------------------------
     def _rows(self, batch: Batch, need_y: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        for col in ("X", "G", *(["y"] if need_y else [])):
-            if col not in batch:
-                raise InvalidInput(f"batch lacks the column {col!r}")
         X = np.asarray(batch["X"], dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise InvalidInput(f"X must have shape (n, {self.n_features}), got {X.shape}")
@@ -143,10 +161,9 @@ class GroupwiseRegressor(Learner):
         return np.ascontiguousarray(X), gptr, gidx, y
 
     # -- the protocol -----------------------------------------------------------------------------
-    def process(self, batch: Batch) -> dict[str, np.ndarray]:
-        """Predictions for rows ``X`` with memberships ``G`` (optional ``event_key``, uint64, for the
-        randomized draws): ``prediction`` (by ``rule``), ``prediction_mixture``,
-        ``prediction_randomized`` and ``expert`` (the group index drawn)."""
+    def _process(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Predictions for rows ``X`` with memberships ``G`` (columns :attr:`inputs`, outputs
+        :attr:`outputs`)."""
         X, gptr, gidx, _ = self._rows(batch, need_y=False)
         n = X.shape[0]
         if "event_key" in batch:
@@ -167,7 +184,7 @@ class GroupwiseRegressor(Learner):
         return {"prediction": mix if self.rule == "mixture" else rand, "prediction_mixture": mix,
                 "prediction_randomized": rand, "expert": expert}
 
-    def learn(self, batch: Batch) -> None:
+    def _learn(self, batch: Batch) -> None:
         """Learns labelled rows ``X``, ``G``, ``y`` in order."""
         X, gptr, gidx, y = self._rows(batch, need_y=True)
         if self._models is not None:
@@ -264,6 +281,10 @@ class GroupwiseRegressor(Learner):
             for k in ("events", "loss", "regret", "regret_randomized"):
                 out[f"group/{r['group']}/{k}"] = float(r[k])
         return out
+
+    def report(self) -> dict[str, Any]:
+        """Learned events and :meth:`group_report` (costs O(groups · d³), as :meth:`metrics`)."""
+        return {"metrics": {"learned_events": self.learned_events}, "groups": self.group_report()}
 
     def warm_up(self) -> None:
         """Compiles the kernels on a tiny batch of this model's shape (then resets the state)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Batch, InvalidInput, Learner, checked_state
+from ..base import Batch, Column, InvalidInput, Tracker, checked_state
 from . import _bytes as B
 from . import _kernels as K
 from . import _predict as PR
@@ -59,8 +59,13 @@ def _s3(prefix: str, k: int) -> dict[str, np.ndarray]:
             f"{prefix}/ring": np.zeros(g, dtype=np.int64), f"{prefix}/gmeta": np.zeros(2, dtype=np.int64)}
 
 
-class PagingCache(Learner):
+class PagingCache(Tracker):
     """A cache shadow under one eviction policy.
+
+    A :class:`~learners.base.Tracker`: ``process`` replays requests (accesses and deletes) in
+    order, ``view()`` is ``{"keys": the cached keys}``, ``resize(capacity=..., byte_capacity=...)``
+    changes the capacity as the real cache did. The learned policies learn from the request stream
+    itself (labels revealed in hindsight inside ``process``): there is no feedback to learn from.
 
     Parameters
     ----------
@@ -106,6 +111,26 @@ class PagingCache(Learner):
     """
 
     family = "paging"
+    inputs = (
+        Column("key", "int64", "n", "requested keys (-2**63 is reserved)"),
+        Column("op", "int64", "n", "0 access, 1 delete (default: all accesses)", required=False),
+        Column("bit", "int64", "n", "one-bit discard predictions, 1: safe to evict (policies ftp-discard, "
+               "marker-discard, robust-discard only)", required=False),
+        Column("size", "int64", "n", "object sizes in bytes (byte-capacity mode only)", required=False),
+    )
+    outputs = (
+        Column("hit", "int8", "n", "1 hit, 0 miss, -1 delete"),
+        Column("evicts", "bool", "n", "the request evicted an object"),
+        Column("evicted", "int64", "n", "the evicted key, 0 where evicts is false (unit-size pages only)",
+               required=False),
+        Column("evicted_count", "int64", "n", "objects the request evicted (byte-capacity mode only)",
+               required=False),
+        Column("evicted_keys", "int64", "evictions", "every evicted key, in order (byte-capacity mode only)",
+               required=False),
+        Column("prob", "float64", "n", "predicted probability that the request is safe to evict (learned "
+               "policies only)", required=False),
+    )
+    size_settings = ("capacity", "byte_capacity")
 
     def __init__(self, policy: str = "lru", capacity: int = 1024, seed: int = 0, history_cap: int = 65_536,
                  reach: float = 2.0, switch_every: int = 4096, threads: int = 1, byte_capacity: int = 0):
@@ -191,11 +216,8 @@ class PagingCache(Learner):
         return tuple(self._st[f"{prefix}/{name}"] for name in names)
 
     # -- the protocol -----------------------------------------------------------------------------
-    def process(self, batch: Batch) -> dict[str, np.ndarray]:
-        """Replays requests: ``key`` (int64); optional ``op`` (0 access, 1 delete); ``bit`` for the
-        oracle-bit policies. Returns ``hit`` (1, 0, or -1 for a delete), ``evicts`` (a page was
-        evicted) and ``evicted`` (its key; 0 where ``evicts`` is false); the learned policies also
-        return ``prob``, the predicted probability that the request is safe to evict."""
+    def _process(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Replays requests in order (columns :attr:`inputs`, outputs :attr:`outputs`)."""
         keys, ops = self._check(batch)
         if self.byte_capacity:
             return self._process_bytes(batch, keys, ops)
@@ -359,10 +381,6 @@ class PagingCache(Learner):
             i = b
         return {"prob": prob} if learned else {}
 
-    def learn(self, batch: Batch) -> None:
-        """Nothing to learn from outside: the learned policies learn from the request stream itself
-        (labels revealed in hindsight inside :meth:`process`); accepted for the protocol."""
-
     def snapshot(self) -> dict[str, np.ndarray]:
         return {name: arr.copy() for name, arr in self._st.items()}
 
@@ -391,16 +409,22 @@ class PagingCache(Learner):
                         "history_cap": float(self.history_cap)})
         return out
 
-    def resize(self, capacity: int, byte_capacity: int | None = None) -> None:
-        """Changes the capacity, as the real cache did: the cache is rebuilt at ``capacity`` (and
-        ``byte_capacity`` in the byte mode, if given) and the objects it held are replayed into it
-        (each policy list from its oldest end; when shrinking, the policy evicts as they come, so
-        the most recent survive). The learned predictor keeps its model and history; hit and miss
-        counts are unchanged. Oracle-bit policies get bit 0 ("keep") for the replayed pages."""
+    def _resize(self, **size: int) -> None:
+        """Changes ``capacity`` and, in the byte mode, ``byte_capacity`` (each kept if not given), as
+        the real cache did: the cache is rebuilt at the new sizes and the objects it held are
+        replayed into it (each policy list from its oldest end; when shrinking, the policy evicts
+        as they come, so the most recent survive). The learned predictor keeps its model and
+        history; hit and miss counts are unchanged. Oracle-bit policies get bit 0 ("keep") for the
+        replayed pages."""
+        capacity = size.get("capacity", self.capacity)
+        byte_capacity = size.get("byte_capacity")
         if not isinstance(capacity, int | np.integer) or capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
         if byte_capacity is not None and not self.byte_capacity:
             raise ValueError("byte_capacity is for the byte-capacity mode")
+        if byte_capacity is not None and (not isinstance(byte_capacity, int | np.integer) or byte_capacity < 1):
+            raise ValueError(f"byte_capacity must be a positive integer in the byte-capacity mode, got "
+                             f"{byte_capacity!r}")
         fkey, prv, lhead, ltail = (self._st[f"real/{n}"] for n in ("fkey", "prv", "lhead", "ltail"))
         order = []
         for L in range(lhead.shape[0]):
@@ -434,16 +458,14 @@ class PagingCache(Learner):
     def _leader(self) -> str:
         return self.shadows()[int(self._st["follow/cm"][0])]
 
-    def contents(self) -> np.ndarray:
-        """The cached keys (in no particular order)."""
+    def view(self) -> dict[str, np.ndarray]:
+        """``{"keys": the cached keys}`` (int64, in no particular order)."""
         fkey = self._st["real/fkey"]
-        return fkey[fkey != EMPTY].copy()
+        return {"keys": fkey[fkey != EMPTY].copy()}
 
     # -- input checks -----------------------------------------------------------------------------
     @staticmethod
     def _check(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        if "key" not in batch:
-            raise InvalidInput("batch lacks the column 'key'")
         keys = np.asarray(batch["key"])
         if keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
             raise InvalidInput(f"key must be a 1-d integer array, got {keys.dtype} with shape {keys.shape}")
