@@ -14,6 +14,7 @@ import pytest
 
 import learners
 from learners.base import DTYPES, Column, Decider, InvalidInput, Tracker, conformance_params, factory_of
+from learners.paging.cache import BYTE_POLICIES
 
 NAMES = learners.names()
 ROLES = {"decider": Decider, "tracker": Tracker}
@@ -268,6 +269,15 @@ def test_tracker_view_and_resize(name):
 def test_warm_up_leaves_the_state(name):
     learner = build(name)
     run(learner, stream(learner, n=32))
+    before = copy.deepcopy(learner.snapshot())
+    learner.warm_up()
+    assert_snapshots_equal(before, learner.snapshot(), "warm_up")
+
+
+@pytest.mark.parametrize("policy", BYTE_POLICIES)
+def test_warm_up_in_the_paging_byte_mode(policy):
+    """The byte mode needs a size per request, which the conformance stream has not."""
+    learner = learners.create(f"paging-{policy}", **conformance_params(f"paging-{policy}"), byte_capacity=64)
     before = copy.deepcopy(learner.snapshot())
     learner.warm_up()
     assert_snapshots_equal(before, learner.snapshot(), "warm_up")

@@ -381,6 +381,14 @@ class PagingCache(Tracker):
             i = b
         return {"prob": prob} if learned else {}
 
+    def warm_up(self) -> None:
+        """Compiles the kernels on a tiny batch (with sizes in the byte mode), then resets the state."""
+        state = self.snapshot()
+        for _, batch in self._conformance_stream(0, n_events=4):
+            n = len(batch["key"])
+            self.process({**batch, "size": np.ones(n, dtype=np.int64)} if self.byte_capacity else batch)
+        self.restore(state)
+
     def snapshot(self) -> dict[str, np.ndarray]:
         return {name: arr.copy() for name, arr in self._st.items()}
 
