@@ -14,7 +14,7 @@ from connectors.embedded import EmbeddedBroker
 
 from . import __version__
 from .config import Config
-from .families import Core, make_core
+from .engine import Engine
 from .metrics import DaemonMetrics
 from .runner import PipelineRunner
 from .sidecar import Sidecar, serve_in_thread
@@ -29,8 +29,7 @@ class Daemon:
         self.metrics.build.info({"version": __version__})
         self.broker = broker
         self.owns_broker = False
-        self.cores: dict[str, Core] = {}
-        self.locks: dict[str, threading.RLock] = {}
+        self.cores: dict[str, Engine] = {}
         self.runners: list[PipelineRunner] = []
         self.threads: list[threading.Thread] = []
         self.server = None
@@ -78,12 +77,10 @@ class Daemon:
                 topics += [p["input_topic"], p["output_topic"], p["dead_letter_topic"]]
             kafka_conn.create_topics(self.kafka_settings, topics, k["topic_partitions"])
         for p in self.cfg.pipelines:
-            core = make_core(p, self.metrics)
-            self.cores[p["name"]] = core
-            self.locks[p["name"]] = threading.RLock()
+            self.cores[p["name"]] = Engine(p, self.metrics)
         h = self.cfg.http
         if h["enabled"]:
-            self.sidecar = Sidecar(self.cores, self.locks, self.metrics, h["token"], h["max_body_bytes"])
+            self.sidecar = Sidecar(self.cores, self.metrics, h["token"], h["max_body_bytes"])
             self.server, th, self.http_port = serve_in_thread(self.sidecar, h["host"], h["port"])
             self.server_threads.append(th)
             log.info("HTTP sidecar and /metrics on http://%s:%s", h["host"], self.http_port)
@@ -96,8 +93,7 @@ class Daemon:
             log.info("%s: kernels compiled in %.1fs", p["name"], time.perf_counter() - t0)
             source, sink = self._clients(p)
             runner = PipelineRunner(core, source, sink, self.cfg.checkpoint,
-                                    {"decision": p["output_topic"], "dlq": p["dead_letter_topic"]},
-                                    lock=self.locks[p["name"]])
+                                    {"decision": p["output_topic"], "dlq": p["dead_letter_topic"]})
             self.runners.append(runner)  # before restore: a failed start closes its clients too
             runner.restore()
             self._adopt_earlier_group_offsets(p, runner)

@@ -63,18 +63,14 @@ def replay(cfg, events: str, out: str, dlq: str | None, state: str | None, pipel
     if tmp:
         tmp.cleanup()
     m = core.metrics.registry
+    name = pc["name"]
     report = core.report()
-    report["events"] = m.get_sample_value("eddy_events_total", {"pipeline": pc["name"], "kind": "event"}) or 0
-    if not hasattr(core, "feedback_objects"):  # a paging pipeline: no rewards
-        report["dead_letters"] = _dead_letters(m)
-        return report
-    report["feedback"] = m.get_sample_value("eddy_events_total", {"pipeline": pc["name"], "kind": "feedback"}) or 0
-    report["decisions"] = sum(m.get_sample_value("eddy_decisions_total", {"pipeline": pc["name"], "source": s}) or 0
-                              for s in ("kafka", "http"))
-    joined = m.get_sample_value("eddy_rewards_total", {"pipeline": pc["name"], "outcome": "joined"}) or 0
-    report["rewards_joined"] = joined
-    rsum = m.get_sample_value("eddy_reward_sum_total", {"pipeline": pc["name"]}) or 0
-    report["average_reward"] = rsum / joined if joined else None
+    report["events"] = m.get_sample_value("eddy_events_total", {"pipeline": name, "kind": "event"}) or 0
+    if core.feedback_type is not None:
+        report["feedback"] = m.get_sample_value("eddy_events_total", {"pipeline": name,
+                                                                      "kind": core.feedback_type}) or 0
+        report["decisions"] = sum(m.get_sample_value("eddy_decisions_total", {"pipeline": name, "source": s}) or 0
+                                  for s in ("kafka", "http"))
     report["dead_letters"] = _dead_letters(m)
     return report
 
@@ -91,7 +87,7 @@ def cmd_replay(args) -> int:
         return replay_trace(args)
     if not args.config or not args.events:
         raise ConfigError("replay needs --config and --events (a pipeline over a JSON-lines file), "
-                          "or --trace (a cache trace through the paging policies)")
+                          "or --trace (a cache trace through the cache policies)")
     cfg = config.load(args.config)
     report = replay(cfg, args.events, args.out, args.dead_letters, args.state, args.pipeline)
     text = json.dumps(report, indent=2, default=float)
@@ -103,32 +99,10 @@ def cmd_replay(args) -> int:
 
 
 def replay_trace(args) -> int:
-    """A cache trace through the paging policies at several sizes: table (and JSON, PNG)."""
+    """A cache trace through the cache policies at several sizes: table (and JSON, PNG)."""
     from . import traces
 
-    try:
-        sizes = [float(x) for x in args.sizes.split(",")]
-    except ValueError:
-        raise ConfigError(f"--sizes: {args.sizes!r} is not a comma-separated list of numbers") from None
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    from learners.paging import POLICIES
-
-    bad = [p for p in policies if p not in POLICIES or p in ("ftp-discard", "marker-discard", "robust-discard")]
-    if bad or not policies:
-        raise ConfigError(f"--policies: {bad or policies!r} not allowed; allowed: lru, fifo, sieve, s3fifo, arc, "
-                          "marker, learned-discard, learned-phase")
-    if not os.path.exists(args.trace):
-        raise ConfigError(f"--trace: file {args.trace!r} not found")
-    keys = traces.read_trace(args.trace, args.limit)
-    rows = traces.miss_ratios(keys, traces.sizes_for(keys, sizes), policies)
-    print(traces.table(rows, len(keys)))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"trace": args.trace, "requests": len(keys), "rows": rows}, f, indent=1)
-    if args.plot:
-        traces.plot(rows, args.plot, f"{os.path.basename(args.trace)} ({len(keys)} requests)")
-        print(f"plot written to {args.plot}", file=sys.stderr)
-    return 0
+    return traces.cmd(args)
 
 
 def cmd_checkpoint(args) -> int:

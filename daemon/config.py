@@ -75,7 +75,8 @@ CHECKPOINT = [
 
 PIPELINE = [
     S("name", str, None, "pipeline name (URL path segment, metric label)"),
-    S("learner", str, "squarecb", "registered learner name (see 'eddy learners')"),
+    S("learner", str, "squarecb", "registered learner name (see 'eddy learners'); its family's adapter runs the "
+      "pipeline and adds the family's settings below"),
     S("input_topic", str, None, "topic of events and feedback records"),
     S("output_topic", str, None, "topic of the decisions"),
     S("dead_letter_topic", str, "", "topic of rejected records (default <input_topic>.dlq)"),
@@ -86,17 +87,15 @@ PIPELINE = [
     S("n_features", int, 64, "context dimension; name→value features are hashed into it", minimum=1),
     S("feature_cache", int, 100_000, "cap on cached feature-name hashes", minimum=1),
     S("seed", int, 0, "seed of the exploration draws"),
-    S("default_action", str, "", "action returned when the model is not ready, fails, is switched off "
-      "or the latency budget is spent (the first offered action when empty or not offered)"),
-    S("force_default", bool, False, "serve the default action only (also switchable at run time)"),
+    S("force_default", bool, False, "serve the default output only (also switchable at run time where the family "
+      "offers the control verb)"),
     S("min_learned_events", int, 0, "the model is 'not ready' before this many learned rewards", minimum=0),
-    S("latency_budget_ms", float, 50.0, "sidecar: a decision that cannot start within this budget gets the default", minimum=0.0),
-    S("reward_wait_s", float, 3600.0, "event-time wait for a reward before default_reward applies", minimum=0.0),
+    S("reward_wait_s", float, 3600.0, "event-time wait for an event's feedback (a reward, a label); past it the "
+      "family's default applies (a default reward is learned, or the event leaves unlearned)", minimum=0.0),
     S("learn_every_events", int, 256, "rewards are applied to the model in blocks, before the first event after "
       "this many events (log order; 1 = before every event): a block is one kernel call for its decisions and one "
       "for its learning (measured end to end: 64 gives about 47k events/s, 256 about 56k), and a reward reaches "
       "the model at most this many events after it arrived", minimum=1),
-    S("default_reward", float, 0.0, "reward learned when none arrived within reward_wait_s"),
     S("max_time_ahead_s", float, 86_400.0, "a record whose 'time' lies further than this after its Kafka "
       "timestamp (for HTTP and files: its arrival by wall clock) is dead-lettered as future_time, since it "
       "would move event time past every waiting reward; 0 disables the check", minimum=0.0),
@@ -104,14 +103,8 @@ PIPELINE = [
     S("dedup_cap", int, 200_000, "cap on remembered event ids (duplicates, retried /decide)", minimum=1),
     S("max_message_bytes", int, 65_536, "records larger than this are dead-lettered", minimum=64),
     S("redact_payloads", bool, False, "dead-letter records carry no original bytes"),
-    S("shadow_learners", list, [], "learner names evaluated off-policy alongside (learn, never act); paging "
-      "pipelines: baseline caches replayed on the same stream (LRU always; default also 'paging-s3fifo')"),
-    S("cache_window", int, 10_000, "paging: accesses in the recent-window hit ratio", minimum=1),
-    S("group_rules", dict, {}, "groupwise: group name → rule over the event's features (e.g. \"age < 30 and "
-      "sex == 'F'\"; a small safe grammar, never eval); rule groups join the learner's params.groups"),
-    S("default_prediction", float, 0.0, "groupwise: prediction served while the model is not ready "
-      "(min_learned_events) or a default is forced"),
-    S("metrics_max_actions", int, 64, "per-action metric labels kept (others as 'other')", minimum=1),
+    S("shadow_learners", list, [], "learners of the same family run alongside on the same stream, never acting: "
+      "evaluated off-policy, or replayed as baselines (each family's settings say which it adds by default)"),
     S("params", dict, {}, "learner parameters (see the learner's docstring)"),
 ]
 
@@ -125,6 +118,7 @@ class Config:
     checkpoint: dict[str, Any]
     pipelines: list[dict[str, Any]] = field(default_factory=list)
     source: str = "<dict>"
+    plugins: list[str] = field(default_factory=list)
 
 
 def _coerce(where: str, s: Setting, value: Any) -> Any:
@@ -183,7 +177,7 @@ def _section(name: str, schema: list[Setting], raw: Any, env: bool) -> dict[str,
 
 
 def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> Config:
-    allowed = set(SECTIONS) | {"pipelines"}
+    allowed = set(SECTIONS) | {"pipelines", "plugins"}
     for k in raw:
         if k not in allowed:
             raise ConfigError(f"{k}: unknown section; allowed: {', '.join(sorted(allowed))}")
@@ -193,13 +187,23 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> 
         checkpoint=_section("checkpoint", CHECKPOINT, raw.get("checkpoint"), env),
         source=source,
     )
+    plugins = raw.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(m, str) and m for m in plugins):
+        raise ConfigError("plugins: expected a list of module names (each registers a family adapter)")
+    from .family import load_plugins
+
+    try:
+        load_plugins(plugins)
+    except ValueError as e:
+        raise ConfigError(f"plugins: {e}") from None
+    cfg.plugins = list(plugins)
     pipes = raw.get("pipelines")
     if not isinstance(pipes, list) or not pipes:
         raise ConfigError("pipelines: at least one [[pipelines]] table is required")
     names: set[str] = set()
     for i, p in enumerate(pipes):
         where = f"pipelines[{i}]"
-        pc = _section(where, PIPELINE, p, env=False)
+        pc = _section(where, _pipeline_schema(where, p), p, env=False)
         if pc["name"] in names or not pc["name"].replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{where}.name: {pc['name']!r} must be unique and of letters, digits, - and _")
         names.add(pc["name"])
@@ -228,54 +232,54 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> 
     return cfg
 
 
+def _pipeline_schema(where: str, p: Any) -> list[Setting]:
+    """The settings of a pipeline: the engine's, and those of its learner's family."""
+    import learners
+
+    from .family import adapter_for, all_settings
+
+    name = p.get("learner", "squarecb") if isinstance(p, dict) else "squarecb"
+    valid = learners.names()
+    if name not in valid:
+        raise ConfigError(f"{where}.learner: {name!r} is not allowed; allowed: {', '.join(valid)}")
+    try:
+        cls = adapter_for(name)
+    except ValueError as e:
+        raise ConfigError(f"{where}.learner: {e}") from None
+    own = {s.key for s in cls.settings}
+    for family, s in all_settings():
+        if family != cls.family and s.key not in own and isinstance(p, dict) and s.key in p:
+            raise ConfigError(f"{where}.{s.key}: a {family} setting; learner {name!r} is a {cls.family} learner")
+    return PIPELINE + list(cls.settings)
+
+
 def _check_learner(where: str, pc: dict[str, Any]) -> None:
     import learners
 
-    valid = learners.names()
-    for key, name in [("learner", pc["learner"])] + [("shadow_learners", s) for s in pc["shadow_learners"]]:
-        if name not in valid:
-            raise ConfigError(f"{where}.{key}: {name!r} is not allowed; allowed: {', '.join(valid)}")
-    family = learners.family_of(pc["learner"])
-    if pc["group_rules"]:
-        from learners.groupwise.rules import RuleError, parse
+    from .family import adapter_for
 
-        if family != "groupwise":
-            raise ConfigError(f"{where}.group_rules: only groupwise learners have groups")
-        for name, text in pc["group_rules"].items():
-            try:
-                parse(text)
-            except RuleError as e:
-                raise ConfigError(f"{where}.group_rules.{name}: {e}") from None
+    valid = learners.names()
+    for s in pc["shadow_learners"]:
+        if s not in valid:
+            raise ConfigError(f"{where}.shadow_learners: {s!r} is not allowed; allowed: {', '.join(valid)}")
+    family = learners.family_of(pc["learner"])
     for s in pc["shadow_learners"]:
         if learners.family_of(s) != family:
             raise ConfigError(f"{where}.shadow_learners: {s!r} is a {learners.family_of(s)} learner; the pipeline's "
                               f"learner {pc['learner']!r} is a {family} learner")
-    params = learner_params(pc)
+    cls = adapter_for(pc["learner"])
     try:
-        lrn = learners.create(pc["learner"], **params)
-        if family == "paging":  # the baseline shadows run at the same capacity (and byte mode)
-            for s in pc["shadow_learners"]:
-                learners.create(s, capacity=lrn.capacity, byte_capacity=lrn.byte_capacity)  # type: ignore[attr-defined]
-    except TypeError as e:
-        raise ConfigError(f"{where}.params: {e}") from None
-    except ValueError as e:
+        learners.create(pc["learner"], **cls.learner_params(pc))
+        cls.check(pc)
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}.params: {e}") from None
 
 
 def learner_params(pc: dict[str, Any]) -> dict[str, Any]:
-    """The learner's parameters: ``params``, with the pipeline's ``n_features`` (bandits) and ``seed``
-    as defaults."""
-    import learners
+    """The learner's parameters, as the pipeline's family adapter gives them."""
+    from .family import adapter_for
 
-    params = dict(pc["params"])
-    family = learners.family_of(pc["learner"])
-    if family in ("bandit", "groupwise"):
-        params.setdefault("n_features", pc["n_features"])
-    if family == "groupwise":  # the rule groups are groups too
-        groups = list(params.get("groups", []))
-        params["groups"] = groups + [g for g in pc["group_rules"] if g not in groups]
-    params.setdefault("seed", pc["seed"])
-    return params
+    return adapter_for(pc["learner"]).learner_params(pc)
 
 
 def load(path: str) -> Config:
@@ -291,9 +295,16 @@ def load(path: str) -> Config:
 
 def docs_markdown() -> str:
     """The settings table for the README."""
-    lines = []
+    from .family import all_settings
+
+    lines = ["Top level: `plugins` (list of str, default `[]`): modules imported at start-up, each registering "
+             "a learner family's adapter (third-party families; the `eddy.families` entry points load too).", ""]
+    per_family: dict[str, list[Setting]] = {}
+    for family, setting in all_settings():
+        per_family.setdefault(family, []).append(setting)
     for title, schema in [("[kafka]", KAFKA), ("[http]", HTTP), ("[checkpoint]", CHECKPOINT),
-                          ("[[pipelines]]", PIPELINE)]:
+                          ("[[pipelines]]", PIPELINE),
+                          *((f"[[pipelines]], {f} learners", ss) for f, ss in per_family.items())]:
         lines += [f"#### `{title}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for s in schema:
             default = "required" if s.default is None else repr(s.default)

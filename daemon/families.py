@@ -1,25 +1,15 @@
-"""The pipeline core of each learner family: one place that maps a learner to its runtime."""
+"""A pipeline's engine from its configuration (the family comes from the learner's)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import learners
-
-from .core import PipelineCore
-from .groupwise import GroupwiseCore
+from .engine import Engine
 from .metrics import DaemonMetrics
-from .paging import PagingCore
 
-Core = PipelineCore | PagingCore | GroupwiseCore
+Core = Engine
 
 
-def make_core(pc: dict[str, Any], metrics: DaemonMetrics | None = None) -> Core:
-    """The core for pipeline config ``pc``: bandit learners decide with a reward join, paging
-    learners replay cache requests, groupwise learners predict with a label join."""
-    family = learners.family_of(pc["learner"])
-    if family == "paging":
-        return PagingCore(pc, metrics)
-    if family == "groupwise":
-        return GroupwiseCore(pc, metrics)
-    return PipelineCore(pc, metrics)
+def make_core(pc: dict[str, Any], metrics: DaemonMetrics | None = None) -> Engine:
+    """The engine of pipeline config ``pc``, with its family's adapter."""
+    return Engine(pc, metrics)

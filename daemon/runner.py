@@ -23,19 +23,19 @@ from typing import Any
 from connectors.base import DeliveryError, OffsetReset, Sink, Source
 
 from .checkpoint import CheckpointError, CheckpointStore
-from .families import Core
+from .engine import Engine
 
 log = logging.getLogger("eddy")
 
 
 class PipelineRunner:
-    def __init__(self, core: Core, source: Source, sink: Sink, ckpt: dict[str, Any],
+    def __init__(self, core: Engine, source: Source, sink: Sink, ckpt: dict[str, Any],
                  topics: dict[str, str], lock: threading.RLock | None = None, stop_at_end: bool = False):
         self.core = core
         self.source = source
         self.sink = sink
         self.topics = topics  # {"decision": ..., "dlq": ...}
-        self.lock = lock or threading.RLock()
+        self.lock = lock or core.lock
         self.store = CheckpointStore(os.path.join(ckpt["dir"], core.name), ckpt["keep"])
         self.every_events = ckpt["every_events"]
         self.every_seconds = ckpt["every_seconds"]

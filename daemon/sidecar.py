@@ -1,11 +1,10 @@
 """The HTTP sidecar: a thin ASGI app served by uvicorn (loopback by default).
 
-Routes: ``POST /v1/pipelines/{name}/decide`` and ``.../feedback`` (one JSON object, or
-``{"events": [...]}`` / ``{"feedback": [...]}``), ``POST .../control`` (``{"force_default": bool}``)
-for bandit pipelines; ``POST /v1/pipelines/{name}/access`` (one request object, or
-``{"requests": [...]}``: see :mod:`daemon.paging`) for paging pipelines; ``POST .../predict`` (one
-event or ``{"events": [...]}``) and ``POST .../label`` (one label or ``{"labels": [...]}``) for
-groupwise pipelines (see :mod:`daemon.groupwise`);
+Routes: ``POST /v1/pipelines/{name}/{verb}`` with the verbs the pipeline's family offers (see each
+adapter's ``verbs``: bandits ``decide``, ``feedback``, ``control``; groupwise ``predict``,
+``label``; paging ``access``). An events verb takes one JSON object or ``{<items>: [...]}`` and
+answers one output or ``{<answer>: [...]}``; a feedback verb answers one status, or per item;
+``control`` takes ``{"force_default": bool}``.
 ``GET /healthz``, ``/readyz`` (ready once kernels are compiled, state restored, and every pipeline
 has joined its consumer group with each assigned partition restored; the body gives each pipeline's
 standing), ``/metrics``.
@@ -23,23 +22,22 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .core import BadRecord, PipelineCore, json_error
-from .families import Core
-from .groupwise import GroupwiseCore
+from .engine import Engine
+from .family import Verb, all_verbs
 from .metrics import DaemonMetrics
-from .paging import PagingCore
+from .records import BadRecord, json_error
 
 JSON = [(b"content-type", b"application/json")]
 
 
 class Sidecar:
-    def __init__(self, cores: dict[str, Core], locks: dict[str, threading.RLock],
-                 metrics: DaemonMetrics, token: str = "", max_body: int = 1 << 20):
-        self.cores = cores
-        self.locks = locks
+    def __init__(self, engines: dict[str, Engine], metrics: DaemonMetrics, token: str = "",
+                 max_body: int = 1 << 20):
+        self.engines = engines
         self.metrics = metrics
         self.token = token.encode()
         self.max_body = max_body
+        self.verbs = all_verbs() | {v for e in engines.values() for v in e.adapter.verbs}
         self.ready = False  # kernels compiled and state restored: HTTP decisions are served
         # Per pipeline consuming readiness (set by the daemon): name -> {"ready": bool, ...}.
         self.readiness: Callable[[], dict[str, dict[str, Any]]] | None = None
@@ -68,15 +66,15 @@ class Sidecar:
     def _err(status: int, reason: str, detail: str) -> tuple[int, list, bytes]:
         return status, JSON, orjson.dumps({"error": reason, "detail": detail})
 
-    def _rejected(self, core: Core, e: BadRecord) -> tuple[int, list, bytes]:
-        """A request the core rejected: counted, and answered 422 for a duplicate id or an action
+    def _rejected(self, engine: Engine, e: BadRecord) -> tuple[int, list, bytes]:
+        """A request the engine rejected: counted, and answered 422 for a duplicate id or an action
         the pipeline does not know (the request was understood), else 400."""
-        core.metrics.errors.labels(pipeline=core.name, reason=e.reason).inc()
+        engine.metrics.errors.labels(pipeline=engine.name, reason=e.reason).inc()
         return self._err(422 if e.reason in ("duplicate_event", "unknown_action") else 400, e.reason, e.detail)
 
-    def _bad_body(self, core: Core, detail: str) -> tuple[int, list, bytes]:
-        """A 400 ``bad_type`` for a request body of the wrong shape, counted like the core's own errors."""
-        core.metrics.errors.labels(pipeline=core.name, reason="bad_type").inc()
+    def _bad_body(self, engine: Engine, detail: str) -> tuple[int, list, bytes]:
+        """A 400 ``bad_type`` for a request body of the wrong shape, counted like the engine's own errors."""
+        engine.metrics.errors.labels(pipeline=engine.name, reason="bad_type").inc()
         return self._err(400, "bad_type", detail)
 
     async def _body(self, scope, receive) -> bytes | None:
@@ -107,145 +105,86 @@ class Sidecar:
         if len(parts) != 4 or parts[:2] != ["v1", "pipelines"]:
             return self._err(404, "not_found", f"no route {method} {path}")
         name, verb = parts[2], parts[3]
-        verbs = ("decide", "feedback", "control", "access", "predict", "label")
-        if method != "POST" or verb not in verbs:
-            return self._err(405 if verb in verbs else 404, "not_found", f"no route {method} {path}")
+        if method != "POST" or verb not in self.verbs:
+            return self._err(405 if verb in self.verbs else 404, "not_found", f"no route {method} {path}")
         if self.token:
             auth = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(auth, b"Bearer " + self.token):
                 return self._err(401, "unauthorized", "a valid bearer token is required")
-        core = self.cores.get(name)
-        if core is None:
-            return self._err(404, "unknown_pipeline", f"no pipeline {name!r}; pipelines: {', '.join(self.cores)}")
-        family = "paging" if isinstance(core, PagingCore) else "groupwise" if isinstance(core, GroupwiseCore) \
-            else "bandit"
-        own = {"paging": ("access",), "groupwise": ("predict", "label"), "bandit": ("decide", "feedback", "control")}
-        if verb not in own[family]:
-            return self._err(404, "not_found", f"pipeline {name!r} is a {family} pipeline: "
-                             + ", ".join(f"POST .../{v}" for v in own[family]))
+        engine = self.engines.get(name)
+        if engine is None:
+            return self._err(404, "unknown_pipeline", f"no pipeline {name!r}; pipelines: {', '.join(self.engines)}")
+        own = engine.adapter.verbs
+        if verb not in own:
+            return self._err(404, "not_found", f"pipeline {name!r} is a {engine.family} pipeline: "
+                             + ", ".join(f"POST .../{v}" for v in own))
         if not self.ready:
             return self._err(503, "not_ready", "kernels are compiling or state is being restored")
         raw = await self._body(scope, receive)
         if raw is None:
-            core.metrics.errors.labels(pipeline=name, reason="oversize").inc()
+            engine.metrics.errors.labels(pipeline=name, reason="oversize").inc()
             return self._err(413, "oversize", f"request body exceeds {self.max_body} bytes")
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            return self._rejected(core, json_error(raw, e))
-        if isinstance(core, PagingCore):
-            return self._access(core, obj)
-        if isinstance(core, GroupwiseCore):
-            return self._groupwise(core, verb, obj)
-        if verb == "control":
-            return self._control(core, obj)
-        return self._decide(core, obj) if verb == "decide" else self._feedback(core, obj)
-
-    def _decide(self, core: PipelineCore, obj: Any) -> tuple[int, list, bytes]:
-        t0 = time.perf_counter()
-        batch = isinstance(obj, dict) and "events" in obj
-        items = obj["events"] if batch else [obj]
+            return self._rejected(engine, json_error(raw, e))
+        v = own[verb]
+        if v.kind == "control":
+            return self._control(engine, obj)
+        batch = isinstance(obj, dict) and v.items in obj
+        items = obj[v.items] if batch else [obj]
         if not isinstance(items, list) or not items:
-            return self._bad_body(core, "'events' must be a non-empty list")
-        lock = self.locks[core.name]
-        budget = core.pc["latency_budget_ms"] / 1000.0
+            return self._bad_body(engine, f"{v.items!r} must be a non-empty list")
+        if v.kind == "feedback":
+            return self._feedback(engine, items, batch)
+        return self._events(engine, v, items, batch)
+
+    def _events(self, engine: Engine, v: Verb, items: list, batch: bool) -> tuple[int, list, bytes]:
+        t0 = time.perf_counter()
+        lock = engine.lock
+        budget = engine.adapter.budget_s
         if not lock.acquire(timeout=budget if budget > 0 else -1):
             try:  # validated first, as when the lock is had: a bad request is a 4xx on every path
-                kept = core.validate_objects(items)
+                kept = engine.validate(items)
             except BadRecord as e:
-                return self._rejected(core, e)
-            return self._over_budget(core, items, kept, batch)
+                return self._rejected(engine, e)
+            return self._over_budget(engine, v, items, kept, batch)
         try:
-            decisions = core.decide_objects(items)
+            results = engine.submit(items)
         except BadRecord as e:
-            return self._rejected(core, e)
+            return self._rejected(engine, e)
         finally:
             lock.release()
-        core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
-        return 200, JSON, orjson.dumps({"decisions": decisions} if batch else decisions[0])
+        engine.metrics.decision_latency.labels(pipeline=engine.name).observe(time.perf_counter() - t0)
+        return 200, JSON, orjson.dumps({v.answer: results} if batch else results[0])
 
-    def _access(self, core: PagingCore, obj: Any) -> tuple[int, list, bytes]:
-        t0 = time.perf_counter()
-        batch = isinstance(obj, dict) and "requests" in obj
-        items = obj["requests"] if batch else [obj]
-        if not isinstance(items, list) or not items:
-            return self._bad_body(core, "'requests' must be a non-empty list")
-        try:
-            with self.locks[core.name]:
-                results = core.access_objects(items)
-        except BadRecord as e:
-            return self._rejected(core, e)
-        core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
-        return 200, JSON, orjson.dumps({"results": results} if batch else results[0])
-
-    def _groupwise(self, core: GroupwiseCore, verb: str, obj: Any) -> tuple[int, list, bytes]:
-        t0 = time.perf_counter()
-        key = "events" if verb == "predict" else "labels"
-        batch = isinstance(obj, dict) and key in obj
-        items = obj[key] if batch else [obj]
-        if not isinstance(items, list) or not items:
-            return self._bad_body(core, f"{key!r} must be a non-empty list")
-        with self.locks[core.name]:
-            if verb == "label":
-                res = core.label_objects(items)
-                if not batch:
-                    r = res[0]
-                    if r["status"] != "joined":
-                        code = 404 if r["reason"] == "unknown_event" else (409 if r["reason"] in
-                                                                            ("late_label", "duplicate_label") else 400)
-                        return self._err(code, r["reason"], r["detail"])
-                    return 200, JSON, orjson.dumps(r)
-                return 200, JSON, orjson.dumps({"results": res})
-            try:
-                out = core.predict_objects(items)
-            except BadRecord as e:
-                return self._rejected(core, e)
-        core.metrics.decision_latency.labels(pipeline=core.name).observe(time.perf_counter() - t0)
-        return 200, JSON, orjson.dumps({"predictions": out} if batch else out[0])
-
-    def _over_budget(self, core: PipelineCore, items: list[dict], kept: list[dict | None],
+    def _over_budget(self, engine: Engine, v: Verb, items: list[dict], kept: list[dict | None],
                      batch: bool) -> tuple[int, list, bytes]:
-        """The learner is busy past the latency budget: the default action, not logged for learning
-        (a retried id gets the decision it already has). ``items`` are validated."""
-        out = []
-        for it, had in zip(items, kept, strict=True):
-            if had is not None:
-                out.append(had)
-                continue
-            acts = it.get("actions")
-            offered = [a if isinstance(a, str) else a["id"] for a in acts] if acts is not None \
-                else list(getattr(core.learner, "actions", ()))
-            dflt = core.pc["default_action"]
-            action = dflt if dflt in offered or not offered else offered[0]
-            out.append({"id": it["id"], "pipeline": core.name, "action": action, "prob": 1.0,
-                        "probs": {action: 1.0}, "model_version": None, "explored": False, "default": True,
-                        "reason": "latency_budget", "time": it.get("time"), "replay": False})
-        core.metrics.defaults.labels(pipeline=core.name, reason="latency_budget").inc(sum(k is None for k in kept))
-        return 200, JSON, orjson.dumps({"decisions": out} if batch else out[0])
+        """The learner is busy past the latency budget: the family's default answer, not logged for
+        learning (a retried id gets the output it already has). ``items`` are validated."""
+        out = [had if had is not None else engine.adapter.default_answer(it)
+               for it, had in zip(items, kept, strict=True)]
+        engine.metrics.defaults.labels(pipeline=engine.name, reason="latency_budget").inc(sum(k is None for k in kept))
+        return 200, JSON, orjson.dumps({v.answer: out} if batch else out[0])
 
-    def _feedback(self, core: PipelineCore, obj: Any) -> tuple[int, list, bytes]:
-        batch = isinstance(obj, dict) and "feedback" in obj
-        items = obj["feedback"] if batch else [obj]
-        if not isinstance(items, list) or not items:
-            return self._bad_body(core, "'feedback' must be a non-empty list")
-        with self.locks[core.name]:
-            res = core.feedback_objects(items)
+    def _feedback(self, engine: Engine, items: list, batch: bool) -> tuple[int, list, bytes]:
+        with engine.lock:
+            res = engine.feedback(items)
         if not batch:
             r = res[0]
             if r["status"] != "joined":
-                code = 404 if r["reason"] == "unknown_event" else (409 if r["reason"] in
-                                                                    ("late_reward", "duplicate_reward") else 400)
-                return self._err(code, r["reason"], r["detail"])
+                reason = r["reason"]
+                code = 404 if reason == "unknown_event" else 409 if reason.startswith(("late_", "duplicate_")) else 400
+                return self._err(code, reason, r["detail"])
             return 200, JSON, orjson.dumps(r)
         return 200, JSON, orjson.dumps({"results": res})
 
-    def _control(self, core: PipelineCore, obj: Any) -> tuple[int, list, bytes]:
+    def _control(self, engine: Engine, obj: Any) -> tuple[int, list, bytes]:
         if not isinstance(obj, dict) or not isinstance(obj.get("force_default"), bool):
-            return self._bad_body(core, "body must be {\"force_default\": true|false}")
-        with self.locks[core.name]:
-            core.force_default = obj["force_default"]
-        core.metrics.force_default.labels(pipeline=core.name).set(int(core.force_default))
-        return 200, JSON, orjson.dumps({"force_default": core.force_default})
+            return self._bad_body(engine, "body must be {\"force_default\": true|false}")
+        with engine.lock:
+            forced = engine.control(obj["force_default"])
+        return 200, JSON, orjson.dumps({"force_default": forced})
 
 
 def serve_in_thread(app: Sidecar, host: str, port: int):

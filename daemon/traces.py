@@ -24,7 +24,7 @@ def _open(path: str) -> IO[str]:
 
 def read_trace(path: str, limit: int = 0) -> np.ndarray:
     """The trace's keys as int64 (the first ``limit`` requests; 0: all)."""
-    from .paging import int_keys
+    from .adapters.paging import int_keys
 
     raw: list[Any] = []
     with _open(path) as f:
@@ -110,3 +110,36 @@ def plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def cmd(args: Any) -> int:
+    """``eddy replay --trace``: the table (and JSON, PNG) of a trace at several sizes."""
+    import json
+    import os
+    import sys
+
+    from learners.paging import POLICIES
+
+    from .config import ConfigError
+
+    try:
+        sizes = [float(x) for x in args.sizes.split(",")]
+    except ValueError:
+        raise ConfigError(f"--sizes: {args.sizes!r} is not a comma-separated list of numbers") from None
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    bad = [p for p in policies if p not in POLICIES or p in ("ftp-discard", "marker-discard", "robust-discard")]
+    if bad or not policies:
+        raise ConfigError(f"--policies: {bad or policies!r} not allowed; allowed: lru, fifo, sieve, s3fifo, arc, "
+                          "marker, learned-discard, learned-phase")
+    if not os.path.exists(args.trace):
+        raise ConfigError(f"--trace: file {args.trace!r} not found")
+    keys = read_trace(args.trace, args.limit)
+    rows = miss_ratios(keys, sizes_for(keys, sizes), policies)
+    print(table(rows, len(keys)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"trace": args.trace, "requests": len(keys), "rows": rows}, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot, f"{os.path.basename(args.trace)} ({len(keys)} requests)")
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0

@@ -50,12 +50,11 @@ def pipeline_cfg(name="routing", **over):
 def served(cores, token=""):
     """The HTTP sidecar over ``cores`` (name -> pipeline core) on a free loopback port; yields the
     port (call it with :func:`tests.test_sidecar.call`)."""
-    import threading
 
     from daemon.sidecar import Sidecar, serve_in_thread
 
     core = next(iter(cores.values()))
-    app = Sidecar(cores, {name: threading.RLock() for name in cores}, core.metrics, token=token)
+    app = Sidecar(cores, core.metrics, token=token)
     server, th, port = serve_in_thread(app, "127.0.0.1", 0)
     app.ready = True
     try:

@@ -22,7 +22,7 @@ import pytest
 
 from connectors.base import SourceRecord
 from daemon import config
-from daemon.core import PipelineCore
+from daemon.engine import Engine
 from learners._hashing import event_keys
 
 from .conftest import make_records, pipeline_cfg
@@ -52,8 +52,8 @@ class Recorder:
         return out
 
 
-def recorded_core(**over) -> tuple[PipelineCore, Recorder, dict[str, Recorder]]:
-    core = PipelineCore(config.load_dict({"pipelines": [pipeline_cfg(**{**SETTINGS, **over})]}, env=False).pipelines[0])
+def recorded_core(**over) -> tuple[Engine, Recorder, dict[str, Recorder]]:
+    core = Engine(config.load_dict({"pipelines": [pipeline_cfg(**{**SETTINGS, **over})]}, env=False).pipelines[0])
     core.learner = Recorder(core.learner)
     core.shadows = {s: Recorder(lrn) for s, lrn in core.shadows.items()}
     return core, core.learner, core.shadows

@@ -11,8 +11,8 @@ import pytest
 
 from connectors.base import SourceRecord
 from daemon import config
+from daemon.engine import Engine
 from daemon.families import make_core
-from daemon.groupwise import GroupwiseCore
 from daemon.metrics import DaemonMetrics
 
 
@@ -52,20 +52,20 @@ def run(core, objs, batch=37):
 
 
 def test_a_groupwise_pipeline_gets_its_core_and_rules_are_checked():
-    assert isinstance(make_core(gw_cfg()), GroupwiseCore)
+    assert make_core(gw_cfg()).family == "groupwise"
     with pytest.raises(config.ConfigError, match="group_rules.young"):
         gw_cfg(group_rules={"young": "age <"})
-    with pytest.raises(config.ConfigError, match="only groupwise"):
+    with pytest.raises(config.ConfigError, match="a groupwise setting"):
         config.load_dict({"pipelines": [{"name": "p", "learner": "squarecb", "input_topic": "a", "output_topic": "b",
                                          "group_rules": {"x": "a < 1"}}]}, env=False)
-    core = GroupwiseCore(gw_cfg())
+    core = Engine(gw_cfg())
     assert core.learner.names_ == ["always_on", "segment-a", "segment-b", "young", "female"]
 
 
 def test_predictions_are_independent_of_batching_and_learn_from_joined_labels():
     objs = stream()
-    a = [o.value for o in run(GroupwiseCore(gw_cfg()), objs, batch=37)]
-    core = GroupwiseCore(gw_cfg())
+    a = [o.value for o in run(Engine(gw_cfg()), objs, batch=37)]
+    core = Engine(gw_cfg())
     b = [o.value for o in run(core, objs, batch=200)]
     assert a == b
     preds = [orjson.loads(v) for v in a]
@@ -86,7 +86,7 @@ def test_predictions_are_independent_of_batching_and_learn_from_joined_labels():
 
 
 def test_bad_events_and_labels_are_dead_lettered():
-    core = GroupwiseCore(gw_cfg())
+    core = Engine(gw_cfg())
     objs = [{"id": "a", "features": {"age": 20}}, {"id": "a", "features": {"age": 20}},
             {"id": "b", "features": {"age": [1]}}, {"id": "c", "features": {"age": 3}, "groups": ["nope"]},
             {"id": "d"}, {"type": "label", "id": "zz", "label": 1}, {"type": "label", "id": "a", "label": "x"},
@@ -102,22 +102,21 @@ def test_bad_events_and_labels_are_dead_lettered():
 @pytest.mark.parametrize("learner", ["groupwise-mixture", "groupwise-randomized"])
 def test_checkpoint_restore_continue_equals_never_stopping(learner):
     objs = stream(500, seed=2)
-    whole = [o.value for o in run(GroupwiseCore(gw_cfg(learner=learner)), objs)]
-    a = GroupwiseCore(gw_cfg(learner=learner))
+    whole = [o.value for o in run(Engine(gw_cfg(learner=learner)), objs)]
+    a = Engine(gw_cfg(learner=learner))
     first = [o.value for o in run(a, objs[:300])]
     arrays, meta = a.snapshot()
-    b = GroupwiseCore(gw_cfg(learner=learner))
+    b = Engine(gw_cfg(learner=learner))
     b.restore({k: v.copy() for k, v in arrays.items()}, json.loads(json.dumps(meta)))
     rest = [o.value for o in run(b, objs[300:])]
     assert first + rest == whole
 
 
 def test_group_metrics_and_default_when_not_ready():
-    core = GroupwiseCore(gw_cfg(min_learned_events=50, default_prediction=0.25))
+    core = Engine(gw_cfg(min_learned_events=50, default_prediction=0.25))
     preds = [orjson.loads(o.value) for o in run(core, stream(400))]
     assert all(p["default"] and p["prediction"] == 0.25 and p["reason"] == "not_ready" for p in preds[:40])
     assert not preds[-1]["default"]
-    core.update_gauges(force=True)
     reg = core.metrics.registry
     rep = {r["group"]: r for r in core.learner.group_report()}
     for g in ("always_on", "young", "female", "segment-a"):
@@ -132,7 +131,7 @@ def test_sidecar_predict_label_and_retry():
     from .test_sidecar import call as http_call
 
     metrics = DaemonMetrics()
-    core = GroupwiseCore(gw_cfg(learn_every_events=1), metrics)
+    core = Engine(gw_cfg(learn_every_events=1), metrics)
     with served({"credit": core}) as port:
 
         def call(path, body):

@@ -472,7 +472,7 @@ def test_a_restarted_daemon_on_its_own_embedded_broker_decides_the_new_log(tmp_p
             assert d.owns_broker and d.broker is not None
             core = d.cores[pc["name"]]
             if saved is not None:  # the learned state came back from the checkpoint
-                with d.locks[pc["name"]]:
+                with d.cores[pc["name"]].lock:
                     arrays, _ = core.snapshot()
                 assert arrays.keys() == saved.keys()
                 assert all(np.array_equal(arrays[k], saved[k]) for k in saved)

@@ -13,9 +13,10 @@ import pytest
 
 from connectors.base import SourceRecord
 from daemon import config
+from daemon.adapters.paging import int_keys
+from daemon.engine import Engine
 from daemon.families import make_core
 from daemon.metrics import DaemonMetrics
-from daemon.paging import PagingCore, int_keys
 from learners.paging import PagingCache
 
 
@@ -45,7 +46,7 @@ def outputs(core, objs, batch=97):
 
 
 def test_a_paging_pipeline_gets_the_paging_core():
-    assert isinstance(make_core(paging_cfg()), PagingCore)
+    assert make_core(paging_cfg()).family == "paging"
     with pytest.raises(config.ConfigError, match="shadow_learners.*bandit"):
         paging_cfg(shadow_learners=["linucb"])
     with pytest.raises(config.ConfigError, match="capacity"):
@@ -61,7 +62,7 @@ def test_outputs_equal_the_learner_and_name_the_original_keys(learner):
     objs = [{"key": f"obj/{k}" if k % 3 else k, "time": float(i)} for i, k in enumerate(keys)]
     for i in rng.choice(len(objs), 40, replace=False).tolist():
         objs[i] = {"key": objs[i]["key"], "op": "delete"}
-    core = PagingCore(paging_cfg(learner=learner))
+    core = Engine(paging_cfg(learner=learner))
     outs = outputs(core, objs)
     assert all(o.kind == "decision" for o in outs) and len(outs) == len(objs)
     got = [orjson.loads(o.value) for o in outs]
@@ -81,11 +82,11 @@ def test_outputs_equal_the_learner_and_name_the_original_keys(learner):
         assert g["evicted"] == (cached.pop(ev) if e else None)
         if h == 0:
             cached[kint] = o["key"]
-    assert set(core.keys) == set(core.learner.contents().tolist()) and len(core.keys) <= 64
+    assert set(core.adapter.keys) == set(core.learner.view()["keys"].tolist()) and len(core.adapter.keys) <= 64
 
 
 def test_bad_requests_go_to_the_dead_letter_topic_with_the_reason():
-    core = PagingCore(paging_cfg(learner="paging-lru", max_message_bytes=256))
+    core = Engine(paging_cfg(learner="paging-lru", max_message_bytes=256))
     bad = [b"{nope", b"[1, 2]", orjson.dumps({"op": "get"}), orjson.dumps({"key": 1.5}),
            orjson.dumps({"key": True}), orjson.dumps({"key": ""}), orjson.dumps({"key": "a", "op": "evict"}),
            orjson.dumps({"key": "a", "size": -1}), orjson.dumps({"op": "resize"}),
@@ -109,14 +110,14 @@ def test_checkpoint_restore_continue_equals_never_stopping(learner):
     keys = trace(3000)
     objs = [{"key": f"k{k}", "id": f"r{i}"} for i, k in enumerate(keys)]
     objs.insert(1500, {"op": "resize", "capacity": 40})
-    a = PagingCore(paging_cfg(learner=learner))
+    a = Engine(paging_cfg(learner=learner))
     whole = [o.value for o in outputs(a, objs)]
-    b = PagingCore(paging_cfg(learner=learner))
+    b = Engine(paging_cfg(learner=learner))
     first = [o.value for o in outputs(b, objs[:2000])]
     arrays, meta = b.snapshot()
     arrays = {k: v.copy() for k, v in arrays.items()}
     meta = json.loads(json.dumps(meta))
-    c = PagingCore(paging_cfg(learner=learner))
+    c = Engine(paging_cfg(learner=learner))
     c.restore(arrays, meta)
     rest = [o.value for o in outputs(c, objs[2000:])]
     assert first + rest == whole
@@ -125,22 +126,22 @@ def test_checkpoint_restore_continue_equals_never_stopping(learner):
 
 
 def test_resize_shrinks_and_grows_the_shadow():
-    core = PagingCore(paging_cfg(learner="paging-lru", params={"capacity": 8}))
+    core = Engine(paging_cfg(learner="paging-lru", params={"capacity": 8}))
     outputs(core, [{"key": i} for i in range(8)])
     (shrink,) = [orjson.loads(o.value) for o in core.handle(records([{"op": "resize", "capacity": 3}]))]
     assert shrink["op"] == "resize" and sorted(shrink["evicted"]) == [0, 1, 2, 3, 4]  # LRU keeps 5, 6, 7
-    assert sorted(core.keys.values()) == [5, 6, 7] and core.learner.capacity == 3
+    assert sorted(core.adapter.keys.values()) == [5, 6, 7] and core.learner.capacity == 3
     assert all(s.capacity == 3 for s in core.shadows.values())
     hits = [orjson.loads(o.value)["hit"] for o in core.handle(records([{"key": 7}, {"key": 5}, {"key": 1}]))]
     assert hits == [True, True, False]
     core.handle(records([{"op": "resize", "capacity": 10}]))
     out = [orjson.loads(o.value) for o in core.handle(records([{"key": i} for i in range(20, 27)]))]
-    assert all(o["evicted"] is None for o in out) and len(core.keys) == 10
+    assert all(o["evicted"] is None for o in out) and len(core.adapter.keys) == 10
 
 
 def test_hit_ratio_gauges_recent_window_and_baseline_shadows():
     keys = trace(2000)
-    core = PagingCore(paging_cfg(learner="paging-learned-discard", cache_window=500))
+    core = Engine(paging_cfg(learner="paging-learned-discard", cache_window=500))
     got = [orjson.loads(o.value) for o in outputs(core, [{"key": k} for k in keys])]
     hits = np.array([g["hit"] for g in got], dtype=float)
     reg = core.metrics.registry
@@ -156,8 +157,8 @@ def test_hit_ratio_gauges_recent_window_and_baseline_shadows():
             (ref["hit"] == 1).mean())
     assert gauge("eddy_cache_requests_total", result="hit") == hits.sum()
     assert gauge("eddy_cache_evictions_total") == sum(g["evicted"] is not None for g in got)
-    assert 0 < gauge("eddy_learner_value", name="bit_precision") <= 1
-    assert gauge("eddy_learner_value", name="history_cap") == 65_536
+    assert 0 < gauge("eddy_cache_bit_precision_ratio") <= 1
+    assert gauge("eddy_cache_history_capacity_entries") == 65_536
 
 
 def test_sidecar_access_batch_single_retry_and_wrong_routes():
@@ -165,7 +166,7 @@ def test_sidecar_access_batch_single_retry_and_wrong_routes():
     from .test_sidecar import call as http_call
 
     metrics = DaemonMetrics()
-    core = PagingCore(paging_cfg(learner="paging-arc"), metrics)
+    core = Engine(paging_cfg(learner="paging-arc"), metrics)
     with served({"edge": core}) as port:
 
         def call(path, body):
@@ -252,7 +253,7 @@ def test_byte_capacity_mode_sizes_lists_of_evictions_and_resizes():
     objs = [{"key": f"o{k}", "size": int(z)} for k, z in zip(keys, sizes, strict=True)]
     pc = paging_cfg(learner="paging-learned-discard", params={"capacity": 200, "byte_capacity": 50_000,
                                                               "switch_every": 256})
-    core = PagingCore(pc)
+    core = Engine(pc)
     got = [orjson.loads(o.value) for o in outputs(core, objs)]
     ref = PagingCache("learned-discard", capacity=200, byte_capacity=50_000, switch_every=256).process(
         {"key": int_keys([o["key"] for o in objs]), "size": sizes})
@@ -261,7 +262,7 @@ def test_byte_capacity_mode_sizes_lists_of_evictions_and_resizes():
     assert all(isinstance(g["evicted"], list) for g in got) and any(len(g["evicted"]) > 1 for g in got)
     big = [g for g, z in zip(got, sizes.tolist(), strict=True) if z > 50_000 and not g["hit"]]
     assert big and all(g["evicted"] == [] for g in big)  # a miss too large to admit evicts nothing
-    assert set(core.keys) == set(core.learner.contents().tolist())
+    assert set(core.adapter.keys) == set(core.learner.view()["keys"].tolist())
     held = core.learner._st["real/fsize"][core.learner._st["real/fkey"] != np.iinfo(np.int64).min].sum()
     assert held <= 50_000
     (dl,) = [orjson.loads(o.value) for o in core.handle(records([{"key": "z"}]))]
@@ -269,10 +270,10 @@ def test_byte_capacity_mode_sizes_lists_of_evictions_and_resizes():
     (rs,) = [orjson.loads(o.value) for o in core.handle(records([{"op": "resize", "bytes": 10_000}]))]
     assert rs["bytes"] == 10_000 and len(rs["evicted"]) > 0 and core.learner.byte_capacity == 10_000
     assert all(s.byte_capacity == 10_000 for s in core.shadows.values())
-    assert set(core.keys) == set(core.learner.contents().tolist())
+    assert set(core.adapter.keys) == set(core.learner.view()["keys"].tolist())
     arrays, meta = core.snapshot()
-    again = PagingCore(pc)
+    again = Engine(pc)
     again.restore(arrays, json.loads(json.dumps(meta)))
-    assert again.learner.byte_capacity == 10_000 and again.keys == core.keys
+    assert again.learner.byte_capacity == 10_000 and again.adapter.keys == core.adapter.keys
     with pytest.raises(config.ConfigError, match="byte-capacity"):
         paging_cfg(learner="paging-lru", params={"capacity": 10, "byte_capacity": 100}, shadow_learners=["paging-arc"])

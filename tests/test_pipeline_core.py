@@ -11,14 +11,19 @@ import pytest
 from connectors.base import SourceRecord
 from daemon import config
 from daemon.checkpoint import CheckpointStore
-from daemon.core import PipelineCore
+from daemon.engine import Engine
 
 from .conftest import make_records, pipeline_cfg
 
 
-def core_for(**over) -> PipelineCore:
+def lane(core):
+    """The engine state of the one input partition (or HTTP) a test used."""
+    (only,) = core.lanes.values()
+    return only
+
+def core_for(**over) -> Engine:
     cfg = config.load_dict({"pipelines": [pipeline_cfg(**over)]}, env=False)
-    return PipelineCore(cfg.pipelines[0])
+    return Engine(cfg.pipelines[0])
 
 
 def feed(core, records, batch):
@@ -51,7 +56,7 @@ def test_checkpoint_restore_continue_equals_never_stopping(tmp_path, learn_every
     first = core_for(learn_every_events=learn_every)
     before = decisions(feed(first, recs[:233], 50))
     if learn_every > 1:
-        assert first.queue, "the checkpoint should hold rewards waiting for their learning block"
+        assert lane(first).queue, "the checkpoint should hold rewards waiting for their learning block"
     store = CheckpointStore(str(tmp_path))
     store.save(*first.snapshot())
     second = core_for(learn_every_events=learn_every)
@@ -76,7 +81,7 @@ def test_checkpoint_files_load_without_pickle(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "ckpt-000000000002.json", "ckpt-000000000002.npz", "ckpt-000000000003.json", "ckpt-000000000003.npz"]
     with np.load(tmp_path / "ckpt-000000000003.npz", allow_pickle=False) as z:
-        assert "learner/theta" in z.files and "join/X" in z.files
+        assert "learner/theta" in z.files and "lane/0/buffer/X" in z.files
 
 
 BAD = [
@@ -127,7 +132,7 @@ def test_duplicates_never_learned_twice_and_late_rewards_counted():
     assert sorted(o.kind for o in outs) == ["decision", "dlq", "dlq"]
     reasons = [json.loads(o.value)["reason"] for o in outs if o.kind == "dlq"]
     assert sorted(reasons) == ["duplicate_event", "duplicate_reward"]
-    assert len(core.queue) == 1 and core.learner.metrics()["learned_events"] == 0  # learned before the next event
+    assert len(lane(core).queue) == 1 and core.learner.metrics()["learned_events"] == 0  # learned before the next event
     ev2 = b'{"id": "e2", "time": 2, "features": {"a": 1}, "actions": ["a", "b"]}'
     later = b'{"id": "e3", "time": 100, "features": {"a": 1}, "actions": ["a", "b"]}'
     fb2 = b'{"type": "feedback", "id": "e2", "time": 101, "reward": 1}'
@@ -170,7 +175,7 @@ def test_guardrails_default_action():
 def test_caps_bound_memory_and_are_counted():
     core = core_for(join_buffer_cap=10, dedup_cap=20, feature_cache=5)
     feed(core, make_records(100, feedback_every=1000), 10)
-    assert len(core.buffer) == 10 and len(core.seen) == 20 and len(core.hasher) <= 5
+    assert len(lane(core).buffer) == 10 and len(lane(core).seen) == 20 and len(core.adapter.hasher) <= 5
     m = core.metrics.registry
     assert m.get_sample_value("eddy_cap_evictions_total", {"pipeline": "routing", "cap": "join_buffer"}) > 0
     assert m.get_sample_value("eddy_cap_evictions_total", {"pipeline": "routing", "cap": "dedup"}) == 80
@@ -201,7 +206,7 @@ def test_hashed_overflow_is_dead_lettered_and_leaves_no_trace():
     # With one hashed column, two large values of the same sign sum to inf: that event is rejected
     # after it entered its run; the others are decided, and learning carries on.
     core = core_for(n_features=1, reward_wait_s=1.0, learn_every_events=1)
-    h = core.hasher
+    h = core.adapter.hasher
     names = [n for n in (f"k{i}" for i in range(50)) if h.sparse({n: 1.0})[1][0] > 0][:2]
     big = json.dumps({"id": "big", "time": 1.0, "features": {n: 1.5e308 for n in names}, "actions": ["a", "b"]})
     recs = [json.dumps({"id": f"e{i}", "time": float(i), "features": {"x": 1.0}, "actions": ["a", "b"]})
@@ -210,7 +215,7 @@ def test_hashed_overflow_is_dead_lettered_and_leaves_no_trace():
     dlq = [json.loads(o.value) for o in outs if o.kind == "dlq"]
     assert [(d["reason"], "big" in d["original"]) for d in dlq] == [("non_finite", True)]
     assert sorted(d["id"] for d in decisions(outs)) == [f"e{i}" for i in range(5)]
-    assert "big" not in core.buffer and all(e.id != "big" for _, e, _ in core.queue)
+    assert "big" not in lane(core).buffer and all(e.id != "big" for e, _ in lane(core).queue)
     core.handle([SourceRecord(b'{"id": "late", "time": 50.0, "features": {"x": 1.0}, "actions": ["a"]}')])
     assert core.learner.metrics()["learned_events"] == 5
 
@@ -277,11 +282,11 @@ def test_join_buffer_cap_evictions_get_the_default_reward():
     # e1 joined; e0, e2.. e7 pushed out by the cap of 4 as e5.. e11 arrived; e8.. e11 still wait.
     # Each evicted decision is learned with the default reward, or waits for the next block with it.
     learned = learned_by_id(main, [f"e{i}" for i in range(12)])
-    waiting = {i: (e.action, r) for i, e, r in core.queue}
+    waiting = {e.id: (e.action, r) for e, r in lane(core).queue}
     assert len(learned) >= 5 and not set(learned) & set(waiting)
     assert {**learned, **waiting} == {"e1": (actions["e1"], 0.8),
                                       **{f"e{i}": (actions[f"e{i}"], -0.37) for i in (0, 2, 3, 4, 5, 6, 7)}}
-    assert list(core.buffer._d) == ["e8", "e9", "e10", "e11"]
+    assert list(lane(core).buffer) == ["e8", "e9", "e10", "e11"]
     m = core.metrics.registry
     assert m.get_sample_value("eddy_rewards_total", {"pipeline": "routing", "outcome": "evicted"}) == 7
     # An evicted decision's reward comes too late, as after an expiry.

@@ -15,7 +15,7 @@ import pytest
 
 from connectors.embedded import free_port
 from daemon import config
-from daemon.core import PipelineCore
+from daemon.engine import Engine
 from daemon.metrics import DaemonMetrics
 from daemon.sidecar import Sidecar, serve_in_thread
 
@@ -27,13 +27,12 @@ EVENT = {"id": "tx-1", "time": 10.0, "features": {"amount": 12.5, "country=NL": 
 
 @pytest.fixture(scope="module")
 def sidecar():
-    import threading
 
     cfg = config.load_dict({"pipelines": [pipeline_cfg("pay", max_message_bytes=4096, learn_every_events=1)]}, env=False)
     metrics = DaemonMetrics()
-    core = PipelineCore(cfg.pipelines[0], metrics)
+    core = Engine(cfg.pipelines[0], metrics)
     core.learner.warm_up()
-    app = Sidecar({"pay": core}, {"pay": threading.RLock()}, metrics, token="t0k", max_body=4096)
+    app = Sidecar({"pay": core}, metrics, token="t0k", max_body=4096)
     server, th, port = serve_in_thread(app, "127.0.0.1", 0)
     app.ready = True
     yield app, port, core
@@ -63,7 +62,7 @@ def test_decide_feedback_and_idempotent_retry(sidecar):
     assert st == 200 and again == d  # a retried id returns the same decision
     st, fb = call(port, "POST", "/v1/pipelines/pay/feedback", {"id": "tx-1", "reward": 1.0, "time": 11.0})
     assert st == 200 and fb["status"] == "joined"
-    assert [i for i, _, _ in core.queue] == ["tx-1"]  # learned before the next decision
+    assert [e.id for e, _ in core.lanes["http"].queue] == ["tx-1"]  # learned before the next decision
     st, err = call(port, "POST", "/v1/pipelines/pay/feedback", {"id": "tx-1", "reward": 1.0})
     assert st == 409 and err["error"] == "duplicate_reward"
     st, err = call(port, "POST", "/v1/pipelines/pay/feedback", {"id": "nobody", "reward": 1.0})
@@ -71,7 +70,7 @@ def test_decide_feedback_and_idempotent_retry(sidecar):
     batch = {"events": [{**EVENT, "id": f"b{i}"} for i in range(5)]}
     st, out = call(port, "POST", "/v1/pipelines/pay/decide", batch)
     assert st == 200 and [x["id"] for x in out["decisions"]] == [f"b{i}" for i in range(5)]
-    assert core.learner.metrics()["learned_events"] == 1 and not core.queue
+    assert core.learner.metrics()["learned_events"] == 1 and not core.lanes["http"].queue
     st, out = call(port, "POST", "/v1/pipelines/pay/feedback",
                    {"feedback": [{"id": "b0", "reward": 0.0}, {"id": "zz", "reward": 1.0}]})
     assert [r["status"] for r in out["results"]] == ["joined", "rejected"]
@@ -194,7 +193,7 @@ def test_over_the_latency_budget_requests_are_validated_first(sidecar):
     held, release = threading.Event(), threading.Event()
 
     def hold():
-        with app.locks["pay"]:
+        with app.engines["pay"].lock:
             held.set()
             release.wait(30)
 

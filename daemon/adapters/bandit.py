@@ -1,0 +1,524 @@
+"""Bandit pipelines: a decision per event, its reward joined later by event id, off-policy estimates.
+
+Input records (one JSON object each, Kafka or the sidecar's ``/decide`` and ``/feedback``)::
+
+    {"id": "tx-1", "features": {"amount": 0.3, "bias": 1}, "actions": ["a", "b"], "time": 1700000000.0}
+    {"type": "feedback", "id": "tx-1", "reward": 1.0, "time": 1700000003.0}
+
+``features``: a name→value object (hashed into ``n_features``) or a list of ``n_features`` numbers;
+``actions`` (optional with configured actions): ids, or ``{"id", "features"}`` objects for learners
+with action features. Output: ``{"id", "pipeline", "action", "prob", "probs", "model_version",
+"explored", "default", "reason", "time", "replay"}``. A decision whose reward has not arrived
+within ``reward_wait_s`` of event time learns ``default_reward`` (Personalizer's semantics).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
+
+import numpy as np
+
+import learners
+from connectors.base import SourceRecord
+from learners._hashing import FeatureHasher, event_keys
+from learners.bandit import BanditLearner
+from learners.bandit.ope import OffPolicyEstimate
+
+from ..checkpoint import pack_strings, unpack_strings
+from ..config import S
+from ..family import Adapter, Item, Result, Sample, Verb, register
+from ..records import MAX_ID_LEN, BadRecord, dumps_kept, number, numbers_only
+from ..records import record_id as _id
+
+VERSIONS_KEPT = 8
+LEARNER_METRICS = (  # the learner's metrics() keys as named metrics
+    ("learned_events", "eddy_bandit_learned_rewards", "counter", "Rewards the model has learned"),
+    ("actions", "eddy_bandit_actions", "gauge", "Actions the model holds state for"),
+    ("action_evictions", "eddy_bandit_action_evictions", "counter",
+     "Actions whose state was dropped to make room (the action table's cap)"),
+    ("gamma", "eddy_bandit_exploration_gamma", "gauge", "SquareCB's exploration parameter γ (larger: greedier)"),
+    ("model_version", "eddy_bandit_model_version", "gauge", "Current model version"),
+)  # model versions whose average reward is reported (ranks 0..7, newest first)
+
+
+def rows_matrix(rows: list, d: int) -> np.ndarray:
+    """Contexts as one n×d matrix, from items holding a dense ``x`` or hashed ``cols``/``vals``."""
+    n = len(rows)
+    X: np.ndarray
+    sparse = [i for i, e in enumerate(rows) if e.cols is not None]
+    if not sparse:
+        X = np.zeros((n, d))
+    else:
+        items = rows if len(sparse) == n else [rows[i] for i in sparse]
+        lens = [len(e.cols) for e in items]
+        total = sum(lens)
+        chain = itertools.chain.from_iterable
+        cols = np.fromiter(chain([e.cols for e in items]), np.int64, count=total)
+        vals = np.fromiter(chain([e.vals for e in items]), np.float64, count=total)
+        flat = np.repeat(np.asarray(sparse, dtype=np.int64) * d, lens) + cols
+        X = np.bincount(flat, weights=vals, minlength=n * d).reshape(n, d)
+    if len(sparse) < n:
+        for i, e in enumerate(rows):
+            if e.cols is None:
+                X[i] = e.x
+    return X
+
+
+class Event(Item):
+    """One event from decoding to its reward: the context (dense ``x``, or hashed ``cols``/``vals``)
+    and the offered ``actions`` with their features ``afs``; once decided, ``key`` (the event key),
+    ``action``, ``af`` (its features), ``prob``, ``version`` and ``ope`` (per target policy π(a|x),
+    Σ_b π(b|x) r̂(x,b) and r̂(x,a), flat). One object per event keeps the loop's cost low."""
+
+    __slots__ = ("x", "cols", "vals", "actions", "afs", "key", "action", "af", "prob", "version", "ope")
+    key: int
+    action: str
+    af: np.ndarray | None
+    prob: float
+    version: int
+    ope: tuple
+
+    def __init__(self, id: str, time: float | None, x: np.ndarray | None, cols: list[int] | None,
+                 vals: list[float] | None, actions: list[str] | None, afs: np.ndarray | None,
+                 rec: SourceRecord | None):
+        Item.__init__(self, id, time, rec)
+        self.x, self.cols, self.vals, self.actions, self.afs = x, cols, vals, actions, afs
+
+
+SETTINGS = (
+    S("default_action", str, "", "action returned when the model is not ready, fails, is switched off "
+      "or the latency budget is spent (the first offered action when empty or not offered)"),
+    S("latency_budget_ms", float, 50.0, "sidecar: a decision that cannot start within this budget gets the "
+      "default", minimum=0.0),
+    S("default_reward", float, 0.0, "reward learned when none arrived within reward_wait_s"),
+    S("metrics_max_actions", int, 64, "per-action metric labels kept (others as 'other')", minimum=1),
+)
+
+
+@register
+class BanditAdapter(Adapter):
+    """Decoding, decisions, the reward statistics (OPE, per action, per model version) of a bandit."""
+
+    family = "bandit"
+    settings = SETTINGS
+    verbs = {"decide": Verb("events", "events", "decisions"), "feedback": Verb("feedback", "feedback", "results"),
+             "control": Verb("control")}
+    feedback_type = "feedback"
+    feedback_name = "reward"
+    feedback_metric = "eddy_rewards"
+    expired_outcome = "defaulted"
+
+    @classmethod
+    def learner_params(cls, pc: dict[str, Any]) -> dict[str, Any]:
+        params = super().learner_params(pc)
+        params.setdefault("n_features", pc["n_features"])
+        return params
+
+    def __init__(self, pc: dict[str, Any], metrics, rules):
+        super().__init__(pc, metrics, rules)
+        self.learner = cast(BanditLearner, learners.create(pc["learner"], **self.params))
+        self.shadows = {s: learners.create(s, **self.params) for s in pc["shadow_learners"]}
+        self.expire_value = float(pc["default_reward"])
+        self.force_default = bool(pc["force_default"])
+        self.budget_s = pc["latency_budget_ms"] / 1000.0
+        self.d = int(self.params["n_features"])
+        self.n_af = int(self.params.get("n_action_features", 0))
+        self.actions = [str(a) for a in self.learner.actions]
+        self.strict = bool(self.learner.strict_actions)
+        self.hasher = FeatureHasher(self.d, pc["feature_cache"])
+        # Name→value action features are hashed into their own n_action_features columns.
+        self.af_hasher = FeatureHasher(self.n_af, pc["feature_cache"]) if self.n_af else None
+        self.inline = not self.n_af and bool(self.actions)  # the common event, decoded inline
+        self.targets = [pc["learner"], *self.shadows]
+        self.ope = {t: OffPolicyEstimate() for t in self.targets}
+        self.version_stats: OrderedDict[int, list[float]] = OrderedDict()
+        self.per_action: dict[str, list[float]] = {}  # label -> [decisions, reward sum, rewards]
+        self.explored = 0
+        self.reward_sum = 0.0
+        self.n_joined = 0
+        self.last_learner_error = ""
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def _dense(self, v: Any, n: int, what: str) -> np.ndarray:
+        if type(v) is not list:
+            raise BadRecord("bad_type", f"{what} must be a list of numbers or a name→number object")
+        if len(v) != n:
+            raise BadRecord("bad_type", f"{what} as a list must have {n} numbers, got {len(v)}")
+        if any(isinstance(a, bool) or not isinstance(a, int | float) for a in v):
+            raise BadRecord("bad_type", f"{what} must hold numbers only")
+        return np.array(v, dtype=np.float64)  # finite (JSON numbers); only hashed sums can overflow
+
+    def _sparse(self, v: dict[str, Any], what: str,
+                hasher: FeatureHasher | None = None) -> tuple[list[int], list[float]]:
+        try:
+            return (self.hasher if hasher is None else hasher).sparse(v)  # (an empty hasher is falsy: len)
+        except TypeError as e:
+            raise BadRecord("bad_type", f"{what}[{e.args[0]!r}] must be a number") from None
+
+    def _vector(self, v: Any, n: int, what: str) -> np.ndarray:
+        """A dense vector from a list or a name→value map (hashed)."""
+        if type(v) is dict:
+            cols, vals = self._sparse(v, what, self.af_hasher)
+            out = np.zeros(n)
+            with np.errstate(over="ignore"):  # an overflow is rejected just below
+                np.add.at(out, cols, vals)
+            if not np.isfinite(out).all():
+                raise BadRecord("non_finite", f"{what} sum to inf in a hashed column")
+            return out
+        return self._dense(v, n, what)
+
+    def decode(self, obj: dict[str, Any], rec: SourceRecord | None) -> Item:
+        feats = obj.get("features")
+        if self.inline and rec is not None and type(feats) is dict and "actions" not in obj:
+            eid = obj.get("id")
+            if type(eid) is not str or not eid or len(eid) > MAX_ID_LEN:
+                eid = _id(obj)
+            t = obj.get("time")
+            # JSON floats are finite: only the bound is checked for them.
+            if t is not None and (type(t) is not float or t > self.rules.time_limit(rec)):
+                t = self.rules.time(obj, rec)
+            c, v = self._sparse(feats, "features")
+            return Event(eid, t, None, c, v, None, None, rec)
+        eid = _id(obj)
+        t = self.rules.time(obj, rec)
+        if feats is None:
+            raise BadRecord("missing_field", "'features' is required")
+        x: np.ndarray | None = None
+        cols: list[int] | None = None
+        vals: list[float] | None = None
+        if type(feats) is dict:
+            cols, vals = self._sparse(feats, "features")
+        else:
+            x = self._dense(feats, self.d, "features")
+        ids, af = self._action_ids(obj.get("actions"))
+        ev = Event(eid, t, x, cols, vals, ids, af, rec)
+        if rec is None and cols is not None and not np.isfinite(rows_matrix([ev], self.d)).all():
+            raise BadRecord("non_finite", f"event {eid!r}: features sum to inf in a hashed column")
+        return ev
+
+    def validate(self, obj: dict[str, Any]) -> None:
+        _id(obj)
+        feats = obj.get("features")
+        if feats is None:
+            raise BadRecord("missing_field", "'features' is required")
+        if type(feats) is dict:
+            numbers_only(feats, "features")
+        else:
+            self._dense(feats, self.d, "features")
+        self._action_ids(obj.get("actions"), validate_only=True)
+
+    def _action_ids(self, acts: Any, validate_only: bool = False) -> tuple[list[str] | None, np.ndarray | None]:
+        """The event's action ids (None: the configured actions) and action features; with
+        ``validate_only`` the same checks without hashing anything."""
+        if acts is None:
+            if self.n_af:
+                raise BadRecord("missing_field", "'actions' with features are required by this learner")
+            if not self.actions:
+                raise BadRecord("missing_field", "'actions' is required (no actions are configured)")
+            return None, None
+        if not isinstance(acts, list) or not acts:
+            raise BadRecord("bad_type", "'actions' must be a non-empty list")
+        ids: list[str] = []
+        rows = []
+        for a in acts:
+            if isinstance(a, str):
+                ids.append(a)
+                if self.n_af:
+                    raise BadRecord("missing_field",
+                                    f"action {a!r} needs 'features' (the learner uses action features)")
+            elif isinstance(a, dict) and isinstance(a.get("id"), str):
+                ids.append(a["id"])
+                if self.n_af:
+                    what, v = f"action {a['id']!r} features", a.get("features")
+                    if not validate_only:
+                        rows.append(self._vector(v, self.n_af, what))
+                    elif type(v) is dict:
+                        numbers_only(v, what)
+                    else:
+                        self._dense(v, self.n_af, what)
+            else:
+                raise BadRecord("bad_type", "each action must be an id string or {\"id\": ..., \"features\": [...]}")
+        if len(set(ids)) != len(ids):
+            raise BadRecord("bad_type", "'actions' lists an id twice")
+        if self.strict:
+            unknown = [a for a in ids if a not in self.actions]
+            if unknown:
+                raise BadRecord("unknown_action", f"action ids not configured: {unknown[:5]}")
+        return ids, (np.array(rows) if self.n_af and not validate_only else None)
+
+    def feedback_value(self, obj: dict[str, Any]) -> float:
+        return cast(float, number(obj, "reward"))
+
+    # -- decisions --------------------------------------------------------------------------------
+    def run(self, items: list[Item], source: str) -> list[Result]:
+        """Decides a run of events at the current state (dead-letters any whose hashed features
+        overflow)."""
+        run = cast(list[Event], items)
+        X = rows_matrix(run, self.d)
+        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+        if not len(bad):
+            return self._decide(run, source, X)
+        keep = np.ones(len(run), dtype=bool)
+        keep[bad] = False
+        good = [ev for ev, k in zip(run, keep.tolist(), strict=True) if k]
+        decided = iter(self._decide(good, source, X[keep]) if good else [])
+        reject = BadRecord("non_finite", "features sum to inf in a hashed column")
+        return [next(decided) if k else reject for k in keep.tolist()]
+
+    def _batch(self, run: list[Event], X: np.ndarray) -> dict[str, Any]:
+        batch: dict[str, Any] = {"event_key": event_keys([e.id for e in run]), "X": X}
+        if any(e.actions is not None for e in run):
+            sets = [e.actions if e.actions is not None else self.actions for e in run]
+            batch["action_indptr"] = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
+            batch["action_ids"] = [a for s in sets for a in s]
+            if self.n_af:
+                batch["action_features"] = np.concatenate([e.afs for e in run])
+        return batch
+
+    def _default_reason(self) -> str | None:
+        if self.force_default:
+            return "forced"
+        if self.learner.metrics().get("learned_events", 0.0) < self.pc["min_learned_events"]:
+            return "not_ready"
+        return None
+
+    def _decide(self, run: list[Event], source: str, X: np.ndarray) -> list[Result]:
+        n = len(run)
+        batch = self._batch(run, X)
+        reason = self._default_reason()
+        out = None
+        t0 = time.perf_counter()
+        if reason is None:
+            try:
+                out = self.learner.process(batch)
+            except Exception as e:  # a learner failure never takes the daemon down
+                self.metrics.errors.labels(pipeline=self.name, reason="learner_error").inc(n)
+                reason = "learner_error"
+                self.last_learner_error = repr(e)
+        shadow_outs = {}
+        for sname, s in self.shadows.items():
+            try:
+                shadow_outs[sname] = s.process(batch)
+            except Exception:
+                self.metrics.errors.labels(pipeline=self.name, reason="shadow_error").inc(n)
+        self.kernel_s += time.perf_counter() - t0
+        indptr = batch.get("action_indptr")
+        ids: list[str] | None = batch.get("action_ids")
+        fixed = self.actions
+        if indptr is None:
+            k = len(fixed)
+            indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
+        starts = indptr[:-1]
+        nnz = int(indptr[-1])
+        if out is not None:
+            chosen = np.asarray(out["chosen"], dtype=np.int64)
+            probs = out["probs"]
+            rhat = np.clip(out["scores"], 0.0, 1.0)
+            prob_l = out["prob"].tolist()
+            explored_l = out["explored"].tolist()
+            ver_l = out["model_version"].tolist()
+        else:
+            dflt = self.pc["default_action"]
+            if ids is None:
+                chosen = np.full(n, fixed.index(dflt) if dflt in fixed else 0, dtype=np.int64)
+            else:
+                chosen = np.array([ids[lo:hi].index(dflt) if dflt in ids[lo:hi] else 0
+                                   for lo, hi in zip(indptr[:-1].tolist(), indptr[1:].tolist(), strict=True)],
+                                  dtype=np.int64)
+            probs = np.zeros(nnz)
+            probs[starts + chosen] = 1.0
+            rhat = np.zeros(nnz)
+            prob_l = [1.0] * n
+            explored_l = [False] * n
+            ver_l = [int(self.learner.metrics().get("model_version", 0))] * n
+            self.metrics.defaults.labels(pipeline=self.name, reason=reason).inc(n)
+        flat = starts + chosen
+        # Per target policy: π(a|x), Σ_b π(b|x) r̂(x,b) and r̂(x,a), for the OPE of the reward join,
+        # as one flat tuple per event.
+        r_chosen = rhat[flat].tolist()
+        cols = []
+        for j, sname in enumerate(self.targets):
+            p = probs if j == 0 else shadow_outs.get(sname, {}).get("probs", probs)
+            cols += [p[flat].tolist(), np.add.reduceat(p * rhat, starts).tolist(), r_chosen]
+        ope_l = list(zip(*cols, strict=True))
+        probs_l = probs.tolist()
+        chosen_l = chosen.tolist()
+        keys_l = batch["event_key"].tolist()
+        bounds = indptr.tolist()
+        default = out is None
+        name = self.name
+        if ids is None:
+            k = len(fixed)
+            actions = [fixed[p] for p in chosen_l]
+            offers = [fixed] * n
+            probs_rows = [probs_l[i * k:(i + 1) * k] for i in range(n)]
+        else:
+            offers = [ids[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+            actions = [o[p] for o, p in zip(offers, chosen_l, strict=True)]
+            probs_rows = [probs_l[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        results: list[Result] = []
+        for ev, action, offered, prow, pos, prob, explored, ver, ope, key in zip(
+                run, actions, offers, probs_rows, chosen_l, prob_l, explored_l, ver_l, ope_l, keys_l, strict=True):
+            eid = ev.id
+            dec: dict[str, Any] = {
+                "id": eid,
+                "pipeline": name,
+                "action": action,
+                "prob": prob,
+                "probs": dict(zip(offered, prow, strict=True)),
+                "model_version": ver,
+                "explored": explored,
+                "default": default,
+                "reason": reason,
+                "time": ev.time,
+                "replay": ev.replay,
+            }
+            results.append((eid.encode(), dec, dumps_kept(dec)))
+            ev.key, ev.action, ev.prob, ev.version, ev.ope = key, action, prob, ver, ope
+            ev.af = ev.afs[pos] if ev.afs is not None else None
+            ev.rec = ev.actions = ev.afs = None  # not needed while waiting for the reward
+        for action, c in collections.Counter(actions).items():
+            self._action(action)[0] += c
+        self.explored += sum(explored_l)
+        return results
+
+    def default_answer(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """The default action, not logged for learning (the latency budget is spent)."""
+        acts = obj.get("actions")
+        offered = [a if isinstance(a, str) else a["id"] for a in acts] if acts is not None else self.actions
+        dflt = self.pc["default_action"]
+        action = dflt if dflt in offered or not offered else offered[0]
+        return {"id": obj["id"], "pipeline": self.name, "action": action, "prob": 1.0, "probs": {action: 1.0},
+                "model_version": None, "explored": False, "default": True, "reason": "latency_budget",
+                "time": obj.get("time"), "replay": False}
+
+    # -- rewards ----------------------------------------------------------------------------------
+    def _action(self, action: str) -> list[float]:
+        """The counters of an action's label (past ``metrics_max_actions`` labels: "other")."""
+        c = self.per_action.get(action)
+        if c is None:
+            label = action if len(self.per_action) < self.pc["metrics_max_actions"] else "other"
+            c = self.per_action.setdefault(label, [0, 0.0, 0])
+        return c
+
+    def joined(self, item: Item, value: float) -> None:
+        e = cast(Event, item)
+        self.reward_sum += value
+        self.n_joined += 1
+        c = self._action(e.action)
+        c[1] += value
+        c[2] += 1
+        st = self.version_stats.get(e.version)
+        if st is None:
+            st = self.version_stats[e.version] = [0.0, 0.0]
+            while len(self.version_stats) > VERSIONS_KEPT:
+                self.version_stats.popitem(last=False)
+        st[0] += value
+        st[1] += 1
+        o = e.ope
+        for i, t in enumerate(self.targets):
+            self.ope[t].update_one(o[3 * i] / e.prob, value, o[3 * i + 1], o[3 * i + 2])
+
+    def learn(self, rows: list[tuple[Item, float]]) -> None:
+        es = cast(list[Event], [e for e, _ in rows])
+        n = len(es)
+        batch: dict[str, Any] = {
+            "event_key": np.array([e.key for e in es], dtype=np.uint64),
+            "X": rows_matrix(es, self.d),
+            "action": [e.action for e in es],
+            "reward": np.array([r for _, r in rows], dtype=np.float64),
+            "prob": np.array([e.prob for e in es]),
+        }
+        if self.n_af:
+            batch["action_features"] = np.array([e.af for e in es]).reshape(n, self.n_af)
+        t0 = time.perf_counter()
+        for lrn in (self.learner, *self.shadows.values()):
+            lrn.learn(batch)
+        self.kernel_s += time.perf_counter() - t0
+
+    # -- checkpoint -------------------------------------------------------------------------------
+    def pack(self, items: list[Item]) -> dict[str, np.ndarray]:
+        es = cast(list[Event], items)
+        m, n_af = len(es), self.n_af
+        acts, act_ends = pack_strings([e.action for e in es])
+        return {
+            "keys": np.array([e.key for e in es], dtype=np.uint64),
+            "X": rows_matrix(es, self.d).reshape(m, self.d),
+            "actions": acts, "action_ends": act_ends,
+            "af": np.array([e.af if e.af is not None else np.zeros(n_af) for e in es],
+                           dtype=np.float64).reshape(m, n_af),
+            "prob": np.array([e.prob for e in es], dtype=np.float64),
+            "version": np.array([e.version for e in es], dtype=np.int64),
+            "ope": np.array([e.ope for e in es], dtype=np.float64).reshape(m, len(self.targets), 3),
+        }
+
+    def unpack(self, a: Mapping[str, np.ndarray], ids: list[str]) -> list[Item]:
+        acts = unpack_strings(a["actions"], a["action_ends"])
+        keys, prob, version = a["keys"].tolist(), a["prob"].tolist(), a["version"].tolist()
+        ope = [tuple(r) for r in a["ope"].reshape(len(ids), a["ope"].shape[1] * 3).tolist()]
+        out: list[Item] = []
+        for i, eid in enumerate(ids):
+            e = Event(eid, None, a["X"][i].copy(), None, None, None, None, None)
+            e.key, e.action, e.prob, e.version, e.ope = keys[i], acts[i], prob[i], version[i], ope[i]
+            e.af = a["af"][i].copy() if self.n_af else None
+            out.append(e)
+        return out
+
+    def snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, own = super().snapshot()
+        for t, e in self.ope.items():
+            arrays[f"ope/{t}"] = e.to_array()
+        arrays["versions"] = np.array([[v, s, c] for v, (s, c) in self.version_stats.items()],
+                                      dtype=np.float64).reshape(-1, 3)
+        return arrays, own
+
+    def restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
+        super().restore(arrays, meta)
+        for t, e in self.ope.items():
+            if f"ope/{t}" in arrays:
+                e.load(arrays[f"ope/{t}"])
+        self.version_stats = OrderedDict((int(v), [s, c]) for v, s, c in arrays["versions"].tolist())
+
+    # -- reports and metrics ----------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        return {
+            "ope": {t: {**e.values(), "n": e.n, "ips_stderr": e.ips_stderr()} for t, e in self.ope.items()},
+            "reward_by_model_version": {str(v): {"mean": s / c, "n": int(c)}
+                                        for v, (s, c) in self.version_stats.items() if c},
+            "learner_metrics": self.learner.metrics(),
+            "rewards_joined": self.n_joined,
+            "average_reward": self.reward_sum / self.n_joined if self.n_joined else None,
+        }
+
+    def samples(self) -> Iterator[Sample]:
+        lm = self.learner.metrics()
+        for key, name, kind, doc in LEARNER_METRICS:
+            if key in lm:
+                yield Sample(name, kind, doc, {}, lm[key])
+        yield Sample("eddy_feature_cache_entries", "gauge", "Cached feature-name hashes", {}, len(self.hasher))
+        yield Sample("eddy_explored_decisions", "counter", "Decisions that did not pick the greedy action",
+                     {}, self.explored)
+        yield Sample("eddy_reward_sum", "counter", "Sum of joined rewards", {}, self.reward_sum)
+        for label, (n, rsum, nfb) in self.per_action.items():
+            a = {"action": label}
+            yield Sample("eddy_action_decisions", "counter", "Decisions per action", a, n)
+            yield Sample("eddy_action_reward_sum", "counter", "Joined reward per action", a, rsum)
+            yield Sample("eddy_action_feedback", "counter", "Joined rewards per action", a, nfb)
+        for t, est in self.ope.items():
+            for k, v in est.values().items():
+                yield Sample("eddy_ope_value", "gauge", "Off-policy estimate of a policy's average reward",
+                             {"policy": t, "estimator": k}, v)
+        newest = list(self.version_stats.items())[::-1]
+        for rank in range(VERSIONS_KEPT):
+            v, (s, c) = newest[rank] if rank < len(newest) else (-1, (0.0, 0.0))
+            r = {"rank": str(rank)}
+            yield Sample("eddy_model_version_reward_mean", "gauge", "Average joined reward of the decisions "
+                         "made by the model version of this rank (0: the newest with rewards; NaN: none)",
+                         r, s / c if c else float("nan"))
+            yield Sample("eddy_model_version_of_rank", "gauge", "The model version at this rank (-1: none)", r, v)
+

@@ -1,0 +1,248 @@
+"""What a learner family adds to the engine: one :class:`Adapter`, registered under its family name.
+
+The engine (:mod:`daemon.engine`) owns everything families share; an adapter says only
+
+* how an event decodes into an :class:`Item` (:meth:`Adapter.decode`) and a feedback record into
+  its value (:meth:`Adapter.feedback_value`), and how a run of items becomes the learner's batch
+  columns and the outputs (:meth:`Adapter.run`, one kernel call per run);
+* how joined feedback is learned (:meth:`Adapter.learn`, deciders) or which operations must run
+  alone (:meth:`Adapter.barrier`, trackers);
+* which sidecar verbs it offers (:attr:`Adapter.verbs`), which pipeline settings it reads
+  (:attr:`Adapter.settings`), which metrics it adds (:meth:`Adapter.samples`, read at scrape time);
+* how its items and its own state enter a checkpoint (:meth:`Adapter.pack`, :meth:`Adapter.snapshot`).
+
+Adapters are found by the family of the pipeline's learner (``learners.family_of``): the built-in
+ones in :mod:`daemon.adapters`, third-party ones from the ``eddy.families`` entry point group or a
+module named in the configuration's ``plugins`` list; a module registers its adapter with
+:func:`register` when imported (and its learners with ``learners.base.register``).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from connectors.base import SourceRecord
+
+from .config import Setting
+from .metrics import DaemonMetrics
+from .records import BadRecord, RecordRules
+
+
+class Item:
+    """One decoded event or operation, as the engine sees it.
+
+    ``id`` (None only for a tracker's operation without one), ``time`` (event time or None),
+    ``replay``, the source record ``rec`` (for dead letters), ``value`` (feedback given with the
+    event itself, or None), and, set by the engine, ``deadline`` (event time by which feedback is
+    due) and ``lane`` (the input partition whose state holds it). A family subclasses it with
+    ``__slots__`` of its own.
+    """
+
+    __slots__ = ("id", "time", "replay", "rec", "value", "deadline", "lane")
+
+    def __init__(self, id: str | None, time: float | None, rec: SourceRecord | None, value: float | None = None):
+        self.id = id
+        self.time = time
+        self.rec = rec
+        self.replay = rec.replay if rec is not None else False
+        self.value = value
+        self.deadline = 0.0
+        self.lane: Any = None
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A sidecar verb (``POST /v1/pipelines/<name>/<verb>``): ``kind`` is ``"events"`` (the family's
+    events: decided, predicted, replayed), ``"feedback"`` or ``"control"``; a batch request is
+    ``{items: [...]}`` and its answer ``{answer: [...]}``."""
+
+    kind: str
+    items: str = ""
+    answer: str = ""
+
+
+class Sample(NamedTuple):
+    """One metric sample a family exports (the engine adds the ``pipeline`` label)."""
+
+    name: str  # without the _total suffix of a counter
+    kind: str  # "counter" or "gauge"
+    doc: str
+    labels: dict[str, str]
+    value: float
+
+
+Result = tuple[bytes, dict[str, Any], bytes] | BadRecord  # (Kafka key, output, its bytes), or a rejection
+
+
+class Adapter(abc.ABC):
+    """A learner family's part of a pipeline (see the module docstring).
+
+    ``feedback_type`` is the ``type`` of a feedback record (None: the family takes no feedback,
+    a tracker); ``feedback_name`` names it in reasons (``late_<name>``, ``duplicate_<name>``);
+    ``feedback_metric`` names the counter of feedback outcomes (joined, ``expired_outcome``,
+    evicted); ``expire_value`` is learned for an event whose feedback never came (None: the event
+    leaves unlearned).
+    """
+
+    family: ClassVar[str]
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    verbs: ClassVar[Mapping[str, Verb]]
+    feedback_type: ClassVar[str | None] = None
+    feedback_name: ClassVar[str] = "feedback"
+    feedback_metric: ClassVar[str] = "eddy_feedback"
+    expired_outcome: ClassVar[str] = "expired"
+    ids_required: ClassVar[bool] = True
+
+    expire_value: float | None = None
+    force_default: bool = False
+    kernel_s: float = 0.0  # seconds in the learner's calls (the engine's "kernel" stage)
+    budget_s: float = 0.0  # > 0: /decide answers default_answer() when the learner is busy this long
+
+    def __init__(self, pc: dict[str, Any], metrics: DaemonMetrics, rules: RecordRules):
+        self.pc = pc
+        self.name: str = pc["name"]
+        self.metrics = metrics
+        self.rules = rules
+        self.params = self.learner_params(pc)
+        self.learner: Any = None
+        self.shadows: dict[str, Any] = {}
+
+    # -- configuration ----------------------------------------------------------------------------
+    @classmethod
+    def learner_params(cls, pc: dict[str, Any]) -> dict[str, Any]:
+        """The learner's parameters: the pipeline's ``params``, with its ``seed`` as a default."""
+        params = dict(pc["params"])
+        params.setdefault("seed", pc["seed"])
+        return params
+
+    @classmethod
+    def check(cls, pc: dict[str, Any]) -> None:
+        """Raises ValueError for a pipeline setting this family cannot run with (at config check)."""
+
+    # -- the data path ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def decode(self, obj: dict[str, Any], rec: SourceRecord | None) -> Item:
+        """The item of an event object; raises :class:`BadRecord`, changes no learned state."""
+
+    def validate(self, obj: dict[str, Any]) -> None:
+        """The checks of :meth:`decode` touching no shared state (for the latency-budget path, which
+        runs while the loop holds the pipeline)."""
+        raise NotImplementedError(f"{self.family} pipelines have no latency budget")
+
+    def feedback_value(self, obj: dict[str, Any]) -> float:
+        raise BadRecord("bad_type", f"{self.family} pipelines take no feedback")
+
+    @abc.abstractmethod
+    def run(self, items: list[Item], source: str) -> list[Result]:
+        """The outputs of a run of items, in order (one learner call for the run)."""
+
+    def learn(self, rows: list[tuple[Item, float]]) -> None:
+        """Learns a block of (item, feedback value) pairs, in log order."""
+        raise NotImplementedError(f"{self.family} pipelines learn nothing from feedback")
+
+    def joined(self, item: Item, value: float) -> None:
+        """Feedback joined its item (before it is learned): a family's statistics."""
+
+    def barrier(self, item: Item) -> bool:
+        """True for an operation that runs alone (a tracker's resize)."""
+        return False
+
+    def default_answer(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """The answer to a validated event when the latency budget is spent."""
+        raise NotImplementedError(f"{self.family} pipelines have no latency budget")
+
+    # -- checkpoint -------------------------------------------------------------------------------
+    def pack(self, items: list[Item]) -> dict[str, np.ndarray]:
+        """Waiting items as arrays (the engine adds ids, deadlines and values)."""
+        raise NotImplementedError(f"{self.family} items do not wait for feedback")
+
+    def unpack(self, arrays: Mapping[str, np.ndarray], ids: list[str]) -> list[Item]:
+        raise NotImplementedError(f"{self.family} items do not wait for feedback")
+
+    def snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The learner's, the shadows' and the family's own state."""
+        arrays = {f"learner/{k}": v for k, v in self.learner.snapshot().items()}
+        for sname, s in self.shadows.items():
+            arrays.update({f"shadow/{sname}/{k}": v for k, v in s.snapshot().items()})
+        return arrays, {}
+
+    def restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.learner.restore({k[8:]: v for k, v in arrays.items() if k.startswith("learner/")})
+        for sname, s in self.shadows.items():
+            pre = f"shadow/{sname}/"
+            s.restore({k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint must have been written with to restore here."""
+        return {"learner": self.pc["learner"], "params": self.params, "shadows": list(self.shadows)}
+
+    # -- reports and metrics ----------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        return {"learner_metrics": self.learner.metrics()}
+
+    def samples(self) -> Iterator[Sample]:
+        """The family's metrics now (read at scrape time, under the pipeline's lock)."""
+        return iter(())
+
+
+_ADAPTERS: dict[str, type[Adapter]] = {}
+_loaded: set[str] = set()
+
+
+def register(cls: type[Adapter]) -> type[Adapter]:
+    """Registers an adapter class under its ``family`` (a class decorator)."""
+    other = _ADAPTERS.get(cls.family)
+    if other is not None and other is not cls:
+        raise ValueError(f"family {cls.family!r} has two adapters: {other.__qualname__} and {cls.__qualname__}")
+    _ADAPTERS[cls.family] = cls
+    return cls
+
+
+def load_plugins(modules: Iterable[str] = ()) -> None:
+    """Imports the built-in adapters, the ``eddy.families`` entry points, and ``modules``."""
+    from importlib.metadata import entry_points
+
+    names = ["daemon.adapters", *(ep.value.split(":")[0] for ep in entry_points(group="eddy.families")), *modules]
+    for mod in names:
+        if mod not in _loaded:
+            try:
+                importlib.import_module(mod)
+            except ImportError as e:
+                raise ValueError(f"plugin module {mod!r} cannot be imported: {e}") from None
+            _loaded.add(mod)
+
+
+def families() -> list[str]:
+    load_plugins()
+    return sorted(_ADAPTERS)
+
+
+def adapter_for(learner: str) -> type[Adapter]:
+    """The adapter of a learner's family; ValueError naming the family when none serves it."""
+    import learners
+
+    load_plugins()
+    family = learners.family_of(learner)
+    cls = _ADAPTERS.get(family)
+    if cls is None:
+        raise ValueError(f"learner {learner!r} is of family {family!r}, which no adapter serves (adapters: "
+                         f"{', '.join(sorted(_ADAPTERS))}); a plugin module registers one (setting 'plugins')")
+    return cls
+
+
+def all_verbs() -> set[str]:
+    """Every sidecar verb some family offers."""
+    load_plugins()
+    return {v for cls in _ADAPTERS.values() for v in cls.verbs}
+
+
+def all_settings() -> list[tuple[str, Setting]]:
+    """(family, setting) of every adapter's pipeline settings."""
+    load_plugins()
+    return [(f, s) for f, cls in sorted(_ADAPTERS.items()) for s in cls.settings]
