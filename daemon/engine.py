@@ -35,7 +35,7 @@ import orjson
 from connectors.base import SourceRecord
 
 from .checkpoint import pack_strings, unpack_strings
-from .family import Adapter, Item, Sample, adapter_for
+from .family import LEGACY_LANE, Adapter, Item, Sample, adapter_for
 from .metrics import DaemonMetrics
 from .records import BadRecord, Out, RecordRules, record_id
 
@@ -487,6 +487,11 @@ class Engine:
         return out
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        if meta.get("format_version") != FORMAT_VERSION:  # the release before the engine
+            arrays, meta = self.adapter.upgrade(dict(arrays), dict(meta))
+            meta = {**meta, "format_version": FORMAT_VERSION, "family": self.family}
+            lanes = meta["lanes"]
+            lanes[f"{self.pc['input_topic']}:0"] = lanes.pop(LEGACY_LANE)
         if meta.get("format_version") != FORMAT_VERSION or meta.get("family") != self.family:
             raise ValueError(f"checkpoint is not a {self.family} checkpoint of format {FORMAT_VERSION} "
                              f"(family {meta.get('family')!r}, format {meta.get('format_version')!r})")

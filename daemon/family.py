@@ -33,6 +33,25 @@ from .config import Setting
 from .metrics import DaemonMetrics
 from .records import BadRecord, RecordRules
 
+LEGACY_LANE = "legacy"  # the lane of an upgraded checkpoint (the engine names it after its partition)
+
+
+def legacy_lane(arrays: dict[str, np.ndarray], meta: dict[str, Any], renames: dict[str, str],
+                adapter: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """An earlier single-state checkpoint as the engine's layout: arrays renamed by prefix
+    (``renames``: old prefix → new name under ``lane/0/``; others kept), one lane."""
+    out: dict[str, np.ndarray] = {}
+    for k, v in arrays.items():
+        for old, new in renames.items():
+            if k.startswith(old):
+                out["lane/0/" + new + k[len(old):]] = v
+                break
+        else:
+            out[k] = v
+    lanes = {LEGACY_LANE: {"index": 0, "since_learn": int(meta.get("since_learn", 0)),
+                           "watermark": meta.get("watermark")}}
+    return out, {**meta, "lanes": lanes, "adapter": adapter or {}}
+
 
 class Item:
     """One decoded event or operation, as the engine sees it.
@@ -177,6 +196,12 @@ class Adapter(abc.ABC):
         for sname, s in self.shadows.items():
             pre = f"shadow/{sname}/"
             s.restore({k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)})
+
+    def upgrade(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """A checkpoint of the release before the engine, in the engine's layout (its one lane
+        named ``LEGACY_LANE``); ValueError when it is none of this family's."""
+        raise ValueError(f"checkpoint format {meta.get('format_version')!r} is not a {self.family} format")
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must have been written with to restore here."""

@@ -121,6 +121,10 @@ def test_auth_routes_health_and_control(sidecar):
     st, text = call(port, "GET", "/metrics")
     assert st == 200 and b'eddy_decisions_total{pipeline="pay",source="http"}' in text
     assert b"eddy_decision_latency_seconds_bucket" in text
+    # /decide is input like a Kafka event; no _created series; the process collector is there.
+    assert b'eddy_events_total{kind="event",pipeline="pay"}' in text
+    assert b"_created" not in text and b"process_cpu_seconds_total" in text and b"python_info" in text
+    assert text.count(b"# TYPE eddy_ope_value ") == 1  # one family per name, whatever the pipelines
 
 
 @pytest.mark.prometheus

@@ -31,7 +31,7 @@ from learners.bandit.ope import OffPolicyEstimate
 
 from ..checkpoint import pack_strings, unpack_strings
 from ..config import S
-from ..family import Adapter, Item, Result, Sample, Verb, register
+from ..family import Adapter, Item, Result, Sample, Verb, legacy_lane, register
 from ..records import MAX_ID_LEN, BadRecord, dumps_kept, number, numbers_only
 from ..records import record_id as _id
 
@@ -468,6 +468,19 @@ class BanditAdapter(Adapter):
             e.af = a["af"][i].copy() if self.n_af else None
             out.append(e)
         return out
+
+    def upgrade(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Format 2 (one state: join/, queue/, seen/, bodies/)."""
+        if meta.get("format_version") != 2 or "family" in meta:
+            return super().upgrade(arrays, meta)
+        arrays.pop("join/evicted", None)
+        for old, new in (("bodies/decisions", "bodies/outputs"), ("bodies/decision_ends", "bodies/output_ends"),
+                         ("queue/reward", "queue/value")):
+            arrays[new] = arrays.pop(old)
+        arrays["join/value"] = np.zeros(len(arrays["join/deadline"]))
+        return legacy_lane(arrays, meta, {"join/": "buffer/", "queue/": "queue/", "seen/": "seen/",
+                                          "bodies/": "bodies/"})
 
     def snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays, own = super().snapshot()

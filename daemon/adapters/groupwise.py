@@ -34,8 +34,9 @@ from learners._hashing import FeatureHasher, event_keys
 from learners.groupwise import GroupwiseRegressor
 from learners.groupwise.rules import RuleError, parse
 
+from ..checkpoint import pack_strings
 from ..config import S
-from ..family import Adapter, Item, Result, Sample, Verb, register
+from ..family import Adapter, Item, Result, Sample, Verb, legacy_lane, register
 from ..records import BadRecord, dumps_kept, number, record_id
 
 
@@ -203,6 +204,19 @@ class GroupwiseAdapter(Adapter):
 
     def unpack(self, a: Mapping[str, np.ndarray], ids: list[str]) -> list[Item]:
         return [Event(i, None, x.copy(), g.copy(), None) for i, x, g in zip(ids, a["X"], a["G"], strict=True)]
+
+    def upgrade(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Format 1 (one state: buffer/, queue/ without ids, seen/, bodies/)."""
+        if meta.get("format_version") != 1 or meta.get("family") != "groupwise":
+            return super().upgrade(arrays, meta)
+        n = len(arrays["queue/y"])
+        arrays["queue/value"] = arrays.pop("queue/y")
+        arrays["queue/ids"], arrays["queue/id_ends"] = pack_strings([""] * n)  # learned by position only
+        arrays["queue/deadline"] = np.zeros(n)
+        arrays["buffer/value"] = np.zeros(len(arrays["buffer/deadline"]))
+        return legacy_lane(arrays, {**meta, "shadows": []}, {"buffer/": "buffer/", "queue/": "queue/",
+                                                             "seen/": "seen/", "bodies/": "bodies/"})
 
     # -- reports and metrics ----------------------------------------------------------------------
     def report(self) -> dict[str, Any]:

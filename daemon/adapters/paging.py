@@ -34,7 +34,7 @@ from learners.paging._table import EMPTY
 
 from ..checkpoint import pack_strings, unpack_strings
 from ..config import S
-from ..family import Adapter, Item, Result, Sample, Verb, register
+from ..family import Adapter, Item, Result, Sample, Verb, legacy_lane, register
 from ..records import BadRecord, dumps_kept, record_id
 
 MAX_KEY_LEN = 4096
@@ -241,6 +241,19 @@ class PagingAdapter(Adapter):
         if arrays["window"].shape == self.window.shape:
             self.window = arrays["window"].astype(np.int8)
         self.wpos = int(meta["wpos"])
+
+    def upgrade(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Format 1 (remembered request ids with their outputs: kept as retry answers)."""
+        if meta.get("format_version") != 1 or meta.get("family") != "paging":
+            return super().upgrade(arrays, meta)
+        n = len(arrays["seen/id_ends"])
+        arrays["bodies/ids"], arrays["bodies/id_ends"] = arrays["seen/ids"], arrays["seen/id_ends"]
+        arrays["bodies/outputs"] = arrays.pop("seen/outputs")
+        arrays["bodies/output_ends"] = arrays.pop("seen/output_ends")
+        arrays["seen/status"] = np.zeros(n, dtype=np.uint8)
+        own: dict[str, Any] = {k: meta[k] for k in ("capacity", "byte_capacity", "wpos") if k in meta}
+        return legacy_lane(arrays, meta, {"seen/": "seen/", "bodies/": "bodies/"}, own)
 
     # -- reports and metrics ----------------------------------------------------------------------
     def report(self) -> dict[str, Any]:

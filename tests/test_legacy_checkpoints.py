@@ -1,0 +1,35 @@
+"""A checkpoint of the release before the engine (tests/data/legacy, written by its generate.py
+with commit b86896e) restores into the engine and continues exactly as that release did."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from connectors.base import SourceRecord
+from daemon import config
+from daemon.checkpoint import CheckpointStore
+from daemon.engine import Engine
+
+DATA = pathlib.Path(__file__).parent / "data" / "legacy"
+
+
+@pytest.mark.parametrize("family", ["bandit", "groupwise", "paging"])
+def test_a_legacy_checkpoint_continues_as_the_earlier_release(family, tmp_path):
+    shutil.copytree(DATA / family, tmp_path / family)
+    spec = json.loads((tmp_path / family / "expected.json").read_text())
+    pc = config.load_dict({"pipelines": [spec["config"]]}, env=False).pipelines[0]
+    (path, arrays, meta), = CheckpointStore(str(tmp_path / family)).intact()
+    engine = Engine(pc)
+    engine.restore(arrays, meta)
+    assert list(engine.lanes) == ["in:0"]
+    recs = [SourceRecord(json.dumps(r).encode(), "in", 0, i) for i, r in enumerate(spec["records"])]
+    got = [json.loads(o.value) for o in engine.handle(recs[spec["cut"]:]) if o.kind == "decision"]
+    assert got == spec["outputs"]
+    assert meta["positions"] == {"in:0": spec["cut"]}
+    again = Engine(pc)  # and the engine's own checkpoint of that state restores too
+    again.restore(*engine.snapshot())
+    assert again.snapshot()[0].keys() == engine.snapshot()[0].keys()
