@@ -34,3 +34,15 @@ def write_results(name: str, rows: list[dict], vers: dict[str, str], extra: dict
     with open(path, "w") as f:
         json.dump({"machine": machine(), "versions": vers, "rows": rows, **(extra or {})}, f, indent=1)
     return path
+
+
+def stage_seconds(registry, pipeline: str) -> dict[str, float]:
+    """Seconds by stage for ``pipeline`` from every counter of ``registry`` with a 'stage' label
+    (``eddy_stage_seconds_total``'s by their stage name, others as ``metric:stage``); {} if none."""
+    out: dict[str, float] = {}
+    for metric in registry.collect():
+        for s in metric.samples:
+            if s.name.endswith("_total") and "stage" in s.labels and s.labels.get("pipeline") == pipeline:
+                key = s.labels["stage"] if metric.name == "eddy_stage_seconds" else f"{metric.name}:{s.labels['stage']}"
+                out[key] = out.get(key, 0.0) + s.value
+    return out
