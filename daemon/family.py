@@ -5,8 +5,8 @@ The engine (:mod:`daemon.engine`) owns everything families share; an adapter say
 * how an event decodes into an :class:`Item` (:meth:`Adapter.decode`) and a feedback record into
   its value (:meth:`Adapter.feedback_value`), and how a run of items becomes the learner's batch
   columns and the outputs (:meth:`Adapter.run`, one kernel call per run);
-* how joined feedback is learned (:meth:`Adapter.learn`, deciders) or which operations must run
-  alone (:meth:`Adapter.barrier`, trackers);
+* how joined feedback is learned (:meth:`Adapter.learn`, deciders), and which operations must
+  run alone (items whose class sets :attr:`Item.barrier`, e.g. a tracker's resize);
 * which sidecar verbs it offers (:attr:`Adapter.verbs`), which pipeline settings it reads
   (:attr:`Adapter.settings`), which metrics it adds (:meth:`Adapter.samples`, read at scrape time);
 * how its items and its own state enter a checkpoint (:meth:`Adapter.pack`, :meth:`Adapter.snapshot`).
@@ -31,7 +31,7 @@ from connectors.base import SourceRecord
 
 from .config import Setting
 from .metrics import DaemonMetrics
-from .records import BadRecord, RecordRules
+from .records import BadRecord, Out, RecordRules
 
 LEGACY_LANE = "legacy"  # the lane of an upgraded checkpoint (the engine names it after its partition)
 
@@ -60,19 +60,24 @@ class Item:
     ``replay``, the source record ``rec`` (for dead letters), ``value`` (feedback given with the
     event itself, or None), and, set by the engine, ``deadline`` (event time by which feedback is
     due) and ``lane`` (the input partition whose state holds it). A family subclasses it with
-    ``__slots__`` of its own.
+    ``__slots__`` of its own (and may set the fields itself instead of calling this
+    ``__init__``: the loop's cost is per item). An item class with ``barrier = True`` runs alone:
+    the run before it is flushed, and it is processed by itself (a tracker's resize).
     """
 
-    __slots__ = ("id", "time", "replay", "rec", "value", "deadline", "lane")
+    __slots__ = ("id", "time", "replay", "rec", "deadline", "lane")
+    barrier: ClassVar[bool] = False
+    value: float | None = None  # a class default: a family whose events carry feedback adds a "value" slot
+    deadline: float
+    lane: Any
 
     def __init__(self, id: str | None, time: float | None, rec: SourceRecord | None, value: float | None = None):
         self.id = id
         self.time = time
         self.rec = rec
         self.replay = rec.replay if rec is not None else False
-        self.value = value
-        self.deadline = 0.0
-        self.lane: Any = None
+        if value is not None:
+            self.value = value  # type: ignore[misc]  # (a subclass's slot)
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class Sample(NamedTuple):
     value: float
 
 
-Result = tuple[bytes, dict[str, Any], bytes] | BadRecord  # (Kafka key, output, its bytes), or a rejection
+Outputs = tuple[list["Out | BadRecord"], list[Any]]  # per item: the record to publish (or a rejection), the output
 
 
 class Adapter(abc.ABC):
@@ -120,6 +125,7 @@ class Adapter(abc.ABC):
 
     expire_value: float | None = None
     force_default: bool = False
+    rejected: bool = False  # the last run() result holds a BadRecord
     kernel_s: float = 0.0  # seconds in the learner's calls (the engine's "kernel" stage)
     budget_s: float = 0.0  # > 0: /decide answers default_answer() when the learner is busy this long
 
@@ -158,8 +164,12 @@ class Adapter(abc.ABC):
         raise BadRecord("bad_type", f"{self.family} pipelines take no feedback")
 
     @abc.abstractmethod
-    def run(self, items: list[Item], source: str) -> list[Result]:
-        """The outputs of a run of items, in order (one learner call for the run)."""
+    def run(self, items: list[Item], source: str) -> Outputs:
+        """The outputs of a run of items, in order (one learner call for the run): per item the
+        :class:`Out` to publish and, for ``source == "http"`` (else the list may be empty), the
+        output object the sidecar answers. An item rejected
+        within its run (found only when its run is computed) has a :class:`BadRecord` in place of
+        its Out, and :attr:`rejected` is set so that the engine looks for it."""
 
     def learn(self, rows: list[tuple[Item, float]]) -> None:
         """Learns a block of (item, feedback value) pairs, in log order."""
@@ -167,10 +177,6 @@ class Adapter(abc.ABC):
 
     def joined(self, item: Item, value: float) -> None:
         """Feedback joined its item (before it is learned): a family's statistics."""
-
-    def barrier(self, item: Item) -> bool:
-        """True for an operation that runs alone (a tracker's resize)."""
-        return False
 
     def default_answer(self, obj: dict[str, Any]) -> dict[str, Any]:
         """The answer to a validated event when the latency budget is spent."""

@@ -31,8 +31,8 @@ from learners.bandit.ope import OffPolicyEstimate
 
 from ..checkpoint import pack_strings, unpack_strings
 from ..config import S
-from ..family import Adapter, Item, Result, Sample, Verb, legacy_lane, register
-from ..records import MAX_ID_LEN, BadRecord, dumps_kept, number, numbers_only
+from ..family import Adapter, Item, Outputs, Sample, Verb, legacy_lane, register
+from ..records import MAX_ID_LEN, BadRecord, Out, dumps_kept, number, numbers_only
 from ..records import record_id as _id
 
 VERSIONS_KEPT = 8
@@ -86,7 +86,8 @@ class Event(Item):
     def __init__(self, id: str, time: float | None, x: np.ndarray | None, cols: list[int] | None,
                  vals: list[float] | None, actions: list[str] | None, afs: np.ndarray | None,
                  rec: SourceRecord | None):
-        Item.__init__(self, id, time, rec)
+        self.id, self.time, self.rec = id, time, rec
+        self.replay = rec.replay if rec is not None else False
         self.x, self.cols, self.vals, self.actions, self.afs = x, cols, vals, actions, afs
 
 
@@ -255,7 +256,7 @@ class BanditAdapter(Adapter):
         return cast(float, number(obj, "reward"))
 
     # -- decisions --------------------------------------------------------------------------------
-    def run(self, items: list[Item], source: str) -> list[Result]:
+    def run(self, items: list[Item], source: str) -> Outputs:
         """Decides a run of events at the current state (dead-letters any whose hashed features
         overflow)."""
         run = cast(list[Event], items)
@@ -266,9 +267,12 @@ class BanditAdapter(Adapter):
         keep = np.ones(len(run), dtype=bool)
         keep[bad] = False
         good = [ev for ev, k in zip(run, keep.tolist(), strict=True) if k]
-        decided = iter(self._decide(good, source, X[keep]) if good else [])
+        outs, bodies = self._decide(good, source, X[keep]) if good else ([], [])
+        self.rejected = True
         reject = BadRecord("non_finite", "features sum to inf in a hashed column")
-        return [next(decided) if k else reject for k in keep.tolist()]
+        o, b = iter(outs), iter(bodies)
+        kept = keep.tolist()
+        return [next(o) if k else reject for k in kept], [next(b) if k else None for k in kept] if bodies else []
 
     def _batch(self, run: list[Event], X: np.ndarray) -> dict[str, Any]:
         batch: dict[str, Any] = {"event_key": event_keys([e.id for e in run]), "X": X}
@@ -287,7 +291,7 @@ class BanditAdapter(Adapter):
             return "not_ready"
         return None
 
-    def _decide(self, run: list[Event], source: str, X: np.ndarray) -> list[Result]:
+    def _decide(self, run: list[Event], source: str, X: np.ndarray) -> Outputs:
         n = len(run)
         batch = self._batch(run, X)
         reason = self._default_reason()
@@ -351,7 +355,7 @@ class BanditAdapter(Adapter):
         keys_l = batch["event_key"].tolist()
         bounds = indptr.tolist()
         default = out is None
-        name = self.name
+        name, http = self.name, source == "http"
         if ids is None:
             k = len(fixed)
             actions = [fixed[p] for p in chosen_l]
@@ -361,7 +365,8 @@ class BanditAdapter(Adapter):
             offers = [ids[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
             actions = [o[p] for o, p in zip(offers, chosen_l, strict=True)]
             probs_rows = [probs_l[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-        results: list[Result] = []
+        outs: list[Out | BadRecord] = []
+        bodies: list[dict[str, Any]] = []
         for ev, action, offered, prow, pos, prob, explored, ver, ope, key in zip(
                 run, actions, offers, probs_rows, chosen_l, prob_l, explored_l, ver_l, ope_l, keys_l, strict=True):
             eid = ev.id
@@ -378,14 +383,16 @@ class BanditAdapter(Adapter):
                 "time": ev.time,
                 "replay": ev.replay,
             }
-            results.append((eid.encode(), dec, dumps_kept(dec)))
+            outs.append(Out("decision", eid.encode(), dumps_kept(dec)))
+            if http:
+                bodies.append(dec)
             ev.key, ev.action, ev.prob, ev.version, ev.ope = key, action, prob, ver, ope
             ev.af = ev.afs[pos] if ev.afs is not None else None
             ev.rec = ev.actions = ev.afs = None  # not needed while waiting for the reward
         for action, c in collections.Counter(actions).items():
             self._action(action)[0] += c
         self.explored += sum(explored_l)
-        return results
+        return outs, bodies
 
     def default_answer(self, obj: dict[str, Any]) -> dict[str, Any]:
         """The default action, not logged for learning (the latency budget is spent)."""

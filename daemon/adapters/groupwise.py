@@ -36,18 +36,19 @@ from learners.groupwise.rules import RuleError, parse
 
 from ..checkpoint import pack_strings
 from ..config import S
-from ..family import Adapter, Item, Result, Sample, Verb, legacy_lane, register
-from ..records import BadRecord, dumps_kept, number, record_id
+from ..family import Adapter, Item, Outputs, Sample, Verb, legacy_lane, register
+from ..records import BadRecord, Out, dumps_kept, number, record_id
 
 
 class Event(Item):
     """A groupwise event: its dense context ``x`` and group membership row ``member``."""
 
-    __slots__ = ("x", "member")
+    __slots__ = ("x", "member", "value")
 
     def __init__(self, id: str, time: float | None, x: np.ndarray, member: np.ndarray, rec: SourceRecord | None,
                  value: float | None = None):
-        Item.__init__(self, id, time, rec, value)
+        self.id, self.time, self.rec, self.value = id, time, rec, value
+        self.replay = rec.replay if rec is not None else False
         self.x, self.member = x, member
 
 
@@ -165,7 +166,7 @@ class GroupwiseAdapter(Adapter):
             return "not_ready"
         return None
 
-    def run(self, items: list[Item], source: str) -> list[Result]:
+    def run(self, items: list[Item], source: str) -> Outputs:
         run = cast(list[Event], items)
         n = len(run)
         X = np.array([e.x for e in run]).reshape(n, self.d)
@@ -177,15 +178,18 @@ class GroupwiseAdapter(Adapter):
         preds = res["prediction"].tolist() if reason is None else [float(self.pc["default_prediction"])] * n
         if reason is not None:
             self.metrics.defaults.labels(pipeline=self.name, reason=reason).inc(n)
-        names, name = self.names, self.name
-        out: list[Result] = []
+        names, name, http = self.names, self.name, source == "http"
+        outs: list[Out | BadRecord] = []
+        bodies: list[dict[str, Any]] = []
         for e, p in zip(run, preds, strict=True):
             awake = [names[j] for j in np.flatnonzero(e.member).tolist() if names[j] != "always_on"]
             body = {"id": e.id, "pipeline": name, "prediction": p, "groups": ["always_on", *awake],
                     "default": reason is not None, "reason": reason, "time": e.time, "replay": e.replay}
-            out.append((cast(str, e.id).encode(), body, dumps_kept(body)))
+            outs.append(Out("decision", cast(str, e.id).encode(), dumps_kept(body)))
+            if http:
+                bodies.append(body)
             e.rec = None  # not needed while waiting for the label
-        return out
+        return outs, bodies
 
     def learn(self, rows: list[tuple[Item, float]]) -> None:
         es = cast(list[Event], [e for e, _ in rows])

@@ -34,8 +34,8 @@ from learners.paging._table import EMPTY
 
 from ..checkpoint import pack_strings, unpack_strings
 from ..config import S
-from ..family import Adapter, Item, Result, Sample, Verb, legacy_lane, register
-from ..records import BadRecord, dumps_kept, record_id
+from ..family import Adapter, Item, Outputs, Sample, Verb, legacy_lane, register
+from ..records import BadRecord, Out, dumps_kept, record_id
 
 MAX_KEY_LEN = 4096
 OPS = {"get": 0, "access": 0, "delete": 1, "invalidate": 1, "resize": 2}
@@ -63,8 +63,16 @@ class Request(Item):
     __slots__ = ("op", "key", "size")
 
     def __init__(self, id: str | None, time: float | None, op: int, key: Any, size: int, rec: SourceRecord | None):
-        Item.__init__(self, id, time, rec)
+        self.id, self.time, self.rec = id, time, rec
+        self.replay = rec.replay if rec is not None else False
         self.op, self.key, self.size = op, key, size
+
+
+class Resize(Request):
+    """A resize: runs alone (the cache is rebuilt at the new size)."""
+
+    __slots__ = ()
+    barrier = True
 
 
 SETTINGS = (
@@ -104,19 +112,27 @@ class PagingAdapter(Adapter):
 
     # -- decoding ---------------------------------------------------------------------------------
     def decode(self, obj: dict[str, Any], rec: SourceRecord | None) -> Item:
+        if len(obj) == 1 and not self.bytes:  # the common record, a bare access: {"key": ...}
+            key = obj.get("key")
+            if type(key) is str and 0 < len(key) <= MAX_KEY_LEN:
+                return Request(None, None, 0, key, 1, rec)
         op_name = obj.get("op", "get")
         op = OPS.get(op_name) if type(op_name) is str else None
         if op is None:
             raise BadRecord("bad_type", f"'op' must be one of {', '.join(OPS)}, got {op_name!r}")
-        rid = record_id(obj) if obj.get("id") is not None else None
-        t = self.rules.time(obj, rec)
+        rid = obj.get("id")
+        if rid is not None:
+            rid = record_id(obj)
+        t = obj.get("time")
+        if t is not None:
+            t = self.rules.time(obj, rec)
         if op == 2:
             what = "bytes" if self.bytes else "capacity"
             cap = obj.get(what)
             if type(cap) is not int or cap < 1:
                 raise BadRecord("bad_type", f"a resize needs {what!r}, a positive integer "
                                 f"({'bytes: this cache holds bytes' if self.bytes else 'pages'})")
-            return Request(rid, t, op, None, cap, rec)
+            return Resize(rid, t, op, None, cap, rec)
         key = obj.get("key")
         if key is None:
             raise BadRecord("missing_field", "'key' is required")
@@ -135,15 +151,12 @@ class PagingAdapter(Adapter):
             raise BadRecord("bad_type", "'size' must be a positive integer (bytes)")
         return Request(rid, t, op, key, size or 1, rec)
 
-    def barrier(self, item: Item) -> bool:
-        return cast(Request, item).op == 2
-
     # -- replay -----------------------------------------------------------------------------------
-    def run(self, items: list[Item], source: str) -> list[Result]:
+    def run(self, items: list[Item], source: str) -> Outputs:
         """Replays a run of accesses and deletes (or one resize) through the cache and the shadows."""
         run = cast(list[Request], items)
         if run[0].op == 2:
-            return [self._resize(run[0])]
+            return self._resize(run[0])
         keys = int_keys([r.key for r in run])
         cols = {"key": keys, "op": np.array([r.op for r in run], dtype=np.int64)}
         if self.bytes:
@@ -161,10 +174,11 @@ class PagingAdapter(Adapter):
         else:
             evicted = res["evicted"].tolist()
         name, kmap = self.name, self.keys
-        outs: list[Result] = []
+        outs: list[Out | BadRecord] = []
+        bodies: list[dict[str, Any]] = []
         n_hit = n_miss = n_ev = n_del = 0
         win, w, wpos = self.window, self.window.shape[0], self.wpos
-        cap_bytes = self.learner.byte_capacity
+        cap_bytes, http = self.learner.byte_capacity, source == "http"
         for r, kint, h, e, ev in zip(run, keys.tolist(), hit, evicts, evicted, strict=True):
             key = r.key
             if r.op == 1:
@@ -192,16 +206,18 @@ class PagingAdapter(Adapter):
             if r.time is not None:
                 body["time"] = r.time
             body["replay"] = r.replay
-            outs.append((str(key).encode(), body, dumps_kept(body)))
+            outs.append(Out("decision", str(key).encode(), dumps_kept(body)))
+            if http:
+                bodies.append(body)
         self.wpos = wpos
         c = self.counts
         c["hit"] += n_hit
         c["miss"] += n_miss
         c["evicted"] += n_ev
         c["deleted"] += n_del
-        return outs
+        return outs, bodies
 
-    def _resize(self, r: Request) -> Result:
+    def _resize(self, r: Request) -> Outputs:
         """Rebuilds the cache and the shadows at the new capacity (bytes in the byte mode)."""
         before = set(self.keys)
         size = {"byte_capacity" if self.bytes else "capacity": r.size}
@@ -218,7 +234,7 @@ class PagingAdapter(Adapter):
         if r.time is not None:
             body["time"] = r.time
         body["replay"] = r.replay
-        return b"resize", body, dumps_kept(body)
+        return [Out("decision", b"resize", dumps_kept(body))], [body]
 
     # -- checkpoint -------------------------------------------------------------------------------
     def snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
