@@ -20,12 +20,12 @@ import numpy as np
 import orjson
 import pytest
 
-from connectors.base import SourceRecord
 from daemon import config
 from daemon.engine import Engine
 from learners._hashing import event_keys
 
 from .conftest import make_records, pipeline_cfg
+from .feeding import feed
 
 SHADOWS = ["linucb", "epsilon-greedy"]
 SETTINGS = {"learner": "squarecb", "shadow_learners": SHADOWS, "learn_every_events": 4, "min_learned_events": 15,
@@ -57,13 +57,6 @@ def recorded_core(**over) -> tuple[Engine, Recorder, dict[str, Recorder]]:
     core.learner = Recorder(core.learner)
     core.shadows = {s: Recorder(lrn) for s, lrn in core.shadows.items()}
     return core, core.learner, core.shadows
-
-
-def feed(core, records, batch=37):
-    outs = []
-    for i in range(0, len(records), batch):
-        outs += core.handle([SourceRecord(v, "routing-in", 0, i + j) for j, v in enumerate(records[i:i + batch])])
-    return outs
 
 
 def by_hand(records, outs, main: Recorder, shadows: dict[str, Recorder]) -> dict[str, dict[str, float]]:

@@ -9,11 +9,12 @@ import numpy as np
 import orjson
 import pytest
 
-from connectors.base import SourceRecord
 from daemon import config
 from daemon.engine import Engine
 from daemon.families import make_core
 from daemon.metrics import DaemonMetrics
+
+from .feeding import feed as run
 
 
 def gw_cfg(name="credit", **over):
@@ -40,14 +41,6 @@ def stream(n=600, seed=0, delay=5, drop_every=9):
             waiting.append((i + delay, {"type": "label", "id": f"e{i}", "label": round(y, 4), "time": float(i)}))
         while waiting and waiting[0][0] <= i:
             out.append(waiting.pop(0)[1])
-    return out
-
-
-def run(core, objs, batch=37):
-    recs = [SourceRecord(orjson.dumps(o), "credit-in", 0, i) for i, o in enumerate(objs)]
-    out = []
-    for i in range(0, len(recs), batch):
-        out += core.handle(recs[i:i + batch])
     return out
 
 

@@ -19,6 +19,8 @@ from daemon.families import make_core
 from daemon.metrics import DaemonMetrics
 from learners.paging import PagingCache
 
+from .feeding import feed, records
+
 
 def trace(n=4000):
     path = os.path.join(os.path.dirname(__file__), "data", "cache2k_web12_first20000.txt.xz")
@@ -33,16 +35,8 @@ def paging_cfg(name="edge", learner="paging-learned-discard", **over):
     return config.load_dict({"pipelines": [pc]}, env=False).pipelines[0]
 
 
-def records(objs):
-    return [SourceRecord(orjson.dumps(o), "edge-in", 0, i) for i, o in enumerate(objs)]
-
-
 def outputs(core, objs, batch=97):
-    recs = records(objs)
-    out = []
-    for i in range(0, len(recs), batch):
-        out += core.handle(recs[i:i + batch])
-    return out
+    return feed(core, objs, batch)
 
 
 def test_a_paging_pipeline_gets_the_paging_core():

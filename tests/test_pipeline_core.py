@@ -14,6 +14,7 @@ from daemon.checkpoint import CheckpointStore
 from daemon.engine import Engine
 
 from .conftest import make_records, pipeline_cfg
+from .feeding import feed
 
 
 def lane(core):
@@ -24,14 +25,6 @@ def lane(core):
 def core_for(**over) -> Engine:
     cfg = config.load_dict({"pipelines": [pipeline_cfg(**over)]}, env=False)
     return Engine(cfg.pipelines[0])
-
-
-def feed(core, records, batch):
-    outs = []
-    for i in range(0, len(records), batch):
-        chunk = [SourceRecord(v, "t", 0, i + j) for j, v in enumerate(records[i:i + batch])]
-        outs += core.handle(chunk)
-    return outs
 
 
 def decisions(outs):
