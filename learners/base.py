@@ -176,6 +176,12 @@ class Decider(Learner):
     feedback: ClassVar[tuple[Column, ...]] = ()
     bookkeeping: ClassVar[tuple[str, ...]] = ()
 
+    @property
+    @abc.abstractmethod
+    def learned_events(self) -> int:
+        """Feedback rows learned so far (cheap: read before every run, to tell a model that is not
+        ready yet)."""
+
     def learn(self, batch: Batch) -> None:
         """Learns from a batch of feedback.
 

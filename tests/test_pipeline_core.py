@@ -147,6 +147,7 @@ def test_guardrails_default_action():
     class Broken:
         actions = ()
         strict_actions = False
+        learned_events = 0
 
         def process(self, batch):
             raise RuntimeError("boom")

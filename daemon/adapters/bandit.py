@@ -287,7 +287,7 @@ class BanditAdapter(Adapter):
     def _default_reason(self) -> str | None:
         if self.force_default:
             return "forced"
-        if self.learner.metrics().get("learned_events", 0.0) < self.pc["min_learned_events"]:
+        if self.learner.learned_events < self.pc["min_learned_events"]:
             return "not_ready"
         return None
 

@@ -372,6 +372,10 @@ class BanditLearner(Decider):
     def model_version(self) -> int:
         return self._t // self.version_interval
 
+    @property
+    def learned_events(self) -> int:
+        return int(self._t)
+
     def metrics(self) -> dict[str, float]:
         return {
             "learned_events": float(self._t),
