@@ -83,7 +83,7 @@ class Engine:
         self.lanes: dict[str, Lane] = {}
         self.pending_out: list[Out] = []  # outputs of HTTP requests, published by the runner
         self.outcomes = {"joined": 0, a.expired_outcome: 0, "evicted": 0}
-        self.runs_s = 0.0  # seconds in runs (learner calls and outputs)
+        self.encode_s = 0.0  # seconds in runs outside the learner's calls (outputs built, serialized)
         m, lbl = self.metrics, {"pipeline": self.name}
         self._c_events = m.events.labels(kind="event", **lbl)
         self._c_feedback = m.events.labels(kind=a.feedback_type or "feedback", **lbl)
@@ -143,7 +143,7 @@ class Engine:
     # -- the log-order loop -----------------------------------------------------------------------
     def handle(self, records: list[SourceRecord]) -> list[Out]:
         """Processes records in order; returns the outputs and dead letters to publish."""
-        t0, runs0, kernel0 = time.perf_counter(), self.runs_s, self.adapter.kernel_s
+        t0, encode0, kernel0 = time.perf_counter(), self.encode_s, self.adapter.kernel_s
         out: list[Out] = []
         run: list[Item] = []
         run_ids: set[str] = set()
@@ -196,16 +196,17 @@ class Engine:
         self._c_events.inc(n_ev)
         if n_fb:
             self._c_feedback.inc(n_fb)
-        self._account(t0, runs0, kernel0)
+        self._account(t0, encode0, kernel0)
         self.update_gauges()
         return out
 
-    def _account(self, t0: float, runs0: float, kernel0: float) -> None:
-        """Stage seconds of one call: kernel (the learner's calls), encode (the rest of the runs:
-        outputs built and serialized), decode (the rest: parsing, checks, ids, the join)."""
+    def _account(self, t0: float, encode0: float, kernel0: float) -> None:
+        """Stage seconds of one call: kernel (the learner's calls: decisions and learning), encode
+        (the rest of the runs: the batch columns assembled, the outputs built and serialized),
+        decode (the rest: parsing, the record rules, ids, the join, learning blocks' batches)."""
         total = time.perf_counter() - t0
         kernel = self.adapter.kernel_s - kernel0
-        encode = max(0.0, self.runs_s - runs0 - kernel)
+        encode = self.encode_s - encode0
         st = self._stage
         st["kernel"].inc(kernel)
         st["encode"].inc(encode)
@@ -330,8 +331,8 @@ class Engine:
         """Runs the items of the run through the adapter (one learner call) and publishes the outputs."""
         if not run:
             return
-        t0 = time.perf_counter()
         a = self.adapter
+        t0, k0 = time.perf_counter(), a.kernel_s
         a.rejected = False
         outs, bodies = a.run(run, source)
         keep = source == "http"
@@ -343,7 +344,7 @@ class Engine:
                 self._c_replays.inc(n_replay)
             run.clear()
             run_ids.clear()
-            self.runs_s += time.perf_counter() - t0
+            self.encode_s += time.perf_counter() - t0 - (a.kernel_s - k0)
             return
         n = n_replay = 0
         for item, o, body in zip(run, outs, bodies or [None] * len(outs), strict=True):
@@ -365,7 +366,7 @@ class Engine:
             self._c_replays.inc(n_replay)
         run.clear()
         run_ids.clear()
-        self.runs_s += time.perf_counter() - t0
+        self.encode_s += time.perf_counter() - t0 - (a.kernel_s - k0)
 
     def _drop(self, item: Item) -> None:
         """An item rejected within its run: never decided, so nothing remembers it."""
@@ -420,7 +421,7 @@ class Engine:
         """Processes events from the sidecar (decide, predict, access): one output per object, a
         retried id getting its first output unchanged. Raises :class:`BadRecord` for the first
         invalid object, with nothing processed then."""
-        t0, runs0, kernel0 = time.perf_counter(), self.runs_s, self.adapter.kernel_s
+        t0, encode0, kernel0 = time.perf_counter(), self.encode_s, self.adapter.kernel_s
         items, kept = self._fresh(objs, lambda obj: self.adapter.decode(obj, None))
         lane = self._lane(HTTP_LANE)
         run: list[Item] = []
@@ -434,7 +435,7 @@ class Engine:
         results = [k if k is not None else next(fresh) for k in kept]
         self.pending_out += outs
         self._c_events.inc(len(objs))
-        self._account(t0, runs0, kernel0)
+        self._account(t0, encode0, kernel0)
         self.update_gauges()
         return results
 
