@@ -218,8 +218,8 @@ class Engine:
         a waiting item enters its lane's buffer here, at its log position, though it is decided
         later with the rest of its run (expiry and feedback act on it in log order)."""
         eid = item.id
-        seen = lane.seen
-        if eid is not None and (eid in seen or eid in run_ids):
+        seen = lane.seen  # (an admitted id is remembered at once: a duplicate within its run is found too)
+        if eid is not None and eid in seen:
             raise BadRecord("duplicate_event", f"event id {eid!r} was already decided")
         t = item.time
         if t is not None and t > lane.watermark:
@@ -268,7 +268,9 @@ class Engine:
 
     def _forget(self, lane: Lane) -> None:
         old = lane.seen.popitem(last=False)[0]
-        lane.buffer.pop(old, None)  # a forgotten id cannot be joined safely any more
+        waiting = lane.buffer.pop(old, None)
+        if waiting is not None:  # a forgotten id cannot be joined safely any more: it leaves as evicted
+            self._expired(lane, waiting, "evicted")
         if lane.bodies:
             lane.bodies.pop(old, None)
         self._c_cap["dedup"].inc()

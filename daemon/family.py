@@ -235,6 +235,13 @@ def register(cls: type[Adapter]) -> type[Adapter]:
     return cls
 
 
+def unregister(cls: type[Adapter]) -> None:
+    """Drops an adapter's registration (a plugin's own tests; the built-ins stay)."""
+    if _ADAPTERS.get(cls.family) is cls:
+        del _ADAPTERS[cls.family]
+        _loaded.difference_update({cls.__module__})
+
+
 def load_plugins(modules: Iterable[str] = ()) -> None:
     """Imports the built-in adapters, the ``eddy.families`` entry points, and ``modules``."""
     from importlib.metadata import entry_points
@@ -244,7 +251,7 @@ def load_plugins(modules: Iterable[str] = ()) -> None:
         if mod not in _loaded:
             try:
                 importlib.import_module(mod)
-            except ImportError as e:
+            except Exception as e:  # a missing module, a syntax error, an error at import
                 raise ValueError(f"plugin module {mod!r} cannot be imported: {e}") from None
             _loaded.add(mod)
 

@@ -260,9 +260,7 @@ def unregister() -> None:
     families only, e.g. in the settings table; the next ``_register()`` restores it). The learner
     stays registered: the learners' conformance suite may have listed it already, and a learner
     is a library object that changes nothing in the runtime without its family's adapter."""
-    if fam._ADAPTERS.get(FAMILY) is MeanAdapter:
-        del fam._ADAPTERS[FAMILY]
-    fam._loaded.discard(__name__)
+    fam.unregister(MeanAdapter)
 
 
 _register()

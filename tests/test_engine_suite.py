@@ -396,9 +396,6 @@ def test_the_caps_hold_per_lane_and_count_their_evictions(family):
     assert core.outcomes["joined"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: with dedup_cap < join_buffer_cap, Engine._forget "
-                   "(daemon/engine.py) drops a waiting event from the join buffer without an outcome "
-                   "(not counted as evicted; a bandit never learns its default reward)")
 @pytest.mark.parametrize("family", FEEDBACK)
 def test_every_event_that_leaves_the_join_buffer_has_an_outcome(family):
     spec = SPECS[family]
@@ -442,10 +439,6 @@ def test_each_input_partition_has_its_own_lane(family):
     assert math.isclose(lanes[f"{TOPIC}:1"].watermark, 12.0)
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: Engine._admit (daemon/engine.py) checks an id against "
-                   "run_ids, which spans every lane of one handle() call, but against its own lane's seen "
-                   "only: the same id on two partitions is a duplicate_event within one micro-batch and "
-                   "decided twice across two")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_same_id_on_two_partitions_is_judged_alike_whatever_the_batches(family):
     ev = SPECS[family].plain("same", 1.0)

@@ -204,9 +204,6 @@ def test_a_plugin_module_that_does_not_import_is_a_config_error_naming_it(tmp_pa
         config.load_dict({"plugins": "tests.meanfamily", "pipelines": pipes}, env=False)
 
 
-@pytest.mark.xfail(strict=True, raises=SyntaxError,
-                   reason="daemon bug: daemon/family.py load_plugins catches ImportError only, so a plugin "
-                          "module with a syntax error (or raising at import) escapes as SyntaxError, not a ConfigError")
 def test_a_plugin_module_with_a_syntax_error_is_a_config_error_naming_it(tmp_path, monkeypatch):
     (tmp_path / "family_with_bad_syntax.py").write_text("def (:\n")
     monkeypatch.syspath_prepend(str(tmp_path))
