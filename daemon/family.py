@@ -122,6 +122,7 @@ class Adapter(abc.ABC):
     feedback_metric: ClassVar[str] = "eddy_feedback"
     expired_outcome: ClassVar[str] = "expired"
     ids_required: ClassVar[bool] = True
+    default_params: ClassVar[tuple[str, ...]] = ("seed",)  # pipeline settings that default learner params
 
     expire_value: float | None = None
     force_default: bool = False
@@ -141,9 +142,11 @@ class Adapter(abc.ABC):
     # -- configuration ----------------------------------------------------------------------------
     @classmethod
     def learner_params(cls, pc: dict[str, Any]) -> dict[str, Any]:
-        """The learner's parameters: the pipeline's ``params``, with its ``seed`` as a default."""
+        """The learner's parameters: the pipeline's ``params``, with the pipeline settings named in
+        :attr:`default_params` (the same names) as defaults."""
         params = dict(pc["params"])
-        params.setdefault("seed", pc["seed"])
+        for key in cls.default_params:
+            params.setdefault(key, pc[key])
         return params
 
     @classmethod

@@ -1,9 +1,9 @@
 """The HTTP sidecar: a thin ASGI app served by uvicorn (loopback by default).
 
-Routes: ``POST /v1/pipelines/{name}/{verb}`` with the verbs the pipeline's family offers (see each
-adapter's ``verbs``: bandits ``decide``, ``feedback``, ``control``; groupwise ``predict``,
-``label``; paging ``access``). An events verb takes one JSON object or ``{<items>: [...]}`` and
-answers one output or ``{<answer>: [...]}``; a feedback verb answers one status, or per item;
+Routes: ``POST /v1/pipelines/{name}/{verb}`` with the verbs the pipeline's family offers (each
+adapter's ``verbs``, of three kinds: events, feedback, control). An events verb takes one JSON
+object or ``{<items>: [...]}`` and answers one output or ``{<answer>: [...]}``; a feedback verb
+answers one status, or per item;
 ``control`` takes ``{"force_default": bool}``.
 ``GET /healthz``, ``/readyz`` (ready once kernels are compiled, state restored, and every pipeline
 has joined its consumer group with each assigned partition restored; the body gives each pipeline's

@@ -149,10 +149,8 @@ def test_sidecar_predict_label_and_retry():
 
 @pytest.mark.kafka
 def test_delayed_labels_through_the_broker_match_the_file_replay(broker, tmp_path):
-    from connectors.kafka import create_topics
-    from daemon.app import Daemon
-
-    from .test_kafka import consume, file_reference, produce
+    from .feeding import through_broker
+    from .test_kafka import file_reference
 
     pc = {"name": "gwk", "learner": "groupwise-mixture", "input_topic": "gwk-in", "output_topic": "gwk-out",
           "n_features": 16, "reward_wait_s": 50.0, "learn_every_events": 8, "batch_max_events": 60,
@@ -160,18 +158,7 @@ def test_delayed_labels_through_the_broker_match_the_file_replay(broker, tmp_pat
           "group_rules": {"young": "age < 30", "female": "sex == 'F'"}}
     objs = stream(400, seed=5)
     records = [orjson.dumps(o) for o in objs] + [b'{"type": "label", "id": "ghost", "label": 1}']
-    cfg = config.load_dict({"kafka": {"bootstrap_servers": broker.bootstrap, "group_id": "g-gwk"},
-                            "http": {"enabled": False},
-                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 150},
-                            "pipelines": [pc]}, env=False)
-    create_topics(cfg.kafka, ["gwk-in", "gwk-out", "gwk-in.dlq"])
-    produce(broker.bootstrap, "gwk-in", records)
-    d = Daemon(cfg).start()
-    try:
-        got = consume(broker.bootstrap, "gwk-out", 400)
-        dlq = consume(broker.bootstrap, "gwk-in.dlq", 1)
-    finally:
-        d.stop()
+    got, dlq, _ = through_broker(broker, tmp_path, pc, records, 400, 1, every_events=150)
     ref = file_reference(tmp_path, records, pc)
     assert len(got) == 400 and {g["id"] for g in got} == set(ref)
     for g in got:

@@ -184,27 +184,13 @@ def test_sidecar_access_batch_single_retry_and_wrong_routes():
 def test_a_trace_slice_through_the_broker_matches_the_reference(broker, tmp_path):
     """The web12 slice as request records on a real topic, through the daemon (learned-discard),
     read back from the output topic: every answer equals the learner's on the same keys."""
-    from connectors.kafka import create_topics
-    from daemon.app import Daemon
-
-    from .test_kafka import consume, produce
+    from .feeding import through_broker
 
     keys = trace(5000)
     pc = {"name": "cdn", "learner": "paging-learned-discard", "input_topic": "cdn-in", "output_topic": "cdn-out",
           "params": {"capacity": 100, "switch_every": 512}, "batch_max_events": 300}
-    cfg = config.load_dict({"kafka": {"bootstrap_servers": broker.bootstrap, "group_id": "g-cdn"},
-                            "http": {"enabled": False},
-                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 1000},
-                            "pipelines": [pc]}, env=False)
-    create_topics(cfg.kafka, ["cdn-in", "cdn-out", "cdn-in.dlq"])
-    produce(broker.bootstrap, "cdn-in", [orjson.dumps({"key": f"/img/{k}", "id": f"q{i}"})
-                                         for i, k in enumerate(keys)] + [b'{"key": null}'])
-    d = Daemon(cfg).start()
-    try:
-        got = consume(broker.bootstrap, "cdn-out", len(keys))
-        dlq = consume(broker.bootstrap, "cdn-in.dlq", 1)
-    finally:
-        d.stop()
+    raw = [orjson.dumps({"key": f"/img/{k}", "id": f"q{i}"}) for i, k in enumerate(keys)] + [b'{"key": null}']
+    got, dlq, _ = through_broker(broker, tmp_path, pc, raw, len(keys), 1, every_events=1000)
     assert [g["id"] for g in got] == [f"q{i}" for i in range(len(keys))]
     ref = PagingCache("learned-discard", capacity=100, switch_every=512).process(
         {"key": int_keys([f"/img/{k}" for k in keys])})

@@ -416,28 +416,14 @@ def test_a_replay_resumed_from_its_checkpoint_equals_one_replay(tmp_path):
 # -- (e) the real broker ---------------------------------------------------------------------------
 @pytest.mark.kafka
 def test_the_family_on_the_broker_matches_the_file_replay(broker, tmp_path):
-    from connectors.kafka import create_topics
-    from daemon.app import Daemon
     from daemon.cli import replay
 
-    from .test_kafka import consume, produce
+    from .feeding import through_broker
 
     pc = mean_pc("avgk", learn_every_events=3)
     objs = stream(240, seed=8)
     raw = [orjson.dumps(o) for o in objs] + [b'{"type": "label", "id": "ghost", "label": 1}']
-    cfg = config.load_dict({"plugins": [PLUGIN],
-                            "kafka": {"bootstrap_servers": broker.bootstrap, "group_id": "g-avgk"},
-                            "http": {"enabled": False},
-                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 100},
-                            "pipelines": [pc]}, env=False)
-    create_topics(cfg.kafka, ["avgk-in", "avgk-out", "avgk-in.dlq"])
-    produce(broker.bootstrap, "avgk-in", raw)
-    d = Daemon(cfg).start()
-    try:
-        got = consume(broker.bootstrap, "avgk-out", 240)
-        dlq = consume(broker.bootstrap, "avgk-in.dlq", 1)
-    finally:
-        d.stop()
+    got, dlq, d = through_broker(broker, tmp_path, pc, raw, 240, 1, every_events=100, plugins=(PLUGIN,))
     ev = tmp_path / "log.jsonl"
     ev.write_bytes(b"\n".join(raw) + b"\n")
     ref_out = tmp_path / "ref.jsonl"

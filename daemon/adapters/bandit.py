@@ -113,12 +113,7 @@ class BanditAdapter(Adapter):
     feedback_name = "reward"
     feedback_metric = "eddy_rewards"
     expired_outcome = "defaulted"
-
-    @classmethod
-    def learner_params(cls, pc: dict[str, Any]) -> dict[str, Any]:
-        params = super().learner_params(pc)
-        params.setdefault("n_features", pc["n_features"])
-        return params
+    default_params = ("seed", "n_features")
 
     def __init__(self, pc: dict[str, Any], metrics, rules):
         super().__init__(pc, metrics, rules)

@@ -71,11 +71,11 @@ class GroupwiseAdapter(Adapter):
     feedback_name = "label"
     feedback_metric = "eddy_labels"
     expired_outcome = "expired"
+    default_params = ("seed", "n_features")
 
     @classmethod
     def learner_params(cls, pc: dict[str, Any]) -> dict[str, Any]:
         params = super().learner_params(pc)
-        params.setdefault("n_features", pc["n_features"])
         groups = list(params.get("groups", []))  # the rule groups are groups too
         params["groups"] = groups + [g for g in pc["group_rules"] if g not in groups]
         return params
