@@ -9,10 +9,13 @@ ever evaluated.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger("eddy")
 
 
 class ConfigError(ValueError):
@@ -27,10 +30,11 @@ class Setting:
     doc: str
     allowed: tuple[Any, ...] | None = None
     minimum: float | None = None
+    exclusive: bool = False  # a family's setting refused on another family's pipeline (else ignored)
 
 
-def S(key, typ, default, doc, allowed=None, minimum=None) -> Setting:  # noqa: N802
-    return Setting(key, typ, default, doc, allowed, minimum)
+def S(key, typ, default, doc, allowed=None, minimum=None, exclusive=False) -> Setting:  # noqa: N802
+    return Setting(key, typ, default, doc, allowed, minimum, exclusive)
 
 
 KAFKA = [
@@ -203,7 +207,10 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> 
     names: set[str] = set()
     for i, p in enumerate(pipes):
         where = f"pipelines[{i}]"
-        pc = _section(where, _pipeline_schema(where, p), p, env=False)
+        schema, ignored = _pipeline_schema(where, p)
+        if ignored:
+            p = {k: v for k, v in p.items() if k not in ignored}
+        pc = _section(where, schema, p, env=False)
         if pc["name"] in names or not pc["name"].replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{where}.name: {pc['name']!r} must be unique and of letters, digits, - and _")
         names.add(pc["name"])
@@ -232,8 +239,10 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> 
     return cfg
 
 
-def _pipeline_schema(where: str, p: Any) -> list[Setting]:
-    """The settings of a pipeline: the engine's, and those of its learner's family."""
+def _pipeline_schema(where: str, p: Any) -> tuple[list[Setting], set[str]]:
+    """The settings of a pipeline (the engine's, and those of its learner's family), and the keys
+    of other families' settings it holds: ignored with a warning (earlier releases accepted them on
+    every pipeline, so such files stay valid), or refused when the setting is ``exclusive``."""
     import learners
 
     from .family import adapter_for, all_settings
@@ -247,10 +256,15 @@ def _pipeline_schema(where: str, p: Any) -> list[Setting]:
     except ValueError as e:
         raise ConfigError(f"{where}.learner: {e}") from None
     own = {s.key for s in cls.settings}
+    ignored = set()
     for family, s in all_settings():
         if family != cls.family and s.key not in own and isinstance(p, dict) and s.key in p:
-            raise ConfigError(f"{where}.{s.key}: a {family} setting; learner {name!r} is a {cls.family} learner")
-    return PIPELINE + list(cls.settings)
+            if s.exclusive:
+                raise ConfigError(f"{where}.{s.key}: a {family} setting; learner {name!r} is a {cls.family} learner")
+            log.warning("%s.%s: a %s setting, ignored: learner %r is a %s learner", where, s.key, family, name,
+                        cls.family)
+            ignored.add(s.key)
+    return PIPELINE + list(cls.settings), ignored
 
 
 def _check_learner(where: str, pc: dict[str, Any]) -> None:

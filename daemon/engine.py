@@ -17,7 +17,10 @@ processed again from the same state and their outputs published again, marked ``
 Engine state is kept per input partition (a *lane*: remembered ids, waiting items, the learning
 queue and its counter, the event-time watermark); caps apply per lane. Feedback joins its event in
 the event's lane (records keyed by event id reach the event's partition), looked up in the other
-lanes when it is not there. The learner is one per pipeline.
+lanes when it is not there. HTTP requests have a lane of their own that is pipeline-wide: it follows
+the pipeline's event time (the latest of every lane's), its feedback is learned at every lane's
+learning blocks, and an id it remembers is a duplicate on every partition. The learner is one per
+pipeline.
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ class Engine:
                     raise json_error(v, e) from None
                 if type(obj) is not dict:
                     raise BadRecord("bad_type", "a record must be a JSON object")
-                kind = obj.get("type", "event")
+                kind = "event" if tracker else obj.get("type", "event")  # (a tracker's records have no type)
                 if kind == "event":
                     n_ev += 1
                     item = decode(obj, rec)
@@ -179,7 +182,7 @@ class Engine:
                         run.append(item)
                         continue
                     self._admit(lane, item, run, run_ids, out, None, "kafka")
-                elif kind == fb_type:
+                elif fb_type is not None and kind == fb_type:
                     n_fb += 1
                     eid = record_id(obj)
                     t = rules.time(obj, rec)
@@ -219,7 +222,8 @@ class Engine:
         later with the rest of its run (expiry and feedback act on it in log order)."""
         eid = item.id
         seen = lane.seen  # (an admitted id is remembered at once: a duplicate within its run is found too)
-        if eid is not None and eid in seen:
+        http = self.lanes.get(HTTP_LANE)
+        if eid is not None and (eid in seen or (http is not None and eid in http.seen)):
             raise BadRecord("duplicate_event", f"event id {eid!r} was already decided")
         t = item.time
         if t is not None and t > lane.watermark:
@@ -227,7 +231,7 @@ class Engine:
         item.lane = lane
         if self.feedback_type is not None:
             item.deadline = lane.watermark + self.wait_s
-            if lane.queue and lane.since_learn >= self.learn_every:
+            if lane.since_learn >= self.learn_every and (lane.queue or (http is not None and http.queue)):
                 self._flush(run, run_ids, out, decided, source)
                 self._learn(lane)
             lane.since_learn += 1
@@ -286,6 +290,10 @@ class Engine:
         if t <= lane.watermark:
             return
         lane.watermark = t
+        if lane.key != HTTP_LANE:  # the HTTP lane follows the pipeline's event time (every lane's)
+            http = self.lanes.get(HTTP_LANE)
+            if http is not None and t > http.watermark:
+                self._advance(http, t)
         buf = lane.buffer
         if not buf:
             return
@@ -323,10 +331,17 @@ class Engine:
         self.adapter.joined(item, value)
 
     def _learn(self, lane: Lane) -> None:
+        """A learning block: the HTTP lane's queued feedback, then the lane's (HTTP requests have
+        no partition of their own: their feedback is learned at every lane's blocks)."""
         rows = lane.queue
         lane.queue = []
         lane.since_learn = 0
-        self.adapter.learn(rows)
+        http = self.lanes.get(HTTP_LANE)
+        if http is not None and http is not lane and http.queue:
+            rows = http.queue + rows
+            http.queue = []
+        if rows:
+            self.adapter.learn(rows)
 
     def _flush(self, run: list[Item], run_ids: set[str], out: list[Out], decided: list | None,
                source: str) -> None:
@@ -361,7 +376,7 @@ class Engine:
             n_replay += item.replay
             if decided is not None:
                 decided.append(body)
-            if keep and item.id is not None:
+            if keep and item.id is not None and item.id in item.lane.seen:  # (not if forgotten already)
                 item.lane.bodies[item.id] = o.value  # type: ignore[union-attr]
         self._c_decisions[source].inc(n)
         if n_replay:
@@ -521,7 +536,12 @@ class Engine:
             arrays, meta = self.adapter.upgrade(dict(arrays), dict(meta))
             meta = {**meta, "format_version": FORMAT_VERSION, "family": self.family}
             lanes = meta["lanes"]
-            lanes[f"{self.pc['input_topic']}:0"] = lanes.pop(LEGACY_LANE)
+            one = lanes[HTTP_LANE] = lanes.pop(LEGACY_LANE)  # the pipeline-wide lane: as the one state was
+            # The records after the checkpoint continue the earlier release's learning-block count
+            # and event time on the input's first partition (exactly that release, for one partition).
+            lanes[f"{self.pc['input_topic']}:0"] = {"index": None, "since_learn": one["since_learn"],
+                                                   "watermark": one["watermark"]}
+            one["since_learn"] = 0
         if meta.get("format_version") != FORMAT_VERSION or meta.get("family") != self.family:
             raise ValueError(f"checkpoint is not a {self.family} checkpoint of format {FORMAT_VERSION} "
                              f"(family {meta.get('family')!r}, format {meta.get('format_version')!r})")
@@ -533,6 +553,11 @@ class Engine:
         self.lanes = {}
         for key, info in meta["lanes"].items():
             lane = self.lanes[key] = Lane(key)
+            lane.since_learn = int(info["since_learn"])
+            w = info.get("watermark")
+            lane.watermark = -math.inf if w is None else float(w)
+            if info["index"] is None:  # a lane with counters only
+                continue
             pre = f"lane/{info['index']}/"
             ids = unpack_strings(arrays[pre + "seen/ids"], arrays[pre + "seen/id_ends"])
             lane.seen = OrderedDict(zip(ids, arrays[pre + "seen/status"].tolist(), strict=True))
@@ -550,7 +575,4 @@ class Engine:
                         lane.buffer = OrderedDict((it.id, it) for it in items)  # type: ignore[misc]
                     else:
                         lane.queue = list(zip(items, a["value"].tolist(), strict=True))
-            lane.since_learn = int(info["since_learn"])
-            w = info.get("watermark")
-            lane.watermark = -math.inf if w is None else float(w)
         self.update_gauges()

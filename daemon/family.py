@@ -198,13 +198,15 @@ class Adapter(abc.ABC):
         arrays = {f"learner/{k}": v for k, v in self.learner.snapshot().items()}
         for sname, s in self.shadows.items():
             arrays.update({f"shadow/{sname}/{k}": v for k, v in s.snapshot().items()})
-        return arrays, {}
+        return arrays, {"shadows": list(self.shadows)}
 
     def restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.learner.restore({k[8:]: v for k, v in arrays.items() if k.startswith("learner/")})
         for sname, s in self.shadows.items():
             pre = f"shadow/{sname}/"
-            s.restore({k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)})
+            state = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
+            if state:  # (a shadow added since the checkpoint starts fresh)
+                s.restore(state)
 
     def upgrade(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]
                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -213,8 +215,9 @@ class Adapter(abc.ABC):
         raise ValueError(f"checkpoint format {meta.get('format_version')!r} is not a {self.family} format")
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a checkpoint must have been written with to restore here."""
-        return {"learner": self.pc["learner"], "params": self.params, "shadows": list(self.shadows)}
+        """What a checkpoint must have been written with to restore here (shadow learners may
+        come and go: one the checkpoint lacks starts fresh)."""
+        return {"learner": self.pc["learner"], "params": self.params}
 
     # -- reports and metrics ----------------------------------------------------------------------
     def report(self) -> dict[str, Any]:

@@ -73,6 +73,10 @@ class FamilyCollector:
                     names[s.name] = ["pipeline", *s.labels]
                     cls = CounterMetricFamily if s.kind == "counter" else GaugeMetricFamily
                     fam = fams[s.name] = cls(s.name, s.doc, labels=names[s.name])
+                if set(s.labels) != set(names[s.name][1:]):  # one label set per metric name
+                    log.warning("%s: metric %s with labels %s (expected %s): skipped", e.name, s.name,
+                                sorted(s.labels), names[s.name][1:])
+                    continue
                 fam.add_metric(  # type: ignore[attr-defined]
                     [e.name, *(str(s.labels[k]) for k in names[s.name][1:])], float(s.value))
         yield from fams.values()

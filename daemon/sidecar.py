@@ -13,6 +13,7 @@ Bad requests get a 4xx with the reason as JSON: ``{"error": reason, "detail": ..
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import threading
 import time
@@ -99,8 +100,9 @@ class Sidecar:
                 return 200, JSON, b'{"status":"ok"}'
             if path == "/readyz":
                 return self._readyz()
-            if path == "/metrics":
-                return 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(self.metrics.registry)
+            if path == "/metrics":  # (in a thread: the families' collector may wait for a busy pipeline)
+                text = await asyncio.to_thread(generate_latest, self.metrics.registry)
+                return 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], text
         parts = path.strip("/").split("/")
         if len(parts) != 4 or parts[:2] != ["v1", "pipelines"]:
             return self._err(404, "not_found", f"no route {method} {path}")

@@ -116,3 +116,15 @@ def test_the_example_config_is_valid():
     raw["kafka"].pop("ssl_cafile")
     cfg = config.load_dict(raw, env=False)
     assert [p["learner"] for p in cfg.pipelines] == ["squarecb", "paging-learned-discard", "groupwise-mixture"]
+
+
+def test_another_familys_setting_is_ignored_unless_exclusive(caplog):
+    """Earlier releases took every family's keys on every pipeline: such files stay valid (the key
+    is ignored, with a warning naming it); group_rules was always refused outside groupwise."""
+    base = {"name": "p", "input_topic": "a", "output_topic": "b"}
+    with caplog.at_level("WARNING", logger="eddy"):
+        cfg = config.load_dict({"pipelines": [{**base, "cache_window": 10, "default_prediction": 0.5}]}, env=False)
+    assert "cache_window" not in cfg.pipelines[0] and "default_prediction" not in cfg.pipelines[0]
+    assert "pipelines[0].cache_window: a paging setting, ignored" in caplog.text
+    with pytest.raises(ConfigError, match="group_rules: a groupwise setting"):
+        config.load_dict({"pipelines": [{**base, "group_rules": {"x": "a < 1"}}]}, env=False)

@@ -257,3 +257,16 @@ def test_byte_capacity_mode_sizes_lists_of_evictions_and_resizes():
     assert again.learner.byte_capacity == 10_000 and again.adapter.keys == core.adapter.keys
     with pytest.raises(config.ConfigError, match="byte-capacity"):
         paging_cfg(learner="paging-lru", params={"capacity": 10, "byte_capacity": 100}, shadow_learners=["paging-arc"])
+
+
+def test_sizes_beyond_the_bounds_are_dead_lettered_not_fatal():
+    """A resize to 10**13 pages tried to allocate 256 TiB and an object size of 2**63 overflowed,
+    raising out of the engine again at every restart: both are bad records now."""
+    core = Engine(paging_cfg(learner="paging-lru"))
+    bytes_core = Engine(paging_cfg(learner="paging-lru", params={"capacity": 64, "byte_capacity": 10_000}))
+    for c, obj in ((core, {"op": "resize", "capacity": 10**13}), (bytes_core, {"key": "b", "size": 2**63}),
+                   (bytes_core, {"op": "resize", "bytes": 2**64 - 1})):
+        (dl,) = c.handle(records([obj]))
+        assert dl.kind == "dlq" and orjson.loads(dl.value)["reason"] == "bad_type"
+    (ok,) = bytes_core.handle(records([{"key": "b", "size": 10}]))  # the cache works on
+    assert orjson.loads(ok.value)["hit"] is False

@@ -295,3 +295,19 @@ def test_decisions_with_cap_evictions_do_not_depend_on_batch_boundaries(learn_ev
     for b in (4, 50, 1000):
         assert decisions(feed(core_for(join_buffer_cap=6, learn_every_events=learn_every, default_reward=0.2),
                               recs, b)) == ref
+
+
+def test_http_decisions_learn_expire_and_stay_unique_with_kafka_traffic():
+    """HTTP decisions have no partition: their rewards (arriving on Kafka) are learned at the Kafka
+    lane's learning blocks, they expire on the pipeline's event time, and their ids are duplicates
+    on Kafka (as with the one state before the engine)."""
+    core = core_for(learn_every_events=4, reward_wait_s=10.0)
+    core.submit([{"id": f"h{i}", "time": float(i), "features": {"a": 1.0}, "actions": ["a", "b"]} for i in range(6)])
+    fb = [{"type": "feedback", "id": f"h{i}", "time": 6.0, "reward": 1.0} for i in range(3)]
+    evs = [{"id": f"k{i}", "time": 7.0 + i, "features": {"a": 1.0}, "actions": ["a", "b"]} for i in range(40)]
+    outs = feed(core, fb + evs, 9)
+    assert not [o for o in outs if o.kind == "dlq"]
+    assert core.outcomes["joined"] == 3 and core.outcomes["defaulted"] >= 3  # h3..h5 expired on Kafka's time
+    assert not core.lanes["http"].buffer and core.learner.learned_events >= 6
+    (dup,) = core.handle([SourceRecord(orjson.dumps({**evs[0], "id": "h1"}), "in", 0, 99)])
+    assert json.loads(dup.value)["reason"] == "duplicate_event"

@@ -518,11 +518,13 @@ class BanditAdapter(Adapter):
         yield Sample("eddy_feature_cache_entries", "gauge", "Cached feature-name hashes", {}, len(self.hasher))
         yield Sample("eddy_explored_decisions", "counter", "Decisions that did not pick the greedy action",
                      {}, self.explored)
-        yield Sample("eddy_reward_sum", "counter", "Sum of joined rewards", {}, self.reward_sum)
+        yield Sample("eddy_reward_sum_total", "gauge", "Sum of joined rewards (a gauge: rewards may be negative)",
+                     {}, self.reward_sum)
         for label, (n, rsum, nfb) in self.per_action.items():
             a = {"action": label}
             yield Sample("eddy_action_decisions", "counter", "Decisions per action", a, n)
-            yield Sample("eddy_action_reward_sum", "counter", "Joined reward per action", a, rsum)
+            yield Sample("eddy_action_reward_sum_total", "gauge", "Joined reward per action (a gauge: rewards "
+                         "may be negative)", a, rsum)
             yield Sample("eddy_action_feedback", "counter", "Joined rewards per action", a, nfb)
         for t, est in self.ope.items():
             for k, v in est.values().items():

@@ -54,7 +54,8 @@ class Event(Item):
 
 SETTINGS = (
     S("group_rules", dict, {}, "groupwise: group name → rule over the event's features (e.g. \"age < 30 and "
-      "sex == 'F'\"; a small safe grammar, never eval); rule groups join the learner's params.groups"),
+      "sex == 'F'\"; a small safe grammar, never eval); rule groups join the learner's params.groups",
+      exclusive=True),
     S("default_prediction", float, 0.0, "groupwise: prediction served while the model is not ready "
       "(min_learned_events) or a default is forced"),
 )

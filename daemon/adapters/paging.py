@@ -38,6 +38,8 @@ from ..family import Adapter, Item, Outputs, Sample, Verb, legacy_lane, register
 from ..records import BadRecord, Out, dumps_kept, record_id
 
 MAX_KEY_LEN = 4096
+MAX_PAGES = 1 << 26  # a resize beyond this many pages is refused (the shadows' arrays would not fit)
+MAX_BYTES = 1 << 56  # the largest byte capacity or object size taken
 OPS = {"get": 0, "access": 0, "delete": 1, "invalidate": 1, "resize": 2}
 DEFAULT_SHADOWS = ("paging-lru", "paging-s3fifo")
 
@@ -129,8 +131,9 @@ class PagingAdapter(Adapter):
         if op == 2:
             what = "bytes" if self.bytes else "capacity"
             cap = obj.get(what)
-            if type(cap) is not int or cap < 1:
-                raise BadRecord("bad_type", f"a resize needs {what!r}, a positive integer "
+            top = MAX_BYTES if self.bytes else MAX_PAGES
+            if type(cap) is not int or not 1 <= cap <= top:
+                raise BadRecord("bad_type", f"a resize needs {what!r}, an integer from 1 to {top} "
                                 f"({'bytes: this cache holds bytes' if self.bytes else 'pages'})")
             return Resize(rid, t, op, None, cap, rec)
         key = obj.get("key")
@@ -147,8 +150,8 @@ class PagingAdapter(Adapter):
         size = obj.get("size")
         if size is None and self.bytes and op == 0:
             raise BadRecord("missing_field", "'size' is required: this cache holds bytes (byte_capacity)")
-        if size is not None and (type(size) is not int or size < (1 if self.bytes else 0)):
-            raise BadRecord("bad_type", "'size' must be a positive integer (bytes)")
+        if size is not None and (type(size) is not int or not (1 if self.bytes else 0) <= size <= MAX_BYTES):
+            raise BadRecord("bad_type", f"'size' must be a positive integer of at most {MAX_BYTES} (bytes)")
         return Request(rid, t, op, key, size or 1, rec)
 
     # -- replay -----------------------------------------------------------------------------------
@@ -237,6 +240,10 @@ class PagingAdapter(Adapter):
         return [Out("decision", b"resize", dumps_kept(body))], [body]
 
     # -- checkpoint -------------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """The baseline shadows too: their hit ratios are over the whole stream."""
+        return {**super().fingerprint(), "shadows": list(self.shadows)}
+
     def snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays, own = super().snapshot()
         ks = list(self.keys)
@@ -302,6 +309,9 @@ class PagingAdapter(Adapter):
         yield Sample("eddy_cache_phase", "gauge", "Phase of the marking algorithm (a count of phases)", {},
                      lm["phase"])
         if "leader" in lm:
+            for i, policy in enumerate(self.learner.shadows()):
+                yield Sample("eddy_cache_leader", "gauge", "1 for the raced policy the robust cache follows now",
+                             {"policy": policy}, float(int(lm["leader"]) == i))
             yield Sample("eddy_cache_following_lru", "gauge", "1 while the robust policy follows LRU", {},
                          lm["following_lru"])
             yield Sample("eddy_cache_leader_switches", "counter", "Switches of the policy the robust cache follows",
