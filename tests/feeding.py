@@ -25,7 +25,8 @@ def feed(core: Any, items: list[Any], batch: int = 37, topic: str = "in") -> lis
 
 
 def through_broker(broker: Any, tmp_path: Any, pc: dict[str, Any], raw: list[bytes], n_out: int, n_dlq: int,
-                   every_events: int = 100, plugins: tuple[str, ...] = ()) -> tuple[list[dict], list[dict], Any]:
+                   every_events: int = 100, plugins: tuple[str, ...] = (),
+                   client: str = "kafka-python") -> tuple[list[dict], list[dict], Any]:
     """``raw`` on a real input topic through a daemon running pipeline ``pc``: the outputs and the
     dead letters read back from their topics, and the (stopped) daemon."""
     from connectors.kafka import create_topics
@@ -35,7 +36,8 @@ def through_broker(broker: Any, tmp_path: Any, pc: dict[str, Any], raw: list[byt
     from .test_kafka import consume, produce
 
     cfg = config.load_dict({"plugins": list(plugins),
-                            "kafka": {"bootstrap_servers": broker.bootstrap, "group_id": f"g-{pc['name']}"},
+                            "kafka": {"client": client, "bootstrap_servers": broker.bootstrap,
+                                      "group_id": f"g-{pc['name']}"},
                             "http": {"enabled": False},
                             "checkpoint": {"dir": str(tmp_path / "state"), "every_events": every_events},
                             "pipelines": [pc]}, env=False)

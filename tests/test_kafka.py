@@ -58,21 +58,9 @@ def test_daemon_on_kafka_matches_file_replay(broker, tmp_path, client):
     name = f"k{CLIENTS.index(client)}"
     pc = pipeline_cfg(name)
     records = make_records(300) + [b"{broken", b'{"type": "feedback", "id": "ghost", "reward": 1}']
-    cfg = config.load_dict({"kafka": {"client": client, "bootstrap_servers": broker.bootstrap,
-                                      "group_id": f"g-{name}"},
-                            "http": {"enabled": False},
-                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 100},
-                            "pipelines": [pc]}, env=False)
-    from connectors.kafka import create_topics
-    p = cfg.pipelines[0]
-    create_topics(cfg.kafka, [p["input_topic"], p["output_topic"], p["dead_letter_topic"]])
-    produce(broker.bootstrap, pc["input_topic"], records)
-    d = Daemon(cfg).start()
-    try:
-        got = consume(broker.bootstrap, pc["output_topic"], 300)
-        dlq = consume(broker.bootstrap, p["dead_letter_topic"], 2)
-    finally:
-        d.stop()
+    from .feeding import through_broker
+
+    got, dlq, _ = through_broker(broker, tmp_path, pc, records, 300, 2, client=client)
     assert len(got) == 300
     ref = file_reference(tmp_path, records, pc)
     for dec in got:
