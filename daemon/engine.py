@@ -162,7 +162,7 @@ class Engine:
                 topic, part = rec.topic, rec.partition
                 lane = self._lane(f"{topic}:{part}")
             try:
-                v = rec.value  # the record rules (RecordRules.parse), inline: they run for every record
+                v = rec.value  # size, JSON, an object (the module docstring of daemon.records), for every record
                 if len(v) > max_bytes:
                     raise BadRecord("oversize", f"{len(v)} bytes > max_message_bytes={max_bytes}")
                 try:

@@ -136,6 +136,7 @@ class Adapter(abc.ABC):
         self.metrics = metrics
         self.rules = rules
         self.params = self.learner_params(pc)
+        self.force_default = bool(pc["force_default"])
         self.learner: Any = None
         self.shadows: dict[str, Any] = {}
 
@@ -180,6 +181,15 @@ class Adapter(abc.ABC):
 
     def joined(self, item: Item, value: float) -> None:
         """Feedback joined its item (before it is learned): a family's statistics."""
+
+    def default_reason(self) -> str | None:
+        """Why a decider's outputs are its family's default now: ``forced`` (``force_default``),
+        ``not_ready`` (fewer than ``min_learned_events`` learned), or None."""
+        if self.force_default:
+            return "forced"
+        if self.learner.learned_events < self.pc["min_learned_events"]:
+            return "not_ready"
+        return None
 
     def default_answer(self, obj: dict[str, Any]) -> dict[str, Any]:
         """The answer to a validated event when the latency budget is spent."""

@@ -99,18 +99,6 @@ class RecordRules:
         self.max_bytes = max_message_bytes
         self.ahead = max_time_ahead_s
 
-    def parse(self, rec: SourceRecord) -> dict[str, Any]:
-        v = rec.value
-        if len(v) > self.max_bytes:
-            raise BadRecord("oversize", f"{len(v)} bytes > max_message_bytes={self.max_bytes}")
-        try:
-            obj = orjson.loads(v)
-        except orjson.JSONDecodeError as e:
-            raise json_error(v, e) from None
-        if type(obj) is not dict:
-            raise BadRecord("bad_type", "a record must be a JSON object")
-        return obj
-
     def time_limit(self, rec: SourceRecord | None) -> float:
         """The latest event time a record may carry."""
         if self.ahead <= 0:

@@ -190,7 +190,6 @@ class MeanAdapter(Adapter):
     def __init__(self, pc: dict[str, Any], metrics, rules):
         super().__init__(pc, metrics, rules)
         self.learner = cast(RunningMean, lb.create(pc["learner"], **self.params))
-        self.force_default = bool(pc["force_default"])
 
     def decode(self, obj: dict[str, Any], rec: SourceRecord | None) -> Item:
         eid = record_id(obj)
@@ -208,8 +207,7 @@ class MeanAdapter(Adapter):
         t0 = time.perf_counter()
         res = self.learner.process({"segment": [o.segment for o in run]})
         self.kernel_s += time.perf_counter() - t0
-        reason = "forced" if self.force_default else \
-            "not_ready" if self.learner.learned_events < self.pc["min_learned_events"] else None
+        reason = self.default_reason()
         if reason is None:
             preds = res["prediction"].tolist()
         else:

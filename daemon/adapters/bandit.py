@@ -120,7 +120,6 @@ class BanditAdapter(Adapter):
         self.learner = cast(BanditLearner, learners.create(pc["learner"], **self.params))
         self.shadows = {s: learners.create(s, **self.params) for s in pc["shadow_learners"]}
         self.expire_value = float(pc["default_reward"])
-        self.force_default = bool(pc["force_default"])
         self.budget_s = pc["latency_budget_ms"] / 1000.0
         self.d = int(self.params["n_features"])
         self.n_af = int(self.params.get("n_action_features", 0))
@@ -279,17 +278,10 @@ class BanditAdapter(Adapter):
                 batch["action_features"] = np.concatenate([e.afs for e in run])
         return batch
 
-    def _default_reason(self) -> str | None:
-        if self.force_default:
-            return "forced"
-        if self.learner.learned_events < self.pc["min_learned_events"]:
-            return "not_ready"
-        return None
-
     def _decide(self, run: list[Event], source: str, X: np.ndarray) -> Outputs:
         n = len(run)
         batch = self._batch(run, X)
-        reason = self._default_reason()
+        reason = self.default_reason()
         out = None
         t0 = time.perf_counter()
         if reason is None:

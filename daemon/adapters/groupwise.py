@@ -92,7 +92,6 @@ class GroupwiseAdapter(Adapter):
     def __init__(self, pc: dict[str, Any], metrics, rules):
         super().__init__(pc, metrics, rules)
         self.learner = cast(GroupwiseRegressor, learners.create(pc["learner"], **self.params))
-        self.force_default = bool(pc["force_default"])
         self.d = int(self.learner.n_features)
         self.rule_fns = [(name, parse(text)) for name, text in pc["group_rules"].items()]
         self.group_col = {g: i for i, g in enumerate(self.learner.groups)}
@@ -160,13 +159,6 @@ class GroupwiseAdapter(Adapter):
         return cast(float, number(obj, "label"))
 
     # -- predictions, learning --------------------------------------------------------------------
-    def _reason(self) -> str | None:
-        if self.force_default:
-            return "forced"
-        if self.learner.learned_events < self.pc["min_learned_events"]:
-            return "not_ready"
-        return None
-
     def run(self, items: list[Item], source: str) -> Outputs:
         run = cast(list[Event], items)
         n = len(run)
@@ -175,7 +167,7 @@ class GroupwiseAdapter(Adapter):
         t0 = time.perf_counter()
         res = self.learner.process({"X": X, "G": G, "event_key": event_keys([e.id for e in run])})
         self.kernel_s += time.perf_counter() - t0
-        reason = self._reason()
+        reason = self.default_reason()
         preds = res["prediction"].tolist() if reason is None else [float(self.pc["default_prediction"])] * n
         if reason is not None:
             self.metrics.defaults.labels(pipeline=self.name, reason=reason).inc(n)
