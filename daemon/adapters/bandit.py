@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -129,6 +130,7 @@ class BanditAdapter(Adapter):
         # Name→value action features are hashed into their own n_action_features columns.
         self.af_hasher = FeatureHasher(self.n_af, pc["feature_cache"]) if self.n_af else None
         self.inline = not self.n_af and bool(self.actions)  # the common event, decoded inline
+        self.ahead = rules.ahead if rules.ahead > 0 else math.inf  # (RecordRules.time_limit, inline)
         self.targets = [pc["learner"], *self.shadows]
         self.ope = {t: OffPolicyEstimate() for t in self.targets}
         self.version_stats: OrderedDict[int, list[float]] = OrderedDict()
@@ -174,10 +176,14 @@ class BanditAdapter(Adapter):
             if type(eid) is not str or not eid or len(eid) > MAX_ID_LEN:
                 eid = _id(obj)
             t = obj.get("time")
-            # JSON floats are finite: only the bound is checked for them.
-            if t is not None and (type(t) is not float or t > self.rules.time_limit(rec)):
+            # JSON floats are finite: only the bound is checked for them (RecordRules.time otherwise).
+            if t is not None and (type(t) is not float or (ts := rec.timestamp_ms) <= 0
+                                  or t > ts / 1000.0 + self.ahead):
                 t = self.rules.time(obj, rec)
-            c, v = self._sparse(feats, "features")
+            try:
+                c, v = self.hasher.sparse(feats)
+            except TypeError:
+                c, v = self._sparse(feats, "features")  # raises the record's reason
             return Event(eid, t, None, c, v, None, None, rec)
         eid = _id(obj)
         t = self.rules.time(obj, rec)
