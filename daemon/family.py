@@ -95,10 +95,10 @@ class Sample(NamedTuple):
     """One metric sample a family exports (the engine adds the ``pipeline`` label)."""
 
     name: str  # without the _total suffix of a counter
-    kind: str  # "counter" or "gauge"
+    kind: str  # "counter", "gauge" or "histogram"
     doc: str
     labels: dict[str, str]
-    value: float
+    value: Any  # a number; a histogram's: ([(upper bound, cumulative count), ..., ("+Inf", count)], sum)
 
 
 Outputs = tuple[list["Out | BadRecord"], list[Any]]  # per item: the record to publish (or a rejection), the output

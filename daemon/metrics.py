@@ -24,7 +24,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 log = logging.getLogger("eddy")
 disable_created_metrics()  # no <name>_created series: they double every counter's series count
@@ -71,14 +71,19 @@ class FamilyCollector:
                 fam = fams.get(s.name)
                 if fam is None:
                     names[s.name] = ["pipeline", *s.labels]
-                    cls = CounterMetricFamily if s.kind == "counter" else GaugeMetricFamily
+                    cls = {"counter": CounterMetricFamily, "histogram": HistogramMetricFamily}.get(
+                        s.kind, GaugeMetricFamily)
                     fam = fams[s.name] = cls(s.name, s.doc, labels=names[s.name])
                 if set(s.labels) != set(names[s.name][1:]):  # one label set per metric name
                     log.warning("%s: metric %s with labels %s (expected %s): skipped", e.name, s.name,
                                 sorted(s.labels), names[s.name][1:])
                     continue
-                fam.add_metric(  # type: ignore[attr-defined]
-                    [e.name, *(str(s.labels[k]) for k in names[s.name][1:])], float(s.value))
+                labels = [e.name, *(str(s.labels[k]) for k in names[s.name][1:])]
+                if s.kind == "histogram":  # value: ([(upper bound, cumulative count), ...], sum)
+                    buckets, total = s.value
+                    fam.add_metric(labels, buckets=buckets, sum_value=total)  # type: ignore[union-attr]
+                else:
+                    fam.add_metric(labels, float(s.value))  # type: ignore[union-attr]
         yield from fams.values()
 
 

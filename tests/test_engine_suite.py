@@ -115,6 +115,14 @@ SPECS: dict[str, Spec] = {
         event=_paging_event,
         plain=lambda eid, t: {"key": f"key-{eid}", "id": eid, "time": t},
         missing={"op": "get", "id": "x", "time": 0.0}),  # ids are optional here: the key is required
+    "sor": Spec(
+        pipeline={"learner": "sor-chebcb", "params": {"context_range": [0.0, 1.0]}},
+        event=lambda rng, i, t: {"id": f"e{i}", "time": t, "context": round(rng.random(), 3)},
+        plain=lambda eid, t: {"id": eid, "time": t, "context": 0.5},
+        missing={"time": 0.0},  # no context: the contextual policy needs one (and no id)
+        feedback=lambda rng, eid, t: {"type": "report", "id": eid, "iterations": rng.randint(40, 400), "time": t,
+                                      "seconds": round(rng.random() / 100, 5), "converged": rng.random() < 0.9},
+        feedback_name="report"),
     "mean": Spec(
         pipeline={"learner": "test-running-mean", "params": {"n_buckets": 8}},
         event=_mean_event,

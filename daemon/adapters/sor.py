@@ -1,0 +1,268 @@
+"""SOR tuning pipelines (advise mode): ω for each linear system, learned from the iteration counts
+the solver reports later.
+
+Input records (one JSON object each, Kafka or the sidecar's ``/advise`` and ``/report``)::
+
+    {"id": "step-17", "context": 0.31, "time": 1700000000.0}          a request for ω
+    {"type": "report", "id": "step-17", "iterations": 143, "seconds": 0.012, "converged": true,
+     "time": 1700000000.4}                                             the solve's outcome, later
+
+``context`` (a number inside the learner's ``context_range``) is required by the contextual
+policies (``sor-chebcb``, ``sor-tsallis-inf-cb``) and ignored by the others. eddy never sees the
+matrix. Output: ``{"id", "pipeline", "omega", "arm", "prob", "explored", "default", "reason",
+"time", "replay"}``; ``prob`` is the probability ω was drawn with. A report's ``iterations``
+(a number >= 0) is the cost learned; ``converged: false`` counts the solve as not converged (its
+reported count, the solver's cap, is learned as its cost); ``seconds`` (>= 0) feeds the solve-time
+histogram. A report that has not arrived within ``reward_wait_s`` of event time is counted
+(``eddy_sor_reports_total{outcome="expired"}``) and not learned: no cost is invented.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
+
+import numpy as np
+
+import learners
+from connectors.base import SourceRecord
+from learners._hashing import event_keys
+from learners.sor import RelaxationTuner
+
+from ..config import S
+from ..family import Adapter, Item, Outputs, Sample, Verb, register
+from ..records import BadRecord, Out, dumps_kept, number, record_id
+
+ITERATION_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+SECONDS_BUCKETS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+
+
+class Request(Item):
+    """A request for ω: its ``context`` and, once decided, ``arm`` (-1: a default ω off the grid,
+    not learned) and ``prob``."""
+
+    __slots__ = ("context", "arm", "prob")
+
+    def __init__(self, id: str, time: float | None, context: float, rec: SourceRecord | None):
+        self.id, self.time, self.rec = id, time, rec
+        self.replay = rec.replay if rec is not None else False
+        self.context = context
+        self.arm = -1
+        self.prob = 1.0
+
+
+SETTINGS = (
+    S("default_omega", float, 1.0, "sor: ω served while a default is forced or the model is not ready "
+      "(min_learned_events); learned from like any decision when it is on the policy's grid",
+      minimum=1e-9),
+)
+
+
+class _Histogram:
+    """Bucket counts and a sum, exported as a Prometheus histogram and kept in the checkpoint."""
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = np.array(bounds, dtype=np.float64)
+        self.counts = np.zeros(len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, v: float) -> None:
+        self.counts[int(np.searchsorted(self.bounds, v, side="left"))] += 1
+        self.sum += v
+
+    def value(self) -> tuple[list[tuple[str, float]], float]:
+        cum = np.cumsum(self.counts).tolist()
+        return [*((f"{b:g}", c) for b, c in zip(self.bounds.tolist(), cum, strict=False)), ("+Inf", cum[-1])], self.sum
+
+    def to_array(self) -> np.ndarray:
+        return np.append(self.counts, self.sum)
+
+    def load(self, a: np.ndarray) -> None:
+        if a.shape == (len(self.counts) + 1,):
+            self.counts, self.sum = a[:-1].copy(), float(a[-1])
+
+
+@register
+class SorAdapter(Adapter):
+    """Decoding, ω decisions and the solve statistics of an SOR tuning pipeline."""
+
+    family = "sor"
+    settings = SETTINGS
+    verbs = {"advise": Verb("events", "requests", "decisions"), "report": Verb("feedback", "reports", "results"),
+             "control": Verb("control")}
+    feedback_type = "report"
+    feedback_name = "report"
+    feedback_metric = "eddy_sor_reports"
+    expired_outcome = "expired"
+    default_params = ("seed",)
+
+    @classmethod
+    def check(cls, pc: dict[str, Any]) -> None:
+        if not 0.0 < pc["default_omega"] < 2.0:
+            raise ValueError(f"default_omega must lie in (0, 2), got {pc['default_omega']}")
+
+    def __init__(self, pc: dict[str, Any], metrics, rules):
+        super().__init__(pc, metrics, rules)
+        self.learner = cast(RelaxationTuner, learners.create(pc["learner"], **self.params))
+        self.grid = self.learner.grid
+        self.contextual = self.learner.contextual
+        self.lo, self.hi = self.learner.context_range
+        dflt = float(pc["default_omega"])
+        on = np.flatnonzero(np.isclose(self.grid, dflt, rtol=0, atol=1e-12))
+        self.default_arm = int(on[0]) if len(on) else -1
+        self.default_omega = dflt
+        self.iterations = _Histogram(ITERATION_BUCKETS)
+        self.seconds = _Histogram(SECONDS_BUCKETS)
+        self.not_converged = 0
+        self.explored = 0
+        self.per_arm = np.zeros(len(self.grid), dtype=np.int64)  # decisions per ω
+        self._report: tuple[bool, float | None] = (True, None)  # the report being joined (feedback_value)
+        self.last_learner_error = ""
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def decode(self, obj: dict[str, Any], rec: SourceRecord | None) -> Item:
+        eid = record_id(obj)
+        t = self.rules.time(obj, rec)
+        c = obj.get("context")
+        if not self.contextual:
+            return Request(eid, t, math.nan, rec)
+        if c is None:
+            raise BadRecord("missing_field", f"'context' is required by {self.pc['learner']}")
+        if type(c) is bool or not isinstance(c, int | float) or not (self.lo <= c <= self.hi):
+            raise BadRecord("bad_context", f"'context' must be a number in [{self.lo:g}, {self.hi:g}] "
+                            "(the learner's context_range)")
+        return Request(eid, t, float(c), rec)
+
+    def validate(self, obj: dict[str, Any]) -> None:
+        self.decode(obj, None)
+
+    def feedback_value(self, obj: dict[str, Any]) -> float:
+        it = cast(float, number(obj, "iterations"))
+        if it < 0:
+            raise BadRecord("bad_type", "'iterations' must be a number >= 0")
+        converged = obj.get("converged", True)
+        if type(converged) is not bool:
+            raise BadRecord("bad_type", "'converged' must be true or false")
+        sec = number(obj, "seconds", required=False)
+        if sec is not None and sec < 0:
+            raise BadRecord("bad_type", "'seconds' must be a number >= 0")
+        # Read back by joined() if the report joins its request (the engine calls the two in turn).
+        self._report = (converged, sec)
+        return float(it)
+
+    # -- decisions, learning ----------------------------------------------------------------------
+    def run(self, items: list[Item], source: str) -> Outputs:
+        run = cast(list[Request], items)
+        n = len(run)
+        reason = self.default_reason()
+        if reason is None:
+            batch: dict[str, Any] = {"event_key": event_keys([r.id for r in run])}
+            if self.contextual:
+                batch["context"] = np.array([r.context for r in run])
+            t0 = time.perf_counter()
+            try:
+                out = self.learner.process(batch)
+            except Exception as e:  # a learner failure never takes the daemon down
+                self.metrics.errors.labels(pipeline=self.name, reason="learner_error").inc(n)
+                reason, self.last_learner_error = "learner_error", repr(e)
+            self.kernel_s += time.perf_counter() - t0
+        if reason is None:
+            arms, omegas = out["arm"].tolist(), out["omega"].tolist()
+            probs, explored = out["prob"].tolist(), (~out["greedy"]).tolist()
+        else:
+            self.metrics.defaults.labels(pipeline=self.name, reason=reason).inc(n)
+            arms, omegas, probs, explored = [self.default_arm] * n, [self.default_omega] * n, [1.0] * n, [False] * n
+        name, http = self.name, source == "http"
+        outs: list[Out | BadRecord] = []
+        bodies: list[dict[str, Any]] = []
+        for r, a, w, p, x in zip(run, arms, omegas, probs, explored, strict=True):
+            body = {"id": r.id, "pipeline": name, "omega": w, "arm": a, "prob": p, "explored": x,
+                    "default": reason is not None, "reason": reason, "time": r.time, "replay": r.replay}
+            outs.append(Out("decision", cast(str, r.id).encode(), dumps_kept(body)))
+            if http:
+                bodies.append(body)
+            r.arm, r.prob, r.rec = a, p, None
+            if a >= 0:
+                self.per_arm[a] += 1
+        self.explored += sum(explored)
+        return outs, bodies
+
+    def joined(self, item: Item, value: float) -> None:
+        converged, sec = self._report
+        self._report = (True, None)
+        self.iterations.observe(value)
+        if sec is not None:
+            self.seconds.observe(sec)
+        if not converged:
+            self.not_converged += 1
+
+    def learn(self, rows: list[tuple[Item, float]]) -> None:
+        rs = [(cast(Request, r), v) for r, v in rows if cast(Request, r).arm >= 0]  # (-1: a default off the grid)
+        if not rs:
+            return
+        batch = {"arm": np.array([r.arm for r, _ in rs], dtype=np.int64),
+                 "prob": np.array([r.prob for r, _ in rs], dtype=np.float64),
+                 "cost": np.array([v for _, v in rs], dtype=np.float64)}
+        if self.contextual:
+            batch["context"] = np.array([r.context for r, _ in rs], dtype=np.float64)
+        t0 = time.perf_counter()
+        self.learner.learn(batch)
+        self.kernel_s += time.perf_counter() - t0
+
+    # -- checkpoint -------------------------------------------------------------------------------
+    def pack(self, items: list[Item]) -> dict[str, np.ndarray]:
+        rs = cast(list[Request], items)
+        return {"context": np.array([r.context for r in rs], dtype=np.float64),
+                "arm": np.array([r.arm for r in rs], dtype=np.int64),
+                "prob": np.array([r.prob for r in rs], dtype=np.float64)}
+
+    def unpack(self, a: Mapping[str, np.ndarray], ids: list[str]) -> list[Item]:
+        out: list[Item] = []
+        for eid, c, arm, p in zip(ids, a["context"].tolist(), a["arm"].tolist(), a["prob"].tolist(), strict=True):
+            r = Request(eid, None, c, None)
+            r.arm, r.prob = arm, p
+            out.append(r)
+        return out
+
+    def snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, own = super().snapshot()
+        arrays["stats/iterations"] = self.iterations.to_array()
+        arrays["stats/seconds"] = self.seconds.to_array()
+        arrays["stats/per_arm"] = self.per_arm.copy()
+        arrays["stats/counts"] = np.array([self.not_converged, self.explored], dtype=np.int64)
+        return arrays, own
+
+    def restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
+        super().restore(arrays, meta)
+        self.iterations.load(np.asarray(arrays["stats/iterations"]))
+        self.seconds.load(np.asarray(arrays["stats/seconds"]))
+        if arrays["stats/per_arm"].shape == self.per_arm.shape:
+            self.per_arm = np.asarray(arrays["stats/per_arm"], dtype=np.int64).copy()
+        self.not_converged, self.explored = (int(v) for v in arrays["stats/counts"])
+
+    # -- reports and metrics ----------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        n = self.iterations.counts.sum()
+        return {**self.learner.report(), "reports_joined": int(n),
+                "mean_iterations": self.iterations.sum / n if n else None, "not_converged": self.not_converged}
+
+    def samples(self) -> Iterator[Sample]:
+        yield Sample("eddy_sor_learned_reports", "counter", "Reports the model has learned", {},
+                     self.learner.learned_events)
+        yield Sample("eddy_sor_iterations", "histogram", "Iterations per solve (joined reports)", {},
+                     self.iterations.value())
+        yield Sample("eddy_sor_solve_seconds", "histogram", "Solve time reported (joined reports with 'seconds')",
+                     {}, self.seconds.value())
+        yield Sample("eddy_sor_not_converged", "counter", "Joined reports of solves that did not converge", {},
+                     self.not_converged)
+        yield Sample("eddy_sor_explored_decisions", "counter", "Decisions that did not pick the ω the policy "
+                     "prefers now", {}, self.explored)
+        for w, c in zip(self.grid.tolist(), self.per_arm.tolist(), strict=True):
+            yield Sample("eddy_sor_omega_decisions", "counter", "Decisions per ω of the grid", {"omega": f"{w:g}"}, c)
+        lm = self.learner.metrics()
+        if "mean_cost" in lm:
+            yield Sample("eddy_sor_mean_iterations", "gauge", "Mean iterations per learned solve", {}, lm["mean_cost"])
+        if "gamma" in lm:
+            yield Sample("eddy_sor_exploration_gamma", "gauge", "ChebCB's γ (larger: greedier)", {}, lm["gamma"])
