@@ -85,9 +85,14 @@ def cmd_replay(args) -> int:
 
     if args.trace:
         return replay_trace(args)
+    if args.sequence:
+        from . import sequences
+
+        return sequences.cmd(args)
     if not args.config or not args.events:
         raise ConfigError("replay needs --config and --events (a pipeline over a JSON-lines file), "
-                          "or --trace (a cache trace through the cache policies)")
+                          "--trace (a cache trace through the cache policies) or --sequence (linear systems "
+                          "through the ω policies)")
     cfg = config.load(args.config)
     report = replay(cfg, args.events, args.out, args.dead_letters, args.state, args.pipeline)
     text = json.dumps(report, indent=2, default=float)
@@ -160,12 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None)
     p.add_argument("--events", default=None, help="JSON-lines events and feedback ('-' for stdin)")
     p.add_argument("--trace", default=None, help="a cache trace (CSV with obj_id, or one key per line; .xz/.gz)")
+    p.add_argument("--sequence", default=None, help="a sequence of linear systems, or of iteration counts per ω, "
+                   "one JSON object per line (see daemon/sequences.py)")
     p.add_argument("--sizes", default="0.001,0.003,0.01,0.03,0.1",
                    help="--trace: cache sizes, fractions of the unique keys (< 1) or pages")
     p.add_argument("--policies", default="lru,fifo,sieve,s3fifo,arc,learned-discard", help="--trace: policies")
     p.add_argument("--limit", type=int, default=0, help="--trace: first N requests (0: all)")
-    p.add_argument("--plot", default=None, help="--trace: write a PNG of miss ratio against cache size")
-    p.add_argument("--json", default=None, help="--trace: write the rows as JSON")
+    p.add_argument("--plot", default=None, help="--trace: write a PNG of miss ratio against cache size; --sequence: "
+                   "of cumulative iterations over the sequence")
+    p.add_argument("--json", default=None, help="--trace, --sequence: write the rows as JSON")
     p.add_argument("--out", default="-", help="decisions JSON-lines ('-' for stdout)")
     p.add_argument("--dead-letters", default=None)
     p.add_argument("--report", default=None)

@@ -4,7 +4,8 @@ Solvers (``x`` is updated in place and is the initial guess; each returns ``(ite
 relative residual ||b - Ax|| / ||b||)``, with ``iterations = -1`` on a breakdown):
 
 * :func:`sor_solve`: Successive Over-Relaxation, one forward sweep per iteration
-  ``x_i += ω (b_i - Σ_j a_ij x_j) / a_ii`` (ω = 1: Gauss–Seidel), then the residual.
+  ``x_i += ω (b_i - Σ_j a_ij x_j) / a_ii`` (ω = 1: Gauss–Seidel), then the residual of the new x
+  from the sweep's own sums and a pass over the strict upper part only.
 * :func:`ssor_pcg`: conjugate gradients preconditioned by SSOR,
   ``M = (D + ωL) D⁻¹ (D + ωL)ᵀ / (ω(2 - ω))`` (A symmetric; the preconditioner of the authors'
   heat-equation experiment, MATLAB ``pcg`` with those factors).
@@ -13,8 +14,8 @@ relative residual ||b - Ax|| / ||b||)``, with ``iterations = -1`` on a breakdown
 Every solver stops at the first iteration whose residual satisfies ``||r|| <= tol·||b||`` (the
 criterion of scipy's ``cg`` with ``rtol``, and of the authors' runs with ``x0 = 0``), or at
 ``maxiter`` (then ``iterations == maxiter`` and the relative residual tells that it did not
-converge). A CSR matrix here is ``(indptr, indices, data)`` with every diagonal entry present and
-non-zero, ``diag`` its diagonal (the wrapper in :mod:`.systems` checks both).
+converged). A CSR matrix here is ``(indptr, indices, data)``, columns sorted within each row,
+every diagonal entry present and non-zero, ``diag`` its diagonal (:mod:`.systems` checks all).
 
 Policies: :func:`tsallis_probs` (the 1/2-Tsallis-INF weights with their normaliser),
 :func:`tsallis_learn`, :func:`chebyshev` (features), :func:`igw_choose` (inverse-gap weighting
@@ -72,17 +73,35 @@ def sor_solve(indptr, indices, data, diag, b, x, omega, tol, maxiter):
         x[:] = 0.0
         return 0, 0.0
     r = np.empty(n)
+    delta = np.empty(n)
+    scaled = np.empty(n)  # ω / a_ii
+    for i in range(n):
+        scaled[i] = omega / diag[i]
+    upper = _split(indptr, indices)[1]  # where each row's strict upper part starts
     target = tol * bnorm
     rn = _residual(indptr, indices, data, b, x, r)
     if rn <= target:
         return 0, rn / bnorm
+    keep = 1.0 - omega
     for it in range(1, maxiter + 1):
+        # The sweep: acc_i = b_i - Σ_j a_ij x_j with x_j already new for j < i.
         for i in range(n):
             acc = b[i]
             for k in range(indptr[i], indptr[i + 1]):
                 acc -= data[k] * x[indices[k]]
-            x[i] += omega * acc / diag[i]
-        rn = _residual(indptr, indices, data, b, x, r)
+            d = scaled[i] * acc
+            x[i] += d
+            delta[i] = d
+            r[i] = keep * acc
+        # The residual of the new x without a second full pass: r_i = (1 - ω) acc_i - Σ_{j>i} a_ij δ_j
+        # (a_ii δ_i = ω acc_i; only the strict upper part changed after row i was swept).
+        s = 0.0
+        for i in range(n):
+            acc = r[i]
+            for k in range(upper[i], indptr[i + 1]):
+                acc -= data[k] * delta[indices[k]]
+            s += acc * acc
+        rn = np.sqrt(s)
         if not np.isfinite(rn):
             return -1, rn
         if rn <= target:
@@ -91,23 +110,37 @@ def sor_solve(indptr, indices, data, diag, b, x, omega, tol, maxiter):
 
 
 @jit
-def ssor_apply(indptr, indices, data, diag, omega, r, z):
-    """z = M⁻¹ r for the SSOR preconditioner of a symmetric A (a forward, then a backward sweep)."""
+def _split(indptr, indices):
+    """Per row, where its diagonal entry and its strict upper part start (columns sorted)."""
+    n = indptr.shape[0] - 1
+    dpos = np.empty(n, dtype=np.int64)
+    upper = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        k = indptr[i]
+        while k < indptr[i + 1] and indices[k] < i:
+            k += 1
+        dpos[i] = k
+        while k < indptr[i + 1] and indices[k] <= i:
+            k += 1
+        upper[i] = k
+    return dpos, upper
+
+
+@jit
+def ssor_apply(indptr, indices, data, diag, omega, r, z, dpos, upper):
+    """z = M⁻¹ r for the SSOR preconditioner of a symmetric A (a forward, then a backward sweep);
+    ``dpos``, ``upper``: from :func:`_split`."""
     n = r.shape[0]
     c = omega * (2.0 - omega)
     for i in range(n):  # (D + ωL) y = c r
         acc = c * r[i]
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            if j < i:
-                acc -= omega * data[k] * z[j]
+        for k in range(indptr[i], dpos[i]):
+            acc -= omega * data[k] * z[indices[k]]
         z[i] = acc / diag[i]
     for i in range(n - 1, -1, -1):  # (D + ωLᵀ) z = D y; for symmetric A, Lᵀ is the strict upper part
         acc = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            if j > i:
-                acc += data[k] * z[j]
+        for k in range(upper[i], indptr[i + 1]):
+            acc += data[k] * z[indices[k]]
         z[i] -= omega * acc / diag[i]
 
 
@@ -118,6 +151,7 @@ def _pcg(indptr, indices, data, diag, b, x, omega, tol, maxiter, precondition):
     if bnorm == 0.0:
         x[:] = 0.0
         return 0, 0.0
+    dpos, upper = _split(indptr, indices)
     r = np.empty(n)
     z = np.empty(n)
     q = np.empty(n)
@@ -126,7 +160,7 @@ def _pcg(indptr, indices, data, diag, b, x, omega, tol, maxiter, precondition):
     if rn <= target:
         return 0, rn / bnorm
     if precondition:
-        ssor_apply(indptr, indices, data, diag, omega, r, z)
+        ssor_apply(indptr, indices, data, diag, omega, r, z, dpos, upper)
     else:
         z[:] = r
     p = z.copy()
@@ -150,7 +184,7 @@ def _pcg(indptr, indices, data, diag, b, x, omega, tol, maxiter, precondition):
         if rn <= target:
             return it, rn / bnorm
         if precondition:
-            ssor_apply(indptr, indices, data, diag, omega, r, z)
+            ssor_apply(indptr, indices, data, diag, omega, r, z, dpos, upper)
         else:
             z[:] = r
         rz_new = 0.0
@@ -231,22 +265,35 @@ def draw_arm(p, seed, key):
 
 
 @jit
-def tsallis_decide(loss, scale, rounds, bins, keys, seed, arm, prob):
+def context_bins(contexts, lo, hi, nb, bins):
+    """Each context's bin of [lo, hi] cut in ``nb``; returns the first row outside the range (or
+    not finite), -1 if none."""
+    for e in range(contexts.shape[0]):
+        c = contexts[e]
+        if not (lo <= c <= hi):  # (NaN fails both)
+            return e
+        bins[e] = min(nb - 1, int((c - lo) / (hi - lo) * nb))
+    return -1
+
+
+@jit
+def tsallis_decide(loss, scale, rounds, bins, keys, seed, arm, prob, greedy):
     """Per event: the arm drawn from its bin's Tsallis-INF distribution (η = 2/√t, t = the bin's
-    learned rounds + 1) and its probability. ``loss``: bins×arms importance-weighted losses,
-    ``scale``: per bin; ``bins``: per event."""
+    learned rounds + 1), its probability, and whether it is the bin's least-loss arm. ``loss``:
+    bins×arms importance-weighted losses, ``scale``: per bin; ``bins``: per event."""
     nb, k = loss.shape
     probs = np.empty((nb, k))
-    done = np.zeros(nb, dtype=np.bool_)
+    best = np.full(nb, -1)
     for e in range(keys.shape[0]):
         b = bins[e]
-        if not done[b]:
+        if best[b] < 0:
             eta = 2.0 / np.sqrt(rounds[b] + 1.0)
             tsallis_probs(loss[b] / scale[b], eta, probs[b])
-            done[b] = True
+            best[b] = np.argmin(loss[b])
         a = draw_arm(probs[b], seed, keys[e])
         arm[e] = a
         prob[e] = probs[b, a]
+        greedy[e] = a == best[b]
 
 
 @jit

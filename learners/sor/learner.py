@@ -157,25 +157,24 @@ class RelaxationTuner(Decider):
         """The ω values the arms stand for."""
         return self._grid.copy()
 
-    def _contexts(self, batch: Batch, n: int) -> np.ndarray:
+    def _contexts(self, batch: Batch, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's contexts (zeros for a policy without) and their bins."""
+        bins = np.zeros(n, dtype=np.int64)
         if not self.contextual:
-            return np.zeros(n)
+            return np.zeros(n), bins
         if "context" not in batch:
             raise InvalidInput(f"missing column 'context' (float64, n): policy {self.policy!r} needs it")
-        c = np.asarray(batch["context"], dtype=np.float64).reshape(-1)
+        c = batch["context"]
+        if type(c) is not np.ndarray or c.dtype != np.float64 or c.ndim != 1:
+            c = np.asarray(c, dtype=np.float64).reshape(-1)
         if c.shape != (n,):
             raise InvalidInput(f"'context' has {c.shape[0]} rows, expected {n}")
         lo, hi = self.context_range
-        bad = np.flatnonzero(~(np.isfinite(c) & (c >= lo) & (c <= hi)))
-        if len(bad):
-            raise InvalidInput(f"context {c[bad[0]]!r} is not a finite number in context_range [{lo}, {hi}]", bad)
-        return c
-
-    def _bin(self, c: np.ndarray) -> np.ndarray:
-        if self.policy != "tsallis-inf-cb":
-            return np.zeros(len(c), dtype=np.int64)
-        lo, hi = self.context_range
-        return np.minimum(self.bins - 1, ((c - lo) / (hi - lo) * self.bins).astype(np.int64))
+        bad = K.context_bins(c, lo, hi, self._loss.shape[0], bins)
+        if bad >= 0:
+            raise InvalidInput(f"context {float(c[bad])!r} is not a finite number in context_range [{lo}, {hi}]",
+                               np.array([bad]))
+        return c, bins
 
     def gamma(self) -> float:
         """ChebCB's γ_t now (t: rows learned + 1)."""
@@ -183,16 +182,16 @@ class RelaxationTuner(Decider):
         return float(2.0 * t * np.sqrt(len(self._grid) / (self._stats[2] / t + 2.0 * self.alpha ** 2)))
 
     def _process(self, batch: Batch) -> dict[str, np.ndarray]:
-        keys = np.asarray(batch["event_key"], dtype=np.uint64).reshape(-1)
+        keys = batch["event_key"]
+        if type(keys) is not np.ndarray or keys.dtype != np.uint64 or keys.ndim != 1:
+            keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
         n = len(keys)
-        c = self._contexts(batch, n)
+        c, bins = self._contexts(batch, n)
         arm = np.zeros(n, dtype=np.int64)
         prob = np.ones(n)
         greedy = np.ones(n, dtype=np.bool_)
         if self.policy in ("tsallis-inf", "tsallis-inf-cb"):
-            K.tsallis_decide(self._loss, self._scale, self._rounds, self._bin(c), keys, self.seed, arm, prob)
-            best = np.array([int(np.argmin(row)) for row in self._loss])
-            greedy = arm == best[self._bin(c)]
+            K.tsallis_decide(self._loss, self._scale, self._rounds, bins, keys, self.seed, arm, prob, greedy)
         elif self.policy == "chebcb":
             lo, hi = self.context_range
             scale = max(1.0, self._stats[0] / self._stats[1]) if self._stats[1] else 1.0
@@ -216,9 +215,9 @@ class RelaxationTuner(Decider):
         bad = np.flatnonzero(~(np.isfinite(cost) & (cost >= 0)))
         if len(bad):
             raise InvalidInput(f"'cost' must be a finite number >= 0, got {cost[bad[0]]!r}", bad)
-        c = self._contexts(batch, n)
+        c, bins = self._contexts(batch, n)
         if self.policy in ("tsallis-inf", "tsallis-inf-cb"):
-            K.tsallis_learn(self._loss, self._total, self._rounds, self._scale, self._bin(c), arm, prob, cost)
+            K.tsallis_learn(self._loss, self._total, self._rounds, self._scale, bins, arm, prob, cost)
         elif self.policy == "chebcb":
             lo, hi = self.context_range
             K.ridge_learn(self._P, self._b, self._theta, self._fits, self._stats, c, lo, hi, arm, cost)
