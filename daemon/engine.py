@@ -84,7 +84,8 @@ class Engine:
         self.join_cap = int(pc["join_buffer_cap"])
         self.dedup_cap = int(pc["dedup_cap"])
         self.lanes: dict[str, Lane] = {}
-        self.pending_out: list[Out] = []  # outputs of HTTP requests, published by the runner
+        self.pending_out: list[Out] = []  # outputs of HTTP requests and adapter workers, published by the runner
+        a.emit = self._emit  # type: ignore[method-assign]
         self.outcomes = {"joined": 0, a.expired_outcome: 0, "evicted": 0}
         self.encode_s = 0.0  # seconds in runs outside the learner's calls (outputs built, serialized)
         m, lbl = self.metrics, {"pipeline": self.name}
@@ -97,6 +98,11 @@ class Engine:
         m.join_cap.labels(**lbl).set(self.join_cap)
         m.force_default.labels(**lbl).set(int(a.force_default))
         m.families.add(self)
+
+    def _emit(self, outs: list[Out]) -> None:
+        """Outputs an adapter made outside a run (a worker's), published with the next batch."""
+        with self.lock:
+            self.pending_out += outs
 
     @property
     def learner(self) -> Any:

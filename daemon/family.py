@@ -182,6 +182,12 @@ class Adapter(abc.ABC):
     def joined(self, item: Item, value: float) -> None:
         """Feedback joined its item (before it is learned): a family's statistics."""
 
+    def emit(self, outs: list[Out]) -> None:
+        """Publishes outputs made outside a run (by a family's worker thread) with the pipeline's
+        next batch; kinds ``decision``, ``dlq``, and ``input`` (a record for the pipeline's own input
+        topic, read back in log order). The engine replaces this with its own."""
+        raise RuntimeError(f"{self.family} adapter of {self.name!r} is not attached to an engine")
+
     def default_reason(self) -> str | None:
         """Why a decider's outputs are its family's default now: ``forced`` (``force_default``),
         ``not_ready`` (fewer than ``min_learned_events`` learned), or None."""

@@ -34,7 +34,8 @@ class PipelineRunner:
         self.core = core
         self.source = source
         self.sink = sink
-        self.topics = topics  # {"decision": ..., "dlq": ...}
+        # {"decision": ..., "dlq": ...}; "input": an adapter's records for the pipeline's own input
+        self.topics = {"input": core.pc["input_topic"], **topics}
         self.lock = lock or core.lock
         self.store = CheckpointStore(os.path.join(ckpt["dir"], core.name), ckpt["keep"])
         self.every_events = ckpt["every_events"]
@@ -129,9 +130,7 @@ class PipelineRunner:
         for reset in self.source.take_resets():
             self._reset(reset)
         if recs and self.published:
-            for r in recs:
-                if r.offset < self.published.get(f"{r.topic}:{r.partition}", -1):
-                    r.replay = True
+            self._mark_replays(recs)
         t1 = time.perf_counter()
         with self.lock:
             outs = self.core.handle(recs) if recs else []
@@ -172,6 +171,22 @@ class PipelineRunner:
             st["checkpoint"].inc(t4 - t3)
         self._checkpoint_age.set(time.monotonic() - self._last_ckpt)
         return len(recs)
+
+    def _mark_replays(self, recs: list) -> None:
+        """Marks the records below their partition's published position (decided before a crash or
+        a restart: their outputs go out again with ``replay: true``); a partition whose lowest
+        offset in the batch is past its mark has none."""
+        low: dict[tuple[str, int], int] = {}
+        for r in recs:
+            tp = (r.topic, r.partition)
+            if r.offset < low.get(tp, r.offset + 1):
+                low[tp] = r.offset
+        for (topic, part), off in low.items():
+            mark = self.published.get(f"{topic}:{part}", -1)
+            if off < mark:
+                for r in recs:
+                    if r.partition == part and r.topic == topic and r.offset < mark:
+                        r.replay = True
 
     def _reset(self, reset: OffsetReset) -> None:
         """A partition's log was lost behind its position: the records now read from it are new.

@@ -20,6 +20,7 @@ histogram. A report that has not arrived within ``reward_wait_s`` of event time 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
@@ -34,16 +35,17 @@ from learners.sor import RelaxationTuner
 from ..config import S
 from ..family import Adapter, Item, Outputs, Sample, Verb, register
 from ..records import BadRecord, Out, dumps_kept, number, record_id
+from .sor_solve import Solves, SolveSpec
 
 ITERATION_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 SECONDS_BUCKETS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 class Request(Item):
-    """A request for ω: its ``context`` and, once decided, ``arm`` (-1: a default ω off the grid,
-    not learned) and ``prob``."""
+    """A request for ω: its ``context``, in solve mode its system (``solve``), and, once decided,
+    ``arm`` (-1: a default ω off the grid, not learned) and ``prob``."""
 
-    __slots__ = ("context", "arm", "prob")
+    __slots__ = ("context", "arm", "prob", "solve")
 
     def __init__(self, id: str, time: float | None, context: float, rec: SourceRecord | None):
         self.id, self.time, self.rec = id, time, rec
@@ -51,12 +53,27 @@ class Request(Item):
         self.context = context
         self.arm = -1
         self.prob = 1.0
+        self.solve: SolveSpec | None = None  # a solve request's system (solve mode)
 
 
 SETTINGS = (
     S("default_omega", float, 1.0, "sor: ω served while a default is forced or the model is not ready "
       "(min_learned_events); learned from like any decision when it is on the policy's grid",
       minimum=1e-9),
+    S("solve_dir", str, "", "sor solve mode: the folder .npz systems are read from and solutions written to "
+      "(no path outside it; empty: inline systems only)"),
+    S("solve_method", str, "sor", "sor solve mode: the solver of a request that names none", ("sor", "ssor-pcg")),
+    S("solve_tol", float, 1e-8, "sor solve mode: relative residual ||b - Ax|| / ||b|| a solve stops at",
+      minimum=1e-300),
+    S("solve_max_iterations", int, 10_000, "sor solve mode: iteration cap (a solve that reaches it is not "
+      "converged and costs the cap)", minimum=1),
+    S("solve_budget_s", float, 60.0, "sor solve mode: wall-time budget of one SOR solve (then not converged, "
+      "at the cap's cost)", minimum=0.0),
+    S("solve_max_rows", int, 4_000_000, "sor solve mode: largest system taken (rows)", minimum=1),
+    S("solve_max_nnz", int, 40_000_000, "sor solve mode: largest system taken (non-zero entries)", minimum=1),
+    S("solve_workers", int, 1, "sor solve mode: solver threads off the pipeline's loop", minimum=1),
+    S("solve_queue_cap", int, 64, "sor solve mode: solves in flight at most (more are dead-lettered as "
+      "solve_queue_full)", minimum=1),
 )
 
 
@@ -102,6 +119,8 @@ class SorAdapter(Adapter):
     def check(cls, pc: dict[str, Any]) -> None:
         if not 0.0 < pc["default_omega"] < 2.0:
             raise ValueError(f"default_omega must lie in (0, 2), got {pc['default_omega']}")
+        if pc["solve_dir"] and not os.path.isdir(pc["solve_dir"]):
+            raise ValueError(f"solve_dir {pc['solve_dir']!r} is not a folder")
 
     def __init__(self, pc: dict[str, Any], metrics, rules):
         super().__init__(pc, metrics, rules)
@@ -119,6 +138,8 @@ class SorAdapter(Adapter):
         self.explored = 0
         self.per_arm = np.zeros(len(self.grid), dtype=np.int64)  # decisions per ω
         self._report: tuple[bool, float | None] = (True, None)  # the report being joined (feedback_value)
+        self.solves = Solves(pc, self.name, metrics)
+        self.solves.emit = lambda outs: self.emit(outs)
         self.last_learner_error = ""
 
     # -- decoding ---------------------------------------------------------------------------------
@@ -127,13 +148,16 @@ class SorAdapter(Adapter):
         t = self.rules.time(obj, rec)
         c = obj.get("context")
         if not self.contextual:
-            return Request(eid, t, math.nan, rec)
-        if c is None:
+            c = math.nan
+        elif c is None:
             raise BadRecord("missing_field", f"'context' is required by {self.pc['learner']}")
-        if type(c) is bool or not isinstance(c, int | float) or not (self.lo <= c <= self.hi):
+        elif type(c) is bool or not isinstance(c, int | float) or not (self.lo <= c <= self.hi):
             raise BadRecord("bad_context", f"'context' must be a number in [{self.lo:g}, {self.hi:g}] "
                             "(the learner's context_range)")
-        return Request(eid, t, float(c), rec)
+        r = Request(eid, t, float(c), rec)
+        if "system" in obj:
+            r.solve = self.solves.parse(obj)
+        return r
 
     def validate(self, obj: dict[str, Any]) -> None:
         self.decode(obj, None)
@@ -176,8 +200,19 @@ class SorAdapter(Adapter):
             arms, omegas, probs, explored = [self.default_arm] * n, [self.default_omega] * n, [1.0] * n, [False] * n
         name, http = self.name, source == "http"
         outs: list[Out | BadRecord] = []
-        bodies: list[dict[str, Any]] = []
+        bodies: list[dict[str, Any] | None] = []
+        solves: list[tuple[Request, float]] = []
         for r, a, w, p, x in zip(run, arms, omegas, probs, explored, strict=True):
+            if r.solve is not None:
+                try:
+                    self.solves.reserve()
+                except BadRecord as e:
+                    outs.append(e)
+                    if http:
+                        bodies.append(None)
+                    self.rejected = True
+                    continue
+                solves.append((r, w))
             body = {"id": r.id, "pipeline": name, "omega": w, "arm": a, "prob": p, "explored": x,
                     "default": reason is not None, "reason": reason, "time": r.time, "replay": r.replay}
             outs.append(Out("decision", cast(str, r.id).encode(), dumps_kept(body)))
@@ -186,7 +221,10 @@ class SorAdapter(Adapter):
             r.arm, r.prob, r.rec = a, p, None
             if a >= 0:
                 self.per_arm[a] += 1
-        self.explored += sum(explored)
+            self.explored += x
+        for r, w in solves:  # off the loop; the outcome and its report go out with a later batch
+            self.solves.submit(cast(str, r.id), cast(SolveSpec, r.solve), w, r.time, r.replay)
+            r.solve = None
         return outs, bodies
 
     def joined(self, item: Item, value: float) -> None:
@@ -261,6 +299,11 @@ class SorAdapter(Adapter):
                      "prefers now", {}, self.explored)
         for w, c in zip(self.grid.tolist(), self.per_arm.tolist(), strict=True):
             yield Sample("eddy_sor_omega_decisions", "counter", "Decisions per ω of the grid", {"omega": f"{w:g}"}, c)
+        for outcome, n in self.solves.done.items():
+            yield Sample("eddy_sor_solves", "counter", "Solves eddy ran (solve mode), by outcome",
+                         {"outcome": outcome}, n)
+        yield Sample("eddy_sor_solves_in_flight", "gauge", "Solves running or queued (solve_queue_cap bounds it)",
+                     {}, self.solves.in_flight)
         lm = self.learner.metrics()
         if "mean_cost" in lm:
             yield Sample("eddy_sor_mean_iterations", "gauge", "Mean iterations per learned solve", {}, lm["mean_cost"])

@@ -1,0 +1,243 @@
+"""SOR tuning's solve mode: eddy solves the system of a request itself, off the pipeline's loop.
+
+A request that carries ``"system"`` is a solve request::
+
+    {"id": "step-17", "context": 0.31, "time": 1700000000.0,
+     "system": {"npz": "steps/17.npz", "x0": "steps/16.x.npy", "tol": 1e-8, "solution": "steps/17.x.npy"}}
+    {"id": "q-3", "system": {"indptr": [...], "indices": [...], "data": [...], "b": [...]}}
+
+``npz``: a NumPy ``.npz`` under ``solve_dir`` holding ``indptr``, ``indices``, ``data``, ``shape``
+(what ``scipy.sparse.save_npz`` writes for a CSR matrix) and ``b``; or the CSR arrays inline (small
+systems: a record is at most ``max_message_bytes``). ``x0``: an initial guess (a ``.npy`` path under
+``solve_dir`` or a list; a time-stepping code warm-starts from the previous step); ``tol`` (relative
+residual, default ``solve_tol``), ``max_iterations`` (default ``solve_max_iterations``),
+``method`` (``sor`` or ``ssor-pcg``, default ``solve_method``), ``solution``: a ``.npy`` path under
+``solve_dir`` the solution is written to (never into a Kafka record). No path outside ``solve_dir``
+is read or written; with ``solve_dir`` unset, only inline systems are taken.
+
+The ω decision is published at once, as in advise mode. The solve runs on one of ``solve_workers``
+threads (the kernels release the GIL), within ``solve_budget_s`` of wall time (SOR is checked between
+chunks of iterations; SSOR-PCG is bounded by its iteration cap). When it ends, two records go out
+with the pipeline's next batch: the outcome on the output topic, ``{"id", "pipeline", "type":
+"solve", "omega", "method", "iterations", "residual", "seconds", "converged", "solution", "time",
+"replay"}``, and its report on the pipeline's own input topic, ``{"type": "report", "id",
+"iterations", "seconds", "converged", "time"}``, learned when it is read back, in log order, like a
+report from the user's solver (a replay of the input log therefore learns the same). A solve that
+does not converge within the cap or the budget is reported with ``converged: false`` and the cap as
+its cost. A system no solver takes (not square, non-finite, a zero diagonal, not symmetric positive
+definite for SSOR-PCG, over the size caps, an unreadable file) is dead-lettered with its reason:
+checks on the record itself at decoding, checks that need the file when the worker loads it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from learners.sor.systems import METHODS, System, SystemRejected, check_system, solve
+
+from ..records import BadRecord, Out, number
+
+CHUNK = 64  # SOR iterations between two looks at the clock
+
+
+@dataclass
+class SolveSpec:
+    """What a solve request asks for (the system itself, or the file it is in)."""
+
+    system: System | None
+    npz: str | None
+    x0: Any  # None, an array, or a path under solve_dir
+    tol: float
+    maxiter: int
+    method: str
+    solution: str | None
+
+
+class Solves:
+    """The solve requests of one pipeline: their checks, the worker threads and their outcomes."""
+
+    def __init__(self, pc: dict[str, Any], name: str, metrics):
+        self.dir = os.path.realpath(pc["solve_dir"]) if pc["solve_dir"] else ""
+        self.method = pc["solve_method"]
+        self.tol = float(pc["solve_tol"])
+        self.maxiter = int(pc["solve_max_iterations"])
+        self.max_rows = int(pc["solve_max_rows"])
+        self.max_nnz = int(pc["solve_max_nnz"])
+        self.budget_s = float(pc["solve_budget_s"])
+        self.cap = int(pc["solve_queue_cap"])
+        self.workers = int(pc["solve_workers"])
+        self.name = name
+        self.metrics = metrics
+        self.emit: Any = None  # set by the adapter: publishes outputs made outside a run
+        self._pool: ThreadPoolExecutor | None = None
+        self._guard = threading.Lock()
+        self.in_flight = 0
+        self.done = {"converged": 0, "not_converged": 0, "rejected": 0}
+
+    # -- the request's own checks (at decoding) ---------------------------------------------------
+    def _path(self, v: Any, what: str, suffix: str, must_exist: bool) -> str:
+        if not self.dir:
+            raise BadRecord("solve_files_off", f"'{what}' names a file, but solve_dir is not set")
+        if not isinstance(v, str) or not v or not v.endswith(suffix):
+            raise BadRecord("bad_type", f"'{what}' must be a {suffix} path under solve_dir")
+        path = os.path.realpath(os.path.join(self.dir, v))
+        if os.path.commonpath([path, self.dir]) != self.dir:
+            raise BadRecord("path_outside", f"'{what}' {v!r} lies outside solve_dir")
+        if must_exist and not os.path.isfile(path):
+            raise BadRecord("missing_file", f"'{what}' {v!r} does not exist under solve_dir")
+        return path
+
+    def parse(self, obj: dict[str, Any]) -> SolveSpec:
+        spec = obj.get("system")
+        if not isinstance(spec, dict):
+            raise BadRecord("bad_type", "'system' must be an object (an npz path or CSR arrays)")
+        method = spec.get("method", self.method)
+        if method not in METHODS or method == "cg":
+            raise BadRecord("bad_type", "'system.method' must be 'sor' or 'ssor-pcg'")
+        tol = number(spec, "tol", required=False)
+        if tol is not None and not 0 < tol < 1:
+            raise BadRecord("bad_type", "'system.tol' must lie in (0, 1)")
+        maxiter = number(spec, "max_iterations", required=False)
+        if maxiter is not None and not (1 <= maxiter <= self.maxiter and maxiter == int(maxiter)):
+            raise BadRecord("bad_type", f"'system.max_iterations' must be an integer in [1, {self.maxiter}]")
+        system, npz = None, None
+        if "npz" in spec:
+            npz = self._path(spec["npz"], "system.npz", ".npz", True)
+        else:
+            try:
+                system = check_system(spec.get("indptr"), spec.get("indices"), spec.get("data"), spec.get("b"),
+                                      max_n=self.max_rows, max_nnz=self.max_nnz)
+            except SystemRejected as e:
+                raise BadRecord(e.reason, e.detail) from None
+            if method == "ssor-pcg":
+                self._spd(system)
+        x0 = spec.get("x0")
+        if isinstance(x0, str):
+            x0 = self._path(x0, "system.x0", ".npy", True)
+        elif x0 is not None:
+            x0 = self._vector(x0, system)
+        solution = spec.get("solution")
+        if solution is not None:
+            solution = self._path(solution, "system.solution", ".npy", False)
+        return SolveSpec(system, npz, x0, float(tol or self.tol), int(maxiter or self.maxiter), method, solution)
+
+    @staticmethod
+    def _vector(v: Any, system: System | None) -> np.ndarray:
+        if not isinstance(v, list) or not all(isinstance(a, int | float) and not isinstance(a, bool) for a in v):
+            raise BadRecord("bad_type", "'system.x0' must be a list of numbers or a .npy path")
+        x = np.array(v, dtype=np.float64)
+        if system is not None and x.shape != (system.n,):
+            raise BadRecord("bad_structure", f"'system.x0' has {len(x)} entries for {system.n} rows")
+        return x
+
+    @staticmethod
+    def _spd(s: System) -> None:
+        if np.any(s.diag <= 0):
+            raise BadRecord("not_spd", "ssor-pcg needs a positive definite matrix (a positive diagonal)")
+        if not s.symmetric():
+            raise BadRecord("not_symmetric", "ssor-pcg needs a symmetric matrix")
+
+    def reserve(self) -> None:
+        """Takes a place among the solves in flight; ``solve_queue_full`` past ``solve_queue_cap``."""
+        with self._guard:
+            if self.in_flight >= self.cap:
+                raise BadRecord("solve_queue_full", f"{self.in_flight} solves in flight (solve_queue_cap)")
+            self.in_flight += 1
+
+    def release(self) -> None:
+        with self._guard:
+            self.in_flight -= 1
+
+    # -- the worker -------------------------------------------------------------------------------
+    def submit(self, eid: str, spec: SolveSpec, omega: float, t: float | None, replay: bool) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"eddy-solve-{self.name}")
+        self._pool.submit(self._run, eid, spec, omega, t, replay)
+
+    def _load(self, spec: SolveSpec) -> tuple[System, np.ndarray | None]:
+        s = spec.system
+        if s is None:
+            try:
+                with np.load(str(spec.npz), allow_pickle=False) as z:
+                    shape = tuple(int(v) for v in z["shape"]) if "shape" in z else None
+                    if shape is not None and (len(shape) != 2 or shape[0] != shape[1]):
+                        raise SystemRejected("not_square", f"shape {shape}: a solver here needs a square matrix")
+                    s = check_system(z["indptr"], z["indices"], z["data"], z["b"], n=shape[1] if shape else None,
+                                     max_n=self.max_rows, max_nnz=self.max_nnz)
+            except (OSError, KeyError, ValueError) as e:
+                if isinstance(e, SystemRejected):
+                    raise
+                raise SystemRejected("unreadable_file", f"{os.path.basename(str(spec.npz))}: {e}") from None
+        x0 = spec.x0
+        if isinstance(x0, str):
+            try:
+                x0 = np.load(x0, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise SystemRejected("unreadable_file", f"x0: {e}") from None
+        if x0 is not None:
+            x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
+            if x0.shape != (s.n,) or not np.isfinite(x0).all():
+                raise SystemRejected("bad_structure", f"x0 must be {s.n} finite numbers")
+        if spec.method == "ssor-pcg":
+            try:
+                self._spd(s)
+            except BadRecord as e:
+                raise SystemRejected(e.reason, e.detail) from None
+        return s, x0
+
+    def _solve(self, s: System, spec: SolveSpec, omega: float, x0: np.ndarray | None):
+        if spec.method != "sor":
+            return solve(s, spec.method, omega, spec.tol, spec.maxiter, x0)
+        deadline = time.perf_counter() + self.budget_s
+        x = np.zeros(s.n) if x0 is None else x0.copy()
+        its, seconds = 0, 0.0
+        while True:  # SOR is stationary: a chunk continues exactly where the last stopped
+            r = solve(s, "sor", omega, spec.tol, min(CHUNK, spec.maxiter - its), x)
+            its += r.iterations
+            seconds += r.seconds
+            x = r.x
+            if r.converged or r.breakdown or its >= spec.maxiter or time.perf_counter() > deadline:
+                return r.__class__(its if r.converged else spec.maxiter, r.residual, r.converged, seconds, x,
+                                   r.breakdown)
+
+    def _run(self, eid: str, spec: SolveSpec, omega: float, t: float | None, replay: bool) -> None:
+        try:
+            try:
+                s, x0 = self._load(spec)
+                r = self._solve(s, spec, omega, x0)
+            except SystemRejected as e:
+                self.done["rejected"] += 1
+                self.metrics.errors.labels(pipeline=self.name, reason=e.reason).inc()
+                self.metrics.dead_letters.labels(pipeline=self.name, reason=e.reason).inc()
+                body = {"pipeline": self.name, "reason": e.reason, "detail": e.detail, "id": eid}
+                self.emit([Out("dlq", eid.encode(), orjson.dumps(body))])
+                return
+            written = None
+            if spec.solution is not None:
+                tmp = spec.solution + ".tmp.npy"
+                np.save(tmp, r.x)
+                os.replace(tmp, spec.solution)
+                written = os.path.relpath(spec.solution, self.dir)
+            self.done["converged" if r.converged else "not_converged"] += 1
+            out = {"id": eid, "pipeline": self.name, "type": "solve", "omega": omega, "method": spec.method,
+                   "iterations": r.iterations, "residual": r.residual, "seconds": r.seconds,
+                   "converged": r.converged, "solution": written, "time": t, "replay": replay}
+            report = {"type": "report", "id": eid, "iterations": r.iterations, "seconds": r.seconds,
+                      "converged": r.converged, "time": t}
+            self.emit([Out("decision", eid.encode(), orjson.dumps(out)),
+                       Out("input", eid.encode(), orjson.dumps(report))])
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
