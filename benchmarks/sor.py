@@ -2,7 +2,7 @@
 
 Workloads (distinct systems, none resampled):
 
-* ``poisson-50x50`` (2,000 systems), ``poisson-100x100`` (300): A_t = delsq(m) + s_t·I (the 5-point
+* ``poisson-50x50`` (5,000 systems), ``poisson-100x100`` (2,000): A_t = delsq(m) + s_t·I (the 5-point
   Laplacian, natural ordering) with s_t = 0.6·Beta(0.5, 1.5) (the paper's offset law without its
   negative part, which makes large grids indefinite), b_t ~ N(0, I), x0 = 0, solved by SOR to
   ||r|| <= 1e-8·||b|| (cap 10,000 iterations). Context: s_t, range [0, 0.6].
@@ -34,6 +34,7 @@ Tables are cached under benchmarks/.cache/ (delete it to measure them again).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing as mp
 import os
@@ -51,7 +52,7 @@ from learners.sor.systems import System, check_system, golden_omega, poisson, so
 
 GRID = np.array(AUTHORS_GRID)
 TOL, CAP, WARMUP = 1e-8, 10_000, 0.2
-WORKLOADS = {"poisson-50x50": ("poisson", 50, 2000), "poisson-100x100": ("poisson", 100, 300),
+WORKLOADS = {"poisson-50x50": ("poisson", 50, 5000), "poisson-100x100": ("poisson", 100, 2000),
              "heat-50x50": ("heat", 50, 2000), "heat-100x100": ("heat", 100, 300)}
 POLICIES = ("chebcb", "tsallis-inf", "tsallis-inf-cb")
 CACHE = os.path.join(_here, ".cache")
@@ -207,7 +208,7 @@ def measure_workload(name: str, seeds: int, workers: int, quick: bool) -> list[d
     rows.append(chosen_row(prefix + "fixed-1.0", arms, round(us, 2), 1))
     rows.append(chosen_row(prefix + "best-fixed", np.full(n, best_fixed_arm), None, 1))
     rows.append(chosen_row(prefix + "instance-best", np.argmin(its, axis=1), None, 1))
-    rows += baselines(name, kind, m, n, seed, tab, after, base, rows)
+    rows += baselines(name, kind, m, n, seed, tab, after, base, rows, workers)
     return rows
 
 
@@ -222,33 +223,44 @@ def young(kind: str, m: int, c: float, dt: float) -> float:
     return 2 / (1 + math.sqrt(1 - rho * rho))
 
 
+def _baseline(job: tuple) -> tuple:
+    """One system's baselines: the golden-section ω, Young's ω and CG, (iterations, seconds) each,
+    and the learned ω's solve run again right beside CG's (heat: the wall-time comparison)."""
+    kind, m, i, seed, c, dt, learned_arm = job
+    method = "sor" if kind == "poisson" else "ssor-pcg"
+    s, x0, _ = system_of(kind, m, i, seed, {})
+    w, _ = golden_omega(lambda w: solve(s, method, w, tol=TOL, maxiter=CAP, x0=x0).iterations, 1.0, 1.95, 12)
+    r = solve(s, method, w, tol=TOL, maxiter=CAP, x0=x0)
+    golden = (r.iterations, r.seconds)
+    r = solve(s, method, young(kind, m, c, dt), tol=TOL, maxiter=CAP, x0=x0)
+    yng = (r.iterations, r.seconds)
+    r = solve(s, "cg", tol=TOL, maxiter=CAP, x0=x0)
+    cg = (r.iterations, r.seconds)
+    beside = None
+    if learned_arm >= 0:
+        r = solve(s, method, float(GRID[learned_arm]), tol=TOL, maxiter=CAP, x0=x0)
+        beside = (r.iterations, r.seconds)
+    return golden, yng, cg, beside
+
+
 def baselines(name: str, kind: str, m: int, n: int, seed: int, tab: dict, after: np.ndarray, base: dict,
-              rows_before: list[dict]) -> list[dict]:
+              rows_before: list[dict], workers: int) -> list[dict]:
     import scipy.sparse as sp
     import scipy.sparse.linalg as spla
 
     method = "sor" if kind == "poisson" else "ssor-pcg"
     dt = float(tab.get("dt", 0.0))
-    golden: list[tuple[float, float]] = []
-    yng: list[tuple[float, float]] = []
-    cg: list[tuple[float, float]] = []
-    beside: list[tuple[float, float]] = []
     chosen = next((r for r in rows_before if r["system"].endswith(".chebcb")), None)
     learned = None if chosen is None or kind == "poisson" else chosen.pop("_arms")
-    for i in after:
-        s, x0, _ = system_of(kind, m, int(i), seed, tab)
-        c = float(tab["context"][i])
-        w, cost = golden_omega(lambda w, s=s, x0=x0: solve(s, method, w, tol=TOL, maxiter=CAP, x0=x0).iterations,
-                               1.0, 1.95, 12)
-        r = solve(s, method, w, tol=TOL, maxiter=CAP, x0=x0)
-        golden.append((r.iterations, r.seconds))
-        r = solve(s, method, young(kind, m, c, dt), tol=TOL, maxiter=CAP, x0=x0)
-        yng.append((r.iterations, r.seconds))
-        r = solve(s, "cg", tol=TOL, maxiter=CAP, x0=x0)
-        cg.append((r.iterations, r.seconds))
-        if learned is not None:  # the learned ω's solve again, right beside CG's (the floor's wall-time ratio)
-            r = solve(s, method, float(GRID[learned[i]]), tol=TOL, maxiter=CAP, x0=x0)
-            beside.append((r.iterations, r.seconds))
+    system_of(kind, m, int(after[0]), seed, tab)  # (the heat chain, before the workers fork)
+    jobs = [(kind, m, int(i), seed, float(tab["context"][i]), dt, -1 if learned is None else int(learned[i]))
+            for i in after]
+    with mp.get_context("fork").Pool(workers) as pool:
+        res = pool.map(_baseline, jobs, chunksize=4)
+    golden = [r[0] for r in res]
+    yng = [r[1] for r in res]
+    cg = [r[2] for r in res]
+    beside = [r[3] for r in res if r[3] is not None]
     rows = []
     for system, vals in (("eddy.instance-golden", golden), ("eddy.young", yng), ("eddy.cg", cg)):
         a = np.array(vals, dtype=np.float64)
@@ -344,6 +356,10 @@ def main() -> None:
         rows += measure_workload(name, args.seeds, args.workers, args.quick)
     print(markdown(rows))
     if not args.quick:
+        path = os.path.join(_here, "results", "sor.json")
+        if os.path.exists(path):  # the other workloads' rows of an earlier run are kept
+            with open(path) as f:
+                rows = [r for r in json.load(f)["rows"] if r["workload"] not in args.workloads] + rows
         print("wrote", write_results("sor", rows, versions("numpy", "numba", "scipy", "pyamg"),
                                      {"grid": GRID.tolist(), "tol": TOL, "cap": CAP, "warmup": WARMUP}))
 

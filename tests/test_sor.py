@@ -237,13 +237,18 @@ def cheb(c, lo, hi, m):
     return np.polynomial.chebyshev.chebvander(np.array([u]), m - 1)[0]
 
 
-def test_chebcb_fits_and_weights_follow_the_reference_round_by_round():
+@pytest.mark.parametrize("target", ["log", "cost"])
+def test_chebcb_fits_and_weights_follow_the_reference_round_by_round(target):
     """Per arm the ridge fit equals a batch solve on the arm's whole history; the decision's
     distribution is inverse-gap weighting over those fits with the documented γ_t."""
     rng = np.random.default_rng(11)
     lo, hi, m, lam = -1.0, 3.0, 6, 1e-3
     grid = np.array(AUTHORS_GRID)
-    t = RelaxationTuner(policy="chebcb", context_range=(lo, hi), degree=m, lam=lam, seed=9)
+    t = RelaxationTuner(policy="chebcb", context_range=(lo, hi), degree=m, lam=lam, seed=9, target=target)
+
+    def y_of(cost):
+        return math.log1p(cost) if target == "log" else cost
+
     hist: dict[int, list[tuple[np.ndarray, float]]] = {a: [] for a in range(len(grid))}
     costs: list[float] = []
     sq = 0.0
@@ -256,7 +261,7 @@ def test_chebcb_fits_and_weights_follow_the_reference_round_by_round():
                 F = np.array([f for f, _ in rows])
                 y = np.array([v for _, v in rows])
                 theta[a] = np.linalg.solve(lam * np.eye(m) + F.T @ F, F.T @ y)
-        scale = max(1.0, np.mean(costs)) if costs else 1.0
+        scale = max(1.0, np.mean(costs)) if costs and target == "cost" else 1.0
         pred = theta @ cheb(c, lo, hi, m) / scale
         tt = len(costs) + 1
         gamma = 2 * tt * math.sqrt(len(grid) / (sq / tt + 2.0))
@@ -268,10 +273,10 @@ def test_chebcb_fits_and_weights_follow_the_reference_round_by_round():
         npt.assert_allclose(out["prob"][0], p[a], rtol=1e-6, atol=1e-12)
         cost = 60 + 500 * (grid[a] - (1.2 + 0.15 * c)) ** 2 + rng.uniform(0, 4)
         if hist[a]:
-            sq += ((theta[a] @ cheb(c, lo, hi, m) - cost) / scale) ** 2
+            sq += ((theta[a] @ cheb(c, lo, hi, m) - y_of(cost)) / scale) ** 2
         t.learn({"arm": out["arm"], "prob": out["prob"], "cost": np.array([cost]), "context": np.array([c])})
-        hist[a].append((cheb(c, lo, hi, m), cost))
-        costs.append(cost)
+        hist[a].append((cheb(c, lo, hi, m), y_of(cost)))
+        costs.append(y_of(cost))
     npt.assert_allclose(t.gamma(), 2 * 251 * math.sqrt(20 / (sq / 251 + 2.0)), rtol=1e-9)
 
 

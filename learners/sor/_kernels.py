@@ -365,11 +365,12 @@ def chebcb_decide(theta, contexts, lo, hi, gamma, scale, keys, seed, arm, prob, 
 
 
 @jit
-def ridge_learn(P, bvec, theta, counts, stats, contexts, lo, hi, arms, costs):
-    """Learns rows in order, per played arm: the prediction error before the update, divided by the
-    cost scale at the time (the mean cost so far, at least 1), is squared into ``stats[2]``; the
-    arm's inverse Gram matrix ``P`` (ridge: it starts at I/λ), ``b = Σ cost·f`` and ``θ = P b`` are
-    updated (Sherman–Morrison). ``stats[0]``, ``stats[1]``: the sum of costs and the rows learned."""
+def ridge_learn(P, bvec, theta, counts, stats, contexts, lo, hi, arms, costs, normalise):
+    """Learns rows (targets ``costs``) in order, per played arm: the prediction error before the
+    update (with ``normalise``, divided by the mean target so far, at least 1) is squared into
+    ``stats[2]``; the arm's inverse Gram matrix ``P`` (ridge: it starts at I/λ), ``b = Σ y·f`` and
+    ``θ = P b`` are updated (Sherman–Morrison). ``stats[0]``, ``stats[1]``: the sum of targets and
+    the rows learned."""
     m = theta.shape[1]
     f = np.empty(m)
     pf = np.empty(m)
@@ -382,7 +383,7 @@ def ridge_learn(P, bvec, theta, counts, stats, contexts, lo, hi, arms, costs):
             pred = 0.0
             for j in range(m):
                 pred += theta[a, j] * f[j]
-            err = (pred - c) / max(1.0, stats[0] / stats[1])
+            err = (pred - c) / max(1.0, stats[0] / stats[1]) if normalise else pred - c
             stats[2] += err * err
         stats[0] += c
         stats[1] += 1.0
