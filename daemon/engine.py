@@ -25,6 +25,7 @@ pipeline.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -41,6 +42,8 @@ from .checkpoint import pack_strings, unpack_strings
 from .family import LEGACY_LANE, Adapter, Item, Sample, adapter_for
 from .metrics import DaemonMetrics
 from .records import BadRecord, Out, RecordRules, json_error, record_id
+
+log = logging.getLogger("eddy")
 
 FORMAT_VERSION = 3
 PENDING, JOINED, EXPIRED = 0, 1, 2
@@ -98,6 +101,14 @@ class Engine:
         m.join_cap.labels(**lbl).set(self.join_cap)
         m.force_default.labels(**lbl).set(int(a.force_default))
         m.families.add(self)
+
+    def drain(self, timeout_s: float) -> int:
+        """Waits (not holding the pipeline) for the adapter's work outside the loop; see
+        :meth:`Adapter.drain`."""
+        return self.adapter.drain(timeout_s)
+
+    def close(self) -> None:
+        self.adapter.close()
 
     def _emit(self, outs: list[Out]) -> None:
         """Outputs an adapter made outside a run (a worker's), published with the next batch."""
@@ -180,7 +191,13 @@ class Engine:
                 kind = "event" if tracker else obj.get("type", "event")  # (a tracker's records have no type)
                 if kind == "event":
                     n_ev += 1
-                    item = decode(obj, rec)
+                    try:
+                        item = decode(obj, rec)
+                    except BadRecord:
+                        raise
+                    except Exception as e:  # an adapter's decoding bug must not stop the pipeline
+                        log.warning("%s: decoding failed: %r", self.name, e)
+                        raise BadRecord("decode_error", f"{type(e).__name__}: {e}") from None
                     if tracker and item.id is None and not item.barrier:  # nothing to remember or join
                         t = item.time
                         if t is not None and t > lane.watermark:

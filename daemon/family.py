@@ -182,6 +182,16 @@ class Adapter(abc.ABC):
     def joined(self, item: Item, value: float) -> None:
         """Feedback joined its item (before it is learned): a family's statistics."""
 
+    def drain(self, timeout_s: float) -> int:
+        """Waits up to ``timeout_s`` for the family's work in flight outside the loop (whose outputs
+        then wait in the engine to be published); returns how much is still running. A family with
+        no such work has none."""
+        return 0
+
+    def close(self) -> None:
+        """Releases what the family holds outside the loop (worker threads) when its pipeline stops."""
+        self.drain(0.0)
+
     def emit(self, outs: list[Out]) -> None:
         """Publishes outputs made outside a run (by a family's worker thread) with the pipeline's
         next batch; kinds ``decision``, ``dlq``, and ``input`` (a record for the pipeline's own input

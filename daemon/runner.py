@@ -26,6 +26,7 @@ from .checkpoint import CheckpointError, CheckpointStore
 from .engine import Engine
 
 log = logging.getLogger("eddy")
+DRAIN_S = 30.0  # at stop, how long the loop waits for work outside it (a family's solves)
 
 
 class PipelineRunner:
@@ -114,7 +115,12 @@ class PipelineRunner:
                 self.step()
                 if self.stop_at_end and self.source.at_end():
                     break
+            left = self.core.drain(DRAIN_S)  # work outside the loop (a family's solves) ends first
+            if left:
+                log.warning("%s: %d jobs still running after %.0f s: their outputs are lost", self.core.name,
+                            left, DRAIN_S)
             self.checkpoint()
+            self.core.close()
         except BaseException as e:  # recorded for the daemon, which exits non-zero
             self.error = e
             log.exception("%s: pipeline stopped by an error", self.core.name)

@@ -21,6 +21,7 @@ solved at every ω of the grid (its iteration counts are the table a policy is r
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -32,15 +33,17 @@ from .config import ConfigError
 def _system(obj: dict[str, Any], base: str, line: int) -> tuple[Any, np.ndarray | None]:
     from learners.sor.systems import SystemRejected, check_system
 
+    shape: tuple[int, ...] | None = None
     try:
         if "npz" in obj:
             path = os.path.realpath(os.path.join(base, str(obj["npz"])))
             if os.path.commonpath([path, base]) != base:
                 raise ConfigError(f"line {line}: {obj['npz']!r} lies outside the sequence file's folder")
             with np.load(path, allow_pickle=False) as z:
-                shape = tuple(int(v) for v in z["shape"]) if "shape" in z else None
+                if "shape" in z:
+                    shape = tuple(int(v) for v in np.asarray(z["shape"]).reshape(-1))
                 arrays = {k: z[k] for k in ("indptr", "indices", "data", "b", "x0") if k in z}
-            if shape is not None and shape[0] != shape[1]:
+            if shape is not None and (len(shape) != 2 or shape[0] != shape[1]):
                 raise ConfigError(f"line {line}: not_square: shape {shape}")
         else:
             arrays = {k: np.asarray(obj[k]) for k in ("indptr", "indices", "data", "b") if k in obj}
@@ -49,14 +52,38 @@ def _system(obj: dict[str, Any], base: str, line: int) -> tuple[Any, np.ndarray 
         missing = [k for k in ("indptr", "indices", "data", "b") if k not in arrays]
         if missing:
             raise ConfigError(f"line {line}: a system needs {missing}")
-        s = check_system(arrays["indptr"], arrays["indices"], arrays["data"], arrays["b"])
+        s = check_system(arrays["indptr"], arrays["indices"], arrays["data"], arrays["b"],
+                         n=shape[1] if shape else None)
+    except ConfigError:
+        raise
     except SystemRejected as e:
         raise ConfigError(f"line {line}: {e}") from None
-    except (OSError, KeyError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"line {line}: {e}") from None
+    except Exception as e:  # an unreadable file, a bad zip, a NUL in a path
+        raise ConfigError(f"line {line}: {type(e).__name__}: {e}") from None
     return s, arrays.get("x0")
+
+
+def _settings(obj: dict[str, Any], line: int) -> dict[str, Any]:
+    """The settings line, checked."""
+    from learners.sor.systems import METHODS
+
+    om = obj.get("omegas")
+    if om is not None and not (isinstance(om, list) and om and all(
+            isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < 2 for w in om)):
+        raise ConfigError(f"line {line}: 'omegas' must be a list of numbers in (0, 2)")
+    cr = obj.get("context_range")
+    if cr is not None and not (isinstance(cr, list) and len(cr) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in cr) and cr[0] < cr[1]):
+        raise ConfigError(f"line {line}: 'context_range' must be [lo, hi] with lo < hi")
+    if obj.get("method", "sor") not in METHODS:
+        raise ConfigError(f"line {line}: 'method' must be one of {', '.join(METHODS)}")
+    tol = obj.get("tol", 1e-8)
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 1e-15 <= tol < 1:
+        raise ConfigError(f"line {line}: 'tol' must lie in [1e-15, 1)")
+    mi = obj.get("maxiter", 1)
+    if isinstance(mi, bool) or not isinstance(mi, int) or mi < 1:
+        raise ConfigError(f"line {line}: 'maxiter' must be an integer >= 1")
+    return obj
 
 
 def read_sequence(path: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -80,7 +107,7 @@ def read_sequence(path: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
             if not isinstance(obj, dict):
                 raise ConfigError(f"line {n}: a JSON object per line")
             if not rows and set(obj) <= set(settings):  # the settings line
-                settings.update(obj)
+                settings.update(_settings(obj, n))
                 continue
             c = obj.get("context", 0.0)
             if isinstance(c, bool) or not isinstance(c, int | float):
@@ -89,7 +116,7 @@ def read_sequence(path: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
             if "iterations" in obj:
                 its = obj["iterations"]
                 if not isinstance(its, list) or len(its) != k or not all(
-                        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in its):
+                        isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf for v in its):
                     raise ConfigError(f"line {n}: 'iterations' must be {k} counts >= 0 (one per ω)")
                 rows.append([float(v) for v in its])
             else:

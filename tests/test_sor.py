@@ -174,6 +174,14 @@ def tsallis_reference(loss: np.ndarray, eta: float) -> np.ndarray:
     return p / p.sum()
 
 
+def test_tsallis_weights_of_huge_losses_keep_their_gaps():
+    loss = np.array([1e17, 1e17 + 3e15, 2e17])
+    out = np.empty(3)
+    K.tsallis_probs(loss, 0.01, out)
+    npt.assert_allclose(out, tsallis_reference(loss - loss.min(), 0.01), rtol=1e-8)
+    assert out[0] > out[1] > out[2] >= 0
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_tsallis_normaliser_equals_the_bisection_reference(seed):
     rng = np.random.default_rng(seed)

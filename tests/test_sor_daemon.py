@@ -138,6 +138,7 @@ def test_bad_requests_and_reports_are_dead_lettered_with_their_reason():
         {"id": "c", "context": 0.9},  # outside context_range
         {"id": "d", "context": True},
         {"type": "report", "id": "a", "iterations": -3},
+        {"type": "report", "id": "a", "iterations": 1e308},
         {"type": "report", "id": "a", "iterations": 40, "converged": "yes"},
         {"type": "report", "id": "a", "iterations": 40, "seconds": -1},
         {"type": "report", "id": "a"},
@@ -147,7 +148,7 @@ def test_bad_requests_and_reports_are_dead_lettered_with_their_reason():
     ])
     reasons = [orjson.loads(o.value)["reason"] for o in outs if o.kind == "dlq"]
     assert reasons == ["missing_field", "bad_context", "bad_context", "bad_type", "bad_type", "bad_type",
-                       "missing_field", "unknown_event", "duplicate_report"]
+                       "bad_type", "missing_field", "unknown_event", "duplicate_report"]
     assert core.outcomes["joined"] == 1
 
 
@@ -216,3 +217,14 @@ def test_requests_and_reports_through_the_broker_match_the_file_replay(broker, t
     for g in got:
         assert (g["omega"], g["prob"]) == (ref[g["id"]]["omega"], ref[g["id"]]["prob"])
     assert [x["reason"] for x in dlq] == ["unknown_event"]
+
+
+def test_a_decoding_bug_is_a_dead_letter_not_a_stopped_pipeline(monkeypatch):
+    core = Engine(sor_cfg())
+
+    def broken(obj, rec):
+        raise ZeroDivisionError("an adapter bug")
+
+    monkeypatch.setattr(core.adapter, "decode", broken)
+    out = feed(core, [{"id": "a", "context": 0.1}])
+    assert [orjson.loads(o.value)["reason"] for o in out] == ["decode_error"]

@@ -104,6 +104,9 @@ def test_inline_ssor_pcg_with_a_warm_start_and_a_capped_solve(tmp_path):
     ({"indptr": [0, 1], "indices": [0], "data": [1.0], "b": [1.0], "solution": "/etc/x.npy"}, "path_outside"),
     ({"indptr": [0, 1], "indices": [0], "data": [1.0], "b": [1.0], "tol": 2}, "bad_type"),
     ("a.npz", "bad_type"),
+    ({"npz": "a\u0000.npz"}, "bad_type"),
+    ({"indptr": [0, 1], "indices": [0], "data": [1.0], "b": [1.0], "solution": "x\u0000.npy"}, "bad_type"),
+    ({"indptr": [0, 1], "indices": [0], "data": [1.0], "b": [1.0], "tol": 1e-300}, "bad_type"),
 ])
 def test_bad_systems_are_dead_lettered_at_decoding(tmp_path, system, reason):
     core = Engine(cfg(tmp_path))
@@ -154,3 +157,26 @@ def test_solve_reports_go_to_the_pipeline_input_topic(broker, tmp_path):
     reports = [r for r in back if r.get("type") == "report"]
     assert sorted(r["id"] for r in reports) == sorted(f"r{i}" for i in range(12))
     assert all(r["converged"] and r["iterations"] > 0 for r in reports)
+
+
+def test_a_solution_that_cannot_be_written_keeps_the_solve_and_its_report(tmp_path):
+    s = poisson(5, 0.1)
+    core = Engine(cfg(tmp_path))
+    feed(core, [{"id": "w", "context": 0.5, "system": {**inline(s), "solution": "no/such/folder/x.npy"}}])
+    assert core.drain(30.0) == 0  # the solve has ended: its outputs wait to be published
+    got = {o.kind: orjson.loads(o.value) for o in core.pending_out}
+    assert got["decision"]["converged"] and got["decision"]["solution"] is None
+    assert "solution not written" in got["decision"]["error"] and got["input"]["iterations"] > 0
+
+
+def test_an_empty_or_truncated_npz_and_a_header_past_the_caps_are_dead_lettered(tmp_path):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    save_npz(tmp_path / "ok.npz", poisson(8, 0.0))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:200])
+    np.savez_compressed(tmp_path / "bomb.npz", indptr=np.zeros(3, dtype=np.int64), indices=np.zeros(10**6, np.int64),
+                        data=np.zeros(10**6), shape=np.array([2, 2]), b=np.zeros(2))
+    core = Engine(cfg(tmp_path, solve_max_nnz=1000))
+    feed(core, [{"id": n, "context": 0.5, "system": {"npz": f"{n}.npz"}} for n in ("empty", "cut", "bomb")])
+    assert core.drain(30.0) == 0
+    got = sorted((orjson.loads(o.value)["id"], orjson.loads(o.value)["reason"]) for o in core.pending_out)
+    assert got == [("bomb", "oversize"), ("cut", "unreadable_file"), ("empty", "unreadable_file")]

@@ -31,6 +31,7 @@ import learners
 from connectors.base import SourceRecord
 from learners._hashing import event_keys
 from learners.sor import RelaxationTuner
+from learners.sor.learner import MAX_COST
 
 from ..config import S
 from ..family import Adapter, Item, Outputs, Sample, Verb, register
@@ -64,7 +65,7 @@ SETTINGS = (
       "(no path outside it; empty: inline systems only)"),
     S("solve_method", str, "sor", "sor solve mode: the solver of a request that names none", ("sor", "ssor-pcg")),
     S("solve_tol", float, 1e-8, "sor solve mode: relative residual ||b - Ax|| / ||b|| a solve stops at",
-      minimum=1e-300),
+      minimum=1e-14),
     S("solve_max_iterations", int, 10_000, "sor solve mode: iteration cap (a solve that reaches it is not "
       "converged and costs the cap)", minimum=1),
     S("solve_budget_s", float, 60.0, "sor solve mode: wall-time budget of one SOR solve (then not converged, "
@@ -164,8 +165,8 @@ class SorAdapter(Adapter):
 
     def feedback_value(self, obj: dict[str, Any]) -> float:
         it = cast(float, number(obj, "iterations"))
-        if it < 0:
-            raise BadRecord("bad_type", "'iterations' must be a number >= 0")
+        if not 0 <= it <= MAX_COST:
+            raise BadRecord("bad_type", f"'iterations' must be a number in [0, {MAX_COST:g}]")
         converged = obj.get("converged", True)
         if type(converged) is not bool:
             raise BadRecord("bad_type", "'converged' must be true or false")
@@ -227,6 +228,12 @@ class SorAdapter(Adapter):
             r.solve = None
         return outs, bodies
 
+    def drain(self, timeout_s: float) -> int:
+        return self.solves.drain(timeout_s)
+
+    def close(self) -> None:
+        self.solves.close()
+
     def joined(self, item: Item, value: float) -> None:
         converged, sec = self._report
         self._report = (True, None)
@@ -246,7 +253,11 @@ class SorAdapter(Adapter):
         if self.contextual:
             batch["context"] = np.array([r.context for r, _ in rs], dtype=np.float64)
         t0 = time.perf_counter()
-        self.learner.learn(batch)
+        try:
+            self.learner.learn(batch)
+        except Exception as e:  # a learner failure never takes the daemon down (nothing was learned)
+            self.metrics.errors.labels(pipeline=self.name, reason="learner_error").inc(len(rs))
+            self.last_learner_error = repr(e)
         self.kernel_s += time.perf_counter() - t0
 
     # -- checkpoint -------------------------------------------------------------------------------

@@ -31,10 +31,13 @@ checks on the record itself at decoding, checks that need the file when the work
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +49,7 @@ from learners.sor.systems import METHODS, System, SystemRejected, check_system, 
 from ..records import BadRecord, Out, number
 
 CHUNK = 64  # SOR iterations between two looks at the clock
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Solves:
         self.emit: Any = None  # set by the adapter: publishes outputs made outside a run
         self._pool: ThreadPoolExecutor | None = None
         self._guard = threading.Lock()
+        self._futures: set = set()
         self.in_flight = 0
         self.done = {"converged": 0, "not_converged": 0, "rejected": 0}
 
@@ -88,7 +93,10 @@ class Solves:
             raise BadRecord("solve_files_off", f"'{what}' names a file, but solve_dir is not set")
         if not isinstance(v, str) or not v or not v.endswith(suffix):
             raise BadRecord("bad_type", f"'{what}' must be a {suffix} path under solve_dir")
-        path = os.path.realpath(os.path.join(self.dir, v))
+        try:
+            path = os.path.realpath(os.path.join(self.dir, v))
+        except (ValueError, OSError) as e:  # an embedded NUL, a path too long
+            raise BadRecord("bad_type", f"'{what}': {e}") from None
         if os.path.commonpath([path, self.dir]) != self.dir:
             raise BadRecord("path_outside", f"'{what}' {v!r} lies outside solve_dir")
         if must_exist and not os.path.isfile(path):
@@ -103,8 +111,8 @@ class Solves:
         if method not in METHODS or method == "cg":
             raise BadRecord("bad_type", "'system.method' must be 'sor' or 'ssor-pcg'")
         tol = number(spec, "tol", required=False)
-        if tol is not None and not 0 < tol < 1:
-            raise BadRecord("bad_type", "'system.tol' must lie in (0, 1)")
+        if tol is not None and not 1e-14 <= tol < 1:
+            raise BadRecord("bad_type", "'system.tol' must lie in [1e-14, 1)")
         maxiter = number(spec, "max_iterations", required=False)
         if maxiter is not None and not (1 <= maxiter <= self.maxiter and maxiter == int(maxiter)):
             raise BadRecord("bad_type", f"'system.max_iterations' must be an integer in [1, {self.maxiter}]")
@@ -158,30 +166,73 @@ class Solves:
 
     # -- the worker -------------------------------------------------------------------------------
     def submit(self, eid: str, spec: SolveSpec, omega: float, t: float | None, replay: bool) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"eddy-solve-{self.name}")
-        self._pool.submit(self._run, eid, spec, omega, t, replay)
+        """Runs a reserved solve on a worker thread (the reservation is released when it ends)."""
+        try:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"eddy-solve-{self.name}")
+            fut = self._pool.submit(self._run, eid, spec, omega, t, replay)
+        except BaseException:
+            self.release()
+            raise
+        with self._guard:
+            self._futures.add(fut)
+        fut.add_done_callback(self._futures_done)
+
+    def _futures_done(self, fut) -> None:
+        with self._guard:
+            self._futures.discard(fut)
+
+    def _npz_arrays(self, path: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The named arrays of an .npz, each member's header read first: an array past the size caps
+        is refused before it is read (a compressed file may expand to far more than its size)."""
+        limit = max(self.max_rows + 1, self.max_nnz)
+        out = {}
+        with zipfile.ZipFile(path) as zf:
+            members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
+            for name in names:
+                if name not in members:
+                    continue
+                with zf.open(members[name]) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+                    if dtype.hasobject:
+                        raise SystemRejected("unreadable_file", f"{name}: object arrays are not read")
+                    if int(np.prod(shape)) > limit:
+                        raise SystemRejected("oversize", f"{name} has {int(np.prod(shape))} entries (caps: "
+                                             f"{self.max_rows} rows, {self.max_nnz} entries)")
+                with zf.open(members[name]) as f:
+                    out[name] = np.lib.format.read_array(f, allow_pickle=False)
+        return out
 
     def _load(self, spec: SolveSpec) -> tuple[System, np.ndarray | None]:
         s = spec.system
         if s is None:
+            base = os.path.basename(str(spec.npz))
             try:
-                with np.load(str(spec.npz), allow_pickle=False) as z:
-                    shape = tuple(int(v) for v in z["shape"]) if "shape" in z else None
-                    if shape is not None and (len(shape) != 2 or shape[0] != shape[1]):
-                        raise SystemRejected("not_square", f"shape {shape}: a solver here needs a square matrix")
-                    s = check_system(z["indptr"], z["indices"], z["data"], z["b"], n=shape[1] if shape else None,
-                                     max_n=self.max_rows, max_nnz=self.max_nnz)
-            except (OSError, KeyError, ValueError) as e:
-                if isinstance(e, SystemRejected):
-                    raise
-                raise SystemRejected("unreadable_file", f"{os.path.basename(str(spec.npz))}: {e}") from None
+                z = self._npz_arrays(str(spec.npz), ("indptr", "indices", "data", "b", "shape"))
+                missing = [k for k in ("indptr", "indices", "data", "b") if k not in z]
+                if missing:
+                    raise SystemRejected("unreadable_file", f"{base} lacks {missing}")
+                shape = tuple(int(v) for v in np.asarray(z["shape"]).reshape(-1)) if "shape" in z else None
+                if shape is not None and (len(shape) != 2 or shape[0] != shape[1]):
+                    raise SystemRejected("not_square", f"shape {shape}: a solver here needs a square matrix")
+                s = check_system(z["indptr"], z["indices"], z["data"], z["b"], n=shape[1] if shape else None,
+                                 max_n=self.max_rows, max_nnz=self.max_nnz)
+            except SystemRejected:
+                raise
+            except Exception as e:  # not a zip, truncated, a bad header, no memory
+                raise SystemRejected("unreadable_file", f"{base}: {type(e).__name__}: {e}") from None
         x0 = spec.x0
         if isinstance(x0, str):
             try:
-                x0 = np.load(x0, allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise SystemRejected("unreadable_file", f"x0: {e}") from None
+                x0 = np.load(x0, allow_pickle=False, mmap_mode="r")
+                if x0.size != s.n:
+                    raise ValueError(f"{x0.size} entries for {s.n} rows")
+                x0 = np.array(x0)
+            except Exception as e:
+                raise SystemRejected("unreadable_file", f"x0: {type(e).__name__}: {e}") from None
         if x0 is not None:
             x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
             if x0.shape != (s.n,) or not np.isfinite(x0).all():
@@ -204,9 +255,38 @@ class Solves:
             its += r.iterations
             seconds += r.seconds
             x = r.x
-            if r.converged or r.breakdown or its >= spec.maxiter or time.perf_counter() > deadline:
+            if r.converged or r.breakdown or its >= spec.maxiter or r.iterations == 0 \
+                    or time.perf_counter() > deadline:
                 return r.__class__(its if r.converged else spec.maxiter, r.residual, r.converged, seconds, x,
                                    r.breakdown)
+
+    def _count(self, outcome: str) -> None:
+        with self._guard:
+            self.done[outcome] += 1
+
+    def _reject(self, eid: str, reason: str, detail: str) -> None:
+        self._count("rejected")
+        self.metrics.errors.labels(pipeline=self.name, reason=reason).inc()
+        self.metrics.dead_letters.labels(pipeline=self.name, reason=reason).inc()
+        body = {"pipeline": self.name, "reason": reason, "detail": detail, "id": eid}
+        self.emit([Out("dlq", eid.encode(), orjson.dumps(body))])
+
+    def _write(self, path: str, x: np.ndarray) -> str:
+        """Writes the solution atomically (a fresh temporary file beside it, then a rename), after
+        checking again that its folder is still under solve_dir."""
+        folder = os.path.realpath(os.path.dirname(path))
+        if os.path.commonpath([folder, self.dir]) != self.dir:
+            raise OSError(f"{os.path.dirname(path)!r} no longer lies under solve_dir")
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, x)
+            os.replace(tmp, os.path.join(folder, os.path.basename(path)))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return os.path.relpath(path, self.dir)
 
     def _run(self, eid: str, spec: SolveSpec, omega: float, t: float | None, replay: bool) -> None:
         try:
@@ -214,30 +294,46 @@ class Solves:
                 s, x0 = self._load(spec)
                 r = self._solve(s, spec, omega, x0)
             except SystemRejected as e:
-                self.done["rejected"] += 1
-                self.metrics.errors.labels(pipeline=self.name, reason=e.reason).inc()
-                self.metrics.dead_letters.labels(pipeline=self.name, reason=e.reason).inc()
-                body = {"pipeline": self.name, "reason": e.reason, "detail": e.detail, "id": eid}
-                self.emit([Out("dlq", eid.encode(), orjson.dumps(body))])
+                self._reject(eid, e.reason, e.detail)
                 return
-            written = None
+            written, error = None, None
             if spec.solution is not None:
-                tmp = spec.solution + ".tmp.npy"
-                np.save(tmp, r.x)
-                os.replace(tmp, spec.solution)
-                written = os.path.relpath(spec.solution, self.dir)
-            self.done["converged" if r.converged else "not_converged"] += 1
+                try:
+                    written = self._write(spec.solution, r.x)
+                except OSError as e:  # the solve stands; its solution is not written
+                    error = f"solution not written: {e}"
+                    log.warning("%s: %s: %s", self.name, eid, error)
+            self._count("converged" if r.converged else "not_converged")
             out = {"id": eid, "pipeline": self.name, "type": "solve", "omega": omega, "method": spec.method,
                    "iterations": r.iterations, "residual": r.residual, "seconds": r.seconds,
                    "converged": r.converged, "solution": written, "time": t, "replay": replay}
+            if error is not None:
+                out["error"] = error
             report = {"type": "report", "id": eid, "iterations": r.iterations, "seconds": r.seconds,
                       "converged": r.converged, "time": t}
             self.emit([Out("decision", eid.encode(), orjson.dumps(out)),
                        Out("input", eid.encode(), orjson.dumps(report))])
+        except Exception as e:  # never lost silently in the pool: a dead letter, a counter, a log line
+            log.exception("%s: solve of %r failed", self.name, eid)
+            try:
+                self._reject(eid, "solve_failed", f"{type(e).__name__}: {e}")
+            except Exception:
+                log.exception("%s: the dead letter of %r failed", self.name, eid)
         finally:
             self.release()
 
+    def drain(self, timeout_s: float) -> int:
+        """Waits up to ``timeout_s`` for the solves in flight (their outputs are then pending);
+        returns how many are still running."""
+        with self._guard:
+            futures = list(self._futures)
+        if futures:
+            wait(futures, timeout=timeout_s)
+        with self._guard:
+            return len(self._futures)
+
     def close(self) -> None:
+        """Stops the workers: queued solves are dropped, a running one finishes on its own."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

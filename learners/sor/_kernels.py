@@ -1,7 +1,8 @@
 """Numba kernels of the SOR family: the solvers over CSR arrays and the policies' inner loops.
 
 Solvers (``x`` is updated in place and is the initial guess; each returns ``(iterations,
-relative residual ||b - Ax|| / ||b||)``, with ``iterations = -1`` on a breakdown):
+relative residual ||b - Ax|| / ||b||, flag)``, flag 1 converged, 0 the cap reached, -1 a
+breakdown, with ``iterations = -1`` then):
 
 * :func:`sor_solve`: Successive Over-Relaxation, one forward sweep per iteration
   ``x_i += ω (b_i - Σ_j a_ij x_j) / a_ii`` (ω = 1: Gauss–Seidel), then the residual of the new x
@@ -66,12 +67,13 @@ def _matvec(indptr, indices, data, x, out):
 
 @jit
 def sor_solve(indptr, indices, data, diag, b, x, omega, tol, maxiter):
-    """SOR from the initial guess ``x`` (updated in place): (iterations, relative residual)."""
+    """SOR from the initial guess ``x`` (updated in place): (iterations, relative residual, flag:
+    1 converged, 0 the cap reached, -1 diverged)."""
     n = b.shape[0]
     bnorm = _norm(b)
     if bnorm == 0.0:
         x[:] = 0.0
-        return 0, 0.0
+        return 0, 0.0, 1
     r = np.empty(n)
     delta = np.empty(n)
     scaled = np.empty(n)  # ω / a_ii
@@ -81,7 +83,7 @@ def sor_solve(indptr, indices, data, diag, b, x, omega, tol, maxiter):
     target = tol * bnorm
     rn = _residual(indptr, indices, data, b, x, r)
     if rn <= target:
-        return 0, rn / bnorm
+        return 0, rn / bnorm, 1
     keep = 1.0 - omega
     for it in range(1, maxiter + 1):
         # The sweep: acc_i = b_i - Σ_j a_ij x_j with x_j already new for j < i.
@@ -103,10 +105,10 @@ def sor_solve(indptr, indices, data, diag, b, x, omega, tol, maxiter):
             s += acc * acc
         rn = np.sqrt(s)
         if not np.isfinite(rn):
-            return -1, rn
+            return -1, rn, -1
         if rn <= target:
-            return it, rn / bnorm
-    return maxiter, rn / bnorm
+            return it, rn / bnorm, 1
+    return maxiter, rn / bnorm, 0
 
 
 @jit
@@ -150,7 +152,7 @@ def _pcg(indptr, indices, data, diag, b, x, omega, tol, maxiter, precondition):
     bnorm = _norm(b)
     if bnorm == 0.0:
         x[:] = 0.0
-        return 0, 0.0
+        return 0, 0.0, 1
     dpos, upper = _split(indptr, indices)
     r = np.empty(n)
     z = np.empty(n)
@@ -158,7 +160,7 @@ def _pcg(indptr, indices, data, diag, b, x, omega, tol, maxiter, precondition):
     target = tol * bnorm
     rn = _residual(indptr, indices, data, b, x, r)
     if rn <= target:
-        return 0, rn / bnorm
+        return 0, rn / bnorm, 1
     if precondition:
         ssor_apply(indptr, indices, data, diag, omega, r, z, dpos, upper)
     else:
@@ -173,7 +175,7 @@ def _pcg(indptr, indices, data, diag, b, x, omega, tol, maxiter, precondition):
         for i in range(n):
             pq += p[i] * q[i]
         if not (pq > 0.0) or not (rz > 0.0):  # A (or M) is not positive definite on this direction
-            return -1, rn / bnorm
+            return -1, rn / bnorm, -1
         alpha = rz / pq
         s = 0.0
         for i in range(n):
@@ -182,7 +184,7 @@ def _pcg(indptr, indices, data, diag, b, x, omega, tol, maxiter, precondition):
             s += r[i] * r[i]
         rn = np.sqrt(s)
         if rn <= target:
-            return it, rn / bnorm
+            return it, rn / bnorm, 1
         if precondition:
             ssor_apply(indptr, indices, data, diag, omega, r, z, dpos, upper)
         else:
@@ -194,19 +196,19 @@ def _pcg(indptr, indices, data, diag, b, x, omega, tol, maxiter, precondition):
         rz = rz_new
         for i in range(n):
             p[i] = z[i] + beta * p[i]
-    return maxiter, rn / bnorm
+    return maxiter, rn / bnorm, 0
 
 
 @jit
 def ssor_pcg(indptr, indices, data, diag, b, x, omega, tol, maxiter):
-    """SSOR-preconditioned CG from ``x`` (in place): (iterations, relative residual); -1: breakdown
-    (A or the preconditioner not positive definite)."""
+    """SSOR-preconditioned CG from ``x`` (in place): (iterations, relative residual, flag: 1
+    converged, 0 the cap reached, -1 a breakdown: A or the preconditioner not positive definite)."""
     return _pcg(indptr, indices, data, diag, b, x, omega, tol, maxiter, True)
 
 
 @jit
 def cg(indptr, indices, data, diag, b, x, tol, maxiter):
-    """Plain CG from ``x`` (in place): (iterations, relative residual); -1: breakdown."""
+    """Plain CG from ``x`` (in place): (iterations, relative residual, flag as :func:`ssor_pcg`)."""
     return _pcg(indptr, indices, data, diag, b, x, 1.0, tol, maxiter, False)
 
 
@@ -217,9 +219,9 @@ def tsallis_probs(loss, eta, out):
     divided by the loss scale): ``p_i = 4 / (η (L_i - x))²`` with the normaliser ``x < min L``
     chosen so that Σ p = 1 (Newton's method inside a bracket that holds the root)."""
     k = loss.shape[0]
-    lmin = loss.min()
-    hi = lmin - 2.0 / eta  # Σ p >= 1 here (the smallest term alone is 1)
-    lo = lmin - 2.0 * np.sqrt(k) / eta  # Σ p <= 1 here (every term is at most 1/k)
+    loss = loss - loss.min()  # (the weights do not change with a common shift; large losses keep their gaps)
+    hi = -2.0 / eta  # Σ p >= 1 here (the smallest term alone is 1)
+    lo = -2.0 * np.sqrt(k) / eta  # Σ p <= 1 here (every term is at most 1/k)
     x = lo
     for _ in range(100):
         s = 0.0

@@ -147,8 +147,8 @@ def solve(system: System, method: str = "sor", omega: float = 1.0, tol: float = 
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not 0.0 < omega < 2.0:
         raise ValueError(f"omega must lie in (0, 2), got {omega}")
-    if not (tol > 0 and math.isfinite(tol)) or maxiter < 1:
-        raise ValueError("tol must be > 0 and maxiter >= 1")
+    if not (1e-15 <= tol < 1) or maxiter < 1:
+        raise ValueError("tol must lie in [1e-15, 1) and maxiter >= 1")
     x = np.zeros(system.n) if x0 is None else np.array(x0, dtype=np.float64).reshape(-1)
     if x.shape != (system.n,) or not np.isfinite(x).all():
         raise SystemRejected("bad_structure", f"x0 must be {system.n} finite numbers")
@@ -160,17 +160,20 @@ def solve(system: System, method: str = "sor", omega: float = 1.0, tol: float = 
             raise SystemRejected("not_symmetric", f"{method} needs a symmetric matrix")
     t0 = time.perf_counter()
     if method == "sor":
-        it, res = K.sor_solve(s.indptr, s.indices, s.data, s.diag, s.b, x, omega, tol, maxiter)
+        it, res, flag = K.sor_solve(s.indptr, s.indices, s.data, s.diag, s.b, x, omega, tol, maxiter)
     elif method == "ssor-pcg":
-        it, res = K.ssor_pcg(s.indptr, s.indices, s.data, s.diag, s.b, x, omega, tol, maxiter)
+        it, res, flag = K.ssor_pcg(s.indptr, s.indices, s.data, s.diag, s.b, x, omega, tol, maxiter)
     else:
-        it, res = K.cg(s.indptr, s.indices, s.data, s.diag, s.b, x, tol, maxiter)
+        it, res, flag = K.cg(s.indptr, s.indices, s.data, s.diag, s.b, x, tol, maxiter)
     seconds = time.perf_counter() - t0
-    if it < 0:
+    if flag < 0:
         if method == "sor":  # diverged (inf/nan): the cap is its cost
             return Solve(maxiter, float(res), False, seconds, x, breakdown=True)
         raise SystemRejected("not_spd", f"{method} broke down: the matrix is not positive definite")
-    return Solve(int(it), float(res), res <= tol, seconds, x)
+    if method != "sor" and it > 0:  # CG's recurrence drifts from b - Ax: the true residual is reported
+        bn = float(np.linalg.norm(s.b))
+        res = K._residual(s.indptr, s.indices, s.data, s.b, x, np.empty(s.n)) / bn if bn else 0.0
+    return Solve(int(it), float(res), flag == 1, seconds, x)
 
 
 def poisson(m: int, shift: float = 0.0, b: np.ndarray | None = None) -> System:
