@@ -31,7 +31,9 @@ authors' instance-optimal baseline), ``eddy.young`` (Young's ω from the Jacobi 
 closed form for both families: ρ_J = 4c·cos(π/(m+1)) / (1 + 4c)), eddy's own Numba CG, and what a
 user would pick instead: scipy's CG, PyAMG's SOR at ω = 1 (a convergence loop around its compiled
 sweep, checked with scipy's residual) and PyAMG's smoothed-aggregation solver (set-up included: each
-system is new). Peers run on the first 20 systems after the warm-up; eddy's rows on all of them.
+system is new). Peers run on 20 systems spread evenly over those after the warm-up; eddy's rows on
+all of them (``distinct_systems``: the systems of the sequence; ``evaluated_systems``: those after
+the warm-up).
 
 Usage: python benchmarks/sor.py [--workloads ...] [--seeds 5] [--quick]
 Tables are cached under benchmarks/.cache/ (delete it to measure them again).
@@ -161,8 +163,8 @@ def system_of(kind: str, m: int, i: int, seed: int, tab: dict) -> tuple[System, 
     if kind == "poisson":
         return poisson_system(m, i, seed)[0], None, "sor"
     st = _STATE.get("heat")
-    if st is None or st["b"].shape[0] <= i:
-        st = _STATE["heat"] = heat_steps(m, len(tab["context"]))
+    if st is None or int(st["m"]) != m or st["b"].shape[0] != len(tab.get("context", st["b"])):
+        st = _STATE["heat"] = heat_steps(m, len(tab["context"]))  # (this workload's chain, not another's)
         _STATE["lap"] = poisson(m, 0.0)
     return heat_system(_STATE["lap"], st["dt"] * st["kappa"][i] / (2 / (m + 1) ** 2), st["b"][i]), st["x0"][i], \
         "ssor-pcg"
@@ -187,7 +189,8 @@ def measure_workload(name: str, seeds: int, workers: int, quick: bool) -> list[d
     best_fixed_arm = int(np.argmin(its[after].mean(axis=0)))
     best_fixed = float(its[after, best_fixed_arm].mean())
     instance_best = float(its[after].min(axis=1).mean())
-    base = {"workload": name, "distinct_systems": int(len(after)), "best_fixed_iterations": best_fixed,
+    base = {"workload": name, "distinct_systems": int(n), "evaluated_systems": int(len(after)),
+            "best_fixed_iterations": best_fixed,
             "instance_best_iterations": instance_best, "best_fixed_omega": float(GRID[best_fixed_arm])}
     prefix = "eddy." if kind == "poisson" else "eddy.ssor-pcg."
     rows = []
@@ -282,7 +285,7 @@ def baselines(name: str, kind: str, m: int, n: int, seed: int, tab: dict, after:
     for r in rows_before:
         r.pop("_arms", None)
     # Peers on a sample.
-    sample = after[:PEER_SAMPLE]
+    sample = after[::max(1, len(after) // PEER_SAMPLE)][:PEER_SAMPLE]  # spread over the sequence
     peer: dict[str, list[tuple[float, float]]] = {"scipy.cg": [], "pyamg.sor": [], "pyamg.sa": []}
     paired: list[tuple[float, float]] = []
     try:
