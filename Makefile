@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/sidecar.py
 	$(PY) benchmarks/paging.py
 	$(PY) benchmarks/groupwise.py
+	$(PY) benchmarks/sor.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
