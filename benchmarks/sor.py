@@ -125,9 +125,8 @@ def _row(args: tuple) -> tuple[int, np.ndarray, np.ndarray, float]:
         s, c = poisson_system(m, i, seed)
         x0, method = None, "sor"
     else:
-        st = _STATE["heat"]
-        s = heat_system(_STATE["lap"], st["dt"] * st["kappa"][i] / (2 / (m + 1) ** 2), st["b"][i])
-        x0, method, c = st["x0"][i], "ssor-pcg", float(st["kappa"][i])
+        s, x0, method = system_of(kind, m, i, seed, {})
+        c = float(_STATE["heat"]["kappa"][i])
     its, secs = np.empty(len(GRID)), np.empty(len(GRID))
     for a, w in enumerate(GRID):
         r = solve(s, method, float(w), tol=TOL, maxiter=CAP, x0=x0)

@@ -31,36 +31,26 @@ from .config import ConfigError
 
 
 def _system(obj: dict[str, Any], base: str, line: int) -> tuple[Any, np.ndarray | None]:
-    from learners.sor.systems import SystemRejected, check_system
+    from learners.sor.systems import SystemRejected, check_system, load_npz
 
-    shape: tuple[int, ...] | None = None
     try:
         if "npz" in obj:
             path = os.path.realpath(os.path.join(base, str(obj["npz"])))
             if os.path.commonpath([path, base]) != base:
                 raise ConfigError(f"line {line}: {obj['npz']!r} lies outside the sequence file's folder")
-            with np.load(path, allow_pickle=False) as z:
-                if "shape" in z:
-                    shape = tuple(int(v) for v in np.asarray(z["shape"]).reshape(-1))
-                arrays = {k: z[k] for k in ("indptr", "indices", "data", "b", "x0") if k in z}
-            if shape is not None and (len(shape) != 2 or shape[0] != shape[1]):
-                raise ConfigError(f"line {line}: not_square: shape {shape}")
-        else:
-            arrays = {k: np.asarray(obj[k]) for k in ("indptr", "indices", "data", "b") if k in obj}
-            if "x0" in obj:
-                arrays["x0"] = np.asarray(obj["x0"], dtype=np.float64)
+            return load_npz(path)
+        arrays = {k: np.asarray(obj[k]) for k in ("indptr", "indices", "data", "b") if k in obj}
         missing = [k for k in ("indptr", "indices", "data", "b") if k not in arrays]
         if missing:
             raise ConfigError(f"line {line}: a system needs {missing}")
-        s = check_system(arrays["indptr"], arrays["indices"], arrays["data"], arrays["b"],
-                         n=shape[1] if shape else None)
+        s = check_system(arrays["indptr"], arrays["indices"], arrays["data"], arrays["b"])
+        return s, (np.asarray(obj["x0"], dtype=np.float64) if "x0" in obj else None)
     except ConfigError:
         raise
     except SystemRejected as e:
         raise ConfigError(f"line {line}: {e}") from None
-    except Exception as e:  # an unreadable file, a bad zip, a NUL in a path
+    except Exception as e:  # a bad x0, a NUL in a path
         raise ConfigError(f"line {line}: {type(e).__name__}: {e}") from None
-    return s, arrays.get("x0")
 
 
 def _settings(obj: dict[str, Any], line: int) -> dict[str, Any]:
@@ -152,9 +142,7 @@ def replay_sequence(path: str, seeds: int = 3, warmup: float = 0.2) -> tuple[lis
                 for seed in range(1 if policy.startswith("fixed-") else seeds)]
         runs.sort(key=lambda a: its[np.arange(len(its)), a][after].mean())
         arms[policy] = runs[len(runs) // 2]
-    rows = evaluate.summary(its, arms, warmup)
-    best = rows[0]["best_fixed_arm"]
-    arms["best-fixed"] = np.full(len(its), best)
+    arms["best-fixed"] = np.full(len(its), int(its[after].mean(axis=0).argmin()))
     arms["instance-best"] = its.argmin(axis=1)
     rows = evaluate.summary(its, arms, warmup)
     for r in rows:

@@ -36,7 +36,6 @@ import os
 import tempfile
 import threading
 import time
-import zipfile
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from learners.sor.systems import METHODS, System, SystemRejected, check_system, solve
+from learners.sor.systems import METHODS, System, SystemRejected, check_system, load_npz, require_spd, solve
 
 from ..records import BadRecord, Out, number
 
@@ -126,7 +125,10 @@ class Solves:
             except SystemRejected as e:
                 raise BadRecord(e.reason, e.detail) from None
             if method == "ssor-pcg":
-                self._spd(system)
+                try:
+                    require_spd(system, method)
+                except SystemRejected as e:
+                    raise BadRecord(e.reason, e.detail) from None
         x0 = spec.get("x0")
         if isinstance(x0, str):
             x0 = self._path(x0, "system.x0", ".npy", True)
@@ -145,13 +147,6 @@ class Solves:
         if system is not None and x.shape != (system.n,):
             raise BadRecord("bad_structure", f"'system.x0' has {len(x)} entries for {system.n} rows")
         return x
-
-    @staticmethod
-    def _spd(s: System) -> None:
-        if np.any(s.diag <= 0):
-            raise BadRecord("not_spd", "ssor-pcg needs a positive definite matrix (a positive diagonal)")
-        if not s.symmetric():
-            raise BadRecord("not_symmetric", "ssor-pcg needs a symmetric matrix")
 
     def reserve(self) -> None:
         """Takes a place among the solves in flight; ``solve_queue_full`` past ``solve_queue_cap``."""
@@ -182,48 +177,10 @@ class Solves:
         with self._guard:
             self._futures.discard(fut)
 
-    def _npz_arrays(self, path: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """The named arrays of an .npz, each member's header read first: an array past the size caps
-        is refused before it is read (a compressed file may expand to far more than its size)."""
-        limit = max(self.max_rows + 1, self.max_nnz)
-        out = {}
-        with zipfile.ZipFile(path) as zf:
-            members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
-            for name in names:
-                if name not in members:
-                    continue
-                with zf.open(members[name]) as f:
-                    version = np.lib.format.read_magic(f)
-                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                            else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read(f)
-                    if dtype.hasobject:
-                        raise SystemRejected("unreadable_file", f"{name}: object arrays are not read")
-                    if int(np.prod(shape)) > limit:
-                        raise SystemRejected("oversize", f"{name} has {int(np.prod(shape))} entries (caps: "
-                                             f"{self.max_rows} rows, {self.max_nnz} entries)")
-                with zf.open(members[name]) as f:
-                    out[name] = np.lib.format.read_array(f, allow_pickle=False)
-        return out
-
     def _load(self, spec: SolveSpec) -> tuple[System, np.ndarray | None]:
         s = spec.system
-        if s is None:
-            base = os.path.basename(str(spec.npz))
-            try:
-                z = self._npz_arrays(str(spec.npz), ("indptr", "indices", "data", "b", "shape"))
-                missing = [k for k in ("indptr", "indices", "data", "b") if k not in z]
-                if missing:
-                    raise SystemRejected("unreadable_file", f"{base} lacks {missing}")
-                shape = tuple(int(v) for v in np.asarray(z["shape"]).reshape(-1)) if "shape" in z else None
-                if shape is not None and (len(shape) != 2 or shape[0] != shape[1]):
-                    raise SystemRejected("not_square", f"shape {shape}: a solver here needs a square matrix")
-                s = check_system(z["indptr"], z["indices"], z["data"], z["b"], n=shape[1] if shape else None,
-                                 max_n=self.max_rows, max_nnz=self.max_nnz)
-            except SystemRejected:
-                raise
-            except Exception as e:  # not a zip, truncated, a bad header, no memory
-                raise SystemRejected("unreadable_file", f"{base}: {type(e).__name__}: {e}") from None
+        if s is None:  # (an x0 inside the .npz is not used: the request names its own)
+            s = load_npz(str(spec.npz), self.max_rows, self.max_nnz)[0]
         x0 = spec.x0
         if isinstance(x0, str):
             try:
@@ -238,10 +195,7 @@ class Solves:
             if x0.shape != (s.n,) or not np.isfinite(x0).all():
                 raise SystemRejected("bad_structure", f"x0 must be {s.n} finite numbers")
         if spec.method == "ssor-pcg":
-            try:
-                self._spd(s)
-            except BadRecord as e:
-                raise SystemRejected(e.reason, e.detail) from None
+            require_spd(s, spec.method)
         return s, x0
 
     def _solve(self, s: System, spec: SolveSpec, omega: float, x0: np.ndarray | None):

@@ -325,7 +325,7 @@ def chebyshev(u, out):
 def igw_choose(pred, gamma, seed, key, p):
     """Inverse-gap weighting over per-arm predicted costs (already divided by the cost scale): the
     lowest-cost arm i* gets what the others leave, arm i ≠ i* gets ``1 / (K + γ (ŷ_i - ŷ*))``.
-    Returns the drawn arm; ``p`` holds the distribution."""
+    Returns the drawn arm and i*; ``p`` holds the distribution."""
     k = pred.shape[0]
     best = 0
     for i in range(1, k):
@@ -337,7 +337,7 @@ def igw_choose(pred, gamma, seed, key, p):
             p[i] = 1.0 / (k + gamma * (pred[i] - pred[best]))
             rest += p[i]
     p[best] = 1.0 - rest
-    return draw_arm(p, seed, key)
+    return draw_arm(p, seed, key), best
 
 
 @jit
@@ -356,13 +356,9 @@ def chebcb_decide(theta, contexts, lo, hi, gamma, scale, keys, seed, arm, prob, 
             for j in range(m):
                 s += theta[a, j] * f[j]
             pred[a] = s / scale
-        a = igw_choose(pred, gamma, seed, keys[e], p)
+        a, best = igw_choose(pred, gamma, seed, keys[e], p)
         arm[e] = a
         prob[e] = p[a]
-        best = 0
-        for i in range(1, k):
-            if pred[i] < pred[best]:
-                best = i
         greedy[e] = a == best
 
 

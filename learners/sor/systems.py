@@ -13,7 +13,9 @@ evaluation: each costs far more than the solve it would tune. :func:`poisson` bu
 from __future__ import annotations
 
 import math
+import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -129,6 +131,59 @@ def check_system(indptr, indices, data, b, n: int | None = None, max_n: int = 10
     return System(indptr, indices, data, diag, b)
 
 
+def require_spd(system: System, method: str) -> None:
+    """The checks a CG method needs: a positive diagonal (``not_spd``) and a symmetric A
+    (``not_symmetric``); a breakdown during the solve finds the rest of an indefinite A."""
+    if np.any(system.diag <= 0):
+        raise SystemRejected("not_spd", f"{method} needs a positive definite matrix (a positive diagonal)")
+    if not system.symmetric():
+        raise SystemRejected("not_symmetric", f"{method} needs a symmetric matrix")
+
+
+def load_npz(path: str, max_n: int = 10_000_000, max_nnz: int = 100_000_000) -> tuple[System, np.ndarray | None]:
+    """The system of an ``.npz`` holding ``indptr``, ``indices``, ``data``, ``shape`` (what
+    ``scipy.sparse.save_npz`` writes for a CSR matrix) and ``b``, and its ``x0`` if it holds one.
+
+    Each member's header is read first: an array past the size caps is ``oversize`` before it is
+    read (a compressed file may expand to far more than its size); a file that cannot be read is
+    ``unreadable_file``.
+    """
+    base = os.path.basename(path)
+    limit = max(max_n + 1, max_nnz)
+    z: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
+            for name in ("indptr", "indices", "data", "b", "shape", "x0"):
+                if name not in members:
+                    continue
+                with zf.open(members[name]) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+                    if dtype.hasobject:
+                        raise SystemRejected("unreadable_file", f"{base}: {name}: object arrays are not read")
+                    if int(np.prod(shape)) > limit:
+                        raise SystemRejected("oversize", f"{base}: {name} has {int(np.prod(shape))} entries "
+                                             f"(caps: {max_n} rows, {max_nnz} entries)")
+                with zf.open(members[name]) as f:
+                    z[name] = np.lib.format.read_array(f, allow_pickle=False)
+        missing = [k for k in ("indptr", "indices", "data", "b") if k not in z]
+        if missing:
+            raise SystemRejected("unreadable_file", f"{base} lacks {missing}")
+        dims = tuple(int(v) for v in np.asarray(z["shape"]).reshape(-1)) if "shape" in z else None
+        if dims is not None and (len(dims) != 2 or dims[0] != dims[1]):
+            raise SystemRejected("not_square", f"shape {dims}: a solver here needs a square matrix")
+        s = check_system(z["indptr"], z["indices"], z["data"], z["b"], n=dims[1] if dims else None,
+                         max_n=max_n, max_nnz=max_nnz)
+    except SystemRejected:
+        raise
+    except Exception as e:  # not a zip, truncated, a bad header, no memory
+        raise SystemRejected("unreadable_file", f"{base}: {type(e).__name__}: {e}") from None
+    return s, (np.asarray(z["x0"], dtype=np.float64) if "x0" in z else None)
+
+
 def solve(system: System, method: str = "sor", omega: float = 1.0, tol: float = 1e-8, maxiter: int = 10_000,
           x0: np.ndarray | None = None) -> Solve:
     """Solves ``system`` by ``method`` (``sor``, ``ssor-pcg``, ``cg``) from ``x0`` (zeros if None).
@@ -154,10 +209,7 @@ def solve(system: System, method: str = "sor", omega: float = 1.0, tol: float = 
         raise SystemRejected("bad_structure", f"x0 must be {system.n} finite numbers")
     s = system
     if method != "sor":
-        if np.any(s.diag <= 0):
-            raise SystemRejected("not_spd", "a positive definite matrix has a positive diagonal")
-        if not s.symmetric():
-            raise SystemRejected("not_symmetric", f"{method} needs a symmetric matrix")
+        require_spd(s, method)
     t0 = time.perf_counter()
     if method == "sor":
         it, res, flag = K.sor_solve(s.indptr, s.indices, s.data, s.diag, s.b, x, omega, tol, maxiter)
