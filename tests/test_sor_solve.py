@@ -92,6 +92,32 @@ def test_inline_ssor_pcg_with_a_warm_start_and_a_capped_solve(tmp_path):
     assert got["b:input"]["converged"] is False
 
 
+def test_a_swept_solve_reports_the_per_instance_best_of_the_grid():
+    s = poisson(10, 0.3)
+    core = Engine(cfg(solve_sweep_every=1))
+    out = feed(core, [{"id": "a", "context": 0.3, "system": inline(s)}])
+    omega = orjson.loads(out[0].value)["omega"]
+    got = {o.kind: orjson.loads(o.value) for o in wait_outputs(core, 2)}
+    per_omega = {w: solve(s, "sor", w, tol=1e-8).iterations for w in core.learner.grid.tolist()}
+    best = min(per_omega.values())
+    assert got["input"]["best_iterations"] == got["decision"]["best_iterations"] == best
+    assert per_omega[got["decision"]["best_omega"]] == best
+    assert got["input"]["iterations"] == per_omega[omega] >= best
+    feed(core, [got["input"]])  # read back: the exact regret against the per-instance best
+    reg = core.metrics.registry
+    assert reg.get_sample_value("eddy_sor_regret_instance_best_iterations", {"pipeline": "sim"}) == \
+        per_omega[omega] - best
+    # One request in N, by its id: the same ids in every run; none with the sweep off.
+    third = Engine(cfg(solve_sweep_every=3)).adapter.solves
+    picked = [third.sweeps(f"r{i}") for i in range(300)]
+    assert picked == [Engine(cfg(solve_sweep_every=3)).adapter.solves.sweeps(f"r{i}") for i in range(300)]
+    assert 60 < sum(picked) < 140
+    assert not any(Engine(cfg()).adapter.solves.sweeps(f"r{i}") for i in range(300))
+    plain = Engine(cfg())
+    feed(plain, [{"id": "a", "context": 0.3, "system": inline(s)}])
+    assert all("best_iterations" not in orjson.loads(o.value) for o in wait_outputs(plain, 2))
+
+
 @pytest.mark.parametrize("system,reason", [
     ({"indptr": [0, 1, 2], "indices": [0, 2], "data": [1.0, 1.0], "b": [1.0, 1.0]}, "not_square"),
     ({"indptr": [0, 1, 2], "indices": [0, 0], "data": [1.0, 1.0], "b": [1.0, 1.0]}, "singular_diagonal"),

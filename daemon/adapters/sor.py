@@ -13,8 +13,15 @@ matrix. Output: ``{"id", "pipeline", "omega", "arm", "prob", "explored", "defaul
 "time", "replay"}``; ``prob`` is the probability ω was drawn with. A report's ``iterations``
 (a number >= 0) is the cost learned; ``converged: false`` counts the solve as not converged (its
 reported count, the solver's cap, is learned as its cost); ``seconds`` (>= 0) feeds the solve-time
-histogram. A report that has not arrived within ``reward_wait_s`` of event time is counted
+histogram; ``best_iterations`` (optional, >= 0: the fewest iterations any ω of the grid needs on
+this system, where the user knows it, e.g. from an offline sweep; solve mode measures it with
+``solve_sweep_every``) feeds the regret against the per-instance best. A report that has not
+arrived within ``reward_wait_s`` of event time is counted
 (``eddy_sor_reports_total{outcome="expired"}``) and not learned: no cost is invented.
+
+Regret metrics: against the best fixed ω in hindsight, an importance-weighted estimate from the
+policy's own draws (``eddy_sor_regret_best_fixed_iterations``, with ``eddy_sor_best_fixed_omega``);
+against the per-instance best, exact over the reports with ``best_iterations``.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ class Request(Item):
     """A request for ω: its ``context``, in solve mode its system (``solve``), and, once decided,
     ``arm`` (-1: a default ω off the grid, not learned) and ``prob``."""
 
-    __slots__ = ("context", "arm", "prob", "solve")
+    __slots__ = ("context", "arm", "prob", "drawn", "solve")
 
     def __init__(self, id: str, time: float | None, context: float, rec: SourceRecord | None):
         self.id, self.time, self.rec = id, time, rec
@@ -54,6 +61,7 @@ class Request(Item):
         self.context = context
         self.arm = -1
         self.prob = 1.0
+        self.drawn = False  # drawn by the policy with probability ``prob`` (not a default)
         self.solve: SolveSpec | None = None  # a solve request's system (solve mode)
 
 
@@ -75,7 +83,48 @@ SETTINGS = (
     S("solve_workers", int, 1, "sor solve mode: solver threads off the pipeline's loop", minimum=1),
     S("solve_queue_cap", int, 64, "sor solve mode: solves in flight at most (more are dead-lettered as "
       "solve_queue_full)", minimum=1),
+    S("solve_sweep_every", int, 0, "sor solve mode: one solve request in this many (chosen by its id) is also "
+      "solved at every ω of the grid, off the loop, to measure the per-instance best (its report carries "
+      "best_iterations); 0: never", minimum=0),
 )
+
+
+class _Regret:
+    """Regret of the decisions whose reports joined, in iterations.
+
+    Against the best fixed ω in hindsight: ``Σ cost - min_i Ĉ_i`` over the policy's drawn decisions,
+    where ``Ĉ_i = Σ cost·1[arm = i] / prob`` is the importance-weighted (unbiased) estimate of what
+    always playing ω_i would have cost on the same systems; only the chosen ω's count is ever
+    reported, so this is an estimate (the minimum of noisy estimates leans low: the regret leans
+    high, most while few reports have come). Against the per-instance best: ``Σ (cost -
+    best_iterations)`` over the reports that carry ``best_iterations`` (exact)."""
+
+    def __init__(self, k: int):
+        self.ipw = np.zeros(k)  # Ĉ_i
+        self.sums = np.zeros(4)  # [Σ cost of drawn decisions, their count, Σ (cost - best), reports with best]
+
+    def observe(self, arm: int, prob: float, drawn: bool, cost: float, best: float | None) -> None:
+        if drawn and arm >= 0:
+            self.ipw[arm] += cost / prob
+            self.sums[0] += cost
+            self.sums[1] += 1
+        if best is not None:
+            self.sums[2] += cost - best
+            self.sums[3] += 1
+
+    def best_fixed(self) -> tuple[float, int]:
+        """The estimated regret against the best fixed ω, and that ω's arm (-1: nothing drawn yet)."""
+        if not self.sums[1]:
+            return 0.0, -1
+        a = int(np.argmin(self.ipw))
+        return float(self.sums[0] - self.ipw[a]), a
+
+    def to_array(self) -> np.ndarray:
+        return np.concatenate([self.ipw, self.sums])
+
+    def load(self, a: np.ndarray) -> None:
+        if a.shape == (len(self.ipw) + 4,):
+            self.ipw, self.sums = a[:-4].copy(), a[-4:].copy()
 
 
 class _Histogram:
@@ -138,9 +187,11 @@ class SorAdapter(Adapter):
         self.not_converged = 0
         self.explored = 0
         self.per_arm = np.zeros(len(self.grid), dtype=np.int64)  # decisions per ω
-        self._report: tuple[bool, float | None] = (True, None)  # the report being joined (feedback_value)
+        self.regret = _Regret(len(self.grid))
+        self._report: tuple[bool, float | None, float | None] = (True, None, None)  # the report being joined
         self.solves = Solves(pc, self.name, metrics)
         self.solves.emit = lambda outs: self.emit(outs)
+        self.solves.grid = self.grid
         self.last_learner_error = ""
 
     # -- decoding ---------------------------------------------------------------------------------
@@ -173,8 +224,11 @@ class SorAdapter(Adapter):
         sec = number(obj, "seconds", required=False)
         if sec is not None and sec < 0:
             raise BadRecord("bad_type", "'seconds' must be a number >= 0")
+        best = number(obj, "best_iterations", required=False)
+        if best is not None and not 0 <= best <= MAX_COST:
+            raise BadRecord("bad_type", f"'best_iterations' must be a number in [0, {MAX_COST:g}]")
         # Read back by joined() if the report joins its request (the engine calls the two in turn).
-        self._report = (converged, sec)
+        self._report = (converged, sec, best)
         return float(it)
 
     # -- decisions, learning ----------------------------------------------------------------------
@@ -219,7 +273,7 @@ class SorAdapter(Adapter):
             outs.append(Out("decision", cast(str, r.id).encode(), dumps_kept(body)))
             if http:
                 bodies.append(body)
-            r.arm, r.prob, r.rec = a, p, None
+            r.arm, r.prob, r.drawn, r.rec = a, p, reason is None, None
             if a >= 0:
                 self.per_arm[a] += 1
             self.explored += x
@@ -235,8 +289,10 @@ class SorAdapter(Adapter):
         self.solves.close()
 
     def joined(self, item: Item, value: float) -> None:
-        converged, sec = self._report
-        self._report = (True, None)
+        converged, sec, best = self._report
+        self._report = (True, None, None)
+        r = cast(Request, item)
+        self.regret.observe(r.arm, r.prob, r.drawn, value, best)
         self.iterations.observe(value)
         if sec is not None:
             self.seconds.observe(sec)
@@ -265,13 +321,16 @@ class SorAdapter(Adapter):
         rs = cast(list[Request], items)
         return {"context": np.array([r.context for r in rs], dtype=np.float64),
                 "arm": np.array([r.arm for r in rs], dtype=np.int64),
-                "prob": np.array([r.prob for r in rs], dtype=np.float64)}
+                "prob": np.array([r.prob for r in rs], dtype=np.float64),
+                "drawn": np.array([r.drawn for r in rs], dtype=np.bool_)}
 
     def unpack(self, a: Mapping[str, np.ndarray], ids: list[str]) -> list[Item]:
         out: list[Item] = []
-        for eid, c, arm, p in zip(ids, a["context"].tolist(), a["arm"].tolist(), a["prob"].tolist(), strict=True):
+        drawn = a["drawn"].tolist() if "drawn" in a else [False] * len(ids)
+        for eid, c, arm, p, d in zip(ids, a["context"].tolist(), a["arm"].tolist(), a["prob"].tolist(), drawn,
+                                     strict=True):
             r = Request(eid, None, c, None)
-            r.arm, r.prob = arm, p
+            r.arm, r.prob, r.drawn = arm, p, d
             out.append(r)
         return out
 
@@ -281,6 +340,7 @@ class SorAdapter(Adapter):
         arrays["stats/seconds"] = self.seconds.to_array()
         arrays["stats/per_arm"] = self.per_arm.copy()
         arrays["stats/counts"] = np.array([self.not_converged, self.explored], dtype=np.int64)
+        arrays["stats/regret"] = self.regret.to_array()
         return arrays, own
 
     def restore(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -290,12 +350,18 @@ class SorAdapter(Adapter):
         if arrays["stats/per_arm"].shape == self.per_arm.shape:
             self.per_arm = np.asarray(arrays["stats/per_arm"], dtype=np.int64).copy()
         self.not_converged, self.explored = (int(v) for v in arrays["stats/counts"])
+        if "stats/regret" in arrays:
+            self.regret.load(np.asarray(arrays["stats/regret"], dtype=np.float64))
 
     # -- reports and metrics ----------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
         n = self.iterations.counts.sum()
+        regret, arm = self.regret.best_fixed()
         return {**self.learner.report(), "reports_joined": int(n),
-                "mean_iterations": self.iterations.sum / n if n else None, "not_converged": self.not_converged}
+                "mean_iterations": self.iterations.sum / n if n else None, "not_converged": self.not_converged,
+                "regret_best_fixed": regret, "best_fixed_omega": float(self.grid[arm]) if arm >= 0 else None,
+                "regret_instance_best": float(self.regret.sums[2]),
+                "instance_best_reports": int(self.regret.sums[3])}
 
     def samples(self) -> Iterator[Sample]:
         yield Sample("eddy_sor_learned_reports", "counter", "Reports the model has learned", {},
@@ -308,6 +374,16 @@ class SorAdapter(Adapter):
                      self.not_converged)
         yield Sample("eddy_sor_explored_decisions", "counter", "Decisions that did not pick the ω the policy "
                      "prefers now", {}, self.explored)
+        regret, arm = self.regret.best_fixed()
+        yield Sample("eddy_sor_regret_best_fixed_iterations", "gauge", "Iterations spent beyond the best fixed ω "
+                     "in hindsight (importance-weighted estimate over the policy's drawn decisions)", {}, regret)
+        if arm >= 0:
+            yield Sample("eddy_sor_best_fixed_omega", "gauge", "The ω with the lowest estimated total cost so far",
+                         {}, float(self.grid[arm]))
+        yield Sample("eddy_sor_regret_instance_best_iterations", "gauge", "Iterations spent beyond each "
+                     "system's best ω of the grid (reports with best_iterations)", {}, float(self.regret.sums[2]))
+        yield Sample("eddy_sor_instance_best_reports", "counter", "Joined reports that carried best_iterations", {},
+                     int(self.regret.sums[3]))
         for w, c in zip(self.grid.tolist(), self.per_arm.tolist(), strict=True):
             yield Sample("eddy_sor_omega_decisions", "counter", "Decisions per ω of the grid", {"omega": f"{w:g}"}, c)
         for outcome, n in self.solves.done.items():

@@ -24,7 +24,10 @@ with the pipeline's next batch: the outcome on the output topic, ``{"id", "pipel
 "iterations", "seconds", "converged", "time"}``, learned when it is read back, in log order, like a
 report from the user's solver (a replay of the input log therefore learns the same). A solve that
 does not converge within the cap or the budget is reported with ``converged: false`` and the cap as
-its cost. A system no solver takes (not square, non-finite, a zero diagonal, not symmetric positive
+its cost. With ``solve_sweep_every`` = N, one request in N (chosen by a hash of its id) is also
+solved at every ω of the grid, on the same worker after its own solve: its outcome and report
+carry ``best_iterations`` (and the outcome ``best_omega``), the per-instance best the regret metric
+is measured against. A system no solver takes (not square, non-finite, a zero diagonal, not symmetric positive
 definite for SSOR-PCG, over the size caps, an unreadable file) is dead-lettered with its reason:
 checks on the record itself at decoding, checks that need the file when the worker loads it.
 """
@@ -43,6 +46,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from learners._hashing import event_keys
 from learners.sor.systems import METHODS, System, SystemRejected, check_system, load_npz, require_spd, solve
 
 from ..records import BadRecord, Out, number
@@ -77,6 +81,8 @@ class Solves:
         self.budget_s = float(pc["solve_budget_s"])
         self.cap = int(pc["solve_queue_cap"])
         self.workers = int(pc["solve_workers"])
+        self.sweep_every = int(pc["solve_sweep_every"])
+        self.grid: np.ndarray = np.zeros(0)  # set by the adapter: the ω a sweep solves at
         self.name = name
         self.metrics = metrics
         self.emit: Any = None  # set by the adapter: publishes outputs made outside a run
@@ -214,6 +220,24 @@ class Solves:
                 return r.__class__(its if r.converged else spec.maxiter, r.residual, r.converged, seconds, x,
                                    r.breakdown)
 
+    def sweeps(self, eid: str) -> bool:
+        """Whether this request is one of the ``solve_sweep_every`` swept (a function of its id, so
+        a replay sweeps the same ones)."""
+        return self.sweep_every > 0 and int(event_keys([eid])[0]) % self.sweep_every == 0
+
+    def _sweep(self, eid: str, s: System, spec: SolveSpec, x0: np.ndarray | None) -> tuple[int, float] | None:
+        """For a swept request: the fewest iterations of any ω of the grid on this system (each
+        solved as the chosen one was, within the cap and the budget) and that ω."""
+        if not self.sweeps(eid) or not len(self.grid):
+            return None
+        best, at = -1, 0.0
+        for w in self.grid.tolist():
+            r = self._solve(s, spec, w, x0)
+            its = int(r.iterations) if r.converged else spec.maxiter
+            if best < 0 or its < best:
+                best, at = its, w
+        return best, at
+
     def _count(self, outcome: str) -> None:
         with self._guard:
             self.done[outcome] += 1
@@ -258,6 +282,7 @@ class Solves:
                     error = f"solution not written: {e}"
                     log.warning("%s: %s: %s", self.name, eid, error)
             self._count("converged" if r.converged else "not_converged")
+            best = self._sweep(eid, s, spec, x0)
             out = {"id": eid, "pipeline": self.name, "type": "solve", "omega": omega, "method": spec.method,
                    "iterations": r.iterations, "residual": r.residual, "seconds": r.seconds,
                    "converged": r.converged, "solution": written, "time": t, "replay": replay}
@@ -265,6 +290,9 @@ class Solves:
                 out["error"] = error
             report = {"type": "report", "id": eid, "iterations": r.iterations, "seconds": r.seconds,
                       "converged": r.converged, "time": t}
+            if best is not None:
+                out["best_iterations"] = report["best_iterations"] = best[0]
+                out["best_omega"] = best[1]
             self.emit([Out("decision", eid.encode(), orjson.dumps(out)),
                        Out("input", eid.encode(), orjson.dumps(report))])
         except Exception as e:  # never lost silently in the pool: a dead letter, a counter, a log line
