@@ -64,3 +64,39 @@ def test_at_least_half_minus_eps_of_opt_at_every_step(kind, lattanzi):
                     assert v >= (0.5 - EPS) * opt - 1e-12, (name, k, op, e, v, opt)
                     worst = min(worst, v / opt if opt > 0 else 1.0)
     assert worst >= 0.5 - EPS
+
+
+def _ops(rng, n: int, steps: int, live_cap: int) -> list[tuple[str, int]]:
+    live: list[int] = []
+    ops = []
+    for _ in range(steps):
+        if live and (len(live) >= live_cap or rng.random() < 0.45):
+            ops.append(("delete", live.pop(int(rng.integers(len(live))))))
+        else:
+            e = int(rng.choice([x for x in range(n) if x not in live]))
+            live.append(e)
+            ops.append(("insert", e))
+    return ops
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_kernel_equals_the_plain_algorithm_step_by_step(kind):
+    """Same streams, same random draws: the same solution, value, oracle calls and guesses after
+    every operation."""
+    from learners.submodular import _dynamic as D
+
+    for seed in range(3):
+        obj, rows, idx, cnt, _ = instance(kind, 40, seed)
+        keys = np.arange(40, dtype=np.uint64) * np.uint64(7919) + np.uint64(seed)
+        for k in (1, 3, 6):
+            st = D.new_state(obj.form, obj.phik, obj.sparse, obj.w, obj.width, 40, k, EPS, seed)
+            st.rows[:], st.idx[:], st.cnt[:], st.keys[:] = rows, idx, cnt, keys
+            ref = DynamicReference(Items(obj, rows, idx, cnt, keys), k, T=int(st.ip[4]), eps=EPS, seed=seed)
+            out = np.empty(k, dtype=np.int64)
+            for op, e in _ops(np.random.default_rng(seed + 10 * k), 40, 200, 25):
+                getattr(ref, op)(e)
+                getattr(D, op)(st, e)
+                n, v = D.solution(st, out)
+                assert out[:n].tolist() == ref.solution() and v == ref.value()
+                assert int(st.fp[4]) == ref.it.calls
+                assert sorted(int(st.gi[g]) for g in range(st.ip[5]) if st.gon[g]) == sorted(ref.guesses)

@@ -108,10 +108,16 @@ class Levels:
     was last built, not filtered yet) and the elements chosen there ``S[l]``. Building level l
     (:meth:`construct`) takes ``A[l] ∪ B[l]``, keeps those with gain >= τ, and while at least
     2^(T-l) of them are left (and fewer than k are chosen) chooses one at random among them and
-    filters again; the survivors enter level l+1. ``lattanzi``: Lattanzi et al.'s rules (every
-    insertion rebuilds the lowest overflowing level, the top one included, and the choice is the
-    first candidate of a random order with gain > τ); otherwise eddy's (an insertion that reaches
-    the top only is checked against the whole solution, one oracle call).
+    filters again; the survivors enter level l+1. A deletion that takes a chosen element leaves
+    the levels as they are while the value still certifies the guarantee (>= (1-ε)γ/2), and
+    rebuilds from the lowest level that lost one once it does not.
+
+    ``lattanzi``: Lattanzi et al.'s rules (while fewer than k are chosen, every insertion rebuilds
+    the lowest level whose buffer holds 2^(T-l) elements, the top one always; the choice is the
+    first candidate of a random order with gain > τ). Otherwise eddy's: an insertion only goes into
+    the buffers and, while fewer than k are chosen, is checked against the whole solution (one
+    oracle call) and chosen at the top level if its gain is at least τ; the choice is uniform
+    among the candidates (the least of their ranks, drawn per choice).
     """
 
     def __init__(self, items: Items, i: int, gamma: float, k: int, T: int, eps: float, seed_g: int, lattanzi: bool,
@@ -130,6 +136,11 @@ class Levels:
 
     def solution(self) -> list[int]:
         return [e for s in self.S for e in s]
+
+    def intact(self) -> bool:
+        """Fewer than k chosen and no chosen element lost since the levels were built: every live
+        element's gain is below τ against a prefix of the solution (so OPT <= f(G) + γ/2)."""
+        return sum(len(s) for s in self.S) < self.k and self.lowest > self.T
 
     def value(self) -> float:
         return self.it.value(self.c[self.T + 1])
@@ -150,7 +161,9 @@ class Levels:
     def construct(self, j: int) -> None:
         T, it = self.T, self.it
         X = self.A[j] | self.B[j]
-        fresh = self.B[j] - self.A[j] if not self.lattanzi else X
+        # (an element that entered the pool of level j or above passed against the levels below j:
+        # no call needed; Lattanzi et al. filter them all again)
+        fresh = self.B[j] - set().union(*self.A[j:]) if not self.lattanzi else X
         for level in range(j, T + 1):
             self.A[level], self.B[level], self.S[level] = set(), set(), []
         c = self.c[j].copy()
@@ -188,11 +201,8 @@ class Levels:
         for level in range(T + 1):
             self.B[level].add(e)
         if len(self.solution()) < self.k:
-            for level in range(T + 1):
-                if len(self.B[level]) >= 2 ** (T - level):
-                    break
-            if level < T or self.lattanzi:
-                self.construct(level)
+            if self.lattanzi:  # the lowest level whose buffer overflows is rebuilt (the top always does)
+                self.construct(next(lv for lv in range(T + 1) if len(self.B[lv]) >= 2 ** (T - lv)))
             elif self.it.gain(e, self.c[T + 1]) >= self.tau:  # the top: e against the whole solution
                 self.S[T].append(e)
                 self.it.add(e, self.c[T + 1])
@@ -238,6 +248,7 @@ class DynamicReference:
         self.base = 1.0 + (eps if eps_guess is None else eps_guess)
         self.guesses: dict[int, Levels] = {}
         self.single: dict[int, float] = {}
+        self.bound = 0.0  # an upper bound on OPT during the update (0: none known)
 
     def _band(self) -> tuple[int, int]:
         positive = [v for v in self.single.values() if v > 0]
@@ -249,30 +260,42 @@ class DynamicReference:
         if self.lattanzi:
             return math.floor(math.log(min(positive)) / lb + 1e-9), top
         best = max((g.value() for g in self.guesses.values()), default=0.0)
+        # Before this update the best guess held at least (1-ε)/(2(1+ε))·OPT, and an insertion
+        # raises OPT by at most its singleton: no guess above that bound is needed now.
+        if self.bound > 0:
+            top = min(top, math.floor(math.log(self.bound) / lb + 1e-9) + 1)
         return math.floor(math.log(max(hi, best) / self.base) / lb + 1e-9), top
 
     def _sync(self) -> None:
         lo, hi = self._band()
-        for i in [i for i in self.guesses if i > hi or i < lo - (0 if self.lattanzi else 2)]:
+        below, above = (0, 0) if self.lattanzi else (3, 3)  # eddy: kept a little outside the band
+        for i in [i for i in self.guesses if i > hi + above or i < lo - below]:
             del self.guesses[i]
         for i in range(lo, hi + 1):
             if i not in self.guesses:
-                g = Levels(self.it, i, self.base ** i, self.k, self.T, self.eps, guess_seed(self.seed, i),
-                           self.lattanzi, self.single)
+                g = Levels(self.it, i, math.pow(self.base, float(i)), self.k, self.T, self.eps,
+                           guess_seed(self.seed, i), self.lattanzi, self.single)
                 for e in sorted(self.single):
                     if self.single[e] >= g.tau:
                         g.B[0].add(e)
                 g.construct(0)
                 self.guesses[i] = g
 
+    def _raise_bound(self, single: float) -> None:
+        """The bound on OPT after this update (see :meth:`_band`)."""
+        best = max((g.value() for g in self.guesses.values()), default=0.0)
+        self.bound = (2 * (1 + self.eps) / (1 - self.eps) * best + single) if best > 0 else 0.0
+
     def insert(self, e: int) -> None:
         s = self.it.gain(e, np.zeros(self.it.o.m))
+        self._raise_bound(s)
         self.single[e] = s
         for i in sorted(self.guesses):
             self.guesses[i].insert(e, s)
         self._sync()
 
     def delete(self, e: int) -> None:
+        self._raise_bound(0.0)
         del self.single[e]
         for i in sorted(self.guesses):
             self.guesses[i].delete(e)
