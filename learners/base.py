@@ -306,4 +306,4 @@ def factory_of(name: str) -> Callable[..., Learner]:
 
 
 def _load_families() -> None:
-    from . import bandit, groupwise, paging, sor  # noqa: F401  (register on import)
+    from . import bandit, groupwise, paging, sor, submodular  # noqa: F401  (register on import)

@@ -73,3 +73,29 @@ def lazy_greedy(form, phik, sparse, w, rows, idx, cnt, live, k, c, out):
         stamp[top] = chosen
         _sift_down(heap, size, bound, pos, 0)
     return chosen, value(form, phik, w, c), calls
+
+
+@jit
+def greedy_complete(form, phik, sparse, w, rows, idx, cnt, cand, k, served, nserved, c):
+    """Completes ``served[:nserved]`` (its state in ``c``) greedily from the slots ``cand`` (not in
+    it) up to k elements of positive gain (plain greedy: the candidate pools are small). Returns
+    (the new count, oracle calls)."""
+    n = cand.shape[0]
+    taken = np.zeros(n, dtype=np.bool_)
+    calls = 0
+    while nserved < k:
+        best, arg = 0.0, -1
+        for t in range(n):
+            if taken[t]:
+                continue
+            g = gain(form, phik, sparse, w, rows, idx, cnt, cand[t], c)
+            calls += 1
+            if g > best:
+                best, arg = g, t
+        if arg < 0:
+            break
+        taken[arg] = True
+        served[nserved] = cand[arg]
+        nserved += 1
+        add(form, sparse, rows, idx, cnt, cand[arg], c)
+    return nserved, calls
