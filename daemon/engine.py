@@ -172,6 +172,7 @@ class Engine:
         loads, max_bytes = orjson.loads, rules.max_bytes
         fb_type = self.feedback_type
         tracker = fb_type is None
+        ordered = a.rejects_in_runs
         lane = Lane("")
         topic, part = None, -1
         for rec in records:
@@ -217,6 +218,8 @@ class Engine:
                     allowed = "'event'" + (f" or {fb_type!r}" if fb_type else "")
                     raise BadRecord("bad_type", f"'type' must be {allowed}, got {kind!r}")
             except BadRecord as e:
+                if ordered and run:  # the run's own rejections come first
+                    self._flush(run, run_ids, out, None, "kafka")
                 out.append(self._reject(e.reason, e.detail, rec))
         self._flush(run, run_ids, out, None, "kafka")
         self._c_events.inc(n_ev)
@@ -414,7 +417,9 @@ class Engine:
 
     def _drop(self, item: Item) -> None:
         """An item rejected within its run: never decided, so nothing remembers it."""
-        lane, eid = item.lane, item.id
+        lane, eid = getattr(item, "lane", None), item.id
+        if lane is None:  # (a tracker's item without an id: never admitted to a lane)
+            return
         if eid is not None:
             lane.seen.pop(eid, None)
             lane.buffer.pop(eid, None)

@@ -111,17 +111,21 @@ class Adapter(abc.ABC):
     a tracker); ``feedback_name`` names it in reasons (``late_<name>``, ``duplicate_<name>``);
     ``feedback_metric`` names the counter of feedback outcomes (joined, ``expired_outcome``,
     evicted); ``expire_value`` is learned for an event whose feedback never came (None: the event
-    leaves unlearned).
+    leaves unlearned). ``rejects_in_runs``: :meth:`run` may reject items it meets (a summary's
+    delete of an item that is not live); the engine then publishes the run before a later record's
+    dead letter, so that dead letters keep log order whatever the micro-batches.
     """
 
     family: ClassVar[str]
     settings: ClassVar[tuple[Setting, ...]] = ()
     verbs: ClassVar[Mapping[str, Verb]]
+    views: ClassVar[Mapping[str, str]] = {}  # GET /v1/pipelines/<name>/<view>: the adapter method answering it
     feedback_type: ClassVar[str | None] = None
     feedback_name: ClassVar[str] = "feedback"
     feedback_metric: ClassVar[str] = "eddy_feedback"
     expired_outcome: ClassVar[str] = "expired"
     ids_required: ClassVar[bool] = True
+    rejects_in_runs: ClassVar[bool] = False  # run() may reject items: dead letters then keep log order
     default_params: ClassVar[tuple[str, ...]] = ("seed",)  # pipeline settings that default learner params
 
     expire_value: float | None = None

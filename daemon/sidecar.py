@@ -5,6 +5,8 @@ adapter's ``verbs``, of three kinds: events, feedback, control). An events verb 
 object or ``{<items>: [...]}`` and answers one output or ``{<answer>: [...]}``; a feedback verb
 answers one status, or per item;
 ``control`` takes ``{"force_default": bool}``.
+``GET /v1/pipelines/{name}/{view}`` with the views the family offers (each adapter's ``views``:
+the current state users see, e.g. a summary's current set), and
 ``GET /healthz``, ``/readyz`` (ready once kernels are compiled, state restored, and every pipeline
 has joined its consumer group with each assigned partition restored; the body gives each pipeline's
 standing), ``/metrics``.
@@ -107,12 +109,12 @@ class Sidecar:
         if len(parts) != 4 or parts[:2] != ["v1", "pipelines"]:
             return self._err(404, "not_found", f"no route {method} {path}")
         name, verb = parts[2], parts[3]
+        if method == "GET" and name in self.engines and verb in self.engines[name].adapter.views:
+            return self._view(self.engines[name], verb, scope)
         if method != "POST" or verb not in self.verbs:
             return self._err(405 if verb in self.verbs else 404, "not_found", f"no route {method} {path}")
-        if self.token:
-            auth = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(auth, b"Bearer " + self.token):
-                return self._err(401, "unauthorized", "a valid bearer token is required")
+        if not self._authorized(scope):
+            return self._err(401, "unauthorized", "a valid bearer token is required")
         engine = self.engines.get(name)
         if engine is None:
             return self._err(404, "unknown_pipeline", f"no pipeline {name!r}; pipelines: {', '.join(self.engines)}")
@@ -158,7 +160,15 @@ class Sidecar:
         finally:
             lock.release()
         engine.metrics.decision_latency.labels(pipeline=engine.name).observe(time.perf_counter() - t0)
+        if not batch and "error" in results[0]:  # rejected when its run was computed (a family's own reason)
+            reason = results[0]["error"]
+            return self._err(self._code(reason), reason, results[0]["detail"])
         return 200, JSON, orjson.dumps({v.answer: results} if batch else results[0])
+
+    @staticmethod
+    def _code(reason: str) -> int:
+        """The status of a rejection: 404 for an unknown id, 409 for a late or repeated one, else 400."""
+        return 404 if reason.startswith("unknown_") else 409 if reason.startswith(("late_", "duplicate_")) else 400
 
     def _over_budget(self, engine: Engine, v: Verb, items: list[dict], kept: list[dict | None],
                      batch: bool) -> tuple[int, list, bytes]:
@@ -176,10 +186,23 @@ class Sidecar:
             r = res[0]
             if r["status"] != "joined":
                 reason = r["reason"]
-                code = 404 if reason == "unknown_event" else 409 if reason.startswith(("late_", "duplicate_")) else 400
-                return self._err(code, reason, r["detail"])
+                return self._err(self._code(reason), reason, r["detail"])
             return 200, JSON, orjson.dumps(r)
         return 200, JSON, orjson.dumps({"results": res})
+
+    def _authorized(self, scope) -> bool:
+        if not self.token:
+            return True
+        return hmac.compare_digest(dict(scope["headers"]).get(b"authorization", b""), b"Bearer " + self.token)
+
+    def _view(self, engine: Engine, view: str, scope) -> tuple[int, list, bytes]:
+        if not self._authorized(scope):
+            return self._err(401, "unauthorized", "a valid bearer token is required")
+        if not self.ready:
+            return self._err(503, "not_ready", "kernels are compiling or state is being restored")
+        with engine.lock:
+            body = getattr(engine.adapter, engine.adapter.views[view])()
+        return 200, JSON, orjson.dumps(body)
 
     def _control(self, engine: Engine, obj: Any) -> tuple[int, list, bytes]:
         if not isinstance(obj, dict) or not isinstance(obj.get("force_default"), bool):

@@ -54,7 +54,9 @@ class Spec:
     """A family under test: ``pipeline`` settings, ``event(rng, i, t)`` (a valid event of the
     family's stream, id ``e<i>`` where it has one), ``plain(eid, t)`` (a valid event with that id),
     ``feedback(rng, eid, t)`` (None: the family takes no feedback), ``missing`` (an event that lacks
-    a required field)."""
+    a required field). ``remembers_ids``: the engine remembers the records' ids (a repeated one is a
+    ``duplicate_event``); a family whose ids name the items it tracks (a summary's inserts and
+    deletes share one) judges repeats itself, with ``duplicate_reason``."""
 
     pipeline: dict[str, Any]
     event: Callable[[random.Random, int, float], dict[str, Any]]
@@ -63,6 +65,8 @@ class Spec:
     feedback: Callable[[random.Random, str, float], dict[str, Any]] | None = None
     feedback_name: str = ""
     plugins: list[str] = field(default_factory=list)
+    remembers_ids: bool = True
+    duplicate_reason: str = "duplicate_event"
 
 
 def _features(rng: random.Random) -> dict[str, float]:
@@ -86,6 +90,14 @@ def _paging_event(rng, i, t):
     if i % 23 == 11:
         return {"key": key, "op": "delete", "id": f"e{i}", "time": t}
     return {"key": key, "id": f"e{i}", "time": t}
+
+
+def _summary_event(rng, i, t):
+    if i % 7 == 3 and i > 10:  # a delete of an item inserted a while ago (live unless deleted already)
+        return {"op": "delete", "id": f"e{i - 7 - (i % 3)}", "time": t}
+    if i % 19 == 5:
+        return {"op": "get", "time": t}
+    return {"id": f"e{i}", "time": t, "features": [round(rng.random(), 3), round(rng.random(), 3), 1.0]}
 
 
 def _mean_event(rng, i, t):
@@ -123,6 +135,13 @@ SPECS: dict[str, Spec] = {
         feedback=lambda rng, eid, t: {"type": "report", "id": eid, "iterations": rng.randint(40, 400), "time": t,
                                       "seconds": round(rng.random() / 100, 5), "converged": rng.random() < 0.9},
         feedback_name="report"),
+    "submodular": Spec(
+        pipeline={"learner": "submodular-dynamic", "params": {"objective": "feature-based", "d": 3, "k": 3,
+                                                              "capacity": 16}},
+        event=_summary_event,
+        plain=lambda eid, t: {"id": eid, "time": t, "features": [0.5, 0.25, 1.0]},
+        missing={"time": 0.0, "features": [1.0, 0.0, 0.0]},  # no id
+        remembers_ids=False, duplicate_reason="duplicate_item"),
     "mean": Spec(
         pipeline={"learner": "test-running-mean", "params": {"n_buckets": 8}},
         event=_mean_event,
@@ -239,7 +258,7 @@ def test_outputs_do_not_depend_on_micro_batch_boundaries(family, partitions):
     ref = by_kind(feed(engine(family), recs, len(recs)))
     assert len(ref["decision"]) > 100 and ref["dlq"]
     reasons = {d["reason"] for d in map(orjson.loads, (v for _, v in ref["dlq"]))}
-    assert {"malformed_json", "duplicate_event"} <= reasons
+    assert {"malformed_json", SPECS[family].duplicate_reason} <= reasons
     if family in FEEDBACK:
         assert {"unknown_event", f"duplicate_{SPECS[family].feedback_name}"} <= reasons
     for batch in (1, 7, 64):
@@ -294,9 +313,10 @@ def test_a_repeated_event_id_is_dead_lettered_and_not_processed_twice(family):
     decided = [orjson.loads(o.value)["id"] for o in outs if o.kind == "decision"]
     assert decided == ["d1", "d2"]
     dl = dlq_bodies(outs)
-    assert [(d["reason"], d["offset"]) for d in dl] == [("duplicate_event", 1), ("duplicate_event", 3)]
+    dup = spec.duplicate_reason
+    assert [(d["reason"], d["offset"]) for d in dl] == [(dup, 1), (dup, 3)]
     assert all("'d1'" in d["detail"] for d in dl)
-    assert sample(core, "eddy_dead_letter_messages_total", reason="duplicate_event") == 2
+    assert sample(core, "eddy_dead_letter_messages_total", reason=dup) == 2
     assert sample(core, "eddy_decisions_total", source="kafka") == 2
     if family not in FEEDBACK:
         return
@@ -320,7 +340,7 @@ def _nan_time(ev: dict[str, Any]) -> bytes:
 def dead_letter_cases(family: str) -> list[tuple[str, str]]:
     cases = [("oversize", "oversize"), ("malformed_json", "malformed_json"), ("non_finite", "non_finite"),
              ("array", "bad_type"), ("string", "bad_type"), ("missing", "missing_field"),
-             ("future", "future_time"), ("duplicate_event", "duplicate_event")]
+             ("future", "future_time"), ("duplicate_event", SPECS[family].duplicate_reason)]
     if family in FEEDBACK:  # (a tracker's records have no 'type': its requests ignore one, as before the engine)
         cases.append(("type", "bad_type"))
         name = SPECS[family].feedback_name
@@ -385,6 +405,9 @@ def test_the_caps_hold_per_lane_and_count_their_evictions(family):
         assert not dlq_bodies(core.handle(recs[i:i + 7]))
         for lane in core.lanes.values():
             assert len(lane.seen) <= dedup and len(lane.buffer) <= join
+    if not spec.remembers_ids:  # (the family's own state is bounded by its own caps)
+        assert sample(core, "eddy_dedup_entries") == 0 == sample(core, "eddy_cap_evictions_total", cap="dedup")
+        return
     per_lane = n // 2
     assert {k: len(v.seen) for k, v in core.lanes.items()} == {f"{TOPIC}:0": dedup, f"{TOPIC}:1": dedup}
     assert sample(core, "eddy_cap_evictions_total", cap="dedup") == 2 * (per_lane - dedup)
@@ -427,11 +450,12 @@ def test_each_input_partition_has_its_own_lane(family):
         [orjson.loads(r.value)["id"] for r in recs]  # log order across the partitions
     lanes = core.lanes
     assert sorted(lanes) == [f"{TOPIC}:0", f"{TOPIC}:1"]
-    assert list(lanes[f"{TOPIC}:0"].seen) == [f"p{i}" for i in range(10)]
-    assert list(lanes[f"{TOPIC}:1"].seen) == [f"q{i}" for i in range(10)]
+    if spec.remembers_ids:
+        assert list(lanes[f"{TOPIC}:0"].seen) == [f"p{i}" for i in range(10)]
+        assert list(lanes[f"{TOPIC}:1"].seen) == [f"q{i}" for i in range(10)]
     # A repeated id is judged by its partition's lane (records keyed by id stay on one partition).
     (dup,) = dlq_bodies(core.handle([one(spec.plain("q3", 20.0), 1, 10)]))
-    assert (dup["reason"], dup["partition"]) == ("duplicate_event", 1)
+    assert (dup["reason"], dup["partition"]) == (spec.duplicate_reason, 1)
     if family not in FEEDBACK:
         return
     name, rng = spec.feedback_name, random.Random(1)

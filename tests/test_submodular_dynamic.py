@@ -100,3 +100,31 @@ def test_the_kernel_equals_the_plain_algorithm_step_by_step(kind):
                 assert out[:n].tolist() == ref.solution() and v == ref.value()
                 assert int(st.fp[4]) == ref.it.calls
                 assert sorted(int(st.gi[g]) for g in range(st.ip[5]) if st.gon[g]) == sorted(ref.guesses)
+
+
+def test_a_python_objective_runs_on_the_plain_algorithm_with_the_same_guarantee():
+    """A user's function (here: weighted coverage of the tags an item carries) through
+    :class:`PyItems`: the plain algorithm keeps (1/2 - ε)·OPT at every step, OPT by brute force
+    on the same function."""
+    from learners.submodular import PythonObjective
+    from learners.submodular.reference import PyItems
+
+    rng = np.random.default_rng(5)
+    tags = {e: frozenset(int(t) for t in rng.choice(8, size=int(rng.integers(1, 4)), replace=False)) for e in range(12)}
+    weight = rng.uniform(0.5, 2.0, 8)
+    f = PythonObjective(lambda sets: float(sum(weight[t] for t in frozenset().union(*sets))) if sets else 0.0)
+    items = PyItems(f, tags, np.arange(12, dtype=np.uint64) * np.uint64(31))
+
+    class Oracle:
+        def value(self, s):
+            return f.value([tags[e] for e in s])
+
+    alg = DynamicReference(items, 3, T=4, eps=EPS, seed=2)
+    live: set[int] = set()
+    for op, e in _ops(np.random.default_rng(6), 12, 60, 9):
+        getattr(alg, op)(e)
+        live.symmetric_difference_update({e})
+        opt, _ = brute_force(Oracle(), sorted(live), 3)
+        assert alg.value() == pytest.approx(Oracle().value(alg.solution()))
+        assert alg.value() >= (0.5 - EPS) * opt - 1e-12
+    assert items.calls > 0

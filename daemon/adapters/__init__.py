@@ -1,3 +1,3 @@
 """The built-in family adapters (each registers itself on import; see :mod:`daemon.family`)."""
 
-from . import bandit, groupwise, paging, sor  # noqa: F401
+from . import bandit, groupwise, paging, sor, submodular  # noqa: F401

@@ -164,6 +164,7 @@ class SorAdapter(Adapter):
     feedback_metric = "eddy_sor_reports"
     expired_outcome = "expired"
     default_params = ("seed",)
+    rejects_in_runs = True  # (solve_queue_full)
 
     @classmethod
     def check(cls, pc: dict[str, Any]) -> None:

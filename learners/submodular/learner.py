@@ -381,6 +381,21 @@ class SubmodularSummary(Tracker):
         n, v = D.solution(self._st, out)
         return self._st.keys[out[:n]].copy(), float(v)
 
+    def live_keys(self) -> set[int]:
+        """The keys of the live items."""
+        return set(self._slot_of)
+
+    def advance(self, now: float) -> None:
+        """Event time moves to ``now``: the items whose expiry is due are deleted."""
+        if not math.isnan(now):
+            self._clock[0] = max(self._clock[0], float(now))
+            self._expire(self._clock[0])
+
+    @property
+    def item_objective(self) -> Objective:
+        """The objective the items are scored with (its dimensions, its checks)."""
+        return self._obj
+
     @property
     def oracle_calls(self) -> float:
         """Oracle calls so far (the algorithm's, the improvement's, the recomputations')."""

@@ -86,6 +86,44 @@ class Items:
         from . import _objectives as K
         return float(K.value(self.o.form, self.o.phik, self.o.w, c))
 
+    def zero(self) -> np.ndarray:
+        """The state of the empty set."""
+        return np.zeros(self.o.m)
+
+    def copy(self, c: np.ndarray) -> np.ndarray:
+        return c.copy()
+
+
+class PyItems:
+    """Items scored by a :class:`~.objectives.PythonObjective`: a set's state is the list of its
+    slots, and every oracle call evaluates the user's function on the set with and without the
+    element (slow; counted like the kernels' calls)."""
+
+    def __init__(self, objective: Any, features: dict[int, Any], keys: np.ndarray):
+        self.o = objective
+        self.features = features  # slot -> the item's features, as the user's function takes them
+        self.keys = np.asarray(keys, dtype=np.uint64)
+        self.calls = 0
+
+    def _of(self, c: list[int]) -> list[Any]:
+        return [self.features[e] for e in c]
+
+    def gain(self, e: int, c: list[int]) -> float:
+        self.calls += 1
+        return self.o.gain(self._of(c), [self.features[e]])
+
+    def add(self, e: int, c: list[int]) -> None:
+        c.append(e)
+
+    def value(self, c: list[int]) -> float:
+        return self.o.value(self._of(c))
+
+    def zero(self) -> list[int]:
+        return []
+
+    def copy(self, c: list[int]) -> list[int]:
+        return list(c)
+
 
 def choice_rank(seed_g: int, key: int, draw: int) -> float:
     """The rank of an element in a guess's ``draw``-th random choice: the choice is the element of
@@ -120,9 +158,8 @@ class Levels:
     among the candidates (the least of their ranks, drawn per choice).
     """
 
-    def __init__(self, items: Items, i: int, gamma: float, k: int, T: int, eps: float, seed_g: int, lattanzi: bool,
-                 single: dict[int, float]):
-        m = items.o.m
+    def __init__(self, items: Any, i: int, gamma: float, k: int, T: int, eps: float, seed_g: int, lattanzi: bool,
+                 single: dict[int, float]):  # items: Items or PyItems
         self.single = single  # the live singletons: the gains at level 0 (no oracle call)
         self.it, self.i, self.gamma, self.k, self.T, self.eps = items, i, gamma, k, T, eps
         self.tau = gamma / (2 * k)
@@ -130,7 +167,7 @@ class Levels:
         self.A: list[set[int]] = [set() for _ in range(T + 1)]
         self.B: list[set[int]] = [set() for _ in range(T + 1)]
         self.S: list[list[int]] = [[] for _ in range(T + 1)]
-        self.c = [np.zeros(m) for _ in range(T + 2)]
+        self.c = [items.zero() for _ in range(T + 2)]
         self.draws = 0
         self.lowest = T + 1  # the lowest level that lost a chosen element since it was built
 
@@ -166,7 +203,7 @@ class Levels:
         fresh = self.B[j] - set().union(*self.A[j:]) if not self.lattanzi else X
         for level in range(j, T + 1):
             self.A[level], self.B[level], self.S[level] = set(), set(), []
-        c = self.c[j].copy()
+        c = self.it.copy(self.c[j])
         if j == 0:  # against the empty set: the singletons, known
             X = {x for x in X if self.single[x] >= self.tau}
         else:
@@ -174,7 +211,7 @@ class Levels:
         chosen = sum(len(s) for s in self.S[:j])
         level = j
         while level <= T:
-            self.c[level] = c.copy()
+            self.c[level] = self.it.copy(c)
             self.A[level] = set(X)
             while X and len(X) >= 2 ** (T - level) and chosen < self.k:
                 u = self._choose(X, c)
@@ -190,7 +227,7 @@ class Levels:
                 break
             level += 1
         for rest in range(level + 1, T + 2):
-            self.c[rest] = c.copy()
+            self.c[rest] = self.it.copy(c)
         if j <= self.lowest:
             self.lowest = T + 1
 
@@ -222,11 +259,11 @@ class Levels:
 
     def _restate(self, level: int) -> None:
         """The states above ``level`` again from the chosen elements (no oracle calls)."""
-        c = self.c[level].copy()
+        c = self.it.copy(self.c[level])
         for up in range(level, self.T + 1):
             for e in self.S[up]:
                 self.it.add(e, c)
-            self.c[up + 1] = c.copy()
+            self.c[up + 1] = self.it.copy(c)
 
     def _certify(self) -> None:
         """A guess that lost a chosen element is rebuilt from that level once its value falls below
@@ -242,7 +279,7 @@ class DynamicReference:
     Lattanzi et al.'s code; otherwise eddy's band: from max(max singleton, best value)/(1+ε) to
     k·max singleton (a guess is dropped once two steps below the band)."""
 
-    def __init__(self, items: Items, k: int, T: int, eps: float = 0.2, seed: int = 0, lattanzi: bool = False,
+    def __init__(self, items: Any, k: int, T: int, eps: float = 0.2, seed: int = 0, lattanzi: bool = False,
                  eps_guess: float | None = None):
         self.it, self.k, self.T, self.eps, self.seed, self.lattanzi = items, k, T, eps, seed, lattanzi
         self.base = 1.0 + (eps if eps_guess is None else eps_guess)
@@ -287,7 +324,7 @@ class DynamicReference:
         self.bound = (2 * (1 + self.eps) / (1 - self.eps) * best + single) if best > 0 else 0.0
 
     def insert(self, e: int) -> None:
-        s = self.it.gain(e, np.zeros(self.it.o.m))
+        s = self.it.gain(e, self.it.zero())
         self._raise_bound(s)
         self.single[e] = s
         for i in sorted(self.guesses):
