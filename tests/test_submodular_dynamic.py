@@ -91,7 +91,7 @@ def test_the_kernel_equals_the_plain_algorithm_step_by_step(kind):
         for k in (1, 3, 6):
             st = D.new_state(obj.form, obj.phik, obj.sparse, obj.w, obj.width, 40, k, EPS, seed)
             st.rows[:], st.idx[:], st.cnt[:], st.keys[:] = rows, idx, cnt, keys
-            ref = DynamicReference(Items(obj, rows, idx, cnt, keys), k, T=int(st.ip[4]), eps=EPS, seed=seed)
+            ref = DynamicReference(Items(obj, st.rows, idx, cnt, keys), k, T=int(st.ip[4]), eps=EPS, seed=seed)
             out = np.empty(k, dtype=np.int64)
             for op, e in _ops(np.random.default_rng(seed + 10 * k), 40, 200, 25):
                 getattr(ref, op)(e)

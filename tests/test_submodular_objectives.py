@@ -72,10 +72,10 @@ def test_similarity_rows_against_their_formulas():
     ref, x = rng.normal(size=(7, 3)), rng.normal(size=(4, 3))
     rows, _, _ = FacilityLocation(ref, gamma=0.7).encode(x)
     want = np.exp(-0.7 * ((x[:, None, :] - ref[None, :, :]) ** 2).sum(axis=2))
-    np.testing.assert_allclose(rows, want, rtol=1e-12)
+    np.testing.assert_allclose(rows, want, rtol=1e-6)  # (the reference set is held in float32)
     rows, _, _ = FacilityLocation(ref, similarity="cosine").encode(x)
     cos = (x @ ref.T) / np.linalg.norm(x, axis=1)[:, None] / np.linalg.norm(ref, axis=1)[None, :]
-    np.testing.assert_allclose(rows, np.maximum(cos, 0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(rows, np.maximum(cos, 0), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -9,9 +9,10 @@ element, the chosen elements ``sol`` in level order with their levels, the prefi
 (the state of the elements chosen below level l; ``cst[g, T+1]``: the whole solution), and the
 members: every live element whose singleton reaches τ, with its pool height ``h`` (it is in the
 pools of levels 0..h) and buffer height ``hb`` (in the buffers of levels 0..hb). The members are
-kept in ``P[g]`` sorted by ``H = max(h, hb)`` descending, with ``b[g, l]`` the count with H >= l
-(and ``nb[g]`` the count of all), so that a level's pool and buffer, ``A_l ∪ B_l``, are the prefix
-``P[g, :b[g, l]]`` and an element moves one level in O(1).
+kept in ``P[g]`` sorted by ``H = max(h, hb)`` ascending, with ``b[g, l]`` the count with H < l
+(the first place of bucket l; ``nb[g]`` the count of all), so that a level's pool and buffer,
+``A_l ∪ B_l``, are the suffix ``P[g, b[g, l]:nb[g]]``, an element moves one level in O(1), and one
+inserted into every buffer (the top bucket, at the end) joins in O(1).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ class DynState(NamedTuple):
     """Everything the kernels read and write (see the module docstring)."""
 
     ip: np.ndarray  # int64 [form, phik, sparse, k, T, gmax]
-    fp: np.ndarray  # float64 [eps, base, bound, max singleton, calls]
+    fp: np.ndarray  # float64 [eps, base, bound, max singleton, calls, best value]
     seed: np.ndarray  # uint64 [seed]
     w: np.ndarray
-    rows: np.ndarray
+    rows: np.ndarray  # float32 [cap, width]: the items' rows (half the memory and memory traffic)
     idx: np.ndarray
     cnt: np.ndarray
     keys: np.ndarray  # uint64 per slot
@@ -57,6 +58,8 @@ class DynState(NamedTuple):
     slev: np.ndarray  # int8 [gmax, k]
     ns: np.ndarray  # int64 per guess
     cst: np.ndarray  # float64 [gmax, T+2, m]
+    gval: np.ndarray  # float64 per guess: f of its solution (the value of cst[g, T+1])
+    best: np.ndarray  # int64 [k + 1]: the best guess's solution after the last update, its count last
     work: np.ndarray  # int32 [cap] (scratch)
     hnew: np.ndarray  # int8 [cap] (scratch)
 
@@ -73,8 +76,8 @@ def new_state(form: int, phik: int, sparse: bool, w: np.ndarray, width: int, cap
     m = len(w)
     return DynState(
         ip=np.array([form, phik, int(sparse), k, T, gmax], dtype=np.int64),
-        fp=np.array([eps, 1.0 + eps, 0.0, 0.0, 0.0]), seed=np.array([seed], dtype=np.uint64),
-        w=np.asarray(w, dtype=np.float64), rows=np.zeros((cap, width)),
+        fp=np.array([eps, 1.0 + eps, 0.0, 0.0, 0.0, 0.0]), seed=np.array([seed], dtype=np.uint64),
+        w=np.asarray(w, dtype=np.float64), rows=np.zeros((cap, width), dtype=np.float32),
         idx=np.zeros((cap, width if sparse else 0), dtype=np.int64), cnt=np.zeros(cap, dtype=np.int64),
         keys=np.zeros(cap, dtype=np.uint64), single=np.zeros(cap), alive=np.zeros(cap, dtype=np.bool_),
         gi=np.zeros(gmax, dtype=np.int64), gon=np.zeros(gmax, dtype=np.bool_),
@@ -84,67 +87,69 @@ def new_state(form: int, phik: int, sparse: bool, w: np.ndarray, width: int, cap
         pos=np.zeros((gmax, cap), dtype=np.int32), h=np.full((gmax, cap), -1, dtype=np.int8),
         hb=np.full((gmax, cap), -1, dtype=np.int8), member=np.zeros((gmax, cap), dtype=np.bool_),
         sol=np.zeros((gmax, k), dtype=np.int32), slev=np.zeros((gmax, k), dtype=np.int8),
-        ns=np.zeros(gmax, dtype=np.int64), cst=np.zeros((gmax, T + 2, m)),
+        ns=np.zeros(gmax, dtype=np.int64), cst=np.zeros((gmax, T + 2, m)), gval=np.zeros(gmax),
+        best=np.zeros(k + 1, dtype=np.int64),
         work=np.zeros(cap, dtype=np.int32), hnew=np.zeros(cap, dtype=np.int8))
 
 
 # -- the member buckets ---------------------------------------------------------------------------------
-@jit
+@jit(inline="always")
 def _bound_of(st, g, level):
-    """b[g, level], with b[g, -1] = nb[g] (all members) and b[g, T+1] = 0."""
+    """The first position of bucket ``level`` (H = level): b[g, level], with 0 for level -1 and
+    nb[g] for level T+1."""
     if level < 0:
-        return st.nb[g]
-    if level > st.ip[4]:
         return 0
+    if level > st.ip[4]:
+        return st.nb[g]
     return st.b[g, level]
 
 
-@jit
+@jit(inline="always")
 def _swap(st, g, a, c):
     ea, ec = st.P[g, a], st.P[g, c]
     st.P[g, a], st.P[g, c] = ec, ea
     st.pos[g, ec], st.pos[g, ea] = a, c
 
 
-@jit
+@jit(inline="always")
 def _raise(st, g, e, to):
-    """Moves member e up to H = ``to`` (one bucket at a time)."""
+    """Moves member e up to H = ``to`` (one bucket at a time: the last place of its bucket)."""
     cur = max(st.h[g, e], st.hb[g, e])
     while cur < to:
-        first = _bound_of(st, g, cur + 1)  # the first position of e's bucket
-        _swap(st, g, st.pos[g, e], first)
-        st.b[g, cur + 1] += 1
+        last = _bound_of(st, g, cur + 1) - 1
+        _swap(st, g, st.pos[g, e], last)
+        st.b[g, cur + 1] -= 1
         cur += 1
 
 
-@jit
+@jit(inline="always")
 def _lower(st, g, e, to):
-    """Moves member e down to H = ``to`` (>= -1)."""
+    """Moves member e down to H = ``to`` (>= -1; one bucket at a time: the first place of its bucket)."""
     cur = max(st.h[g, e], st.hb[g, e])
     while cur > to:
-        last = st.b[g, cur] - 1  # the last position of e's bucket
-        _swap(st, g, st.pos[g, e], last)
-        st.b[g, cur] -= 1
+        first = st.b[g, cur]
+        _swap(st, g, st.pos[g, e], first)
+        st.b[g, cur] += 1
         cur -= 1
 
 
-@jit
+@jit(inline="always")
 def _join(st, g, e, hb):
-    """Makes e a member with pool height -1 and buffer height ``hb``."""
+    """Makes e a member with pool height -1 and buffer height ``hb`` (at the top, hb = T: O(1))."""
     n = st.nb[g]
     st.P[g, n] = e
     st.pos[g, e] = n
-    st.nb[g] = n + 1
+    st.nb[g] = n + 1  # (the end of the array is the top bucket)
     st.h[g, e] = -1
-    st.hb[g, e] = -1
+    st.hb[g, e] = st.ip[4]
     st.member[g, e] = True
-    _raise(st, g, e, hb)
+    _lower(st, g, e, hb)
     st.hb[g, e] = hb
 
 
-@jit
+@jit(inline="always")
 def _leave(st, g, e):
-    _lower(st, g, e, -1)
+    _raise(st, g, e, st.ip[4])
     last = st.nb[g] - 1
     _swap(st, g, st.pos[g, e], last)
     st.nb[g] = last
@@ -154,30 +159,35 @@ def _leave(st, g, e):
 
 
 # -- one guess ------------------------------------------------------------------------------------------
-@jit
+@jit(inline="always")
 def _gain(st, e, c):
     st.fp[4] += 1.0
     return gain(st.ip[0], st.ip[1], st.ip[2] != 0, st.w, st.rows, st.idx, st.cnt, e, c)
 
 
-@jit
+@jit(inline="always")
 def _add(st, e, c):
     add(st.ip[0], st.ip[2] != 0, st.rows, st.idx, st.cnt, e, c)
 
 
-@jit
+@jit(inline="always")
 def _tau(st, g):
     return math.pow(st.fp[1], float(st.gi[g])) / (2.0 * st.ip[3])
 
 
-@jit
+@jit(inline="always")
 def _gamma(st, g):
     return math.pow(st.fp[1], float(st.gi[g]))
 
 
-@jit
+@jit(inline="always")
 def guess_value(st, g):
-    return value(st.ip[0], st.ip[1], st.w, st.cst[g, st.ip[4] + 1])
+    return st.gval[g]
+
+
+@jit(inline="always")
+def _revalue(st, g):
+    st.gval[g] = value(st.ip[0], st.ip[1], st.w, st.cst[g, st.ip[4] + 1])
 
 
 @jit
@@ -199,10 +209,11 @@ def construct(st, g, j):
     """Builds levels j..T of guess g (:meth:`.reference.Levels.construct`)."""
     T, k = st.ip[4], st.ip[3]
     tau = _tau(st, g)
-    nx = st.b[g, j]
+    first = st.b[g, j]
+    nx = st.nb[g] - first
     xs = st.work
     for t in range(nx):
-        xs[t] = st.P[g, t]
+        xs[t] = st.P[g, first + t]
     ns = 0
     while ns < st.ns[g] and st.slev[g, ns] < j:
         ns += 1
@@ -249,6 +260,7 @@ def construct(st, g, j):
     st.ns[g] = chosen
     for rest in range(level + 1, T + 2):
         st.cst[g, rest] = c
+    _revalue(st, g)
     if j <= st.glowest[g]:
         st.glowest[g] = T + 1
     _resort(st, g, j)
@@ -256,37 +268,36 @@ def construct(st, g, j):
 
 @jit
 def _resort(st, g, j):
-    """After building from level j: every member of the old prefix P[g, :b[g, j]] has its new pool
-    height in ``h`` and buffer height min(hb, j-1); the prefix is sorted again by H and the
-    boundaries of levels >= j recounted."""
+    """After building from level j: every member of the old suffix P[g, b[g, j]:nb[g]] (H >= j)
+    has its new pool height in ``h`` and buffer height min(hb, j-1); the suffix is sorted again by
+    H and the boundaries of levels >= j recounted."""
     T = st.ip[4]
-    n = st.b[g, j]
+    first, n = st.b[g, j], st.nb[g]
     counts = np.zeros(T + 2, dtype=np.int64)  # by H + 1 (H >= j - 1 >= -1)
-    for t in range(n):
+    for t in range(first, n):
         x = st.P[g, t]
         if st.hb[g, x] > j - 1:
             st.hb[g, x] = j - 1
         hh = max(st.h[g, x], st.hb[g, x])
         st.hnew[x] = hh
         counts[hh + 1] += 1
-    # Positions: descending H.
-    start = np.zeros(T + 2, dtype=np.int64)
-    acc = 0
-    for hh in range(T, -2, -1):
+    start = np.zeros(T + 2, dtype=np.int64)  # ascending H from the suffix's first place
+    acc = first
+    for hh in range(j - 1, T + 1):
         start[hh + 1] = acc
         acc += counts[hh + 1]
     tmp = st.work
-    for t in range(n):
-        tmp[t] = st.P[g, t]
-    for t in range(n):
+    for t in range(first, n):
+        tmp[t - first] = st.P[g, t]
+    for t in range(n - first):
         x = tmp[t]
         p = start[st.hnew[x] + 1]
         start[st.hnew[x] + 1] = p + 1
         st.P[g, p] = x
         st.pos[g, x] = p
-    acc = 0
-    for lv in range(T, j - 1, -1):
-        acc += counts[lv + 1]
+    acc = first
+    for lv in range(j, T + 1):
+        acc += counts[lv]  # (those with H = lv - 1)
         st.b[g, lv] = acc
 
 
@@ -302,9 +313,10 @@ def _restate(st, g, level):
             _add(st, st.sol[g, t], c)
             t += 1
         st.cst[g, up + 1] = c
+    _revalue(st, g)
 
 
-@jit
+@jit(inline="always")
 def _certify(st, g):
     T = st.ip[4]
     if st.glowest[g] <= T and guess_value(st, g) < (1.0 - st.fp[0]) * _gamma(st, g) / 2.0:
@@ -325,6 +337,7 @@ def _insert_guess(st, g, e, s):
             st.slev[g, st.ns[g]] = T
             st.ns[g] += 1
             _add(st, e, top)
+            _revalue(st, g)
     _certify(st, g)
 
 
@@ -422,9 +435,17 @@ def _new_guess(st, i):
     st.ns[g] = 0
     st.cst[g, :, :] = 0.0
     tau = _tau(st, g)
-    for e in range(st.alive.shape[0]):
+    n = 0
+    for e in range(st.alive.shape[0]):  # every live element whose singleton reaches τ, in level 0's buffer
         if st.alive[e] and st.single[e] >= tau:
-            _join(st, g, e, 0)
+            st.P[g, n] = e
+            st.pos[g, e] = n
+            st.h[g, e] = -1
+            st.hb[g, e] = 0
+            st.member[g, e] = True
+            n += 1
+    st.nb[g] = n
+    st.b[g, 1:] = n  # (all in bucket 0)
     construct(st, g, 0)
 
 
@@ -468,6 +489,7 @@ def insert(st, e):
     for g in _order(st):
         _insert_guess(st, g, e, s)
     _sync(st)
+    _keep_best(st)
 
 
 @jit
@@ -485,6 +507,19 @@ def delete(st, e):
     for g in _order(st):
         _delete_guess(st, g, e)
     _sync(st)
+    _keep_best(st)
+
+
+@jit
+def _keep_best(st):
+    """The best guess's solution into ``st.best`` (count last) and its value into fp[5]."""
+    k = st.ip[3]
+    g = best_guess(st)
+    n = st.ns[g] if g >= 0 else 0
+    for t in range(n):
+        st.best[t] = st.sol[g, t]
+    st.best[k] = n
+    st.fp[5] = guess_value(st, g) if g >= 0 else 0.0
 
 
 @jit

