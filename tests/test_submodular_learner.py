@@ -51,7 +51,7 @@ def test_the_served_and_the_guaranteed_solution_against_opt_at_every_step(improv
         g_keys, g_v = s.guaranteed()
         assert g_v == pytest.approx(ref.value([int(x) for x in g_keys]))
         opt, _ = brute_force(ref, sorted(live), 3)
-        assert g_v >= (0.5 - s.eps) * opt - 1e-12 and v >= g_v - 1e-12
+        assert g_v >= (0.5 - s.eps) * opt * (1 - 1e-6) and v >= g_v * (1 - 1e-6)  # (rows in float32)
 
 
 def test_lazy_greedy_serves_what_plain_greedy_chooses_after_every_update():

@@ -24,7 +24,8 @@ import numpy as np
 
 from .._numba import jit
 from .._random import draw_uniform, mix64
-from ._objectives import add, gain, value
+from ._greedy import greedy_complete
+from ._objectives import add, gain, state_of, value
 
 GOLDEN = 0x9E3779B97F4A7C15
 
@@ -532,3 +533,99 @@ def solution(st, out):
     for t in range(n):
         out[t] = st.sol[g, t]
     return n, guess_value(st, g)
+
+
+# -- the served solution ----------------------------------------------------------------------------------
+@jit
+def _served_value(st, served, n, sstate):
+    state_of(st.ip[0], st.ip[2] != 0, st.rows, st.idx, st.cnt, served, n, sstate)
+    return value(st.ip[0], st.ip[1], st.w, sstate)
+
+
+@jit
+def upkeep(st, served, nserved, sstate, sfp, inserted, deleted, improve, recourse):
+    """The served set after an update (:class:`.learner.SubmodularSummary`): a deleted element
+    leaves it; with ``improve``, an inserted element is taken while there is room and positive gain,
+    and after a deletion the free places are filled greedily from the guesses' solutions; the best
+    guess's solution replaces it whenever that is more than (1 + recourse) times better (or it is
+    empty). ``sfp``: [its value, the improvement's oracle calls, the elements that entered or left
+    in this update]."""
+    k = st.ip[3]
+    form, phik, sparse = st.ip[0], st.ip[1], st.ip[2] != 0
+    n = nserved[0]
+    prev = served[:n].copy()
+    if deleted >= 0:
+        j = -1
+        for t in range(n):
+            if served[t] == deleted:
+                j = t
+        if j >= 0:
+            for t in range(j, n - 1):
+                served[t] = served[t + 1]
+            n -= 1
+            sfp[0] = _served_value(st, served, n, sstate)
+    if improve and n < k:
+        if inserted >= 0:
+            sfp[1] += 1.0
+            if gain(form, phik, sparse, st.w, st.rows, st.idx, st.cnt, inserted, sstate) > 0.0:
+                served[n] = inserted
+                n += 1
+                add(form, sparse, st.rows, st.idx, st.cnt, inserted, sstate)
+                sfp[0] = value(form, phik, st.w, sstate)
+        else:
+            mark = np.zeros(st.alive.shape[0], dtype=np.bool_)
+            for t in range(n):
+                mark[served[t]] = True
+            total = 0
+            for g in range(st.ip[5]):
+                if st.gon[g]:
+                    total += st.ns[g]
+            cand = np.empty(total, dtype=np.int64)
+            m = 0
+            for g in range(st.ip[5]):
+                if st.gon[g]:
+                    for t in range(st.ns[g]):
+                        e = st.sol[g, t]
+                        if not mark[e]:
+                            mark[e] = True
+                            cand[m] = e
+                            m += 1
+            if m:
+                cand = np.sort(cand[:m])
+                n, calls = greedy_complete(form, phik, sparse, st.w, st.rows, st.idx, st.cnt, cand, k, served, n,
+                                           sstate)
+                sfp[1] += calls
+                sfp[0] = value(form, phik, st.w, sstate)
+    ng = st.best[k]
+    vg = st.fp[5]
+    if vg > sfp[0] * (1.0 + recourse) or (vg > 0.0 and n == 0):
+        for t in range(ng):
+            served[t] = st.best[t]
+        n = ng
+        sfp[0] = _served_value(st, served, n, sstate)
+    nserved[0] = n
+    # The change: elements in one of (before, after) only.
+    diff = 0
+    for t in range(prev.shape[0]):
+        inside = False
+        for u in range(n):
+            if served[u] == prev[t]:
+                inside = True
+        if not inside:
+            diff += 1
+    diff += n - (prev.shape[0] - diff)
+    sfp[2] = diff
+
+
+@jit
+def insert_served(st, served, nserved, sstate, sfp, e, improve, recourse):
+    """:func:`insert`, then :func:`upkeep` (one call from Python)."""
+    insert(st, e)
+    upkeep(st, served, nserved, sstate, sfp, e, -1, improve, recourse)
+
+
+@jit
+def delete_served(st, served, nserved, sstate, sfp, e, improve, recourse):
+    """:func:`delete`, then :func:`upkeep`."""
+    delete(st, e)
+    upkeep(st, served, nserved, sstate, sfp, -1, e, improve, recourse)

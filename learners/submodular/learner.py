@@ -13,7 +13,7 @@ import numpy as np
 from ..base import Batch, Column, InvalidInput, Tracker, checked_state
 from . import _dynamic as D
 from . import _objectives as K
-from ._greedy import greedy_complete, lazy_greedy
+from ._greedy import lazy_greedy
 from .objectives import FacilityLocation, FeatureBased, Objective, WeightedCoverage
 
 ALGORITHMS = ("dynamic", "lazy-greedy")
@@ -21,9 +21,9 @@ OBJECTIVES = ("feature-based", "facility-location", "coverage")
 INSERT, DELETE = 0, 1
 APPLIED, DUPLICATE, UNKNOWN = 0, 1, 2
 # counters: operations, inserts, deletes, expired, evicted, served changes (elements in or out),
-# duplicate inserts, unknown deletes, oracle calls of the improvement / of the recomputations
+# duplicate inserts, unknown deletes, oracle calls of the recomputations (lazy greedy)
 _C = {n: i for i, n in enumerate(("ops", "inserts", "deletes", "expired", "evicted", "recourse", "duplicates",
-                                  "unknown", "improve_calls", "greedy_calls"))}
+                                  "unknown", "greedy_calls"))}
 
 
 class SubmodularSummary(Tracker):
@@ -150,8 +150,10 @@ class SubmodularSummary(Tracker):
         self._served = np.zeros(self.k, dtype=np.int64)  # slots
         self._nserved = np.zeros(1, dtype=np.int64)
         self._sstate = np.zeros(o.m)  # the served set's state
+        self._sfp = np.zeros(3)  # [its value, the improvement's oracle calls, its change in the last update]
         self._sval = 0.0  # its value
-        self._changed = False
+        self._changed = False  # (the served set changed in the operation being applied; by this many)
+        self._recourse = 0
         self._counts = np.zeros(len(_C))
         self._clock = np.array([-np.inf, 0.0])  # [latest event time, insertions so far]
         self._rebuild_index()
@@ -214,40 +216,52 @@ class SubmodularSummary(Tracker):
         if times is not None and np.isnan(times).any():
             raise InvalidInput("'time' must hold numbers (not NaN)")
         rows, idx, cnt = self._rows(batch, ops)
-        status = np.zeros(n, dtype=np.int8)
-        changed = np.zeros(n, dtype=np.bool_)
-        value = np.zeros(n)
+        status = [APPLIED] * n
+        changed = [False] * n
+        value = [0.0] * n
+        slot_of, counts = self._slot_of, self._counts
+        has_idx = idx.shape[1] > 0
+        times_l = times.tolist() if times is not None else None
+        expires_l = expires.tolist() if expires is not None else None
+        n_dup = n_unknown = n_del = 0
         at = 0
-        for r in range(n):
+        for r, (op, key) in enumerate(zip(ops.tolist(), keys.tolist(), strict=True)):
             self._changed = False
-            before = self._served[:self._nserved[0]].tolist()
-            if times is not None:
-                t = float(times[r])
-                self._clock[0] = max(self._clock[0], t)
-                self._expire(self._clock[0])
-            key = int(keys[r])
-            if ops[r] == INSERT:
+            self._recourse = 0
+            before = self._served[:self._nserved[0]].tolist() if self.algorithm != "dynamic" else None
+            if times_l is not None:
+                t = times_l[r]
+                if t > self._clock[0]:
+                    self._clock[0] = t
+                if self._heap and self._heap[0][0] <= self._clock[0]:
+                    self._expire(self._clock[0])
+            if op == INSERT:
                 i = at
                 at += 1
-                if key in self._slot_of:
+                if key in slot_of:
                     status[r] = DUPLICATE
-                    self._counts[_C["duplicates"]] += 1
+                    n_dup += 1
                 else:
-                    exp = float(expires[r]) if expires is not None else math.nan
-                    self._insert(key, rows[i], idx[i] if idx.shape[1] else None, int(cnt[i]), exp)
-            elif key in self._slot_of:
-                self._delete(self._slot_of[key])
-                self._counts[_C["deletes"]] += 1
+                    exp = expires_l[r] if expires_l is not None else math.nan
+                    self._insert(key, rows[i], idx[i] if has_idx else None, int(cnt[i]), exp)
+            elif key in slot_of:
+                self._delete(slot_of[key])
+                n_del += 1
             else:
                 status[r] = UNKNOWN
-                self._counts[_C["unknown"]] += 1
-            self._counts[_C["ops"]] += 1
+                n_unknown += 1
             if self._changed:
-                diff = set(before) ^ set(self._served[:self._nserved[0]].tolist())
-                changed[r] = bool(diff)
-                self._counts[_C["recourse"]] += len(diff)
+                if before is not None:
+                    self._recourse = len(set(before) ^ set(self._served[:self._nserved[0]].tolist()))
+                changed[r] = self._recourse > 0
+                counts[_C["recourse"]] += self._recourse
             value[r] = self._sval
-        return {"status": status, "changed": changed, "value": value}
+        counts[_C["ops"]] += n
+        counts[_C["duplicates"]] += n_dup
+        counts[_C["unknown"]] += n_unknown
+        counts[_C["deletes"]] += n_del
+        return {"status": np.array(status, dtype=np.int8), "changed": np.array(changed, dtype=np.bool_),
+                "value": np.array(value, dtype=np.float64)}
 
     @staticmethod
     def _column(batch: Batch, name: str, n: int) -> np.ndarray | None:
@@ -299,26 +313,27 @@ class SubmodularSummary(Tracker):
             heapq.heappush(self._heap, (exp, int(self._seq[s]), s))
         self._counts[_C["inserts"]] += 1
         if self.algorithm == "dynamic":
-            D.insert(st, s)
+            D.insert_served(st, self._served, self._nserved, self._sstate, self._sfp, s, self.improve, self.recourse)
+            self._served_now()
         else:
             st.alive[s] = True
-        self._serve(inserted=s)
+            self._serve()
 
     def _delete(self, s: int) -> None:
         st = self._st
         if self.algorithm == "dynamic":
-            D.delete(st, s)
+            D.delete_served(st, self._served, self._nserved, self._sstate, self._sfp, s, self.improve, self.recourse)
+            self._served_now()
         else:
             st.alive[s] = False
+            served = self._served[:self._nserved[0]]
+            if s in served:
+                self._set_served(served[served != s])
+            self._serve()
         del self._slot_of[int(st.keys[s])]
         self._seq[s] = -1
         self._expires[s] = np.nan
         heapq.heappush(self._free, s)
-        served = self._served[:self._nserved[0]]
-        if s in served:
-            kept = served[served != s]
-            self._set_served(kept)
-        self._serve(inserted=-1)
 
     # -- the served solution ----------------------------------------------------------------------
     def _set_served(self, slots: np.ndarray) -> None:
@@ -332,50 +347,28 @@ class SubmodularSummary(Tracker):
     def _revalue(self) -> None:
         self._changed = True
         self._sval = float(K.value(self._obj.form, self._obj.phik, self._obj.w, self._sstate))
+        self._sfp[0] = self._sval
 
     def _served_value(self) -> float:
         return self._sval
 
-    def _serve(self, inserted: int) -> None:
-        o, st = self._obj, self._st
-        if self.algorithm == "lazy-greedy":
-            live = np.flatnonzero(st.alive).astype(np.int64)
-            out = np.empty(self.k, dtype=np.int64)
-            c = np.zeros(o.m)
-            n, v, calls = lazy_greedy(o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, live, self.k, c, out)
-            self._counts[_C["greedy_calls"]] += calls
-            if v > self._served_value() * (1.0 + self.recourse) or not self._nserved[0]:
-                self._set_served(out[:n])
-            return
-        ng, vg = int(st.best[self.k]), float(st.fp[5])
-        if self.improve:
-            n = int(self._nserved[0])
-            if inserted >= 0 and n < self.k:
-                gain = K.gain(o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, inserted, self._sstate)
-                self._counts[_C["improve_calls"]] += 1
-                if gain > 0.0:
-                    self._served[n] = inserted
-                    self._nserved[0] = n + 1
-                    K.add(o.form, o.sparse, st.rows, st.idx, st.cnt, inserted, self._sstate)
-                    self._revalue()
-            elif inserted < 0 and n < self.k:
-                self._refill()
-        if vg > self._sval * (1.0 + self.recourse) or (vg > 0 and not self._nserved[0]):
-            self._set_served(st.best[:ng].copy())
+    def _served_now(self) -> None:
+        """After a kernel's upkeep of the served set (:func:`._dynamic.upkeep`)."""
+        self._sval = float(self._sfp[0])
+        if self._sfp[2]:
+            self._changed = True
+            self._recourse += int(self._sfp[2])
 
-    def _refill(self) -> None:
-        """Completes the served set greedily from the guesses' solutions."""
-        st, o = self._st, self._obj
-        n = int(self._nserved[0])
-        have = set(self._served[:n].tolist())
-        cand = sorted({int(st.sol[g, t]) for g in range(st.ip[5]) if st.gon[g] for t in range(st.ns[g])} - have)
-        if not cand:
-            return
-        n, calls = greedy_complete(o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt,
-                                   np.array(cand, dtype=np.int64), self.k, self._served, n, self._sstate)
-        self._nserved[0] = n
-        self._revalue()
-        self._counts[_C["improve_calls"]] += calls
+    def _serve(self) -> None:
+        """The lazy-greedy baseline: greedy again over the live items."""
+        o, st = self._obj, self._st
+        live = np.flatnonzero(st.alive).astype(np.int64)
+        out = np.empty(self.k, dtype=np.int64)
+        c = np.zeros(o.m)
+        n, v, calls = lazy_greedy(o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, live, self.k, c, out)
+        self._counts[_C["greedy_calls"]] += calls
+        if v > self._sval * (1.0 + self.recourse) or not self._nserved[0]:
+            self._set_served(out[:n])
 
     # -- views, sizes, state ----------------------------------------------------------------------
     def view(self) -> dict[str, np.ndarray]:
@@ -408,7 +401,7 @@ class SubmodularSummary(Tracker):
     @property
     def oracle_calls(self) -> float:
         """Oracle calls so far (the algorithm's, the improvement's, the recomputations')."""
-        return float(self._st.fp[4] + self._counts[_C["improve_calls"]] + self._counts[_C["greedy_calls"]])
+        return float(self._st.fp[4] + self._sfp[1] + self._counts[_C["greedy_calls"]])
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -433,7 +426,7 @@ class SubmodularSummary(Tracker):
     def _arrays(self) -> dict[str, np.ndarray]:
         out = {f"dyn/{k}": v for k, v in self._st._asdict().items() if k not in ("work", "hnew")}
         out.update({"seq": self._seq, "expires": self._expires, "served": self._served, "nserved": self._nserved,
-                    "sstate": self._sstate, "counts": self._counts, "clock": self._clock})
+                    "sstate": self._sstate, "sfp": self._sfp, "counts": self._counts, "clock": self._clock})
         return out
 
     def snapshot(self) -> dict[str, np.ndarray]:
@@ -444,7 +437,7 @@ class SubmodularSummary(Tracker):
         fields = {k[4:]: v for k, v in new.items() if k.startswith("dyn/")}
         st = self._st
         self._st = D.DynState(**fields, work=st.work, hnew=st.hnew)
-        for k in ("seq", "expires", "served", "nserved", "sstate", "counts", "clock"):
+        for k in ("seq", "expires", "served", "nserved", "sstate", "sfp", "counts", "clock"):
             setattr(self, f"_{k}", new[k])
         self._sval = float(K.value(self._obj.form, self._obj.phik, self._obj.w, self._sstate))
         self._rebuild_index()
@@ -455,7 +448,7 @@ class SubmodularSummary(Tracker):
                "value": self._served_value(), "oracle_calls": self.oracle_calls,
                "oracle_calls_per_update": self.oracle_calls / ops,
                "recourse_per_update": self._counts[_C["recourse"]] / ops}
-        out.update({n: float(self._counts[i]) for n, i in _C.items() if n not in ("improve_calls", "greedy_calls")})
+        out.update({n: float(self._counts[i]) for n, i in _C.items() if n != "greedy_calls"})
         if self.algorithm == "dynamic":
             out["guaranteed_value"] = self.guaranteed()[1]
             out["guesses"] = float(self._st.gon.sum())
