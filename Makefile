@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/paging.py
 	$(PY) benchmarks/groupwise.py
 	$(PY) benchmarks/sor.py
+	$(PY) benchmarks/submodular.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -101,6 +101,31 @@ class Sample(NamedTuple):
     value: Any  # a number; a histogram's: ([(upper bound, cumulative count), ..., ("+Inf", count)], sum)
 
 
+class Histogram:
+    """Bucket counts and a sum that a family keeps (in its checkpoint) and exports as a histogram
+    :class:`Sample` (``value()``)."""
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = np.array(bounds, dtype=np.float64)
+        self.counts = np.zeros(len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, v: float) -> None:
+        self.counts[int(np.searchsorted(self.bounds, v, side="left"))] += 1
+        self.sum += v
+
+    def value(self) -> tuple[list[tuple[str, float]], float]:
+        cum = np.cumsum(self.counts).tolist()
+        return [*((f"{b:g}", c) for b, c in zip(self.bounds.tolist(), cum, strict=False)), ("+Inf", cum[-1])], self.sum
+
+    def to_array(self) -> np.ndarray:
+        return np.append(self.counts, self.sum)
+
+    def load(self, a: np.ndarray) -> None:
+        if a.shape == (len(self.counts) + 1,):
+            self.counts, self.sum = a[:-1].copy(), float(a[-1])
+
+
 Outputs = tuple[list["Out | BadRecord"], list[Any]]  # per item: the record to publish (or a rejection), the output
 
 

@@ -99,6 +99,19 @@ def test_the_pipeline_serves_what_the_library_serves_and_names_every_change():
     assert reg.get_sample_value("eddy_summary_value", lbl) == pytest.approx(last["value"])
 
 
+def test_the_ratio_to_lazy_greedy_and_the_update_latency_are_exported():
+    core = Engine(cfg(greedy_check_every=50))
+    feed(core, stream(200, seed=5))
+    reg, lbl = core.metrics.registry, {"pipeline": "sum"}
+    ratio = reg.get_sample_value("eddy_summary_greedy_ratio", lbl)
+    assert ratio is not None and 0.5 <= ratio <= 1.0 + 1e-9
+    lrn = core.adapter.learner
+    assert ratio == pytest.approx(float(lrn.view()["value"][0]) / lrn.offline_greedy()) or len(lrn) == 0
+    n_upd = sum(1 for o in stream(200, seed=5) if o.get("op") != "get")
+    assert reg.get_sample_value("eddy_summary_update_seconds_count", lbl) == n_upd
+    assert reg.get_sample_value("eddy_summary_update_seconds_sum", lbl) > 0
+
+
 def test_bad_operations_are_dead_lettered_with_their_reason_and_change_nothing():
     core = Engine(cfg())
     outs = feed(core, [

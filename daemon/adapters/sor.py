@@ -41,7 +41,7 @@ from learners.sor import RelaxationTuner
 from learners.sor.learner import MAX_COST
 
 from ..config import S
-from ..family import Adapter, Item, Outputs, Sample, Verb, register
+from ..family import Adapter, Histogram, Item, Outputs, Sample, Verb, register
 from ..records import BadRecord, Out, dumps_kept, number, record_id
 from .sor_solve import Solves, SolveSpec
 
@@ -127,30 +127,6 @@ class _Regret:
             self.ipw, self.sums = a[:-4].copy(), a[-4:].copy()
 
 
-class _Histogram:
-    """Bucket counts and a sum, exported as a Prometheus histogram and kept in the checkpoint."""
-
-    def __init__(self, bounds: tuple[float, ...]):
-        self.bounds = np.array(bounds, dtype=np.float64)
-        self.counts = np.zeros(len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, v: float) -> None:
-        self.counts[int(np.searchsorted(self.bounds, v, side="left"))] += 1
-        self.sum += v
-
-    def value(self) -> tuple[list[tuple[str, float]], float]:
-        cum = np.cumsum(self.counts).tolist()
-        return [*((f"{b:g}", c) for b, c in zip(self.bounds.tolist(), cum, strict=False)), ("+Inf", cum[-1])], self.sum
-
-    def to_array(self) -> np.ndarray:
-        return np.append(self.counts, self.sum)
-
-    def load(self, a: np.ndarray) -> None:
-        if a.shape == (len(self.counts) + 1,):
-            self.counts, self.sum = a[:-1].copy(), float(a[-1])
-
-
 @register
 class SorAdapter(Adapter):
     """Decoding, ω decisions and the solve statistics of an SOR tuning pipeline."""
@@ -183,8 +159,8 @@ class SorAdapter(Adapter):
         on = np.flatnonzero(np.isclose(self.grid, dflt, rtol=0, atol=1e-12))
         self.default_arm = int(on[0]) if len(on) else -1
         self.default_omega = dflt
-        self.iterations = _Histogram(ITERATION_BUCKETS)
-        self.seconds = _Histogram(SECONDS_BUCKETS)
+        self.iterations = Histogram(ITERATION_BUCKETS)
+        self.seconds = Histogram(SECONDS_BUCKETS)
         self.not_converged = 0
         self.explored = 0
         self.per_arm = np.zeros(len(self.grid), dtype=np.int64)  # decisions per ω

@@ -38,10 +38,11 @@ from learners.submodular import SubmodularSummary
 
 from ..checkpoint import pack_strings, unpack_strings
 from ..config import S
-from ..family import Adapter, Item, Outputs, Sample, Verb, register
+from ..family import Adapter, Histogram, Item, Outputs, Sample, Verb, register
 from ..records import BadRecord, Out, dumps_kept, record_id
 
 OPS = {"insert": 0, "delete": 1, "get": 2}
+UPDATE_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 MAX_NAMES = 4096
 
 
@@ -60,6 +61,8 @@ class Op(Item):
 SETTINGS = (
     S("item_ttl_s", float, 0.0, "submodular: event-time seconds an item lives unless its record gives 'ttl' "
       "(0: until deleted, the window or the live cap)", minimum=0.0),
+    S("greedy_check_every", int, 1000, "submodular: every this many operations, lazy greedy is run on the live "
+      "items and the served value's ratio to it is exported (eddy_summary_greedy_ratio); 0: never", minimum=0),
 )
 
 
@@ -88,6 +91,10 @@ class SubmodularAdapter(Adapter):
         self.ids: dict[int, str] = {}  # key -> id of every live item
         self.clock = -math.inf  # the latest event time seen
         self.counts = {"duplicate": 0, "unknown": 0}
+        self.check_every = int(pc["greedy_check_every"])
+        self.since_check = 0
+        self.greedy_ratio: float | None = None  # the served value over lazy greedy's, at the last check
+        self.update_s = Histogram(UPDATE_BUCKETS)  # seconds per insert or delete (the learner's call)
 
     # -- decoding ---------------------------------------------------------------------------------
     def decode(self, obj: dict[str, Any], rec: SourceRecord | None) -> Item:
@@ -179,7 +186,10 @@ class SubmodularAdapter(Adapter):
             else:  # a get still expires what is due
                 status = 0
                 lrn.advance(self.clock)
-            self.kernel_s += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            self.kernel_s += dt
+            if r.op < 2:
+                self.update_s.observe(dt)
             if status:
                 which = ("duplicate", "unknown")[status - 1]
                 self.counts[which] += 1
@@ -204,6 +214,11 @@ class SubmodularAdapter(Adapter):
             body["time"], body["replay"] = r.time, r.replay
             outs.append(Out("decision", (r.iid or "get").encode(), dumps_kept(body)))
             bodies.append(body if http else None)
+            self.since_check += 1
+            if self.check_every and self.since_check >= self.check_every:
+                self.since_check = 0
+                best = lrn.offline_greedy()
+                self.greedy_ratio = float(lrn.view()["value"][0]) / best if best > 0 else 1.0
         return outs, bodies
 
     def _batch(self, r: Op, key: int) -> dict[str, np.ndarray]:
@@ -233,6 +248,7 @@ class SubmodularAdapter(Adapter):
         ks = list(self.ids)
         arrays["ids/key"] = np.array(ks, dtype=np.uint64)
         arrays["ids/id"], arrays["ids/id_ends"] = pack_strings([self.ids[k] for k in ks])
+        arrays["stats/update_seconds"] = self.update_s.to_array()
         own.update(clock=self.clock if self.clock > -math.inf else None, counts=dict(self.counts),
                    sizes={s: getattr(self.learner, s) for s in self.learner.size_settings})
         return arrays, own
@@ -243,6 +259,8 @@ class SubmodularAdapter(Adapter):
         self.ids = dict(zip((int(k) for k in arrays["ids/key"]), ids, strict=True))
         self.clock = -math.inf if meta.get("clock") is None else float(meta["clock"])
         self.counts.update(meta.get("counts", {}))
+        if "stats/update_seconds" in arrays:
+            self.update_s.load(np.asarray(arrays["stats/update_seconds"], dtype=np.float64))
 
     # -- reports and metrics ----------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
@@ -267,3 +285,8 @@ class SubmodularAdapter(Adapter):
             yield Sample("eddy_summary_operations", "counter", doc, {"kind": kind}, m[kind])
         yield Sample("eddy_summary_recourse", "counter", "Items that entered or left the served summary", {},
                      m["recourse"])
+        yield Sample("eddy_summary_update_seconds", "histogram", "Seconds per insert or delete (the summary's "
+                     "update, expiries included)", {}, self.update_s.value())
+        if self.greedy_ratio is not None:
+            yield Sample("eddy_summary_greedy_ratio", "gauge", "Served value over lazy greedy's on the live items, "
+                         "at the last check (greedy_check_every)", {}, self.greedy_ratio)

@@ -383,6 +383,15 @@ class SubmodularSummary(Tracker):
         n, v = D.solution(self._st, out)
         return self._st.keys[out[:n]].copy(), float(v)
 
+    def offline_greedy(self) -> float:
+        """Lazy greedy's value on the live items now (the evaluator the served set is compared with;
+        its oracle calls are not the algorithm's and are not counted)."""
+        st, o = self._st, self._obj
+        live = np.flatnonzero(st.alive).astype(np.int64)
+        _, v, _ = lazy_greedy(o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, live, self.k, np.zeros(o.m),
+                              np.empty(self.k, dtype=np.int64))
+        return float(v)
+
     def live_keys(self) -> set[int]:
         """The keys of the live items."""
         return set(self._slot_of)
