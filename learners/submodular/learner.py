@@ -39,9 +39,10 @@ class SubmodularSummary(Tracker):
     certifies (1-ε)γ/2, insertions checked against the whole solution (no rebuild), and the
     guesses kept to a band between the best value and a bound on OPT (:mod:`.reference` holds the
     plain version and says each rule; :mod:`._dynamic` the kernels). What the paper claims is
-    tested empirically (``tests/test_submodular_dynamic.py``): at least (1/2 - ε)·OPT at every step
-    of random, sliding and adversarial streams on small instances (brute force), and slowly
-    growing oracle calls per update. The *served* solution (``improve``) is the guaranteed one
+    tested empirically: at least (1/2 - ε)·OPT at every step of random, sliding and adversarial
+    streams on small instances, against brute force (``tests/test_submodular_dynamic.py``); the
+    growth of oracle calls per update with the live set is measured in ``benchmarks/submodular.py``.
+    The *served* solution (``improve``) is the guaranteed one
     improved: kept by itself, refilled greedily from the guesses' solutions when an element
     leaves, an insertion taken while there is room; the guaranteed solution replaces it whenever
     it is better (so the guarantee holds for what is served, up to ``recourse``).
