@@ -41,7 +41,6 @@ import numpy as np  # noqa: E402
 from _common import versions, write_results  # noqa: E402
 
 from learners.submodular import SubmodularSummary  # noqa: E402
-from learners.submodular._greedy import lazy_greedy  # noqa: E402
 
 SEED = 2024
 
@@ -108,15 +107,20 @@ def stream(kind: str, n: int, window: int, updates: int, seed: int) -> list[tupl
 def run_system(system: str, x: np.ndarray, ref: np.ndarray, ops: list[tuple[int, int]], window: int, k: int,
                every: int, batch: int = 20, time_single: bool = False) -> dict:
     algorithm = "lazy-greedy" if system == "eddy.lazy-greedy" else "dynamic"
-    s = SubmodularSummary(objective="facility-location", reference=ref, k=k, capacity=2 * window + 16,
-                          algorithm=algorithm, improve=system == "eddy.dynamic", seed=SEED)
-    s.warm_up()  # (every kernel compiled before the clock runs)
-    obj = s.item_objective
+    fill = ops[:window]
+
+    def filled() -> SubmodularSummary:
+        """The system's summary, compiled, holding the window's first items."""
+        s = SubmodularSummary(objective="facility-location", reference=ref, k=k, capacity=2 * window + 16,
+                              algorithm=algorithm, improve=system == "eddy.dynamic", seed=SEED)
+        s.warm_up()  # (every kernel compiled before the clock runs)
+        s.process({"op": np.zeros(len(fill), np.int8), "item_key": np.array([e for _, e in fill], np.uint64),
+                   "features": x[[e for _, e in fill]]})
+        return s
+
+    s = filled()
     ratios = []
     spent = 0.0
-    fill = ops[:window]
-    s.process({"op": np.zeros(len(fill), np.int8), "item_key": np.array([e for _, e in fill], np.uint64),
-               "features": x[[e for _, e in fill]]})
     calls0, recourse0 = s.oracle_calls, s.metrics()["recourse"]
     rest = ops[window:]
     for b in range(0, len(rest), batch):  # micro-batches of the stream, as the daemon's
@@ -127,20 +131,12 @@ def run_system(system: str, x: np.ndarray, ref: np.ndarray, ops: list[tuple[int,
         s.process(cols)
         spent += time.perf_counter() - t0
         if (b // batch) % max(1, every // batch) == 0:
-            st = s._st
-            live = np.flatnonzero(st.alive).astype(np.int64)
-            out = np.empty(k, dtype=np.int64)
-            _, best, _ = lazy_greedy(obj.form, obj.phik, obj.sparse, obj.w, st.rows, st.idx, st.cnt, live, k,
-                                     np.zeros(obj.m), out)
+            best = s.offline_greedy()
             v = s.guaranteed()[1] if system == "eddy.dynamic-guaranteed" else float(s.view()["value"][0])
             ratios.append(v / best if best > 0 else 1.0)
     measured = len(rest)
     if time_single:  # the same updates again one per call (the daemon's calls today): the per-call overhead
-        again = SubmodularSummary(objective="facility-location", reference=ref, k=k, capacity=2 * window + 16,
-                                  algorithm=algorithm, improve=system == "eddy.dynamic", seed=SEED)
-        again.warm_up()
-        again.process({"op": np.zeros(len(fill), np.int8), "item_key": np.array([e for _, e in fill], np.uint64),
-                       "features": x[[e for _, e in fill]]})
+        again = filled()
         single = 0.0
         for op, e in rest:
             cols = {"op": np.array([op], np.int8), "item_key": np.array([e], np.uint64), "features": x[e:e + 1]}

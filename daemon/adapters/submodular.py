@@ -201,12 +201,14 @@ class SubmodularAdapter(Adapter):
             if r.op == 0:
                 self.ids[key] = cast(str, r.iid)
             gone = {k: self.ids.pop(k) for k in live - lrn.live_keys() if k in self.ids}
-            after = [int(k) for k in lrn.view()["keys"]]
+            view = lrn.view()
+            after = [int(k) for k in view["keys"]]
+            served = float(view["value"][0])
             changed = set(after) != before
             body: dict[str, Any] = {"pipeline": self.name, "op": ("insert", "delete", "get")[r.op]}
             if r.iid is not None:
                 body["id"] = r.iid
-            body.update(changed=changed, value=float(lrn.view()["value"][0]), size=len(after))
+            body.update(changed=changed, value=served, size=len(after))
             if changed or r.op == 2:
                 body["solution"] = [self.ids[k] for k in after]
                 body["added"] = [self.ids[k] for k in after if k not in before]
@@ -218,7 +220,7 @@ class SubmodularAdapter(Adapter):
             if self.check_every and self.since_check >= self.check_every:
                 self.since_check = 0
                 best = lrn.offline_greedy()
-                self.greedy_ratio = float(lrn.view()["value"][0]) / best if best > 0 else 1.0
+                self.greedy_ratio = served / best if best > 0 else 1.0
         return outs, bodies
 
     def _batch(self, r: Op, key: int) -> dict[str, np.ndarray]:

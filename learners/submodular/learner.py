@@ -380,9 +380,8 @@ class SubmodularSummary(Tracker):
         """The keys of the guaranteed solution (the dynamic algorithm's own) and its value."""
         if self.algorithm != "dynamic":
             return self.view()["keys"], self._served_value()
-        out = np.empty(self.k, dtype=np.int64)
-        n, v = D.solution(self._st, out)
-        return self._st.keys[out[:n]].copy(), float(v)
+        st = self._st  # (kept by the kernels after every update)
+        return st.keys[st.best[:st.best[self.k]]].copy(), float(st.fp[5])
 
     def offline_greedy(self) -> float:
         """Lazy greedy's value on the live items now (the evaluator the served set is compared with;
