@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+_NUMBERS = frozenset((float, int))
 
 
 def event_key(event_id: str) -> int:
@@ -49,6 +52,7 @@ class FeatureHasher:
         self.n_features = n_features
         self.cache_size = cache_size
         self._cache: dict[str, tuple[int, float]] = {}
+        self._code: dict[str, int] = {}  # the same, as one signed code: col, or ~col for sign -1
         self.evictions = 0
 
     def _slot(self, name: str) -> tuple[int, float]:
@@ -58,10 +62,46 @@ class FeatureHasher:
         h = int.from_bytes(hashlib.blake2b(str(name).encode("utf-8"), digest_size=8).digest(), "little")
         slot = (h % self.n_features, 1.0 if (h >> 63) == 0 else -1.0)
         self._cache[name] = slot
+        self._code[name] = slot[0] if slot[1] > 0 else ~slot[0]
         if len(self._cache) > self.cache_size:
-            del self._cache[next(iter(self._cache))]
+            old = next(iter(self._cache))
+            del self._cache[old], self._code[old]
             self.evictions += 1
         return slot
+
+    def _code_of(self, name: str) -> int:
+        col, sign = self._slot(name)
+        return col if sign > 0 else ~col
+
+    def sparse_many(self, features: Sequence[Mapping[str, float]],
+                    checked: bool = False) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """:meth:`sparse` over many maps at once: all columns, all signed values, and each map's
+        count of them. The loops run in C (``map``, ``numpy.fromiter``), which makes this several
+        times cheaper per feature than :meth:`sparse` row by row.
+
+        Raises ``TypeError`` if any value is not a number (not looked for when the caller says
+        the values were ``checked``: ints and floats only) and ``OverflowError`` for an integer
+        too large for a float, naming neither: call :meth:`sparse` row by row to find the row.
+
+        >>> h = FeatureHasher(4)
+        >>> cols, vals, lens = h.sparse_many([{"a": 1, "b": 2.5}, {"b": 0.5}])
+        >>> lens, [h.sparse({"a": 1, "b": 2.5}), h.sparse({"b": 0.5})] == [
+        ...     (cols[:2].tolist(), vals[:2].tolist()), (cols[2:].tolist(), vals[2:].tolist())]
+        ([2, 1], True)
+        """
+        chain = itertools.chain.from_iterable
+        names = list(chain(features))
+        raw = list(chain([f.values() for f in features]))
+        if not checked and not set(map(type, raw)) <= _NUMBERS:  # (a bool's type is bool)
+            raise TypeError("a value is not a number")
+        try:
+            codes = np.fromiter(map(self._code.__getitem__, names), np.int64, len(names))
+        except KeyError:  # new names: hashed and cached one by one
+            codes = np.fromiter(map(self._code_of, names), np.int64, len(names))
+        values = np.array(raw, dtype=np.float64)
+        neg = codes < 0
+        np.negative(values, out=values, where=neg)
+        return np.where(neg, ~codes, codes), values, list(map(len, features))
 
     def sparse(self, features: Mapping[str, float]) -> tuple[list[int], list[float]]:
         """Columns and signed values of the hashed features (collisions are summed later).

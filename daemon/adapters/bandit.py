@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import numpy as np
+import orjson
 
 import learners
 from connectors.base import SourceRecord
@@ -53,21 +54,76 @@ def rows_matrix(rows: list, d: int) -> np.ndarray:
     X: np.ndarray
     sparse = [i for i, e in enumerate(rows) if e.cols is not None]
     if not sparse:
-        X = np.zeros((n, d))
-    else:
-        items = rows if len(sparse) == n else [rows[i] for i in sparse]
-        lens = [len(e.cols) for e in items]
-        total = sum(lens)
-        chain = itertools.chain.from_iterable
-        cols = np.fromiter(chain([e.cols for e in items]), np.int64, count=total)
-        vals = np.fromiter(chain([e.vals for e in items]), np.float64, count=total)
-        flat = np.repeat(np.asarray(sparse, dtype=np.int64) * d, lens) + cols
-        X = np.bincount(flat, weights=vals, minlength=n * d).reshape(n, d)
+        return np.array([e.x for e in rows], dtype=np.float64).reshape(n, d)
+    items = rows if len(sparse) == n else [rows[i] for i in sparse]
+    lens = [len(e.cols) for e in items]
+    total = sum(lens)
+    chain = itertools.chain.from_iterable
+    cols = np.fromiter(chain([e.cols for e in items]), np.int64, count=total)
+    vals = np.fromiter(chain([e.vals for e in items]), np.float64, count=total)
+    X = hashed_matrix(np.asarray(sparse, dtype=np.int64), cols, vals, lens, n, d)
     if len(sparse) < n:
-        for i, e in enumerate(rows):
-            if e.cols is None:
-                X[i] = e.x
+        dense = [i for i, e in enumerate(rows) if e.cols is None]
+        X[dense] = np.array([rows[i].x for i in dense], dtype=np.float64).reshape(len(dense), d)
     return X
+
+
+def hashed_matrix(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, lens: list[int], n: int,
+                  d: int) -> np.ndarray:
+    """The n×d matrix whose row ``rows[j]`` sums the ``lens[j]`` (column, value) pairs that are next
+    in ``cols``/``vals`` (colliding columns add up)."""
+    flat = np.repeat(rows * d, lens) + cols
+    return np.bincount(flat, weights=vals, minlength=n * d).reshape(n, d)
+
+
+def _texts(values: Any, n: int) -> list[bytes]:
+    """The JSON texts of ``n`` numbers, nulls or booleans (a list or a 1-d array), from one orjson
+    call (no such text holds a comma)."""
+    if not n:
+        return []
+    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+
+
+class DecisionTemplate:
+    """The JSON of model decisions over a fixed action set, written by one ``bytes %`` formatting
+    per decision instead of a dict (with a nested ``probs`` dict) through orjson: the numbers'
+    texts come from one orjson call per column over the whole run. Parsed, the output equals the
+    dict's (``tests/test_bandit_daemon.py`` checks it on awkward ids and action names)."""
+
+    def __init__(self, pipeline: str, actions: list[str]):
+        self.actions = tuple(actions)
+        self.k = len(actions)
+        esc = [orjson.dumps(a).replace(b"%", b"%%") for a in actions]
+        self.action_json = [orjson.dumps(a) for a in actions]
+        self.fmt = (b'{"id":"%b","pipeline":' + orjson.dumps(pipeline).replace(b"%", b"%%")
+                    + b',"action":%b,"prob":%b,"probs":{' + b",".join(e + b":%b" for e in esc)
+                    + b'},"model_version":%d,"explored":%b,"default":false,"reason":null,"time":%b,"replay":%b}')
+
+    def encode(self, run: list[Event], chosen: list[int], prob: np.ndarray, probs: np.ndarray,
+               versions: list[int], explored: list[bool]) -> list[bytes]:
+        n, k = len(run), self.k
+        if not n:
+            return []
+        id_texts = _split_strings(orjson.dumps([e.id for e in run]), n)
+        rows = orjson.dumps(probs.reshape(n, k), option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
+        prob_t = _texts(prob, n)
+        time_t = _texts([e.time for e in run], n)
+        acts = self.action_json
+        flag = (b"false", b"true")
+        fmt = self.fmt
+        return [fmt % (i, acts[c], p, *r.split(b","), v, flag[x], t, flag[e.replay])
+                for i, c, p, r, v, x, t, e in zip(id_texts, chosen, prob_t, rows, versions, explored, time_t, run,
+                                                   strict=True)]
+
+
+def _split_strings(blob: bytes, n: int) -> list[bytes]:
+    """The texts, between their quotes, of the ``n`` strings of orjson's ``blob`` of a list of
+    strings. Without an escaped quote in the blob every quote delimits a string, so '","' is
+    always a separator; with one (an id holding a quote or ending in a backslash), each string
+    is written alone."""
+    if b'\\"' not in blob:
+        return blob[2:-2].split(b'","')
+    return [orjson.dumps(s)[1:-1] for s in orjson.loads(blob)]
 
 
 class Event(Item):
@@ -76,7 +132,7 @@ class Event(Item):
     ``action``, ``af`` (its features), ``prob``, ``version`` and ``ope`` (per target policy π(a|x),
     Σ_b π(b|x) r̂(x,b) and r̂(x,a), flat). One object per event keeps the loop's cost low."""
 
-    __slots__ = ("x", "cols", "vals", "actions", "afs", "key", "action", "af", "prob", "version", "ope")
+    __slots__ = ("x", "cols", "vals", "feats", "actions", "afs", "key", "action", "af", "prob", "version", "ope")
     key: int
     action: str
     af: np.ndarray | None
@@ -86,10 +142,11 @@ class Event(Item):
 
     def __init__(self, id: str, time: float | None, x: np.ndarray | None, cols: list[int] | None,
                  vals: list[float] | None, actions: list[str] | None, afs: np.ndarray | None,
-                 rec: SourceRecord | None):
+                 rec: SourceRecord | None, feats: dict[str, Any] | None = None):
         self.id, self.time, self.rec = id, time, rec
         self.replay = rec.replay if rec is not None else False
         self.x, self.cols, self.vals, self.actions, self.afs = x, cols, vals, actions, afs
+        self.feats = feats
 
 
 SETTINGS = (
@@ -111,6 +168,7 @@ class BanditAdapter(Adapter):
     verbs = {"decide": Verb("events", "events", "decisions"), "feedback": Verb("feedback", "feedback", "results"),
              "control": Verb("control")}
     feedback_type = "feedback"
+    rejects_in_runs = True  # (hashed features that sum to inf are found with their run: _contexts)
     feedback_name = "reward"
     feedback_metric = "eddy_rewards"
     expired_outcome = "defaulted"
@@ -139,6 +197,7 @@ class BanditAdapter(Adapter):
         self.reward_sum = 0.0
         self.n_joined = 0
         self.last_learner_error = ""
+        self._template: DecisionTemplate | None = None
 
     # -- decoding ---------------------------------------------------------------------------------
     def _dense(self, v: Any, n: int, what: str) -> np.ndarray:
@@ -156,6 +215,8 @@ class BanditAdapter(Adapter):
             return (self.hasher if hasher is None else hasher).sparse(v)  # (an empty hasher is falsy: len)
         except TypeError as e:
             raise BadRecord("bad_type", f"{what}[{e.args[0]!r}] must be a number") from None
+        except OverflowError:
+            raise BadRecord("non_finite", f"{what} hold an integer too large for a float") from None
 
     def _vector(self, v: Any, n: int, what: str) -> np.ndarray:
         """A dense vector from a list or a name→value map (hashed)."""
@@ -180,11 +241,11 @@ class BanditAdapter(Adapter):
             if t is not None and (type(t) is not float or (ts := rec.timestamp_ms) <= 0
                                   or t > ts / 1000.0 + self.ahead):
                 t = self.rules.time(obj, rec)
-            try:
-                c, v = self.hasher.sparse(feats)
-            except TypeError:
-                c, v = self._sparse(feats, "features")  # raises the record's reason
-            return Event(eid, t, None, c, v, None, None, rec)
+            for value in feats.values():  # numbers only (hashed with the run: _contexts)
+                kind = type(value)
+                if kind is not float and kind is not int:
+                    self._sparse(feats, "features")  # raises the record's reason
+            return Event(eid, t, None, None, None, None, None, rec, feats)
         eid = _id(obj)
         t = self.rules.time(obj, rec)
         if feats is None:
@@ -260,19 +321,47 @@ class BanditAdapter(Adapter):
         """Decides a run of events at the current state (dead-letters any whose hashed features
         overflow)."""
         run = cast(list[Event], items)
-        X = rows_matrix(run, self.d)
-        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-        if not len(bad):
+        X, bad = self._contexts(run)
+        if not bad:
             return self._decide(run, source, X)
-        keep = np.ones(len(run), dtype=bool)
-        keep[bad] = False
-        good = [ev for ev, k in zip(run, keep.tolist(), strict=True) if k]
+        good = [ev for ev in run if ev not in bad]
+        keep = np.array([ev not in bad for ev in run], dtype=bool)
         outs, bodies = self._decide(good, source, X[keep]) if good else ([], [])
         self.rejected = True
-        reject = BadRecord("non_finite", "features sum to inf in a hashed column")
         o, b = iter(outs), iter(bodies)
-        kept = keep.tolist()
-        return [next(o) if k else reject for k in kept], [next(b) if k else None for k in kept] if bodies else []
+        return [bad.get(ev) or next(o) for ev in run], [None if ev in bad else next(b) for ev in run] if bodies else []
+
+    def _contexts(self, run: list[Event]) -> tuple[np.ndarray, dict[Event, BadRecord]]:
+        """The run's n×d contexts, and its events that are rejected (hashed features that sum to
+        inf, an integer too large for a float). Events decoded from Kafka bring their features
+        checked but unhashed: they are hashed here, all at once (and :meth:`_decide` keeps each
+        one's row of X instead, for learning and checkpoints)."""
+        bad: dict[Event, BadRecord] = {}
+        n, d = len(run), self.d
+        X: np.ndarray | None = None
+        if run[0].feats is not None and all(e.feats is not None for e in run):
+            try:
+                cols, vals, lens = self.hasher.sparse_many([e.feats for e in run], checked=True)  # type: ignore[misc]
+            except (TypeError, OverflowError):
+                pass  # (found row by row below)
+            else:
+                X = hashed_matrix(np.arange(n, dtype=np.int64), cols, vals, lens, n, d)
+        if X is None:
+            for e in run:
+                if e.feats is not None:
+                    try:
+                        e.cols, e.vals = self._sparse(e.feats, "features")
+                    except BadRecord as err:
+                        bad[e] = err
+                        e.cols, e.vals = [], []
+                    e.feats = None
+            X = rows_matrix(run, d)
+        rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
+        if len(rows):
+            inf = BadRecord("non_finite", "features sum to inf in a hashed column")
+            for i in rows.tolist():
+                bad.setdefault(run[i], inf)
+        return X, bad
 
     def _batch(self, run: list[Event], X: np.ndarray) -> dict[str, Any]:
         batch: dict[str, Any] = {"event_key": event_keys([e.id for e in run]), "X": X}
@@ -343,25 +432,41 @@ class BanditAdapter(Adapter):
             p = probs if j == 0 else shadow_outs.get(sname, {}).get("probs", probs)
             cols += [p[flat].tolist(), np.add.reduceat(p * rhat, starts).tolist(), r_chosen]
         ope_l = list(zip(*cols, strict=True))
-        probs_l = probs.tolist()
         chosen_l = chosen.tolist()
         keys_l = batch["event_key"].tolist()
-        bounds = indptr.tolist()
         default = out is None
         name, http = self.name, source == "http"
+        outs: list[Out | BadRecord] = []
+        bodies: list[dict[str, Any]] = []
         if ids is None:
-            k = len(fixed)
             actions = [fixed[p] for p in chosen_l]
+            if not default and not http:  # the Kafka path's common run: one template
+                tmpl = self._template
+                if tmpl is None or tmpl.actions != tuple(fixed):
+                    tmpl = self._template = DecisionTemplate(name, fixed)
+                texts = tmpl.encode(run, chosen_l, out["prob"], probs, ver_l, explored_l)  # type: ignore[index]
+                for ev, action, text, prob, ver, ope, key, row in zip(run, actions, texts, prob_l, ver_l, ope_l,
+                                                                      keys_l, X, strict=True):
+                    outs.append(Out("decision", ev.id.encode(), text))
+                    ev.key, ev.action, ev.prob, ev.version, ev.ope = key, action, prob, ver, ope
+                    if ev.feats is not None:  # (the row shares X's memory)
+                        ev.x = row
+                    ev.af = ev.rec = ev.feats = None  # not needed while waiting for the reward
+                self._count(actions, explored_l)
+                return outs, bodies
+            k = len(fixed)
             offers = [fixed] * n
-            probs_rows = [probs_l[i * k:(i + 1) * k] for i in range(n)]
+            probs_rows = probs.reshape(n, k).tolist()
         else:
+            bounds = indptr.tolist()
+            probs_l = probs.tolist()
             offers = [ids[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
             actions = [o[p] for o, p in zip(offers, chosen_l, strict=True)]
             probs_rows = [probs_l[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-        outs: list[Out | BadRecord] = []
-        bodies: list[dict[str, Any]] = []
-        for ev, action, offered, prow, pos, prob, explored, ver, ope, key in zip(
-                run, actions, offers, probs_rows, chosen_l, prob_l, explored_l, ver_l, ope_l, keys_l, strict=True):
+        for ev, action, offered, prow, pos, prob, explored, ver, ope, key, row in zip(
+                run, actions, offers, probs_rows, chosen_l, prob_l, explored_l, ver_l, ope_l, keys_l, X, strict=True):
+            if ev.feats is not None:
+                ev.x, ev.feats = row, None
             eid = ev.id
             dec: dict[str, Any] = {
                 "id": eid,
@@ -382,10 +487,13 @@ class BanditAdapter(Adapter):
             ev.key, ev.action, ev.prob, ev.version, ev.ope = key, action, prob, ver, ope
             ev.af = ev.afs[pos] if ev.afs is not None else None
             ev.rec = ev.actions = ev.afs = None  # not needed while waiting for the reward
+        self._count(actions, explored_l)
+        return outs, bodies
+
+    def _count(self, actions: list[str], explored: list[bool]) -> None:
         for action, c in collections.Counter(actions).items():
             self._action(action)[0] += c
-        self.explored += sum(explored_l)
-        return outs, bodies
+        self.explored += sum(explored)
 
     def default_answer(self, obj: dict[str, Any]) -> dict[str, Any]:
         """The default action, not logged for learning (the latency budget is spent)."""
