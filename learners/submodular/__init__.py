@@ -5,7 +5,8 @@ the live items, kept near-optimal while items are inserted and deleted.
 feature-based, weighted coverage; a Python hook), :mod:`._objectives` their Numba kernels,
 :mod:`._greedy` lazy greedy, :mod:`._dynamic` the dynamic algorithm's kernels, :mod:`.reference`
 the plain-Python references, :class:`SubmodularSummary` the learner (registered as
-``submodular-dynamic`` and ``submodular-lazy-greedy``).
+``submodular-dynamic``, ``submodular-lazy-greedy`` and ``submodular-sieve-streaming-pp``);
+:mod:`._sieve` the Sieve-Streaming++ baseline's kernels.
 """
 
 from __future__ import annotations

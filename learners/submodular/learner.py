@@ -13,10 +13,11 @@ import numpy as np
 from ..base import Batch, Column, InvalidInput, Tracker, checked_state
 from . import _dynamic as D
 from . import _objectives as K
+from . import _sieve as SV
 from ._greedy import lazy_greedy
 from .objectives import FacilityLocation, FeatureBased, Objective, WeightedCoverage
 
-ALGORITHMS = ("dynamic", "lazy-greedy")
+ALGORITHMS = ("dynamic", "lazy-greedy", "sieve-streaming-pp")
 OBJECTIVES = ("feature-based", "facility-location", "coverage")
 INSERT, DELETE = 0, 1
 APPLIED, DUPLICATE, UNKNOWN = 0, 1, 2
@@ -50,6 +51,11 @@ class SubmodularSummary(Tracker):
     ``algorithm="lazy-greedy"``: lazy greedy (Minoux) over the live items after every update, the
     (1-1/e) baseline; its cost grows with the live set.
 
+    ``algorithm="sieve-streaming-pp"``: Sieve-Streaming++ (Kazemi et al., ICML 2019; :mod:`._sieve`),
+    the (1/2 - ε) streaming baseline for insertions, run again over the live items in insertion
+    order when a deleted item is in one of its sieves (or was its largest singleton). Its served
+    set is the best sieve (``recourse`` applies as for lazy greedy).
+
     Parameters
     ----------
     objective
@@ -59,7 +65,7 @@ class SubmodularSummary(Tracker):
     k
         Elements in the summary.
     algorithm
-        ``dynamic`` or ``lazy-greedy``.
+        ``dynamic``, ``lazy-greedy`` or ``sieve-streaming-pp``.
     eps
         ε: OPT guesses (1+ε)^i; the guarantee is (1-ε)/(2(1+ε)) >= 1/2 - ε of OPT.
     capacity
@@ -157,6 +163,8 @@ class SubmodularSummary(Tracker):
         self._recourse = 0
         self._counts = np.zeros(len(_C))
         self._clock = np.array([-np.inf, 0.0])  # [latest event time, insertions so far]
+        self._sieve = SV.new_sieves(self.k, self.eps, o.m, cap) if self.algorithm == "sieve-streaming-pp" else {}
+        self._zero = np.zeros(o.m)
         self._rebuild_index()
 
     def _rebuild_index(self) -> None:
@@ -316,6 +324,13 @@ class SubmodularSummary(Tracker):
         if self.algorithm == "dynamic":
             D.insert_served(st, self._served, self._nserved, self._sstate, self._sfp, s, self.improve, self.recourse)
             self._served_now()
+        elif self._sieve:
+            st.alive[s] = True
+            o, sv = self._obj, self._sieve
+            self._counts[_C["greedy_calls"]] += SV.sieve_add(
+                o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, s, self.k, self.eps, sv["sv"], sv["ns"],
+                sv["members"], sv["states"], sv["vals"], sv["inside"], self._zero)
+            self._serve_sieve()
         else:
             st.alive[s] = True
             self._serve()
@@ -330,7 +345,17 @@ class SubmodularSummary(Tracker):
             served = self._served[:self._nserved[0]]
             if s in served:
                 self._set_served(served[served != s])
-            self._serve()
+            if self._sieve:
+                sv = self._sieve
+                if sv["inside"][s] or int(sv["sv"][SV.ARG]) == s:  # its sieves (or Δ) held it: run again
+                    o = self._obj
+                    order = np.array([x for q, x in self._order if st.alive[x] and self._seq[x] == q], dtype=np.int64)
+                    self._counts[_C["greedy_calls"]] += SV.sieve_rerun(
+                        o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, order, self.k, self.eps, sv["sv"],
+                        sv["ns"], sv["members"], sv["states"], sv["vals"], sv["inside"], self._zero)
+                self._serve_sieve()
+            else:
+                self._serve()
         del self._slot_of[int(st.keys[s])]
         self._seq[s] = -1
         self._expires[s] = np.nan
@@ -371,13 +396,31 @@ class SubmodularSummary(Tracker):
         if v > self._sval * (1.0 + self.recourse) or not self._nserved[0]:
             self._set_served(out[:n])
 
+    def _serve_sieve(self) -> None:
+        """Sieve-Streaming++: the best sieve, served when better by the recourse margin (or when
+        nothing is served)."""
+        sv = self._sieve
+        t = int(SV.best_sieve(sv["sv"], sv["vals"]))
+        if t < 0:
+            return
+        v = float(sv["vals"][t])
+        if v > self._sval * (1.0 + self.recourse) or not self._nserved[0]:
+            self._set_served(sv["members"][t, :sv["ns"][t]].copy())
+
     # -- views, sizes, state ----------------------------------------------------------------------
     def view(self) -> dict[str, np.ndarray]:
         s = self._served[:self._nserved[0]]
         return {"keys": self._st.keys[s].copy(), "value": np.array([self._served_value()])}
 
     def guaranteed(self) -> tuple[np.ndarray, float]:
-        """The keys of the guaranteed solution (the dynamic algorithm's own) and its value."""
+        """The keys of the guaranteed solution (the dynamic algorithm's own, Sieve-Streaming++'s best
+        sieve; lazy greedy's served set) and its value."""
+        if self._sieve:
+            sv = self._sieve
+            t = int(SV.best_sieve(sv["sv"], sv["vals"]))
+            if t < 0:
+                return np.zeros(0, np.uint64), 0.0
+            return self._st.keys[sv["members"][t, :sv["ns"][t]]].copy(), float(sv["vals"][t])
         if self.algorithm != "dynamic":
             return self.view()["keys"], self._served_value()
         st = self._st  # (kept by the kernels after every update)
@@ -436,6 +479,7 @@ class SubmodularSummary(Tracker):
         out = {f"dyn/{k}": v for k, v in self._st._asdict().items() if k not in ("work", "hnew")}
         out.update({"seq": self._seq, "expires": self._expires, "served": self._served, "nserved": self._nserved,
                     "sstate": self._sstate, "sfp": self._sfp, "counts": self._counts, "clock": self._clock})
+        out.update({f"sieve/{k}": v for k, v in self._sieve.items()})
         return out
 
     def snapshot(self) -> dict[str, np.ndarray]:
@@ -448,6 +492,7 @@ class SubmodularSummary(Tracker):
         self._st = D.DynState(**fields, work=st.work, hnew=st.hnew)
         for k in ("seq", "expires", "served", "nserved", "sstate", "sfp", "counts", "clock"):
             setattr(self, f"_{k}", new[k])
+        self._sieve = {k[6:]: v for k, v in new.items() if k.startswith("sieve/")}
         self._sval = float(K.value(self._obj.form, self._obj.phik, self._obj.w, self._sstate))
         self._rebuild_index()
 

@@ -348,3 +348,60 @@ class DynamicReference:
     def value(self) -> float:
         g = self.best()
         return 0.0 if g is None else g.value()
+
+
+class SieveReference:
+    """Sieve-Streaming++ plainly (a dict of sieves by threshold exponent), with the learner's rule
+    for deletions: run again over the live items, in insertion order, when a deleted item is in a
+    sieve or was the largest singleton's element. The same rules as :mod:`._sieve`."""
+
+    def __init__(self, items: Any, k: int, eps: float):
+        from ._sieve import sieve_count
+
+        self.it, self.k, self.eps, self.T = items, k, eps, sieve_count(k, eps)
+        self.live: list[int] = []  # insertion order
+        self._reset()
+
+    def _reset(self) -> None:
+        self.delta, self.arg, self.lb = 0.0, -1, 0.0
+        self.sieves: dict[int, tuple[list[int], Any]] = {}  # exponent -> (members, state)
+
+    def _add(self, e: int) -> None:
+        single = self.it.gain(e, self.it.zero())
+        if single > self.delta:
+            self.delta, self.arg = single, e
+        if self.delta <= 0.0:
+            return
+        base = math.log1p(self.eps)
+        lo = math.ceil(math.log(max(self.lb, self.delta) / (2 * self.k)) / base - 1e-9)
+        hi = math.floor(math.log(self.delta) / base + 1e-9)
+        lo = max(lo, hi - self.T + 1)
+        if self.sieves:  # sieves stay contiguous from the first kept one
+            lo = max(lo, min(self.sieves))
+        self.sieves = {i: self.sieves.get(i) or ([], self.it.zero()) for i in range(lo, max(hi, lo - 1) + 1)}
+        for i in sorted(self.sieves):
+            members, c = self.sieves[i]
+            if len(members) < self.k:
+                g = self.it.gain(e, c)
+                if g >= math.exp(i * base):
+                    members.append(e)
+                    self.it.add(e, c)
+                    self.lb = max(self.lb, self.it.value(c))
+
+    def insert(self, e: int) -> None:
+        self.live.append(e)
+        self._add(e)
+
+    def delete(self, e: int) -> None:
+        self.live.remove(e)
+        if e == self.arg or any(e in m for m, _ in self.sieves.values()):
+            self._reset()
+            for x in self.live:
+                self._add(x)
+
+    def solution(self) -> list[int]:
+        best = max(self.sieves.values(), key=lambda mc: self.it.value(mc[1]), default=([], None))
+        return list(best[0])
+
+    def value(self) -> float:
+        return max((self.it.value(c) for _, c in self.sieves.values()), default=0.0)
