@@ -400,7 +400,9 @@ class SieveReference:
                 self._add(x)
 
     def solution(self) -> list[int]:
-        best = max(self.sieves.values(), key=lambda mc: self.it.value(mc[1]), default=([], None))
+        if not self.sieves:
+            return []
+        best = max(self.sieves.values(), key=lambda mc: self.it.value(mc[1]))
         return list(best[0])
 
     def value(self) -> float:
