@@ -429,11 +429,16 @@ class SubmodularSummary(Tracker):
     def offline_greedy(self) -> float:
         """Lazy greedy's value on the live items now (the evaluator the served set is compared with;
         its oracle calls are not the algorithm's and are not counted)."""
+        return self.greedy_now()[0]
+
+    def greedy_now(self) -> tuple[float, int]:
+        """Lazy greedy on the live items now: its value and the oracle calls it took (what the
+        lazy-greedy baseline pays at every update; not counted in :attr:`oracle_calls`)."""
         st, o = self._st, self._obj
         live = np.flatnonzero(st.alive).astype(np.int64)
-        _, v, _ = lazy_greedy(o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, live, self.k, np.zeros(o.m),
-                              np.empty(self.k, dtype=np.int64))
-        return float(v)
+        _, v, calls = lazy_greedy(o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, live, self.k,
+                                  np.zeros(o.m), np.empty(self.k, dtype=np.int64))
+        return float(v), int(calls)
 
     def live_keys(self) -> set[int]:
         """The keys of the live items."""
