@@ -143,3 +143,27 @@ def test_recourse_holds_the_served_set_until_a_better_one_gains_enough():
         out = s.process(batch([INS] * 300, range(300), X))
         changes.append(int(out["changed"].sum()))
     assert changes[1] < changes[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [5, 20])
+def test_amortised_oracle_calls_grow_slowly_with_the_live_set(k):
+    """The claim of polylogarithmic amortised update time, at a small scale (benchmarks/
+    submodular_growth.py measures 10³ → 10⁵): over a sliding window's filling and one turnover,
+    the calls per update grow at most 3× from 300 to 30,000 live items, while one lazy greedy over
+    the live set (what the baseline pays per update) grows about 100×."""
+    rng = np.random.default_rng(5)
+    x, ref = rng.normal(size=(60_000, 4)), rng.normal(size=(40, 4))
+    per_update, greedy = {}, {}
+    for n in (300, 30_000):
+        s = SubmodularSummary(objective="facility-location", reference=ref, k=k, capacity=n + 16, window=n,
+                              improve=False, seed=1)
+        for b in range(0, 2 * n, 500):
+            m = min(500, 2 * n - b)
+            s.process({"op": np.zeros(m, np.int8), "item_key": np.arange(b, b + m, dtype=np.uint64),
+                       "features": x[b:b + m]})
+        assert len(s) == n
+        per_update[n] = s.oracle_calls / (3 * n)  # n insertions, then n steps of a deletion and an insertion
+        greedy[n] = s.greedy_now()[1]
+    assert per_update[30_000] <= 3 * per_update[300], per_update
+    assert greedy[30_000] >= 30 * greedy[300], greedy
