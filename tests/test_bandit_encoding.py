@@ -132,3 +132,16 @@ def test_features_hashed_with_their_run_keep_dead_letters_in_log_order():
     core = core_for(params={"actions": ["a", "b", "c"]})
     outs = core.handle(_records([event(0, {"a": "x"}), event(0, {"a": 1.0})]))
     assert [o.kind for o in outs] == ["dlq", "decision"]  # (in one run: the check is at decoding)
+
+
+def test_a_failing_template_falls_back_to_the_decision_dicts(monkeypatch):
+    values = [orjson.dumps({"id": f"e{i}", "time": float(i), "features": {"a": 1.0, "b": float(i % 4)}})
+              for i in range(30)]
+    want = [orjson.loads(o.value) for o in core_for(params={"actions": ["a", "b", "c"]}).handle(_records(values))]
+
+    def broken(*args, **kwargs):
+        raise ValueError("a learner's output of another shape")
+
+    monkeypatch.setattr(DecisionTemplate, "encode", broken)
+    got = [orjson.loads(o.value) for o in core_for(params={"actions": ["a", "b", "c"]}).handle(_records(values))]
+    assert got == want and len(got) == 30

@@ -80,16 +80,28 @@ def test_insertions_only_give_at_least_half_minus_eps_of_opt(kind):
 
 
 def test_a_deletion_outside_the_sieves_costs_no_rerun_and_one_inside_does():
+    """(Outside: in no sieve, not Δ's item, not in the set that reached LB.)"""
     s, obj, x = summary("fb-sqrt", 2, 0)
     for e in range(20):
         s.process({"op": np.zeros(1, np.int8), "item_key": np.array([e], np.uint64), "features": x[e:e + 1]})
     sv = s._sieve
     members = {int(m) for t in range(int(sv["sv"][3])) for m in sv["members"][t, :sv["ns"][t]]}
     slot_key = {int(slot): int(s._st.keys[slot]) for slot in members}
-    outside = next(e for e in range(20) if e not in slot_key.values() and s._slot_of[e] != int(sv["sv"][4]))
+    held = members | {int(m) for m in sv["lbm"][:int(sv["sv"][5])]} | {int(sv["sv"][4])}  # sieves, LB's set, Δ
+    outside = next(e for e in range(20) if s._slot_of[e] not in held)
     calls = s.oracle_calls
     s.process({"op": np.ones(1, np.int8), "item_key": np.array([outside], np.uint64), "features": x[:1]})
     assert s.oracle_calls == calls
     inside = next(iter(slot_key.values()))
     s.process({"op": np.ones(1, np.int8), "item_key": np.array([inside], np.uint64), "features": x[:1]})
     assert s.oracle_calls > calls + len(s) and inside not in s.view()["keys"].tolist()
+
+
+def test_a_checkpoint_of_other_sieves_is_refused():
+    s, _, x = summary("fb-sqrt", 3, 0)
+    s.process({"op": np.zeros(4, np.int8), "item_key": np.arange(4, dtype=np.uint64), "features": x[:4]})
+    other = SubmodularSummary(objective="feature-based", d=5, phi="sqrt", k=3, eps=EPS * 1.01,
+                              algorithm="sieve-streaming-pp", capacity=64)
+    assert other._sieve["ns"].shape == s._sieve["ns"].shape  # (the same sieve count: only eps tells them apart)
+    with pytest.raises(Exception, match="eps"):
+        other.restore(s.snapshot())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -38,6 +39,7 @@ from ..records import MAX_ID_LEN, BadRecord, Out, dumps_kept, number, numbers_on
 from ..records import record_id as _id
 
 VERSIONS_KEPT = 8
+log = logging.getLogger(__name__)
 LEARNER_METRICS = (  # the learner's metrics() keys as named metrics
     ("learned_events", "eddy_bandit_learned_rewards", "counter", "Rewards the model has learned"),
     ("actions", "eddy_bandit_actions", "gauge", "Actions the model holds state for"),
@@ -88,7 +90,7 @@ class DecisionTemplate:
     """The JSON of model decisions over a fixed action set, written by one ``bytes %`` formatting
     per decision instead of a dict (with a nested ``probs`` dict) through orjson: the numbers'
     texts come from one orjson call per column over the whole run. Parsed, the output equals the
-    dict's (``tests/test_bandit_daemon.py`` checks it on awkward ids and action names)."""
+    dict's (``tests/test_bandit_encoding.py`` checks it on awkward ids and action names)."""
 
     def __init__(self, pipeline: str, actions: list[str]):
         self.actions = tuple(actions)
@@ -334,8 +336,9 @@ class BanditAdapter(Adapter):
     def _contexts(self, run: list[Event]) -> tuple[np.ndarray, dict[Event, BadRecord]]:
         """The run's n×d contexts, and its events that are rejected (hashed features that sum to
         inf, an integer too large for a float). Events decoded from Kafka bring their features
-        checked but unhashed: they are hashed here, all at once (and :meth:`_decide` keeps each
-        one's row of X instead, for learning and checkpoints)."""
+        checked but unhashed: they are hashed here, all at once, and each keeps its own columns
+        and values (lists, as the row-by-row hashing gives them: a waiting event holds no share
+        of the run's matrix)."""
         bad: dict[Event, BadRecord] = {}
         n, d = len(run), self.d
         X: np.ndarray | None = None
@@ -346,6 +349,10 @@ class BanditAdapter(Adapter):
                 pass  # (found row by row below)
             else:
                 X = hashed_matrix(np.arange(n, dtype=np.int64), cols, vals, lens, n, d)
+                cols_l, vals_l, a = cols.tolist(), vals.tolist(), 0
+                for e, b in zip(run, itertools.accumulate(lens), strict=True):
+                    e.cols, e.vals, e.feats = cols_l[a:b], vals_l[a:b], None
+                    a = b
         if X is None:
             for e in run:
                 if e.feats is not None:
@@ -440,18 +447,22 @@ class BanditAdapter(Adapter):
         bodies: list[dict[str, Any]] = []
         if ids is None:
             actions = [fixed[p] for p in chosen_l]
+            texts = None
             if not default and not http:  # the Kafka path's common run: one template
                 tmpl = self._template
                 if tmpl is None or tmpl.actions != tuple(fixed):
                     tmpl = self._template = DecisionTemplate(name, fixed)
-                texts = tmpl.encode(run, chosen_l, out["prob"], probs, ver_l, explored_l)  # type: ignore[index]
-                for ev, action, text, prob, ver, ope, key, row in zip(run, actions, texts, prob_l, ver_l, ope_l,
-                                                                      keys_l, X, strict=True):
+                try:
+                    texts = tmpl.encode(run, chosen_l, np.asarray(out["prob"], dtype=np.float64),  # type: ignore[index]
+                                        np.ascontiguousarray(probs, dtype=np.float64), ver_l, explored_l)
+                except Exception as e:  # (a learner's unexpected output: the decision dicts below)
+                    log.warning("%s: decision template failed (%r); writing dicts", self.name, e)
+            if texts is not None:
+                for ev, action, text, prob, ver, ope, key in zip(run, actions, texts, prob_l, ver_l, ope_l, keys_l,
+                                                                 strict=True):
                     outs.append(Out("decision", ev.id.encode(), text))
                     ev.key, ev.action, ev.prob, ev.version, ev.ope = key, action, prob, ver, ope
-                    if ev.feats is not None:  # (the row shares X's memory)
-                        ev.x = row
-                    ev.af = ev.rec = ev.feats = None  # not needed while waiting for the reward
+                    ev.af = ev.rec = None  # not needed while waiting for the reward
                 self._count(actions, explored_l)
                 return outs, bodies
             k = len(fixed)
@@ -463,10 +474,8 @@ class BanditAdapter(Adapter):
             offers = [ids[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
             actions = [o[p] for o, p in zip(offers, chosen_l, strict=True)]
             probs_rows = [probs_l[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-        for ev, action, offered, prow, pos, prob, explored, ver, ope, key, row in zip(
-                run, actions, offers, probs_rows, chosen_l, prob_l, explored_l, ver_l, ope_l, keys_l, X, strict=True):
-            if ev.feats is not None:
-                ev.x, ev.feats = row, None
+        for ev, action, offered, prow, pos, prob, explored, ver, ope, key in zip(
+                run, actions, offers, probs_rows, chosen_l, prob_l, explored_l, ver_l, ope_l, keys_l, strict=True):
             eid = ev.id
             dec: dict[str, Any] = {
                 "id": eid,

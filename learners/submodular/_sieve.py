@@ -7,11 +7,14 @@ the sieves are the thresholds τ = (1+ε)^i with max(LB, Δ)/(2k) <= τ <= Δ, e
 at most k elements; an element joins every sieve that has room and where its marginal gain is at
 least τ. The best sieve is a (1/2 - ε)-approximation of the stream's OPT. The algorithm is for
 insertions only: the learner runs it again over the live items, in insertion order, when a deleted
-item is in a sieve or was Δ's element (:class:`~.learner.SubmodularSummary`).
+item is in a sieve, was Δ's element or is in the set that reached LB (LB bounds the floor of the
+thresholds: a bound from a set with a deleted item would no longer hold for the live items)
+(:class:`~.learner.SubmodularSummary`).
 
-State: ``sv`` = [Δ, LB, exponent of the first sieve, number of sieves, Δ's slot]; per sieve t
-(ascending thresholds, ``T`` at most): ``ns[t]`` elements ``members[t, :ns[t]]``, objective state
-``states[t]`` and value ``vals[t]``; ``inside[s]``: the sieves slot s is in.
+State: ``sv`` = [Δ, LB, exponent of the first sieve, number of sieves, Δ's slot, size of LB's set];
+per sieve t (ascending thresholds, ``T`` at most): ``ns[t]`` elements ``members[t, :ns[t]]``,
+objective state ``states[t]`` and value ``vals[t]``; ``inside[s]``: the sieves slot s is in;
+``lbm``: the set that reached LB; ``eps``: [ε] (checked when a checkpoint is restored).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from .._numba import jit
 from ._objectives import add, gain, value
 
-DELTA, LB, LO, NT, ARG = 0, 1, 2, 3, 4
+DELTA, LB, LO, NT, ARG, NLB = 0, 1, 2, 3, 4, 5
 
 
 def sieve_count(k: int, eps: float) -> int:
@@ -32,7 +35,7 @@ def sieve_count(k: int, eps: float) -> int:
 
 
 @jit
-def sieve_add(form, phik, sparse, w, rows, idx, cnt, e, k, eps, sv, ns, members, states, vals, inside, zero):
+def sieve_add(form, phik, sparse, w, rows, idx, cnt, e, k, eps, sv, ns, members, states, vals, inside, lbm, zero):
     """Streams slot ``e`` through the sieves; returns the oracle calls made."""
     T = ns.shape[0]
     calls = 1
@@ -82,11 +85,14 @@ def sieve_add(form, phik, sparse, w, rows, idx, cnt, e, k, eps, sv, ns, members,
             vals[t] = value(form, phik, w, states[t])
             if vals[t] > sv[LB]:
                 sv[LB] = vals[t]
+                lbm[:ns[t]] = members[t, :ns[t]]
+                sv[NLB] = ns[t]
     return calls
 
 
 @jit
-def sieve_rerun(form, phik, sparse, w, rows, idx, cnt, order, k, eps, sv, ns, members, states, vals, inside, zero):
+def sieve_rerun(form, phik, sparse, w, rows, idx, cnt, order, k, eps, sv, ns, members, states, vals, inside, lbm,
+                zero):
     """The sieves from scratch over the slots ``order``; returns the oracle calls made."""
     sv[:] = 0.0
     sv[ARG] = -1.0
@@ -95,7 +101,7 @@ def sieve_rerun(form, phik, sparse, w, rows, idx, cnt, order, k, eps, sv, ns, me
     calls = 0
     for t in range(order.shape[0]):
         calls += sieve_add(form, phik, sparse, w, rows, idx, cnt, order[t], k, eps, sv, ns, members, states, vals,
-                           inside, zero)
+                           inside, lbm, zero)
     return calls
 
 
@@ -112,7 +118,13 @@ def best_sieve(sv, vals):
 
 def new_sieves(k: int, eps: float, m: int, cap: int) -> dict[str, np.ndarray]:
     T = sieve_count(k, eps)
-    sv = np.zeros(5)
+    sv = np.zeros(6)
     sv[ARG] = -1.0
     return {"sv": sv, "ns": np.zeros(T, np.int64), "members": np.zeros((T, k), np.int64),
-            "states": np.zeros((T, m)), "vals": np.zeros(T), "inside": np.zeros(cap, np.int64)}
+            "states": np.zeros((T, m)), "vals": np.zeros(T), "inside": np.zeros(cap, np.int64),
+            "lbm": np.zeros(k, np.int64), "eps": np.array([eps])}
+
+
+def must_rerun(sv, inside, lbm, s: int) -> bool:
+    """Whether deleting slot ``s`` needs the sieves run again (see the module docstring)."""
+    return bool(inside[s]) or int(sv[ARG]) == s or s in lbm[:int(sv[NLB])].tolist()

@@ -53,7 +53,8 @@ class SubmodularSummary(Tracker):
 
     ``algorithm="sieve-streaming-pp"``: Sieve-Streaming++ (Kazemi et al., ICML 2019; :mod:`._sieve`),
     the (1/2 - ε) streaming baseline for insertions, run again over the live items in insertion
-    order when a deleted item is in one of its sieves (or was its largest singleton). Its served
+    order when a deleted item is in one of its sieves (or was its largest singleton, or is in the
+    set its lower bound LB came from). Its served
     set is the best sieve (``recourse`` applies as for lazy greedy).
 
     Parameters
@@ -329,7 +330,7 @@ class SubmodularSummary(Tracker):
             o, sv = self._obj, self._sieve
             self._counts[_C["greedy_calls"]] += SV.sieve_add(
                 o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, s, self.k, self.eps, sv["sv"], sv["ns"],
-                sv["members"], sv["states"], sv["vals"], sv["inside"], self._zero)
+                sv["members"], sv["states"], sv["vals"], sv["inside"], sv["lbm"], self._zero)
             self._serve_sieve()
         else:
             st.alive[s] = True
@@ -347,12 +348,12 @@ class SubmodularSummary(Tracker):
                 self._set_served(served[served != s])
             if self._sieve:
                 sv = self._sieve
-                if sv["inside"][s] or int(sv["sv"][SV.ARG]) == s:  # its sieves (or Δ) held it: run again
+                if SV.must_rerun(sv["sv"], sv["inside"], sv["lbm"], s):  # its sieves, Δ or LB held it: run again
                     o = self._obj
                     order = np.array([x for q, x in self._order if st.alive[x] and self._seq[x] == q], dtype=np.int64)
                     self._counts[_C["greedy_calls"]] += SV.sieve_rerun(
                         o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, order, self.k, self.eps, sv["sv"],
-                        sv["ns"], sv["members"], sv["states"], sv["vals"], sv["inside"], self._zero)
+                        sv["ns"], sv["members"], sv["states"], sv["vals"], sv["inside"], sv["lbm"], self._zero)
                 self._serve_sieve()
             else:
                 self._serve()
@@ -498,6 +499,8 @@ class SubmodularSummary(Tracker):
         for k in ("seq", "expires", "served", "nserved", "sstate", "sfp", "counts", "clock"):
             setattr(self, f"_{k}", new[k])
         self._sieve = {k[6:]: v for k, v in new.items() if k.startswith("sieve/")}
+        if self._sieve and float(self._sieve["eps"][0]) != self.eps:
+            raise InvalidInput(f"the checkpoint's sieves are for eps={float(self._sieve['eps'][0])}, not {self.eps}")
         self._sval = float(K.value(self._obj.form, self._obj.phik, self._obj.w, self._sstate))
         self._rebuild_index()
 

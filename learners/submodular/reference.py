@@ -353,7 +353,8 @@ class DynamicReference:
 class SieveReference:
     """Sieve-Streaming++ plainly (a dict of sieves by threshold exponent), with the learner's rule
     for deletions: run again over the live items, in insertion order, when a deleted item is in a
-    sieve or was the largest singleton's element. The same rules as :mod:`._sieve`."""
+    sieve, was the largest singleton's element or is in the set that reached LB. The same rules as
+    :mod:`._sieve`."""
 
     def __init__(self, items: Any, k: int, eps: float):
         from ._sieve import sieve_count
@@ -364,6 +365,7 @@ class SieveReference:
 
     def _reset(self) -> None:
         self.delta, self.arg, self.lb = 0.0, -1, 0.0
+        self.lbset: list[int] = []
         self.sieves: dict[int, tuple[list[int], Any]] = {}  # exponent -> (members, state)
 
     def _add(self, e: int) -> None:
@@ -386,7 +388,8 @@ class SieveReference:
                 if g >= math.exp(i * base):
                     members.append(e)
                     self.it.add(e, c)
-                    self.lb = max(self.lb, self.it.value(c))
+                    if self.it.value(c) > self.lb:
+                        self.lb, self.lbset = self.it.value(c), list(members)
 
     def insert(self, e: int) -> None:
         self.live.append(e)
@@ -394,7 +397,7 @@ class SieveReference:
 
     def delete(self, e: int) -> None:
         self.live.remove(e)
-        if e == self.arg or any(e in m for m, _ in self.sieves.values()):
+        if e == self.arg or e in self.lbset or any(e in m for m, _ in self.sieves.values()):
             self._reset()
             for x in self.live:
                 self._add(x)
