@@ -296,9 +296,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=20, help="operations per call of the learner (a micro-batch)")
     ap.add_argument("--quick", action="store_true", help="smoke sizes (not written)")
     ap.add_argument("--out", default="submodular", help="results/NAME.json (e.g. to run data sets in parallel)")
-    args = ap.parse_args()
     systems = ("eddy.dynamic", "eddy.dynamic-guaranteed", "eddy.lazy-greedy", "eddy.sieve-streaming-pp", "eddy.lattanzi",
                "apricot.fit")
+    ap.add_argument("--systems", nargs="+", default=list(systems), choices=systems)
+    args = ap.parse_args()
+    systems = tuple(args.systems)
     rows = []
     for name in args.datasets:
         x, ref = dataset(name)
