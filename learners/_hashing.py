@@ -70,8 +70,8 @@ class FeatureHasher:
         return slot
 
     def _code_of(self, name: str) -> int:
-        col, sign = self._slot(name)
-        return col if sign > 0 else ~col
+        self._slot(name)  # (cached by it: the newest name is never the one a full cache drops)
+        return self._code[name]
 
     def sparse_many(self, features: Sequence[Mapping[str, float]],
                     checked: bool = False) -> tuple[np.ndarray, np.ndarray, list[int]]:

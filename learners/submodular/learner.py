@@ -42,7 +42,8 @@ class SubmodularSummary(Tracker):
     plain version and says each rule; :mod:`._dynamic` the kernels). What the paper claims is
     tested empirically: at least (1/2 - ε)·OPT at every step of random, sliding and adversarial
     streams on small instances, against brute force (``tests/test_submodular_dynamic.py``); the
-    growth of oracle calls per update with the live set is measured in ``benchmarks/submodular.py``.
+    growth of oracle calls per update with the live set is measured in
+    ``benchmarks/submodular_growth.py`` (and checked at a small scale in ``tests/test_submodular_learner.py``).
     The *served* solution (``improve``) is the guaranteed one
     improved: kept by itself, refilled greedily from the guesses' solutions when an element
     leaves, an insertion taken while there is room; the guaranteed solution replaces it whenever
@@ -327,10 +328,7 @@ class SubmodularSummary(Tracker):
             self._served_now()
         elif self._sieve:
             st.alive[s] = True
-            o, sv = self._obj, self._sieve
-            self._counts[_C["greedy_calls"]] += SV.sieve_add(
-                o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, s, self.k, self.eps, sv["sv"], sv["ns"],
-                sv["members"], sv["states"], sv["vals"], sv["inside"], sv["lbm"], self._zero)
+            self._sieve_call(SV.sieve_add, s)
             self._serve_sieve()
         else:
             st.alive[s] = True
@@ -349,11 +347,8 @@ class SubmodularSummary(Tracker):
             if self._sieve:
                 sv = self._sieve
                 if SV.must_rerun(sv["sv"], sv["inside"], sv["lbm"], s):  # its sieves, Δ or LB held it: run again
-                    o = self._obj
                     order = np.array([x for q, x in self._order if st.alive[x] and self._seq[x] == q], dtype=np.int64)
-                    self._counts[_C["greedy_calls"]] += SV.sieve_rerun(
-                        o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, order, self.k, self.eps, sv["sv"],
-                        sv["ns"], sv["members"], sv["states"], sv["vals"], sv["inside"], sv["lbm"], self._zero)
+                    self._sieve_call(SV.sieve_rerun, order)
                 self._serve_sieve()
             else:
                 self._serve()
@@ -394,19 +389,33 @@ class SubmodularSummary(Tracker):
         c = np.zeros(o.m)
         n, v, calls = lazy_greedy(o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, live, self.k, c, out)
         self._counts[_C["greedy_calls"]] += calls
-        if v > self._sval * (1.0 + self.recourse) or not self._nserved[0]:
-            self._set_served(out[:n])
+        self._offer(out[:n], v)
 
-    def _serve_sieve(self) -> None:
-        """Sieve-Streaming++: the best sieve, served when better by the recourse margin (or when
-        nothing is served)."""
+    def _offer(self, slots: np.ndarray, v: float) -> None:
+        """A baseline's solution (its value ``v``) is served when better by the recourse margin, or
+        when nothing is served."""
+        if v > self._sval * (1.0 + self.recourse) or not self._nserved[0]:
+            self._set_served(slots)
+
+    def _sieve_call(self, kernel, arg) -> None:
+        """A Sieve-Streaming++ kernel (:func:`._sieve.sieve_add` of a slot, :func:`._sieve.sieve_rerun`
+        of an order) on the learner's state; its oracle calls are counted."""
+        o, st, sv = self._obj, self._st, self._sieve
+        self._counts[_C["greedy_calls"]] += kernel(
+            o.form, o.phik, o.sparse, o.w, st.rows, st.idx, st.cnt, arg, self.k, self.eps, sv["sv"], sv["ns"],
+            sv["members"], sv["states"], sv["vals"], sv["inside"], sv["lbm"], self._zero)
+
+    def _best_sieve(self) -> tuple[np.ndarray, float] | None:
+        """The best sieve's slots and value (None: no sieve yet)."""
         sv = self._sieve
         t = int(SV.best_sieve(sv["sv"], sv["vals"]))
-        if t < 0:
-            return
-        v = float(sv["vals"][t])
-        if v > self._sval * (1.0 + self.recourse) or not self._nserved[0]:
-            self._set_served(sv["members"][t, :sv["ns"][t]].copy())
+        return None if t < 0 else (sv["members"][t, :sv["ns"][t]].copy(), float(sv["vals"][t]))
+
+    def _serve_sieve(self) -> None:
+        """Sieve-Streaming++: the best sieve, offered as a baseline's solution."""
+        best = self._best_sieve()
+        if best is not None:
+            self._offer(*best)
 
     # -- views, sizes, state ----------------------------------------------------------------------
     def view(self) -> dict[str, np.ndarray]:
@@ -417,11 +426,8 @@ class SubmodularSummary(Tracker):
         """The keys of the guaranteed solution (the dynamic algorithm's own, Sieve-Streaming++'s best
         sieve; lazy greedy's served set) and its value."""
         if self._sieve:
-            sv = self._sieve
-            t = int(SV.best_sieve(sv["sv"], sv["vals"]))
-            if t < 0:
-                return np.zeros(0, np.uint64), 0.0
-            return self._st.keys[sv["members"][t, :sv["ns"][t]]].copy(), float(sv["vals"][t])
+            best = self._best_sieve()
+            return (np.zeros(0, np.uint64), 0.0) if best is None else (self._st.keys[best[0]], best[1])
         if self.algorithm != "dynamic":
             return self.view()["keys"], self._served_value()
         st = self._st  # (kept by the kernels after every update)
