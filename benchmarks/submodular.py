@@ -49,6 +49,10 @@ import numpy as np  # noqa: E402
 from _common import versions, write_results  # noqa: E402
 
 from learners.submodular import SubmodularSummary  # noqa: E402
+from learners.submodular import _objectives as K  # noqa: E402
+from learners.submodular._greedy import lazy_greedy  # noqa: E402
+from learners.submodular.objectives import FacilityLocation  # noqa: E402
+from learners.submodular.reference import DynamicReference, Items  # noqa: E402
 
 SEED = 2024
 
@@ -166,8 +170,6 @@ class SlotItems:
     run over (their oracle is the family's kernels, calls counted by ``items.calls``)."""
 
     def __init__(self, obj, x: np.ndarray, cap: int):
-        from learners.submodular.reference import Items
-
         self.obj, self.x = obj, x
         self.rows = np.zeros((cap, obj.width))
         self.items = Items(obj, self.rows, np.zeros((cap, 0), np.int64), np.zeros(cap, np.int64),
@@ -187,8 +189,6 @@ class SlotItems:
         return s
 
     def greedy(self, k: int) -> float:
-        from learners.submodular._greedy import lazy_greedy
-
         o, it = self.obj, self.items
         live = np.array(sorted(self.slot.values()), dtype=np.int64)
         return float(lazy_greedy(o.form, o.phik, o.sparse, o.w, self.rows, it.idx, it.cnt, live, k, np.zeros(o.m),
@@ -200,9 +200,6 @@ def run_lattanzi(x: np.ndarray, ref: np.ndarray, ops: list[tuple[int, int]], win
     """Lattanzi et al.'s algorithm (NeurIPS 2020) as eddy's plain reference runs it
     (``DynamicReference(lattanzi=True)``: their guesses and level rules, read from their code),
     over the first ``limit`` measured updates (plain Python: slow)."""
-    from learners.submodular.objectives import FacilityLocation
-    from learners.submodular.reference import DynamicReference
-
     obj = FacilityLocation(ref)
     store = SlotItems(obj, x, 2 * window + 16)
     T = max(1, int(np.ceil(np.log2(len(x)))))  # their code: T = ⌈log2 n⌉, n the universe's size
@@ -241,8 +238,6 @@ def run_apricot(x: np.ndarray, ref: np.ndarray, ops: list[tuple[int, int]], wind
     what apricot compiles at every fit."""
     from apricot import FacilityLocationSelection
 
-    from learners.submodular.objectives import FacilityLocation
-
     obj = FacilityLocation(ref)
     store = SlotItems(obj, x, 2 * window + 16)
     counted = [0]
@@ -276,10 +271,8 @@ def run_apricot(x: np.ndarray, ref: np.ndarray, ops: list[tuple[int, int]], wind
             fits += 1
             chosen = [store.slot[keys[i]] for i in sel.ranking[:k]]
             c = np.zeros(obj.m)
-            from learners.submodular import _objectives as K
-
-            for s_ in chosen:
-                K.add(obj.form, obj.sparse, store.rows, store.items.idx, store.items.cnt, s_, c)
+            K.state_of(obj.form, obj.sparse, store.rows, store.items.idx, store.items.cnt,
+                       np.array(chosen, dtype=np.int64), len(chosen), c)
             best = store.greedy(k)
             ratios.append(float(K.value(obj.form, obj.phik, obj.w, c)) / best if best > 0 else 1.0)
     finally:
