@@ -58,6 +58,21 @@ def test_sherman_morrison_equals_batch_ridge(seed, d, density):
     npt.assert_allclose(out, np.einsum("ij,ij->i", X, theta[slots]))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sherman_morrison_keeps_the_inverse_exactly_symmetric(seed):
+    # The kernel sums A⁻¹x from rows of A⁻¹, which equals the column sum only while A⁻¹ is
+    # symmetric: its v vᵀ update must keep that bit for bit, over many rows.
+    rng = np.random.default_rng(seed)
+    n, d, k = 2000, 64, 4
+    X = rng.normal(size=(n, d)) * (rng.random(size=(n, d)) < 0.15) * 10.0
+    A_inv = np.stack([np.eye(d)] * k)
+    theta = np.zeros((k, d))
+    LK.ridge_update_rows(A_inv, theta, X, rng.integers(0, k, size=n), rng.normal(size=n))
+    for s in range(k):
+        assert np.array_equal(A_inv[s], A_inv[s].T)
+        assert np.linalg.eigvalsh(A_inv[s]).min() > 0
+
+
 def test_ridge_edge_cases():
     # Zero rows change nothing; an empty batch is a no-op.
     A_inv = np.eye(2)[None] / 2.0

@@ -17,32 +17,42 @@ from .._numba import jit
 def sm_update(A_inv, theta, x, y, work):
     """Learns one row in place: A⁻¹ ← A⁻¹ − (A⁻¹x)(A⁻¹x)ᵀ/(1 + xᵀA⁻¹x); θ ← θ + A⁻¹x·(y − xᵀθ)/(1 + xᵀA⁻¹x).
 
-    ``work`` is a scratch vector of length 2d. Hashed contexts are sparse: A⁻¹x is computed over
-    the non-zero entries of x only.
+    ``work`` is a scratch vector of length 2d. Hashed contexts are sparse: A⁻¹x is summed from
+    the rows of A⁻¹ at the non-zero entries of x (contiguous, so vectorized; A⁻¹ is symmetric).
+    The update subtracts v vᵀ with v = A⁻¹x/√(1 + xᵀA⁻¹x), whose products vᵢvⱼ = vⱼvᵢ keep A⁻¹
+    exactly symmetric (a λI start stays symmetric bit for bit, row sums equal column sums).
     """
     d = x.shape[0]
+    u = work[:d]
     nz = work[d:]
     m = 0
     resid = y
     for j in range(d):
+        u[j] = 0.0
         if x[j] != 0.0:
             nz[m] = j
             m += 1
             resid -= x[j] * theta[j]
+    for q in range(m):
+        j = int(nz[q])
+        xj = x[j]
+        row = A_inv[j]
+        for i in range(d):
+            u[i] += row[i] * xj
     denom = 1.0
+    for q in range(m):
+        j = int(nz[q])
+        denom += x[j] * u[j]
+    scale = 1.0 / np.sqrt(denom)  # denom >= 1: A⁻¹ is positive definite
+    step = resid * scale
     for i in range(d):
-        s = 0.0
-        for q in range(m):
-            j = int(nz[q])
-            s += A_inv[i, j] * x[j]
-        work[i] = s
-        denom += x[i] * s
-    inv = 1.0 / denom
+        u[i] *= scale  # v
+        theta[i] += u[i] * step
     for i in range(d):
-        theta[i] += work[i] * resid * inv
-        wi = work[i] * inv
+        vi = u[i]
+        row = A_inv[i]
         for j in range(d):
-            A_inv[i, j] -= wi * work[j]
+            row[j] -= vi * u[j]
 
 
 @jit
