@@ -1,6 +1,6 @@
 """The bandit pipeline's batch paths against their row-by-row references.
 
-* ``DecisionTemplate`` (the Kafka path's decision JSON, one ``bytes %`` per decision) against the
+* ``DecisionTemplate`` (the Kafka path's decision JSON, one kernel call per run) against the
   decision dict through orjson, on awkward ids and action names.
 * ``FeatureHasher.sparse_many`` (a run's features hashed at once) against ``sparse`` per map.
 * Features hashed with their run (checked at decoding): dead letters keep log order whatever
@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from connectors.base import SourceRecord
-from daemon.adapters.bandit import DecisionTemplate, Event, _split_strings
+from daemon.adapters.bandit import DecisionTemplate, Event
 from learners._hashing import FeatureHasher
 
 from .test_pipeline_core import core_for
@@ -59,10 +59,22 @@ def test_the_decision_template_writes_what_the_dict_would(seed):
         assert list(orjson.loads(text)) == list(want)  # the same keys in the same order
 
 
-def test_split_strings_falls_back_when_a_string_holds_the_separator():
-    for ids in (["a", "b"], ['",', "c"], ['x","y', "z"], ["only"], ['\\', '\\"', '","",""']):
-        parts = _split_strings(orjson.dumps(ids), len(ids))
-        assert [orjson.loads(b'"' + p + b'"') for p in parts] == ids
+@pytest.mark.parametrize("ids", [["a", "b"], ['",', "c"], ['x","y', "z"], ["only"], ["\\", '\\"', '","",""'],
+                                 ["\u2028\n", ""]])
+def test_the_decision_kernel_on_edge_cases(ids):
+    # One action, the extremes of the integer and number columns, strings that hold the
+    # separators the kernel scans for.
+    tmpl = DecisionTemplate("p", ["only-action"])
+    run = [Event(eid, t, None, None, None, None, None, SourceRecord(b"", replay=bool(i % 2)))
+           for i, (eid, t) in enumerate(zip(ids, [None, 1e300, -0.0, 5e-324, 1.0, 2.0], strict=False))]
+    n = len(run)
+    probs = np.ones(n)
+    versions = [0, 2**62, 7, 10, 99, 100][:n]
+    texts = tmpl.encode(run, [0] * n, probs, probs, versions, [True] * n)
+    for i, text in enumerate(texts):
+        assert orjson.loads(text) == reference("p", run[i], "only-action", 1.0, ["only-action"], [1.0],
+                                               versions[i], True)
+    assert tmpl.encode([], [], np.ones(0), np.ones(0), [], []) == []
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -37,6 +37,7 @@ from ..config import S
 from ..family import Adapter, Item, Outputs, Sample, Verb, legacy_lane, register
 from ..records import MAX_ID_LEN, BadRecord, Out, dumps_kept, number, numbers_only
 from ..records import record_id as _id
+from . import _kernels as EK
 
 VERSIONS_KEPT = 8
 log = logging.getLogger(__name__)
@@ -50,22 +51,32 @@ LEARNER_METRICS = (  # the learner's metrics() keys as named metrics
 )  # model versions whose average reward is reported (ranks 0..7, newest first)
 
 
+PAIR = np.dtype([("c", "<i8"), ("v", "<f8")])  # a hashed feature as an event keeps it: column, value
+
+
 def rows_matrix(rows: list, d: int) -> np.ndarray:
-    """Contexts as one n×d matrix, from items holding a dense ``x`` or hashed ``cols``/``vals``."""
+    """Contexts as one n×d matrix, from items holding a dense ``x``, hashed ``cols``/``vals`` or
+    hashed ``pairs`` (the bytes of a :data:`PAIR` array)."""
     n = len(rows)
     X: np.ndarray
-    sparse = [i for i, e in enumerate(rows) if e.cols is not None]
+    packed = [e.pairs for e in rows]
+    if None not in packed:  # hashed with their run (the Kafka path): one join, one view
+        rec = np.frombuffer(b"".join(packed), dtype=PAIR)
+        return hashed_matrix(np.arange(n, dtype=np.int64), rec["c"], rec["v"], [len(p) >> 4 for p in packed], n, d)
+    pairs = {i: np.frombuffer(p, dtype=PAIR) for i, p in enumerate(packed) if p is not None}
+    sparse = [i for i, e in enumerate(rows) if e.cols is not None or i in pairs]
     if not sparse:
         return np.array([e.x for e in rows], dtype=np.float64).reshape(n, d)
-    items = rows if len(sparse) == n else [rows[i] for i in sparse]
-    lens = [len(e.cols) for e in items]
+    cl = [pairs[i]["c"].tolist() if i in pairs else rows[i].cols for i in sparse]
+    vl = [pairs[i]["v"].tolist() if i in pairs else rows[i].vals for i in sparse]
+    lens = [len(c) for c in cl]
     total = sum(lens)
     chain = itertools.chain.from_iterable
-    cols = np.fromiter(chain([e.cols for e in items]), np.int64, count=total)
-    vals = np.fromiter(chain([e.vals for e in items]), np.float64, count=total)
+    cols = np.fromiter(chain(cl), np.int64, count=total)
+    vals = np.fromiter(chain(vl), np.float64, count=total)
     X = hashed_matrix(np.asarray(sparse, dtype=np.int64), cols, vals, lens, n, d)
     if len(sparse) < n:
-        dense = [i for i, e in enumerate(rows) if e.cols is None]
+        dense = sorted(set(range(n)).difference(sparse))
         X[dense] = np.array([rows[i].x for i in dense], dtype=np.float64).reshape(len(dense), d)
     return X
 
@@ -78,63 +89,54 @@ def hashed_matrix(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, lens: li
     return np.bincount(flat, weights=vals, minlength=n * d).reshape(n, d)
 
 
-def _texts(values: Any, n: int) -> list[bytes]:
-    """The JSON texts of ``n`` numbers, nulls or booleans (a list or a 1-d array), from one orjson
-    call (no such text holds a comma)."""
-    if not n:
-        return []
-    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-
-
 class DecisionTemplate:
-    """The JSON of model decisions over a fixed action set, written by one ``bytes %`` formatting
-    per decision instead of a dict (with a nested ``probs`` dict) through orjson: the numbers'
-    texts come from one orjson call per column over the whole run. Parsed, the output equals the
-    dict's (``tests/test_bandit_encoding.py`` checks it on awkward ids and action names)."""
+    """The JSON of model decisions over a fixed action set, written by one kernel call per run
+    (:func:`daemon.adapters._kernels.decisions`) instead of a dict (with a nested ``probs`` dict)
+    per decision through orjson: the ids', numbers' and times' texts come from one orjson call
+    per column over the whole run, and the kernel copies them between the template's fixed
+    segments. Parsed, the output equals the dict's (``tests/test_bandit_encoding.py`` checks it on
+    awkward ids and action names)."""
 
     def __init__(self, pipeline: str, actions: list[str]):
         self.actions = tuple(actions)
         self.k = len(actions)
-        esc = [orjson.dumps(a).replace(b"%", b"%%") for a in actions]
-        self.action_json = [orjson.dumps(a) for a in actions]
-        self.fmt = (b'{"id":"%b","pipeline":' + orjson.dumps(pipeline).replace(b"%", b"%%")
-                    + b',"action":%b,"prob":%b,"probs":{' + b",".join(e + b":%b" for e in esc)
-                    + b'},"model_version":%d,"explored":%b,"default":false,"reason":null,"time":%b,"replay":%b}')
+        segs = [b'{"id":"', b'","pipeline":' + orjson.dumps(pipeline) + b',"action":', b',"prob":',
+                b',"probs":{', b'},"model_version":', b',"explored":',
+                b',"default":false,"reason":null,"time":', b',"replay":', b"}"]
+        self.segs, self.seg_ends = pack_strings(segs)
+        self.action_texts, self.action_ends = pack_strings([orjson.dumps(a) for a in actions])
+        self.keys, self.key_ends = pack_strings([orjson.dumps(a) + b":" for a in actions])
+        self._fixed = sum(map(len, segs)) + len(self.keys) + self.k + 32  # per decision, besides its texts
 
     def encode(self, run: list[Event], chosen: list[int], prob: np.ndarray, probs: np.ndarray,
                versions: list[int], explored: list[bool]) -> list[bytes]:
         n, k = len(run), self.k
         if not n:
             return []
-        id_texts = _split_strings(orjson.dumps([e.id for e in run]), n)
-        rows = orjson.dumps(probs.reshape(n, k), option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
-        prob_t = _texts(prob, n)
-        time_t = _texts([e.time for e in run], n)
-        acts = self.action_json
-        flag = (b"false", b"true")
-        fmt = self.fmt
-        return [fmt % (i, acts[c], p, *r.split(b","), v, flag[x], t, flag[e.replay])
-                for i, c, p, r, v, x, t, e in zip(id_texts, chosen, prob_t, rows, versions, explored, time_t, run,
-                                                   strict=True)]
-
-
-def _split_strings(blob: bytes, n: int) -> list[bytes]:
-    """The texts, between their quotes, of the ``n`` strings of orjson's ``blob`` of a list of
-    strings. Without an escaped quote in the blob every quote delimits a string, so '","' is
-    always a separator; with one (an id holding a quote or ending in a backslash), each string
-    is written alone."""
-    if b'\\"' not in blob:
-        return blob[2:-2].split(b'","')
-    return [orjson.dumps(s)[1:-1] for s in orjson.loads(blob)]
+        dumps, u8 = orjson.dumps, np.uint8
+        ids = dumps([e.id for e in run])
+        rows = dumps(probs.reshape(n, k), option=orjson.OPT_SERIALIZE_NUMPY)
+        prob_t = dumps(prob, option=orjson.OPT_SERIALIZE_NUMPY)
+        times = dumps([e.time for e in run])
+        out = np.empty(len(ids) + len(rows) + len(prob_t) + len(times) + n * (self._fixed + int(self.action_ends[-1])),
+                       dtype=u8)
+        m = EK.decisions(self.segs, self.seg_ends, np.frombuffer(ids, u8), self.action_texts, self.action_ends,
+                         self.keys, self.key_ends, np.frombuffer(rows, u8), np.frombuffer(prob_t, u8),
+                         np.frombuffer(times, u8), np.asarray(chosen, dtype=np.int64),
+                         np.asarray(versions, dtype=np.int64), np.asarray(explored, dtype=u8),
+                         np.fromiter([e.replay for e in run], dtype=u8, count=n), out)
+        return out[:m].tobytes().split(b"\n")
 
 
 class Event(Item):
-    """One event from decoding to its reward: the context (dense ``x``, or hashed ``cols``/``vals``)
+    """One event from decoding to its reward: the context (dense ``x``, hashed ``cols``/``vals``, or
+    hashed ``pairs``: the bytes of a :data:`PAIR` array, as the run's hashing leaves them)
     and the offered ``actions`` with their features ``afs``; once decided, ``key`` (the event key),
     ``action``, ``af`` (its features), ``prob``, ``version`` and ``ope`` (per target policy π(a|x),
     Σ_b π(b|x) r̂(x,b) and r̂(x,a), flat). One object per event keeps the loop's cost low."""
 
-    __slots__ = ("x", "cols", "vals", "feats", "actions", "afs", "key", "action", "af", "prob", "version", "ope")
+    __slots__ = ("x", "cols", "vals", "pairs", "feats", "actions", "afs", "key", "action", "af", "prob", "version",
+                 "ope")
     key: int
     action: str
     af: np.ndarray | None
@@ -149,6 +151,7 @@ class Event(Item):
         self.replay = rec.replay if rec is not None else False
         self.x, self.cols, self.vals, self.actions, self.afs = x, cols, vals, actions, afs
         self.feats = feats
+        self.pairs: bytes | None = None
 
 
 SETTINGS = (
@@ -337,8 +340,7 @@ class BanditAdapter(Adapter):
         """The run's n×d contexts, and its events that are rejected (hashed features that sum to
         inf, an integer too large for a float). Events decoded from Kafka bring their features
         checked but unhashed: they are hashed here, all at once, and each keeps its own columns
-        and values (lists, as the row-by-row hashing gives them: a waiting event holds no share
-        of the run's matrix)."""
+        and values (``pairs``, a copy: a waiting event holds no share of the run's arrays)."""
         bad: dict[Event, BadRecord] = {}
         n, d = len(run), self.d
         X: np.ndarray | None = None
@@ -349,9 +351,11 @@ class BanditAdapter(Adapter):
                 pass  # (found row by row below)
             else:
                 X = hashed_matrix(np.arange(n, dtype=np.int64), cols, vals, lens, n, d)
-                cols_l, vals_l, a = cols.tolist(), vals.tolist(), 0
+                rec = np.empty(len(cols), dtype=PAIR)
+                rec["c"], rec["v"] = cols, vals
+                raw, a = rec.tobytes(), 0
                 for e, b in zip(run, itertools.accumulate(lens), strict=True):
-                    e.cols, e.vals, e.feats = cols_l[a:b], vals_l[a:b], None
+                    e.pairs, e.feats = raw[a << 4:b << 4], None
                     a = b
         if X is None:
             for e in run:
