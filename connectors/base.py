@@ -98,6 +98,12 @@ class Sink(abc.ABC):
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queues a message (non-blocking)."""
 
+    def send_all(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+        """Queues ``(topic, key, value)`` messages in order (a client may do it in a tighter loop)."""
+        send = self.send
+        for topic, key, value in messages:
+            send(topic, key, value)
+
     @abc.abstractmethod
     def flush(self, timeout_s: float = 30.0) -> None:
         """Returns once every queued message is acknowledged; raises :class:`DeliveryError`."""

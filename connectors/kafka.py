@@ -507,6 +507,16 @@ class ConfluentSink(Sink):
             except BufferError:
                 self.producer.poll(0.05)
 
+    def send_all(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+        produce, i, n = self.producer.produce, 0, len(messages)
+        while i < n:
+            try:
+                for topic, key, value in messages[i:] if i else messages:
+                    produce(topic, value, key)
+                    i += 1
+            except BufferError:  # the queue is full: wait for room, then go on from message i
+                self.producer.poll(0.05)
+
     def flush(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while True:

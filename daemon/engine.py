@@ -541,7 +541,7 @@ class Engine:
         for i, lane in enumerate(self.lanes.values()):
             pre = f"lane/{i}/"
             arrays[pre + "seen/ids"], arrays[pre + "seen/id_ends"] = pack_strings(list(lane.seen))
-            arrays[pre + "seen/status"] = np.fromiter(lane.seen.values(), dtype=np.uint8, count=len(lane.seen))
+            arrays[pre + "seen/status"] = np.frombuffer(bytes(lane.seen.values()), dtype=np.uint8).copy()
             arrays[pre + "bodies/ids"], arrays[pre + "bodies/id_ends"] = pack_strings(list(lane.bodies))
             outputs = pack_strings(list(lane.bodies.values()))
             arrays[pre + "bodies/outputs"], arrays[pre + "bodies/output_ends"] = outputs

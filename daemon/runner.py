@@ -158,9 +158,8 @@ class PipelineRunner:
             # replay mark means "may have been published before").
             self._write_progress(self.positions)
         if outs:
-            send, topics = self.sink.send, self.topics
-            for o in outs:
-                send(topics[o.kind], o.key, o.value)
+            topics = self.topics
+            self.sink.send_all([(topics[o.kind], o.key, o.value) for o in outs])
         if recs:
             self._since += len(recs)
             self.batches += 1
@@ -230,8 +229,7 @@ class PipelineRunner:
             arrays, meta = self.core.snapshot()
             outs = self.core.pending_out
             self.core.pending_out = []
-        for o in outs:
-            self.sink.send(self.topics[o.kind], o.key, o.value)
+        self.sink.send_all([(self.topics[o.kind], o.key, o.value) for o in outs])
         self._flush()  # everything sent so far is acknowledged before the state is saved
         self._unacked = False
         meta["positions"] = dict(self.positions)

@@ -90,18 +90,18 @@ class FeatureHasher:
         ([2, 1], True)
         """
         chain = itertools.chain.from_iterable
-        names = list(chain(features))
-        raw = list(chain([f.values() for f in features]))
-        if not checked and not set(map(type, raw)) <= _NUMBERS:  # (a bool's type is bool)
-            raise TypeError("a value is not a number")
+        lens = list(map(len, features))
+        total = sum(lens)
+        if not checked and not set(map(type, chain([f.values() for f in features]))) <= _NUMBERS:
+            raise TypeError("a value is not a number")  # (a bool's type is bool)
         try:
-            codes = np.fromiter(map(self._code.__getitem__, names), np.int64, len(names))
+            codes = np.fromiter(map(self._code.__getitem__, chain(features)), np.int64, total)
         except KeyError:  # new names: hashed and cached one by one
-            codes = np.fromiter(map(self._code_of, names), np.int64, len(names))
-        values = np.array(raw, dtype=np.float64)
+            codes = np.fromiter(map(self._code_of, chain(features)), np.int64, total)
+        values = np.fromiter(chain([f.values() for f in features]), np.float64, total)
         neg = codes < 0
         np.negative(values, out=values, where=neg)
-        return np.where(neg, ~codes, codes), values, list(map(len, features))
+        return np.where(neg, ~codes, codes), values, lens
 
     def sparse(self, features: Mapping[str, float]) -> tuple[list[int], list[float]]:
         """Columns and signed values of the hashed features (collisions are summed later).

@@ -201,6 +201,22 @@ def test_producer_is_rebuilt_after_unknown_producer_id(broker):
     sink.close()
 
 
+def test_send_all_waits_for_room_and_keeps_order_when_the_queue_fills(broker):
+    from confluent_kafka import Producer
+
+    from connectors.kafka import ConfluentSink, create_topics
+
+    create_topics({"bootstrap_servers": broker.bootstrap}, ["send-all-test"])  # one partition: one order
+    sink = ConfluentSink({"bootstrap_servers": broker.bootstrap})
+    sink.producer.flush(5)
+    sink.producer = Producer({"bootstrap.servers": broker.bootstrap, "queue.buffering.max.messages": 7,
+                              "linger.ms": 0})  # a queue that fills many times over in one call
+    sink.send_all([("send-all-test", None, str(i).encode()) for i in range(200)])
+    sink.flush(timeout_s=30)
+    assert consume(broker.bootstrap, "send-all-test", 200) == list(range(200))
+    sink.close()
+
+
 def small_events(prefix, n):
     """``n`` bandit events with ids ``prefix0``... and one feature (the restart tests' traffic)."""
     return [json.dumps({"id": f"{prefix}{i}", "time": float(i), "features": {"x": 1.0},
