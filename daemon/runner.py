@@ -180,7 +180,11 @@ class PipelineRunner:
     def _mark_replays(self, recs: list) -> None:
         """Marks the records below their partition's published position (decided before a crash or
         a restart: their outputs go out again with ``replay: true``); a partition whose lowest
-        offset in the batch is past its mark has none."""
+        offset in the batch is past its mark has none. A source delivers no record below its
+        position, so once every mark lies at or below the position read, nothing is looked at."""
+        pos = self.positions
+        if all(mark <= pos.get(k, -1) for k, mark in self.published.items()):
+            return
         low: dict[tuple[str, int], int] = {}
         for r in recs:
             tp = (r.topic, r.partition)

@@ -224,3 +224,22 @@ def test_mlp_matches_reference(kl, sigma):
     BK.mlp_update(X, cs, y, keys, W1, b1, W2, b2, kl, sigma, 0.05, 3)
     for a, b in zip((W1, b1, W2, b2), ref, strict=True):
         npt.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_blake2b_kernel_equals_hashlib(seed):
+    import hashlib
+
+    from learners._blake2b import blake2b_8
+    from learners._hashing import event_key, event_keys
+
+    rng = np.random.default_rng(seed)
+    lengths = [0, 1, 7, 8, 127, 128, 129, 255, 256, 257, 1000] + rng.integers(0, 400, size=200).tolist()
+    msgs = [rng.integers(0, 256, size=n).astype(np.uint8).tobytes() for n in lengths]
+    out = np.empty(len(msgs), dtype=np.uint64)
+    blake2b_8(np.frombuffer(b"".join(msgs), dtype=np.uint8), np.cumsum([len(m) for m in msgs]), out)
+    assert out.tolist() == [int.from_bytes(hashlib.blake2b(m, digest_size=8).digest(), "little") for m in msgs]
+    ids = ["tx-1", "", "ünï\u2028", "x" * 300, "\x00", "€" * 50] + [f"e{i}" for i in range(50)]
+    assert event_keys(ids).tolist() == [event_key(e) for e in ids]
+    assert event_keys([f"a{i}" for i in range(5)]).tolist() == [event_key(f"a{i}") for i in range(5)]  # ASCII
+    assert event_keys([]).shape == (0,)
