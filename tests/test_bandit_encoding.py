@@ -157,3 +157,18 @@ def test_a_failing_template_falls_back_to_the_decision_dicts(monkeypatch):
     monkeypatch.setattr(DecisionTemplate, "encode", broken)
     got = [orjson.loads(o.value) for o in core_for(params={"actions": ["a", "b", "c"]}).handle(_records(values))]
     assert got == want and len(got) == 30
+
+
+def test_the_decision_template_refuses_columns_that_do_not_match_the_run():
+    # The kernel reads its inputs unchecked: the template checks them first (the caller then
+    # writes the decision dicts instead).
+    tmpl = DecisionTemplate("p", ["a", "b"])
+    run = [Event(f"e{i}", 1.0, None, None, None, None, None, SourceRecord(b"")) for i in range(3)]
+    probs = np.full(6, 0.5)
+    for chosen, prob, p in (([0, 2, 1], np.full(3, 0.5), probs), ([0, -1, 1], np.full(3, 0.5), probs),
+                            ([0, 1], np.full(3, 0.5), probs), ([0, 1, 1], np.full(2, 0.5), probs),
+                            ([0, 1, 1], np.full(3, 0.5), probs[:4])):  # (and a short column of versions below)
+        with pytest.raises(ValueError):
+            tmpl.encode(run, chosen, prob, p, [1, 1, 1], [False] * 3)
+    with pytest.raises(ValueError):
+        tmpl.encode(run, [0, 1, 1], np.full(3, 0.5), probs, [1, 1], [False] * 3)

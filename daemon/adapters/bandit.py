@@ -120,9 +120,13 @@ class DecisionTemplate:
         times = dumps([e.time for e in run])
         out = np.empty(len(ids) + len(rows) + len(prob_t) + len(times) + n * (self._fixed + int(self.action_ends[-1])),
                        dtype=u8)
+        pos = np.asarray(chosen, dtype=np.int64)
+        if (not len(pos) == len(prob) == len(versions) == len(explored) == n or probs.size != n * k
+                or not 0 <= pos.min() <= pos.max() < k):
+            raise ValueError("the decision columns do not match the run")  # (the kernel reads unchecked)
         m = EK.decisions(self.segs, self.seg_ends, np.frombuffer(ids, u8), self.action_texts, self.action_ends,
                          self.keys, self.key_ends, np.frombuffer(rows, u8), np.frombuffer(prob_t, u8),
-                         np.frombuffer(times, u8), np.asarray(chosen, dtype=np.int64),
+                         np.frombuffer(times, u8), pos,
                          np.asarray(versions, dtype=np.int64), np.asarray(explored, dtype=u8),
                          np.fromiter([e.replay for e in run], dtype=u8, count=n), out)
         return out[:m].tobytes().split(b"\n")
