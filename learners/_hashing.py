@@ -33,7 +33,8 @@ def event_keys(event_ids) -> np.ndarray:
     """
     ids = list(event_ids)
     n = len(ids)
-    if not LITTLE_ENDIAN:  # (the kernel reads message words through a little-endian view)
+    if n <= 16 or not LITTLE_ENDIAN:  # a few ids: hashlib's calls cost less than the kernel's set-up
+        # (and the kernel reads message words through a little-endian view)
         b2 = hashlib.blake2b
         raw = b"".join([b2(e.encode("utf-8"), digest_size=8).digest() for e in ids])
         return np.frombuffer(raw, dtype="<u8").astype(np.uint64)

@@ -51,6 +51,7 @@ LEARNER_METRICS = (  # the learner's metrics() keys as named metrics
 )  # model versions whose average reward is reported (ranks 0..7, newest first)
 
 
+NUMBER_TYPES = frozenset((int, float))
 PAIR = np.dtype([("c", "<i8"), ("v", "<f8")])  # a hashed feature as an event keeps it: column, value
 
 
@@ -214,7 +215,8 @@ class BanditAdapter(Adapter):
             raise BadRecord("bad_type", f"{what} must be a list of numbers or a name→number object")
         if len(v) != n:
             raise BadRecord("bad_type", f"{what} as a list must have {n} numbers, got {len(v)}")
-        if any(isinstance(a, bool) or not isinstance(a, int | float) for a in v):
+        if not set(map(type, v)) <= NUMBER_TYPES and any(  # (the set: a C loop over JSON's ints and floats)
+                isinstance(a, bool) or not isinstance(a, int | float) for a in v):
             raise BadRecord("bad_type", f"{what} must hold numbers only")
         return np.array(v, dtype=np.float64)  # finite (JSON numbers); only hashed sums can overflow
 

@@ -431,7 +431,7 @@ class BanditLearner(Decider):
         if (sizes < 1).any():
             raise InvalidInput("every event needs at least one available action",
                                rows=np.flatnonzero(sizes < 1))
-        if not all(isinstance(a, str) for a in ids):
+        if set(map(type, ids)) != {str} and not all(isinstance(a, str) for a in ids):
             raise InvalidInput("action ids must be strings")
         AF = self._check_af(batch, len(ids))
         slots = self._table.lookup(ids, tick, not self.strict_actions, self._reset_slot)
