@@ -273,57 +273,56 @@ def belady_misses(keys, k):
 
 
 def s3fifo(keys, ops, k):
-    """S3-FIFO by the book (see learners/paging/_kernels.py): (hit list, evicted list with None)."""
-    from collections import OrderedDict, deque
+    """S3-FIFO as libCacheSim's S3FIFO.c runs it (see learners/paging/_kernels.py): (hit list,
+    evicted list with None). The ghost is an ordered dict of at most ⌊0.9·k⌋ keys, oldest first."""
+    from collections import OrderedDict
 
     small_k = max(1, k // 10)
-    ghost_cap = max(1, k - small_k)
-    S, M = OrderedDict(), OrderedDict()  # key -> count; first = oldest
-    ring, live, seq = deque(), {}, 0
+    main_k = k - small_k
+    ghost_cap = int(k * 0.9)
+    S, M, G = OrderedDict(), OrderedDict(), OrderedDict()  # key -> count; first = oldest
+    evicted_once = False
     hits, evs = [], []
-
-    def ghost_add(key):
-        nonlocal seq
-        if len(ring) == ghost_cap:
-            old, old_seq = ring.popleft()
-            if live.get(old) == old_seq:
-                del live[old]
-        seq += 1
-        ring.append((key, seq))
-        live[key] = seq
-
     for key, op in zip(keys.tolist(), ops.tolist(), strict=True):
         if op == 1:
             hits.append(-1)
             evs.append(None)
-            S.pop(key, None)
-            M.pop(key, None)
+            if S.pop(key, None) is None and M.pop(key, None) is None:
+                G.pop(key, None)
             continue
         q = S if key in S else M if key in M else None
         if q is not None:
             hits.append(1)
             evs.append(None)
-            q[key] = min(q[key] + 1, 3)
+            q[key] += 1
             continue
         hits.append(0)
+        ghost_hit = G.pop(key, 0) is None
         victim = None
         while len(S) + len(M) >= k:
-            if len(S) >= small_k or not M:
-                t, c = S.popitem(last=False)
-                if c > 1:
-                    M[t] = 0
-                else:
-                    victim = t
-                    ghost_add(t)
+            evicted_once = True
+            if len(M) > main_k or not S:
+                while True:
+                    t, c = M.popitem(last=False)
+                    if c >= 1:
+                        M[t] = min(c, 3) - 1
+                    else:
+                        victim = t
+                        break
             else:
-                t, c = M.popitem(last=False)
-                if c > 0:
-                    M[t] = c - 1
-                else:
-                    victim = t
+                while S:
+                    t, c = S.popitem(last=False)
+                    if c >= 2:
+                        M[t] = 0
+                    else:
+                        victim = t
+                        if ghost_cap:
+                            if len(G) >= ghost_cap:
+                                G.popitem(last=False)
+                            G[t] = None
+                        break
         evs.append(victim)
-        if key in live:
-            del live[key]
+        if ghost_hit or (not evicted_once and len(S) >= small_k):
             M[key] = 0
         else:
             S[key] = 0
@@ -526,11 +525,71 @@ def predictor(keys, ops, k, reach, cap):
     return probs, horizons, conf
 
 
+def s3fifo_bytes(keys, ops, sizes, cap, k):
+    """S3-FIFO in bytes as libCacheSim weighs it (see learners/paging/_bytes.py): S a tenth of the
+    bytes, M the rest, a ghost of ⌊0.9·cap⌋ bytes and ⌊0.9·k⌋ keys; an object heavier than S is
+    not admitted. (hit list, list of the evicted keys at each request)."""
+    from collections import OrderedDict
+
+    small = max(1, cap // 10)
+    main_cap, gbytes, gkeys = cap - small, (cap * 9) // 10, int(k * 0.9)
+    S, M, G = OrderedDict(), OrderedDict(), OrderedDict()  # key -> [count, size]; G: key -> size
+    evicted_once = False
+    hits, evs = [], []
+    for key, op, sz in zip(keys.tolist(), ops.tolist(), sizes.tolist(), strict=True):
+        gone = []
+        evs.append(gone)
+        if op == 1:
+            hits.append(-1)
+            if S.pop(key, None) is None and M.pop(key, None) is None:
+                G.pop(key, None)
+            continue
+        q = S if key in S else M if key in M else None
+        if q is not None:
+            hits.append(1)
+            q[key][0] += 1
+            continue
+        hits.append(0)
+        ghost_hit = G.pop(key, None) is not None
+        if sz > small:
+            continue
+        while len(S) + len(M) >= k or sum(v[1] for v in S.values()) + sum(v[1] for v in M.values()) + sz > cap:
+            evicted_once = True
+            if sum(v[1] for v in M.values()) > main_cap or not S:
+                while True:
+                    t, (c, size) = M.popitem(last=False)
+                    if c >= 1:
+                        M[t] = [min(c, 3) - 1, size]
+                    else:
+                        gone.append(t)
+                        break
+            else:
+                while S:
+                    t, (c, size) = S.popitem(last=False)
+                    if c >= 2:
+                        M[t] = [0, size]
+                    else:
+                        gone.append(t)
+                        if gkeys and size <= gbytes:
+                            while G and (len(G) >= gkeys or sum(G.values()) + size > gbytes):
+                                G.popitem(last=False)
+                            G[t] = size
+                        break
+        if ghost_hit or (not evicted_once and sum(v[1] for v in S.values()) >= small):
+            M[key] = [0, sz]
+        else:
+            S[key] = [0, sz]
+    return hits, evs
+
+
 def cache_bytes(policy, keys, ops, sizes, cap, k, bits=None, grace=None):
     """Byte-capacity references of LRU, FIFO, SIEVE, S3-FIFO and FtP (with grace): (hit list, list
     of the evicted keys at each request). An object larger than ``cap`` is not admitted; a miss
     evicts until the object fits and at most k objects are held."""
     from collections import OrderedDict, deque
+
+    if policy == "s3fifo":
+        return s3fifo_bytes(keys, ops, sizes, cap, k)
 
     order = OrderedDict()  # key -> [flag, size, time]; first = oldest (S3-FIFO: the small queue)
     main = OrderedDict()  # S3-FIFO's main queue
@@ -629,7 +688,8 @@ def cache_bytes(policy, keys, ops, sizes, cap, k, bits=None, grace=None):
 
 
 def follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, margin):
-    """:func:`follow` in bytes: shadows as (hits, evicted-key lists per request); a fault evicts
+    """:func:`follow` in bytes: shadows as (hits, evicted-key lists per request[, the largest
+    object the shadow admits: S3-FIFO's small queue, else the cache]); a fault evicts
     from the unheld queue first until the object fits. ``margin="held"``: the first margin is a
     sixteenth of the objects the real cache holds at the first check."""
     held = [set() for _ in shadows]
@@ -639,10 +699,10 @@ def follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, margin):
     size = {}
     hits, evs = [], []
     for i, (key, op, sz) in enumerate(zip(keys.tolist(), ops.tolist(), sizes.tolist(), strict=True)):
-        for e, (h, ev) in enumerate(shadows):
+        for e, (h, ev, *limit) in enumerate(shadows):  # (a third item: the largest object it admits)
             for q in ev[i]:
                 held[e].discard(q)
-            if op == 1 or (h[i] == 0 and sz > cap):
+            if op == 1 or (h[i] == 0 and sz > (limit[0] if limit else cap)):
                 held[e].discard(key)
             else:
                 held[e].add(key)

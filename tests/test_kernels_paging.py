@@ -534,7 +534,8 @@ def test_byte_mode_races_match_the_composed_references(seed):
             for i in range(0, len(keys), 300)]
     prob, horizon, _ = naive.predictor(keys, ops, k, c.reach, 5000)
     prob, horizon = np.array(prob), np.array(horizon)
-    shadows = [naive.cache_bytes("lru", keys, ops, sizes, cap, k), naive.cache_bytes("s3fifo", keys, ops, sizes, cap, k),
+    shadows = [naive.cache_bytes("lru", keys, ops, sizes, cap, k),
+               (*naive.cache_bytes("s3fifo", keys, ops, sizes, cap, k), cap // 10),  # S3-FIFO admits up to S
                naive.cache_bytes("ftp", keys, ops, sizes, cap, k, prob > 0.3, horizon // 4),
                naive.cache_bytes("ftp", keys, ops, sizes, cap, k, prob > 0.5, big)]
     assert byte_outputs(outs) == naive.follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, "held")
@@ -566,3 +567,42 @@ def test_byte_mode_checkpoint_restore_continue_equals_never_stopping(policy):
     for col in ("hit", "evicted_count", "evicted_keys"):
         assert np.concatenate([first[col], rest[col]]).tolist() == whole[col].tolist()
     assert b.metrics()["misses"] == int((whole["hit"] == 0).sum())
+
+
+def test_the_s3fifo_ghost_packs_its_ring_and_frees_a_place_on_each_ghost_hit():
+    # Keys come back from the ghost over and over (each hit frees a slot in the middle of the
+    # ring), so the ring fills with dead slots and is packed many times; the reference holds the
+    # ghost as an ordered dict of at most ⌊0.9·k⌋ keys.
+    k = 10
+    rng = np.random.default_rng(7)
+    keys = np.concatenate([np.arange(60), rng.integers(0, 40, size=6000)]).astype(np.int64)
+    ops = (rng.random(len(keys)) < 0.02).astype(np.int64)
+    c = PagingCache("s3fifo", capacity=k)
+    hit = np.concatenate([c.process({"key": keys[i:i + 97], "op": ops[i:i + 97]})["hit"]
+                          for i in range(0, len(keys), 97)]).tolist()
+    assert hit == naive.s3fifo(keys, ops, k)[0]
+    g = c._st["real/gmeta"]
+    assert g[2] <= int(0.9 * k) and g[1] <= c._st["real/ring"].shape[0]
+    assert (c._st["real/ring"] != T.EMPTY).sum() == g[2]
+
+
+def test_an_s3fifo_snapshot_of_the_earlier_ghost_layout_restores():
+    # Before S3-FIFO followed libCacheSim, its ghost was a ring of one slot per key with
+    # gmeta = [head, count]; such a snapshot restores with its live ghost keys and goes on.
+    k = 20
+    keys = np.arange(200, dtype=np.int64) % 37
+    c = PagingCache("s3fifo", capacity=k)
+    c.process({"key": keys})
+    state = c.snapshot()
+    live = [int(x) for x in state["real/ring"] if x != T.EMPTY]
+    g = len(live)
+    old = {**state, "real/ring": np.array(live + [0] * (18 - g), dtype=np.int64), "real/gmeta": np.array([0, g])}
+    del old["real/gsize"]
+    gtk, gtv = T.new_table(18)
+    for pos, key in enumerate(live):
+        T.ht_put(gtk, gtv, key, pos)
+    old["real/gtk"], old["real/gtv"] = gtk, gtv
+    again = PagingCache("s3fifo", capacity=k)
+    again.restore(old)
+    more = np.arange(100, dtype=np.int64) % 41
+    assert again.process({"key": more})["hit"].tolist() == c.process({"key": more})["hit"].tolist()

@@ -15,8 +15,8 @@ for one eviction per miss; these share their list and table helpers.
 from __future__ import annotations
 
 from .._numba import jit
-from ._kernels import M_HAND, M_SIZE, M_T, _alloc, _push_head, _release, _unlink
-from ._table import ht_del, ht_get, ht_put
+from ._kernels import G_EVICTED, M_HAND, M_SIZE, M_T, _alloc, _push_head, _release, _unlink, ghost_add, ghost_take
+from ._table import ht_get
 
 M_BYTES, M_SBYTES = 6, 7
 
@@ -85,32 +85,17 @@ def queue_bytes_run(policy, keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, 
 
 
 @jit
-def _ghost_add_bytes(gtk, gtv, ring, gsize, gmeta, key, size, cap):
-    """Adds a key of ``size`` bytes to the ghost FIFO, dropping the oldest while the ghost would
-    weigh more than ``cap`` bytes (or its ring is full). ``gmeta`` = [head, count, bytes]."""
-    n = ring.shape[0]
-    while gmeta[1] > 0 and (gmeta[1] == n or gmeta[2] + size > cap):
-        old = ring[gmeta[0]]
-        if ht_get(gtk, gtv, old) == gmeta[0]:
-            ht_del(gtk, gtv, old)
-        gmeta[2] -= gsize[gmeta[0]]
-        gmeta[0] = (gmeta[0] + 1) % n
-        gmeta[1] -= 1
-    pos = (gmeta[0] + gmeta[1]) % n
-    ring[pos] = key
-    gsize[pos] = size
-    ht_put(gtk, gtv, key, pos)
-    gmeta[1] += 1
-    gmeta[2] += size
-
-
-@jit
 def s3fifo_bytes_run(keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
                      fsize, gtk, gtv, ring, gsize, gmeta, hit, nev, evk, evpos):
-    """S3-FIFO in bytes (see :func:`._kernels.s3fifo_run`): the small queue S holds up to a tenth of
-    the bytes, and the ghost FIFO as many keys as weigh the main queue's bytes (their objects'
-    sizes), as libCacheSim sizes it."""
+    """S3-FIFO in bytes: :func:`._kernels.s3fifo_run` with sizes, as libCacheSim's ``S3FIFO.c``
+    weighs them. S holds a tenth of the bytes, M the rest, the ghost ⌊0.9·cap⌋ bytes of keys (and
+    at most ``ring.shape[0] // 2`` keys); M is evicted from while it holds more than its bytes.
+    An object heavier than S is not admitted (libCacheSim's ``can_insert``); one exactly as heavy
+    as S is admitted here (libCacheSim refuses it after its evictions), which keeps unit sizes
+    equal to the page mode."""
     small = max(1, cap // 10)
+    main = cap - small
+    gcap = (cap * 9) // 10
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
@@ -124,6 +109,8 @@ def s3fifo_bytes_run(keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, nx
                     meta[M_SBYTES] -= fsize[s]
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
                 _release(fkey, free, meta, tkeys, tvals, s)
+            else:
+                ghost_take(gtk, gtv, ring, gsize, gmeta, key)
             continue
         if s >= 0:
             hit[i] = 1
@@ -131,37 +118,41 @@ def s3fifo_bytes_run(keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, nx
                 bit[s] += 1
             continue
         hit[i] = 0
+        ghost_hit = ghost_take(gtk, gtv, ring, gsize, gmeta, key)
         sz = sizes[i]
-        if sz > cap:
+        if sz > small:
             continue
         while meta[M_SIZE] >= k or meta[M_BYTES] + sz > cap:
-            if meta[M_SBYTES] >= small or lcnt[1] == 0:
-                t = ltail[0]
-                meta[M_SBYTES] -= fsize[t]
-                if bit[t] > 1:  # accessed again while in S: promoted to M
-                    bit[t] = 0
-                    _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
-                    _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
-                else:
-                    _ghost_add_bytes(gtk, gtv, ring, gsize, gmeta, fkey[t], fsize[t], cap - small)
-                    _drop(t, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evk, evpos)
-                    nev[i] += 1
+            gmeta[G_EVICTED] = 1
+            if meta[M_BYTES] - meta[M_SBYTES] > main or lcnt[0] == 0:
+                while True:  # M: reinsert while the count is positive
+                    t = ltail[1]
+                    if bit[t] > 0:
+                        bit[t] -= 1
+                        _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
+                        _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
+                    else:
+                        _drop(t, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evk, evpos)
+                        nev[i] += 1
+                        break
             else:
-                t = ltail[1]
-                if bit[t] > 0:  # reinserted with one access less
-                    bit[t] -= 1
-                    _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
-                    _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
-                else:
-                    _drop(t, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evk, evpos)
-                    nev[i] += 1
+                while lcnt[0] > 0:  # S: promote the twice-accessed, until one object leaves
+                    t = ltail[0]
+                    meta[M_SBYTES] -= fsize[t]
+                    if bit[t] > 1:
+                        bit[t] = 0
+                        _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
+                        _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
+                    else:
+                        ghost_add(gtk, gtv, ring, gsize, gmeta, fkey[t], fsize[t], gcap)
+                        _drop(t, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evk, evpos)
+                        nev[i] += 1
+                        break
         s = _alloc(fkey, free, meta, tkeys, tvals, key)
         bit[s] = 0
         fsize[s] = sz
         meta[M_BYTES] += sz
-        g = ht_get(gtk, gtv, key)
-        if g >= 0:
-            ht_del(gtk, gtv, key)
+        if ghost_hit or (gmeta[G_EVICTED] == 0 and meta[M_SBYTES] >= small):
             _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)
         else:
             meta[M_SBYTES] += sz

@@ -147,31 +147,112 @@ def queue_run(policy, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhe
 
 
 # -- S3-FIFO ------------------------------------------------------------------------------------------
+# The ghost FIFO of keys (shared with the byte mode, :mod:`._bytes`): a ring of 2·G slots for at
+# most G keys, each slot's object size in ``gsize`` (1 in page mode), ``gmeta`` = [head, span,
+# live, has_evicted, bytes] (the oldest slot, the slots from it to the newest, the live keys among
+# them, whether the cache has evicted yet, the live keys' bytes). A key leaving the ghost on a ghost
+# hit frees its place at once (its slot is marked EMPTY and skipped); when the span reaches the
+# ring, the live keys are packed to its start, at most once every G additions.
+G_HEAD, G_SPAN, G_LIVE, G_EVICTED, G_BYTES = 0, 1, 2, 3, 4
+N_GMETA = 5
+
+
 @jit
-def _ghost_add(gtk, gtv, ring, gmeta, key):
-    """Adds a key to the ghost FIFO (ring of ``ring.shape[0]`` keys), dropping the oldest when full."""
-    cap = ring.shape[0]
-    if gmeta[1] == cap:
-        old = ring[gmeta[0]]
-        if ht_get(gtk, gtv, old) == gmeta[0]:
-            ht_del(gtk, gtv, old)
-        gmeta[0] = (gmeta[0] + 1) % cap
-        gmeta[1] -= 1
-    pos = (gmeta[0] + gmeta[1]) % cap
+def _ghost_pop(gtk, gtv, ring, gsize, gmeta):
+    """Drops the oldest live key of the ghost."""
+    R = ring.shape[0]
+    while gmeta[G_SPAN] > 0:
+        pos = gmeta[G_HEAD]
+        key = ring[pos]
+        ring[pos] = EMPTY
+        gmeta[G_HEAD] = (pos + 1) % R
+        gmeta[G_SPAN] -= 1
+        if key != EMPTY:
+            ht_del(gtk, gtv, key)
+            gmeta[G_LIVE] -= 1
+            gmeta[G_BYTES] -= gsize[pos]
+            return
+
+
+@jit
+def _ghost_pack(gtk, gtv, ring, gsize, gmeta):
+    """Moves the live keys, in order, to the start of the ring."""
+    R = ring.shape[0]
+    keys = np.empty(gmeta[G_LIVE], dtype=np.int64)
+    sizes = np.empty(gmeta[G_LIVE], dtype=np.int64)
+    m = 0
+    for j in range(gmeta[G_SPAN]):
+        pos = (gmeta[G_HEAD] + j) % R
+        if ring[pos] != EMPTY:
+            keys[m] = ring[pos]
+            sizes[m] = gsize[pos]
+            m += 1
+    ring[:] = EMPTY
+    for j in range(m):
+        ring[j] = keys[j]
+        gsize[j] = sizes[j]
+        ht_put(gtk, gtv, keys[j], j)
+    gmeta[G_HEAD], gmeta[G_SPAN] = 0, m
+
+
+@jit
+def ghost_add(gtk, gtv, ring, gsize, gmeta, key, size, cap_bytes):
+    """Adds a key of ``size`` to the ghost FIFO (at most ``ring.shape[0] // 2`` keys weighing at
+    most ``cap_bytes``), dropping the oldest while it would not fit; a key heavier than the whole
+    ghost is not added (libCacheSim's FIFO does not admit it)."""
+    cap = ring.shape[0] // 2
+    if cap == 0 or size > cap_bytes:
+        return
+    while gmeta[G_LIVE] > 0 and (gmeta[G_LIVE] >= cap or gmeta[G_BYTES] + size > cap_bytes):
+        _ghost_pop(gtk, gtv, ring, gsize, gmeta)
+    if gmeta[G_SPAN] == ring.shape[0]:
+        _ghost_pack(gtk, gtv, ring, gsize, gmeta)
+    pos = (gmeta[G_HEAD] + gmeta[G_SPAN]) % ring.shape[0]
     ring[pos] = key
+    gsize[pos] = size
     ht_put(gtk, gtv, key, pos)
-    gmeta[1] += 1
+    gmeta[G_SPAN] += 1
+    gmeta[G_LIVE] += 1
+    gmeta[G_BYTES] += size
+
+
+@jit(inline="always")
+def ghost_take(gtk, gtv, ring, gsize, gmeta, key):
+    """Removes ``key`` from the ghost; whether it was there."""
+    pos = ht_get(gtk, gtv, key)
+    if pos < 0:
+        return False
+    ring[pos] = EMPTY
+    ht_del(gtk, gtv, key)
+    gmeta[G_LIVE] -= 1
+    gmeta[G_BYTES] -= gsize[pos]
+    R = ring.shape[0]
+    while gmeta[G_SPAN] > 0 and ring[gmeta[G_HEAD]] == EMPTY:  # dead slots at the head are let go
+        gmeta[G_HEAD] = (gmeta[G_HEAD] + 1) % R
+        gmeta[G_SPAN] -= 1
+    return True
 
 
 @jit
 def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
-               gtk, gtv, ring, gmeta, hit, evicted):
-    """S3-FIFO (Yang et al., SOSP'23): a small FIFO S (``small_k`` frames), a main FIFO M and a
-    ghost FIFO G of keys evicted from S. ``bit`` is the access count, capped at 3. A miss enters M
-    when its key is in G, else S. Evicting from S moves a page that was accessed more than once
-    to M, else drops it into G; evicting from M reinserts a page with a positive count (count
-    minus one) and drops one with none. S is evicted from while it holds at least ``small_k``.
+               gtk, gtv, ring, gsize, gmeta, hit, evicted):
+    """S3-FIFO (Yang et al., SOSP'23) as libCacheSim's ``S3FIFO.c`` runs it: a small FIFO S
+    (list 0, ``small_k`` frames), a main FIFO M (list 1, the other ``k - small_k``) and a ghost
+    FIFO G of keys evicted from S (``ring.shape[0] // 2`` of them, 90% of k by default). ``bit``
+    is the access count (capped at 3: only "at least 2" and min(count, 3) are ever read). A miss
+    whose key is in G leaves G and enters M; before the first eviction a miss enters M once S
+    holds ``small_k`` pages; every other miss enters S. An eviction takes from M when M holds more
+    than its share or S is empty, else from S: S's oldest page moves to M (count reset) when it was
+    accessed at least twice, else leaves for G (S is walked until one page leaves); M's oldest
+    page is reinserted with min(count, 3) − 1 while its count is positive, else leaves. A delete
+    removes its key from the cache or from G.
+
+    libCacheSim caches nothing at all below 20 pages (its S of ⌊0.1·k⌋ ≤ 1 page refuses pages of
+    size 1); here S has at least one frame, so tiny caches differ (``tests/test_libcachesim.py``
+    compares request by request from 20 pages up).
     """
+    main_k = k - small_k
+    g = ring.shape[0] // 2
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
@@ -182,6 +263,8 @@ def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, l
             if s >= 0:
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
                 _release(fkey, free, meta, tkeys, tvals, s)
+            else:
+                ghost_take(gtk, gtv, ring, gsize, gmeta, key)
             continue
         if s >= 0:
             hit[i] = 1
@@ -189,31 +272,35 @@ def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, l
                 bit[s] += 1
             continue
         hit[i] = 0
+        ghost_hit = ghost_take(gtk, gtv, ring, gsize, gmeta, key)
         while meta[M_SIZE] >= k:
-            if lcnt[0] >= small_k or lcnt[1] == 0:
-                t = ltail[0]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
-                if bit[t] > 1:
-                    bit[t] = 0
-                    _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
-                else:
-                    evicted[i] = fkey[t]
-                    _ghost_add(gtk, gtv, ring, gmeta, fkey[t])
-                    _release(fkey, free, meta, tkeys, tvals, t)
+            gmeta[G_EVICTED] = 1
+            if lcnt[1] > main_k or lcnt[0] == 0:
+                while True:  # M: reinsert while the count is positive
+                    t = ltail[1]
+                    _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
+                    if bit[t] > 0:
+                        bit[t] -= 1
+                        _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
+                    else:
+                        evicted[i] = fkey[t]
+                        _release(fkey, free, meta, tkeys, tvals, t)
+                        break
             else:
-                t = ltail[1]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
-                if bit[t] > 0:
-                    bit[t] -= 1
-                    _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
-                else:
-                    evicted[i] = fkey[t]
-                    _release(fkey, free, meta, tkeys, tvals, t)
+                while lcnt[0] > 0:  # S: promote the twice-accessed, until one page leaves
+                    t = ltail[0]
+                    _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
+                    if bit[t] > 1:
+                        bit[t] = 0
+                        _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
+                    else:
+                        evicted[i] = fkey[t]
+                        ghost_add(gtk, gtv, ring, gsize, gmeta, fkey[t], 1, g)
+                        _release(fkey, free, meta, tkeys, tvals, t)
+                        break
         s = _alloc(fkey, free, meta, tkeys, tvals, key)
         bit[s] = 0
-        g = ht_get(gtk, gtv, key)
-        if g >= 0:
-            ht_del(gtk, gtv, key)  # its ring slot is skipped when the ring wraps
+        if ghost_hit or (gmeta[G_EVICTED] == 0 and lcnt[0] >= small_k):
             _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)
         else:
             _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)

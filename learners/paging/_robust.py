@@ -101,7 +101,7 @@ def learned_classical(keys, ops, k, lru, arc, arc_ghost, arc_p, s3, s3_ghost, sm
               arc[11], arc_ghost[0], arc_ghost[1], arc_ghost[2], arc_ghost[3], arc_ghost[4], arc_ghost[5],
               arc_ghost[6], arc_ghost[7], arc_ghost[8], arc_p, hits[1, :m], evs[1, :m])
     K.s3fifo_run(keys, ops, k, small_k, s3[0], s3[1], s3[2], s3[3], s3[4], s3[5], s3[6], s3[7], s3[8], s3[9], s3[10],
-                 s3[11], s3_ghost[0], s3_ghost[1], s3_ghost[2], s3_ghost[3], hits[2, :m], evs[2, :m])
+                 s3[11], s3_ghost[0], s3_ghost[1], s3_ghost[2], s3_ghost[3], s3_ghost[4], hits[2, :m], evs[2, :m])
 
 
 @jit

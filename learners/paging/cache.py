@@ -16,7 +16,7 @@ from . import _bytes as B
 from . import _kernels as K
 from . import _predict as PR
 from . import _robust as R
-from ._table import EMPTY, new_table
+from ._table import EMPTY, ht_get, ht_put, new_table
 
 POLICIES = ("lru", "fifo", "sieve", "s3fifo", "arc", "marker", "ftp-discard", "marker-discard", "robust-discard",
             "learned-discard", "learned-phase")
@@ -25,7 +25,7 @@ BYTE_POLICIES = ("lru", "fifo", "sieve", "s3fifo", "ftp-discard", "robust-discar
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
 _BYTE_PREFIX = {"ftp": "ftp", "lru": "lru", "s3fifo": "s3", "ftp-0.3-quarter": "ftp1", "ftp-0.5": "ftp2"}
-_S3_GHOST_BYTES = ("gtk", "gtv", "ring", "gsize", "gmeta")
+_S3_GHOST = ("gtk", "gtv", "ring", "gsize", "gmeta")
 _GHOST = ("fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "meta")
 
 
@@ -52,11 +52,47 @@ def _arc(prefix: str, k: int) -> dict[str, np.ndarray]:
 
 
 def _s3(prefix: str, k: int) -> dict[str, np.ndarray]:
-    """S3-FIFO's frames and its ghost FIFO of keys (as many as the main queue's frames)."""
-    g = max(1, k - max(1, k // 10))
-    gtk, gtv = new_table(g)
+    """S3-FIFO's frames and its ghost FIFO of ⌊0.9·k⌋ keys (libCacheSim's ghost-size-ratio) in a
+    ring of twice as many slots, with their sizes (see :mod:`._kernels`; the byte mode also bounds
+    the ghost's bytes)."""
+    g = int(k * 0.9)
+    gtk, gtv = new_table(max(1, g))
     return {**_frames(prefix, k), f"{prefix}/gtk": gtk, f"{prefix}/gtv": gtv,
-            f"{prefix}/ring": np.zeros(g, dtype=np.int64), f"{prefix}/gmeta": np.zeros(2, dtype=np.int64)}
+            f"{prefix}/ring": np.full(2 * g, EMPTY, dtype=np.int64), f"{prefix}/gsize": np.zeros(2 * g, dtype=np.int64),
+            f"{prefix}/gmeta": np.zeros(K.N_GMETA, dtype=np.int64)}
+
+
+def _upgrade_s3_ghosts(current: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A snapshot from before S3-FIFO followed libCacheSim (a ghost ring of one slot per key,
+    ``gmeta`` = [head, count] in page mode or [head, count, bytes] in the byte mode, slots left
+    stale by a ghost hit still counted) in the current layout: its live ghost keys, oldest first,
+    as many of the newest as fit; the cache counts as having evicted once its ghost holds a key
+    or it is full."""
+    out = dict(state)
+    for name, cur in current.items():
+        old_meta = state.get(name)
+        if not name.endswith("/gmeta") or cur.shape != (K.N_GMETA,) or old_meta is None or \
+                np.shape(old_meta) not in ((2,), (3,)):
+            continue
+        pre = name[: -len("/gmeta")]
+        ring = np.asarray(state[f"{pre}/ring"], dtype=np.int64)
+        old_sizes = np.asarray(state.get(f"{pre}/gsize", np.ones_like(ring)), dtype=np.int64)
+        head, count = (int(v) for v in np.asarray(old_meta)[:2])
+        gtk, gtv = np.asarray(state[f"{pre}/gtk"], dtype=np.int64), np.asarray(state[f"{pre}/gtv"], dtype=np.int64)
+        n = ring.shape[0]
+        live = [((head + j) % n) for j in range(count) if ht_get(gtk, gtv, ring[(head + j) % n]) == (head + j) % n]
+        g = current[f"{pre}/ring"].shape[0] // 2
+        live = live[max(0, len(live) - g):]
+        ntk, ntv = new_table(max(1, g))
+        nring, nsize = np.full(2 * g, EMPTY, dtype=np.int64), np.zeros(2 * g, dtype=np.int64)
+        for j, pos in enumerate(live):
+            nring[j], nsize[j] = ring[pos], old_sizes[pos]
+            ht_put(ntk, ntv, ring[pos], j)
+        full = int(np.asarray(state[f"{pre}/meta"])[K.M_SIZE]) >= int(np.asarray(state[f"{pre}/fkey"]).shape[0])
+        out.update({f"{pre}/gtk": ntk, f"{pre}/gtv": ntv, f"{pre}/ring": nring, f"{pre}/gsize": nsize,
+                    name: np.array([0, len(live), len(live), int(bool(live) or full), int(nsize.sum())],
+                                   dtype=np.int64)})
+    return out
 
 
 class PagingCache(Tracker):
@@ -206,9 +242,6 @@ class PagingCache(Tracker):
                        PR.new_state(int(self.history_cap), max(1024, 2 * int(self.history_cap))).items()})
         for name in [n for n in st if n.endswith("/fkey") and "ghost" not in n]:
             st[name.replace("/fkey", "/fsize")] = np.zeros(k, dtype=np.int64)
-        for name in [n for n in st if n.endswith("/gmeta")]:  # ghosts weigh bytes: [head, count, bytes]
-            st[name] = np.zeros(3, dtype=np.int64)
-            st[name.replace("/gmeta", "/gsize")] = np.zeros_like(st[name.replace("/gmeta", "/ring")])
         st["counts"] = np.zeros(2, dtype=np.int64)
         self._st = st
 
@@ -231,7 +264,7 @@ class PagingCache(Tracker):
         if policy in _QUEUE:
             K.queue_run(_QUEUE[policy], keys, ops, k, *real, hit, ev)
         elif policy == "s3fifo":
-            K.s3fifo_run(keys, ops, k, max(1, k // 10), *real, *self._t("real", ("gtk", "gtv", "ring", "gmeta")),
+            K.s3fifo_run(keys, ops, k, max(1, k // 10), *real, *self._t("real", _S3_GHOST),
                          hit, ev)
         elif policy == "arc":
             K.arc_run(keys, ops, k, *real, *self._t("real/ghost", _GHOST), self._st["real/target"],
@@ -275,7 +308,7 @@ class PagingCache(Tracker):
         hits, evs = np.empty((e, c), dtype=np.int8), np.empty((e, c), dtype=np.int64)
         bits, grace = np.empty((2, c), dtype=np.int64), np.empty((2, c), dtype=np.int64)
         lru, arc, s3, f1, f2 = (self._t(p) for p in ("lru", "arc", "s3", "ftp1", "ftp2"))
-        ghost, s3g = self._t("arc/ghost", _GHOST), self._t("s3", ("gtk", "gtv", "ring", "gmeta"))
+        ghost, s3g = self._t("arc/ghost", _GHOST), self._t("s3", _S3_GHOST)
         meta = self._st["real/meta"]
         i = 0
         while i < n:
@@ -321,7 +354,7 @@ class PagingCache(Tracker):
         if policy in _QUEUE:
             B.queue_bytes_run(_QUEUE[policy], keys, ops, sizes, cap, k, *real, hit, nev, evk, evpos)
         elif policy == "s3fifo":
-            B.s3fifo_bytes_run(keys, ops, sizes, cap, k, *real, *self._t("real", _S3_GHOST_BYTES), hit, nev, evk,
+            B.s3fifo_bytes_run(keys, ops, sizes, cap, k, *real, *self._t("real", _S3_GHOST), hit, nev, evk,
                                evpos)
         elif policy == "ftp-discard":
             B.ftp_bytes_run(keys, ops, sizes, cap, self._bits(batch, n), np.full(n, R.BIG_GRACE), k, *real,
@@ -366,7 +399,7 @@ class PagingCache(Tracker):
                 if name == "lru":
                     B.queue_bytes_run(0, ks, os_, ss, cap, k, *fr, hits[j, :m], nevs[j, :m], evks[j], pos)
                 elif name == "s3fifo":
-                    B.s3fifo_bytes_run(ks, os_, ss, cap, k, *fr, *self._t(pre, _S3_GHOST_BYTES), hits[j, :m],
+                    B.s3fifo_bytes_run(ks, os_, ss, cap, k, *fr, *self._t(pre, _S3_GHOST), hits[j, :m],
                                        nevs[j, :m], evks[j], pos)
                 else:
                     B.ftp_bytes_run(ks, os_, ss, cap, bits[name][i:b], grace[name][i:b], k, *fr,
@@ -393,6 +426,7 @@ class PagingCache(Tracker):
         return {name: arr.copy() for name, arr in self._st.items()}
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        state = _upgrade_s3_ghosts(self._st, state)
         self._st = checked_state(self._st, state, "another policy or capacity?")
 
     def metrics(self) -> dict[str, float]:
