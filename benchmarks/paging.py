@@ -10,6 +10,11 @@ for every trace; ``learned-discard`` also reports which shadow its real cache fo
 every shadow's misses (so the share of the learned FtP shadows is visible). Misses include cold misses; the LRU→OPT gap recovered is
 (LRU − policy)/(LRU − OPT).
 
+Timing, the same for every row: the median of 3 runs, each on a cache built before its clock
+starts, and each clock includes reading the requests from the same oracleGeneral file
+(libCacheSim's ``process_trace`` reads it record by record; eddy reads it with numpy into arrays,
+then replays them; the oracle rows' bits are in memory, as a predictor's output would be).
+
 Usage: python benchmarks/paging.py [--cap 500000] [--traces NAME ...]
 """
 
@@ -52,6 +57,16 @@ def load(name: str, cap: int, sizes: bool = False):
     return np.array(ids, dtype=np.int64)
 
 
+OG = np.dtype([("time", "<u4"), ("id", "<u8"), ("size", "<u4"), ("next", "<i8")])  # 24 bytes, packed
+RUNS = 3
+
+
+def read_oracle_general(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The keys and sizes of an oracleGeneral file (what eddy's clock reads)."""
+    rec = np.fromfile(path, dtype=OG)
+    return rec["id"].astype(np.int64), rec["size"].astype(np.int64)
+
+
 def write_oracle_general(path: str, keys: np.ndarray, next_use: np.ndarray, sizes: np.ndarray | None = None) -> None:
     """libCacheSim's oracleGeneral records: uint32 time, uint64 id, uint32 size, int64 next access."""
     n = len(keys)
@@ -83,14 +98,14 @@ def byte_rows(name: str, cap: int, tmp: str) -> list[dict]:
         cb = int(cb)
         case = []
         for policy in BYTE_POLICIES:
-            out, _, dt = replay(policy, keys, unique, byte_capacity=cb, sizes=sizes)
+            out, _, dt = replay(policy, path, unique, sized=True, byte_capacity=cb)
             case.append({"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt})
         import libcachesim as lcs
 
         for peer in BYTE_PEERS:
-            reader = lcs.TraceReader(path, lcs.TraceType.ORACLE_GENERAL_TRACE)
-            cache = getattr(lcs, peer)(cache_size=cb)
-            (mr, _), dt = timed(lambda c=cache, r=reader: c.process_trace(r))
+            (mr, _), dt = timed(lambda p=peer, b=cb: (getattr(lcs, p)(cache_size=b),
+                                                lcs.TraceReader(path, lcs.TraceType.ORACLE_GENERAL_TRACE)),
+                                lambda cr: cr[0].process_trace(cr[1]))
             case.append({"system": f"libcachesim.{peer.lower()}", "misses": int(round(mr * n)), "seconds": dt})
         for r in case:
             r.update(workload=f"{name}-first-{n}-bytes", cache_size=cb, cache_unit="bytes", requests=n,
@@ -101,46 +116,55 @@ def byte_rows(name: str, cap: int, tmp: str) -> list[dict]:
     return rows
 
 
-def timed(fn, repeat: int = 1):
-    """fn's result and its median wall time over ``repeat`` runs (this box is shared and noisy)."""
-    times = []
-    for _ in range(repeat):
+def timed(make, run, repeat: int = RUNS):
+    """``run(make())``'s result and its median wall time over ``repeat`` runs, each on a fresh
+    ``make()`` built before the clock starts (this box is shared and noisy)."""
+    times, out = [], None
+    for obj in [make() for _ in range(repeat)]:
         t0 = time.perf_counter()
-        out = fn()
+        out = run(obj)
         times.append(time.perf_counter() - t0)
     return out, float(np.median(times))
 
 
-def replay(policy: str, keys: np.ndarray, k: int, sizes: np.ndarray | None = None, **kw):
-    """A fresh cache (built outside the clock) replaying every request: (output, cache, seconds)."""
-    cols = {"key": keys} if sizes is None else {"key": keys, "size": sizes}
-    PagingCache(policy, capacity=k, **kw).process({c: v[:1000] for c, v in cols.items()})  # compiled first
-    caches = [PagingCache(policy, capacity=k, **kw) for _ in range(3)]
-    times, out = [], None
-    for c in caches:
-        t0 = time.perf_counter()
-        out = c.process(cols)
-        times.append(time.perf_counter() - t0)
-    return out, caches[-1], float(np.median(times))
+def replay(policy: str, path: str, k: int, sized: bool = False, cols=None, **kw):
+    """A fresh cache replaying every request of the oracleGeneral file at ``path`` (read inside the
+    clock; ``cols``: further columns, in memory): (output, cache, seconds)."""
+    keys, sizes = read_oracle_general(path)
+    first = {"key": keys[:1000], **({"size": sizes[:1000]} if sized else {}),
+             **{c: v[:1000] for c, v in (cols or {}).items()}}
+    PagingCache(policy, capacity=k, **kw).process(first)  # compiled first
+    made: list[PagingCache] = []
+
+    def make():
+        made.append(PagingCache(policy, capacity=k, **kw))
+        return made[-1]
+
+    def run(c):
+        keys, sizes = read_oracle_general(path)
+        return c.process({"key": keys, **({"size": sizes} if sized else {}), **(cols or {})})
+
+    out, dt = timed(make, run)
+    return out, made[-1], dt
 
 
-def eddy_rows(keys: np.ndarray, k: int, opt: dict) -> list[dict]:
+def eddy_rows(path: str, keys: np.ndarray, k: int, opt: dict) -> list[dict]:
     rows = []
     n = len(keys)
     for policy in CLASSICAL:
-        out, _, dt = replay(policy, keys, k)
+        out, _, dt = replay(policy, path, k)
         rows.append({"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt})
-    _, dt = timed(lambda: belady(keys, k))
+    _, dt = timed(lambda: None, lambda _: belady(read_oracle_general(path)[0], k))
     rows.append({"system": "eddy.belady", "misses": opt["misses"], "seconds": dt})
     for policy in ("learned-discard", "learned-phase"):
         # Sees the requests only; one setting for every trace. learned-discard runs its two
         # independent halves on the box's two cores (threads=2); its one-thread speed is kept too.
-        out, c, dt = replay(policy, keys, k, **({"threads": 2} if policy == "learned-discard" else {}))
+        out, c, dt = replay(policy, path, k, **({"threads": 2} if policy == "learned-discard" else {}))
         m = c.metrics()
         row = {"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt,
                "bit_precision": m["bit_precision"], "bit_recall": m["bit_recall"]}
         if c.shadows():  # which shadow the real cache followed at the end, and each shadow's misses
-            _, _, dt1 = replay(policy, keys, k)
+            _, _, dt1 = replay(policy, path, k)
             row.update(leader=c.shadows()[int(m["leader"])], switches=int(m["switches"]),
                        shadow_misses={s: int(m[f"shadow_misses_{s}"]) for s in c.shadows()},
                        requests_per_s_1_thread=len(keys) / dt1)
@@ -150,8 +174,7 @@ def eddy_rows(keys: np.ndarray, k: int, opt: dict) -> list[dict]:
     for rate in (0.0, 0.1, 0.3):
         bits = np.where(rng.random(n) < rate, 1 - exact, exact)
         for policy in ("ftp-discard", "marker-discard", "robust-discard"):
-            PagingCache(policy, capacity=k).process({"key": keys[:1000], "bit": bits[:1000]})  # compiled first
-            out, dt = timed(lambda p=policy, b=bits: PagingCache(p, capacity=k).process({"key": keys, "bit": b}))
+            out, _, dt = replay(policy, path, k, cols={"bit": bits})
             rows.append({"system": f"eddy.{policy}.opt-bits-{int(rate * 100)}pct-flipped",
                          "misses": int((out["hit"] == 0).sum()), "seconds": dt})
     return rows
@@ -162,9 +185,9 @@ def peer_rows(path: str, n: int, k: int) -> list[dict]:
 
     rows = []
     for name in PEERS:
-        reader = lcs.TraceReader(path, lcs.TraceType.ORACLE_GENERAL_TRACE)
-        cache = getattr(lcs, name)(cache_size=k)
-        (mr, _), dt = timed(lambda c=cache, r=reader: c.process_trace(r))
+        (mr, _), dt = timed(lambda nm=name: (getattr(lcs, nm)(cache_size=k),
+                                             lcs.TraceReader(path, lcs.TraceType.ORACLE_GENERAL_TRACE)),
+                            lambda cr: cr[0].process_trace(cr[1]))
         rows.append({"system": f"libcachesim.{name.lower()}", "misses": int(round(mr * n)), "seconds": dt})
     return rows
 
@@ -184,7 +207,7 @@ def main() -> None:
             opt = belady(keys, k)
             path = os.path.join(tmp, f"{name}.oracleGeneral.bin")
             write_oracle_general(path, keys, opt["next_use"])
-            case = eddy_rows(keys, k, opt) + peer_rows(path, n, k)
+            case = eddy_rows(path, keys, k, opt) + peer_rows(path, n, k)
             lru = next(r["misses"] for r in case if r["system"] == "eddy.lru")
             for r in case:
                 r.update(workload=workload, cache_size=k, requests=n, miss_ratio=r["misses"] / n,
