@@ -156,13 +156,15 @@ def eddy_rows(path: str, keys: np.ndarray, k: int, opt: dict) -> list[dict]:
         rows.append({"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt})
     _, dt = timed(lambda: None, lambda _: belady(read_oracle_general(path)[0], k))
     rows.append({"system": "eddy.belady", "misses": opt["misses"], "seconds": dt})
-    for policy in ("learned-discard", "learned-phase"):
+    for policy in ("learned-discard", "learned-phase", "learned-ftp"):
         # Sees the requests only; one setting for every trace. learned-discard runs its two
         # independent halves on the box's two cores (threads=2); its one-thread speed is kept too.
         out, c, dt = replay(policy, path, k, **({"threads": 2} if policy == "learned-discard" else {}))
         m = c.metrics()
         row = {"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt,
-               "bit_precision": m["bit_precision"], "bit_recall": m["bit_recall"]}
+               "bit_precision": m["bit_precision"], "bit_recall": m["bit_recall"],
+               "config": f"history_cap={c.history_cap} reach={c.reach} switch_every={c.switch_every}",
+               "requests_per_s_1_thread": len(keys) / dt}
         if c.shadows():  # which shadow the real cache followed at the end, and each shadow's misses
             _, _, dt1 = replay(policy, path, k)
             row.update(leader=c.shadows()[int(m["leader"])], switches=int(m["switches"]),

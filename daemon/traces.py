@@ -130,7 +130,7 @@ def cmd(args: Any) -> int:
     bad = [p for p in policies if p not in POLICIES or p in ("ftp-discard", "marker-discard", "robust-discard")]
     if bad or not policies:
         raise ConfigError(f"--policies: {bad or policies!r} not allowed; allowed: lru, fifo, sieve, s3fifo, arc, "
-                          "marker, learned-discard, learned-phase")
+                          "marker, learned-discard, learned-phase, learned-ftp")
     if not os.path.exists(args.trace):
         raise ConfigError(f"--trace: file {args.trace!r} not found")
     keys = read_trace(args.trace, args.limit)

@@ -606,3 +606,21 @@ def test_an_s3fifo_snapshot_of_the_earlier_ghost_layout_restores():
     again.restore(old)
     more = np.arange(100, dtype=np.int64) % 41
     assert again.process({"key": more})["hit"].tolist() == c.process({"key": more})["hit"].tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("k", [2, 6])
+def test_learned_ftp_is_the_learned_bits_followed_alone(seed, k):
+    """learned-ftp = the predictor's bits (p > 0.3, a grace of a quarter of the horizon) through
+    FtP, from their plain references, whatever the batch boundaries; and it is learned-discard's
+    first FtP shadow, run as the real cache."""
+    keys, ops, _ = stream(seed, n=2500, universe=10 * k)
+    c = PagingCache("learned-ftp", capacity=k, history_cap=10_000)
+    outs = [c.process({"key": keys[i:i + 333], "op": ops[i:i + 333]}) for i in range(0, len(keys), 333)]
+    prob, horizon, _ = naive.predictor(keys, ops, k, c.reach, 10_000)
+    (ref_hit, ref_ev), = shadow_refs(keys, ops, k, [(np.array(prob) > 0.3, np.array(horizon) // 4)])
+    assert np.concatenate([o["hit"] for o in outs]).tolist() == ref_hit
+    assert [int(e) if x else None for o in outs for e, x in zip(o["evicted"], o["evicts"], strict=True)] == ref_ev
+    race = PagingCache("learned-discard", capacity=k, history_cap=10_000)
+    race.process({"key": keys, "op": ops})
+    assert race.metrics()["shadow_misses_ftp-0.3-quarter"] == ref_hit.count(0) == c.metrics()["misses"]

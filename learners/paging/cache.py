@@ -19,8 +19,8 @@ from . import _robust as R
 from ._table import EMPTY, ht_get, ht_put, new_table
 
 POLICIES = ("lru", "fifo", "sieve", "s3fifo", "arc", "marker", "ftp-discard", "marker-discard", "robust-discard",
-            "learned-discard", "learned-phase")
-LEARNED = ("learned-discard", "learned-phase")
+            "learned-discard", "learned-phase", "learned-ftp")
+LEARNED = ("learned-discard", "learned-phase", "learned-ftp")
 BYTE_POLICIES = ("lru", "fifo", "sieve", "s3fifo", "ftp-discard", "robust-discard", "learned-discard")
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
@@ -115,8 +115,10 @@ class PagingCache(Tracker):
         k + ``switch_every`` faults per switch of the better of the two, the switching margin
         starting at k/16 and doubling at each switch), ``learned-discard`` (a learned one-bit
         predictor, :mod:`._predict`, that sees the request stream only, drives two FtP shadows
-        raced against LRU, ARC and S3-FIFO shadows; see :mod:`._robust`) or ``learned-phase``
-        (the learned bits inside Marker's phases).
+        raced against LRU, ARC and S3-FIFO shadows; see :mod:`._robust`), ``learned-phase``
+        (the learned bits inside Marker's phases) or ``learned-ftp`` (follow-the-prediction on
+        the learned bits alone, no race: bit p > 0.3 with a grace of a quarter of the predicted
+        horizon, as learned-discard's first FtP shadow).
         After "Paging with Succinct Predictions", Antoniadis et al., ICML 2023, whose rules are
         reconstructed from its abstract: see ``learners/paging/__init__.py``.
     capacity
@@ -204,7 +206,7 @@ class PagingCache(Tracker):
             st.update(_arc("real", k))
         elif policy == "marker":
             st.update({"real/unm": np.zeros(k, dtype=np.int64), "real/upos": np.full(k, -1, dtype=np.int64)})
-        elif policy == "ftp-discard":
+        elif policy in ("ftp-discard", "learned-ftp"):
             st["real/time"] = np.zeros(k, dtype=np.int64)
         elif policy == "robust-discard":
             st.update({**_frames("ftp", k), "ftp/time": np.zeros(k, dtype=np.int64), **_frames("lru", k)})
@@ -289,6 +291,10 @@ class PagingCache(Tracker):
             if policy == "learned-phase":
                 PR.predict_run(keys, ops, k, float(self.reach), *ps, prob, horizon)
                 K.marker_discard_run(keys, ops, (prob > 0.5).astype(np.int64), k, *real, hit, ev)
+            elif policy == "learned-ftp":  # (the bits and grace of learned-discard's first FtP shadow)
+                PR.predict_run(keys, ops, k, float(self.reach), *ps, prob, horizon)
+                K.ftp_discard_run(keys, ops, (prob > 0.3).astype(np.int64), horizon // 4, k, *real,
+                                  self._st["real/time"], hit, ev)
             else:
                 self._learned(keys, ops, ps, real, prob, horizon, hit, ev)
             out["prob"] = prob
