@@ -5,11 +5,15 @@ Setup as in ../shared/research/sor_groupwise.md §2: numeric columns min-max sca
 one-hot, the group indicators also given as features (to every model), the same ridge λ = 1 for the
 single model and for the experts; Adult's target is 1[income > 50K], MedExp's log(1 + med)
 min-max scaled. Regret of a model on a group = its cumulative squared loss on the group's rows minus
-that of the best fixed linear model in hindsight on those rows (least squares, unregularised). The
-mixture rule is scored by its own prediction, the randomized rule by its expected loss (as the
-paper does). Mean over the shuffles with seeds 473, 503 and 623. Speed: rows/s of predict + learn
-in batches of 1,000 (eddy) or row by row (river), and a synthetic workload of 20 groups and 20
-features (``synthetic-20x20``).
+that of the best fixed linear model in hindsight on those rows (least squares, unregularised).
+Every system's losses are computed here, the same way, from its predictions made row by row before
+it learns the row: the mixture rule's prediction, the randomized rule's drawn expert's prediction
+(its realized loss; the mean over shuffles estimates the expected loss the paper scores), the
+ridge's and river's. eddy runs with both priors of its AdaNormalHedge experts: the default anchor
+prior (``eddy.groupwise-*``) and the paper's uniform prior (``eddy.groupwise-*-uniform``). Mean over
+the shuffles with seeds 473, 503 and 623. Speed: rows/s of predict + learn in batches of 1,000
+(eddy) or row by row (ridge, river), and a synthetic workload of 20 groups and 20 features
+(``synthetic-20x20``).
 
 Usage: python benchmarks/groupwise.py [--shuffles 3]
 """
@@ -32,6 +36,8 @@ from learners.linear._kernels import ridge_predict_rows, ridge_update_rows  # no
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets")
 SEEDS = (473, 503, 623)
 BATCH = 1000
+SYSTEMS = ("eddy.groupwise-mixture", "eddy.groupwise-randomized", "eddy.groupwise-mixture-uniform",
+           "eddy.groupwise-randomized-uniform", "ridge", "river.linear_regression")
 
 
 def _minmax(v: np.ndarray) -> np.ndarray:
@@ -97,13 +103,26 @@ def hindsight(X: np.ndarray, y: np.ndarray, member: np.ndarray) -> np.ndarray:
 
 
 def run_eddy(X, G, y, names):
-    """One pass, predict then learn per batch: per-row squared losses of both rules' scoring."""
+    """One pass, learning per batch (the speed of the batched path)."""
     m = GroupwiseRegressor(n_features=X.shape[1], groups=names, lam=1.0)
     t0 = time.perf_counter()
     for i in range(0, len(y), BATCH):
         m.learn({"X": X[i:i + BATCH], "G": G[i:i + BATCH], "y": y[i:i + BATCH]})
     dt = time.perf_counter() - t0
     return m, dt
+
+
+def eddy_losses(X, G, y, names, anchor: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row squared losses of the mixture and randomized predictions, each made before the row
+    is learned (row by row, as the baselines)."""
+    m = GroupwiseRegressor(n_features=X.shape[1], groups=names, lam=1.0, anchor=anchor)
+    mix, rand = np.empty(len(y)), np.empty(len(y))
+    for i in range(len(y)):
+        out = m.process({"X": X[i:i + 1], "G": G[i:i + 1]})
+        mix[i] = (out["prediction_mixture"][0] - y[i]) ** 2
+        rand[i] = (out["prediction_randomized"][0] - y[i]) ** 2
+        m.learn({"X": X[i:i + 1], "G": G[i:i + 1], "y": y[i:i + 1]})
+    return mix, rand
 
 
 def run_ridge(X, y):
@@ -137,30 +156,33 @@ def dataset_rows(workload: str, X, G, y, names, shuffles: int) -> list[dict]:
     member = np.concatenate([np.ones((len(y), 1), dtype=bool), G.astype(bool)], axis=1)
     groups = ["always_on", *names]
     best = hindsight(X, y, member)  # order-free
-    acc: dict[str, list] = {s: [] for s in ("eddy.groupwise-mixture", "eddy.groupwise-randomized", "ridge",
-                                            "river.linear_regression")}
+    acc: dict[str, list] = {s: [] for s in SYSTEMS}
     err: dict[str, list] = {s: [] for s in acc}
     speed: dict[str, list] = {s: [] for s in acc}
     GroupwiseRegressor(n_features=X.shape[1], groups=names).learn({"X": X[:10], "G": G[:10], "y": y[:10]})
     run_ridge(X[:10], y[:10])
+
+    def score(s, sq, ms):
+        acc[s].append([sq[ms[:, g]].sum() - best[g] for g in range(len(groups))])
+        err[s].append(sq.mean())
+
     for seed in SEEDS[:shuffles]:
         perm = np.random.RandomState(seed).permutation(len(y))
         Xs, Gs, ys, ms = X[perm], G[perm], y[perm], member[perm]
-        m, dt = run_eddy(Xs, Gs, ys, names)
-        rep = m.group_report()
-        assert [r["group"] for r in rep] == groups
-        acc["eddy.groupwise-mixture"].append([r["loss"] - b for r, b in zip(rep, best, strict=True)])
-        acc["eddy.groupwise-randomized"].append([r["loss_randomized"] - b for r, b in zip(rep, best, strict=True)])
-        for s, k in (("eddy.groupwise-mixture", "loss"), ("eddy.groupwise-randomized", "loss_randomized")):
-            err[s].append(rep[0][k] / len(y))
-            speed[s].append(len(y) / dt)
+        _, dt = run_eddy(Xs, Gs, ys, names)
+        for suffix, anchor in (("", True), ("-uniform", False)):
+            mix, rand = eddy_losses(Xs, Gs, ys, names, anchor)
+            score(f"eddy.groupwise-mixture{suffix}", mix, ms)
+            score(f"eddy.groupwise-randomized{suffix}", rand, ms)
+            for s in (f"eddy.groupwise-mixture{suffix}", f"eddy.groupwise-randomized{suffix}"):
+                speed[s].append(len(y) / dt)  # (the default prior's batched pass: the prior costs nothing)
         for s, fn in (("ridge", run_ridge), ("river.linear_regression", run_river)):
             sq, dt = fn(Xs, ys)
-            acc[s].append([sq[ms[:, g]].sum() - best[g] for g in range(len(groups))])
-            err[s].append(sq.mean())
+            score(s, sq, ms)
             speed[s].append(len(y) / dt)
-        print(f"{workload} seed {seed}: mixture MSE {err['eddy.groupwise-mixture'][-1]:.5f}, "
-              f"ridge {err['ridge'][-1]:.5f}", flush=True)
+        print(f"{workload} seed {seed}: mixture MSE {err['eddy.groupwise-mixture'][-1]:.5f} "
+              f"(uniform prior {err['eddy.groupwise-mixture-uniform'][-1]:.5f}), ridge {err['ridge'][-1]:.5f}",
+              flush=True)
     rows = []
     for s, regs in acc.items():
         mean = np.mean(regs, axis=0)
@@ -216,11 +238,11 @@ def main() -> None:
 
 
 def markdown(rows: list[dict]) -> str:
-    systems = ("eddy.groupwise-mixture", "eddy.groupwise-randomized", "ridge", "river.linear_regression")
+    systems = SYSTEMS
     out = []
     for w in ("adult", "medexp"):
         out += [f"**{w}** (regret per group, mean over the shuffles; lower is better)", "",
-                "| group | size | hindsight loss | " + " | ".join(systems) + " |", "|---|---:|---:|" + "---:|" * 4]
+                "| group | size | hindsight loss | " + " | ".join(systems) + " |", "|---|---:|---:|" + "---:|" * len(systems)]
         groups = [r["group"] for r in rows if r.get("workload") == w and r["system"] == systems[0] and "group" in r]
         for g in groups:
             d = {r["system"]: r for r in rows if r.get("workload") == w and r.get("group") == g}
@@ -230,7 +252,12 @@ def markdown(rows: list[dict]) -> str:
                                          and r.get("group") == g}["eddy.groupwise-mixture"]
                    <= {r["system"]: r["regret"] for r in rows if r.get("workload") == w and r.get("group") == g}["ridge"])
         ov = {r["system"]: r for r in rows if r.get("workload") == w and "group" not in r}
-        out += ["", f"Mixture regret ≤ single ridge on {wins}/{len(groups)} groups. Overall MSE: "
+        reg = {(r["system"], r["group"]): r["regret"] for r in rows if r.get("workload") == w and "group" in r}
+        uni = sum(1 for g in groups if reg["eddy.groupwise-mixture-uniform", g] <= reg["ridge", g])
+        lower = sum(1 for g in groups if reg["eddy.groupwise-mixture", g] < reg["eddy.groupwise-mixture-uniform", g])
+        out += ["", f"Mixture regret ≤ single ridge on {wins}/{len(groups)} groups with the anchor prior, "
+                f"{uni}/{len(groups)} with the uniform prior; the anchor prior's regret is the lower on "
+                f"{lower}/{len(groups)} groups. Overall MSE: "
                 + ", ".join(f"{s} {ov[s]['error']:.5f}" for s in systems) + ". Rows/s: "
                 + ", ".join(f"{s} {ov[s]['events_per_s']:,.0f}" for s in systems) + ".", ""]
     for r in rows:
