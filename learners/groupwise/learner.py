@@ -57,7 +57,9 @@ class GroupwiseRegressor(Decider):
         away from the global model). ``False``: the uniform prior of the paper's code. Measured on
         the RAND HIE data (benchmarks/groupwise.py): with the uniform prior the mixture's regret
         exceeds one ridge's on the "old" group (1.55 against 1.43), with the anchor it is below on
-        all 14 groups; Adult is unchanged (13/13 either way).
+        all 14 groups; Adult is unchanged (13/13 either way). On two wage data sets the uniform
+        prior has the lower regret on the larger (CPS1988, 15 of 16 groups) and the anchor on the
+        small one (ISLR Wage, 3,000 rows: 14 of 15 groups); see benchmarks/RESULTS.md.
 
     Examples
     --------
