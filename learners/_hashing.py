@@ -11,7 +11,7 @@ import numpy as np
 
 from ._blake2b import blake2b_8
 
-_NUMBERS = frozenset((float, int))
+NUMBER_TYPES = frozenset((float, int))  # (a bool's type is bool: not a number here)
 LITTLE_ENDIAN = sys.byteorder == "little"
 
 
@@ -111,7 +111,7 @@ class FeatureHasher:
         chain = itertools.chain.from_iterable
         lens = list(map(len, features))
         total = sum(lens)
-        if not checked and not set(map(type, chain([f.values() for f in features]))) <= _NUMBERS:
+        if not checked and not set(map(type, chain([f.values() for f in features]))) <= NUMBER_TYPES:
             raise TypeError("a value is not a number")  # (a bool's type is bool)
         try:
             codes = np.fromiter(map(self._code.__getitem__, chain(features)), np.int64, total)

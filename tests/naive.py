@@ -274,59 +274,10 @@ def belady_misses(keys, k):
 
 def s3fifo(keys, ops, k):
     """S3-FIFO as libCacheSim's S3FIFO.c runs it (see learners/paging/_kernels.py): (hit list,
-    evicted list with None). The ghost is an ordered dict of at most ⌊0.9·k⌋ keys, oldest first."""
-    from collections import OrderedDict
-
-    small_k = max(1, k // 10)
-    main_k = k - small_k
-    ghost_cap = int(k * 0.9)
-    S, M, G = OrderedDict(), OrderedDict(), OrderedDict()  # key -> count; first = oldest
-    evicted_once = False
-    hits, evs = [], []
-    for key, op in zip(keys.tolist(), ops.tolist(), strict=True):
-        if op == 1:
-            hits.append(-1)
-            evs.append(None)
-            if S.pop(key, None) is None and M.pop(key, None) is None:
-                G.pop(key, None)
-            continue
-        q = S if key in S else M if key in M else None
-        if q is not None:
-            hits.append(1)
-            evs.append(None)
-            q[key] += 1
-            continue
-        hits.append(0)
-        ghost_hit = G.pop(key, 0) is None
-        victim = None
-        while len(S) + len(M) >= k:
-            evicted_once = True
-            if len(M) > main_k or not S:
-                while True:
-                    t, c = M.popitem(last=False)
-                    if c >= 1:
-                        M[t] = min(c, 3) - 1
-                    else:
-                        victim = t
-                        break
-            else:
-                while S:
-                    t, c = S.popitem(last=False)
-                    if c >= 2:
-                        M[t] = 0
-                    else:
-                        victim = t
-                        if ghost_cap:
-                            if len(G) >= ghost_cap:
-                                G.popitem(last=False)
-                            G[t] = None
-                        break
-        evs.append(victim)
-        if ghost_hit or (not evicted_once and len(S) >= small_k):
-            M[key] = 0
-        else:
-            S[key] = 0
-    return hits, evs
+    evicted list with None). Pages are objects of size 1 in a cache of k bytes: :func:`s3fifo_bytes`
+    (unit sizes make each of its byte bounds the page bound: S, M, and the ghost's ⌊0.9·k⌋ keys)."""
+    hits, gone = s3fifo_bytes(keys, ops, np.ones(len(keys), dtype=np.int64), k, k)
+    return hits, [g[0] if g else None for g in gone]
 
 
 def arc(keys, ops, c):

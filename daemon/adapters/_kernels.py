@@ -59,6 +59,13 @@ def _string(out, w, blob, i):
 
 
 @jit
+def _bool(out, w, flag):
+    if flag:
+        return _put(out, w, TRUE, 0, 4)
+    return _put(out, w, FALSE, 0, 5)
+
+
+@jit
 def _int(out, w, v):
     if v < 0:
         out[w] = MINUS
@@ -118,17 +125,11 @@ def decisions(segs, seg_ends, ids, actions, action_ends, keys, key_ends, probs, 
         w = _put(out, w, segs, seg_ends[3], seg_ends[4])
         w = _int(out, w, versions[r])
         w = _put(out, w, segs, seg_ends[4], seg_ends[5])
-        if explored[r]:
-            w = _put(out, w, TRUE, 0, 4)
-        else:
-            w = _put(out, w, FALSE, 0, 5)
+        w = _bool(out, w, explored[r])
         w = _put(out, w, segs, seg_ends[5], seg_ends[6])
         w, i_t = _token(out, w, times, i_t)
         i_t += 1
         w = _put(out, w, segs, seg_ends[6], seg_ends[7])
-        if replay[r]:
-            w = _put(out, w, TRUE, 0, 4)
-        else:
-            w = _put(out, w, FALSE, 0, 5)
+        w = _bool(out, w, replay[r])
         w = _put(out, w, segs, seg_ends[7], seg_ends[8])
     return w

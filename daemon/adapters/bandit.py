@@ -28,7 +28,7 @@ import orjson
 
 import learners
 from connectors.base import SourceRecord
-from learners._hashing import FeatureHasher, event_keys
+from learners._hashing import NUMBER_TYPES, FeatureHasher, event_keys
 from learners.bandit import BanditLearner
 from learners.bandit.ope import OffPolicyEstimate
 
@@ -51,7 +51,6 @@ LEARNER_METRICS = (  # the learner's metrics() keys as named metrics
 )  # model versions whose average reward is reported (ranks 0..7, newest first)
 
 
-NUMBER_TYPES = frozenset((int, float))
 PAIR = np.dtype([("c", "<i8"), ("v", "<f8")])  # a hashed feature as an event keeps it: column, value
 
 
