@@ -394,12 +394,20 @@ def follow(keys, ops, k, shadows, chunk, margin):
     return hits, [e[0] if e else None for e in evs]
 
 
-def predictor(keys, ops, k, reach, cap):
+def predictor(keys, ops, k, reach, cap, sizes=None, cap_units=None, window=None):
     """The learned discard predictor (learners/paging/_predict.py), written plainly: per-key history
-    in a dict with the oldest remembered key forgotten beyond ``cap``, features as log-buckets, an
-    AdaGrad logistic model over eight one-hot tables, labels revealed in hindsight. Returns the
+    in a dict with the oldest remembered key forgotten beyond ``cap``; labels by OPTgen over a
+    plain occupancy list of the last ``window`` (default 16·k) requests (a request's interval to
+    its key's next request is kept iff every time strictly between has fewer than ``cap_units``
+    (default k - 1) units kept, counting its own size; a request not repeated within the window is
+    labelled 1); features as log-buckets of recency, the gap before and the count, and the key's
+    OPTgen counter; an AdaGrad logistic model over seven one-hot tables. Returns the
     probabilities, horizons and confusion counts [tn, fn, fp, tp] of the bit p > 0.5."""
     import math
+
+    window = 16 * k if window is None else window
+    cap_units = k - 1 if cap_units is None else cap_units
+    sizes = [1] * len(keys) if sizes is None else sizes.tolist()
 
     def bucket(x, top):
         b = 0
@@ -409,13 +417,14 @@ def predictor(keys, ops, k, reach, cap):
         return b
 
     def cells(f):
-        c, g2, g1, r = f & 15, (f >> 4) & 15, (f >> 8) & 15, f >> 12
-        return [r, g1, g2, c, r * 16 + g1, r * 16 + c, g1 * 16 + g2, (r * 16 + g1) * 16 + c]
+        r, g, c, o = f
+        return [r, g, c, r * 16 + g, r * 16 + c, (r * 16 + g) * 16 + c, o * 16 + r]
 
-    w = [[0.0] * 4096 for _ in range(8)]
-    g2sum = [[1e-6] * 4096 for _ in range(8)]
+    w = [[0.0] * 4096 for _ in range(7)]
+    g2sum = [[1e-6] * 4096 for _ in range(7)]
     wb = [0.0, 1e-6]
     conf = [0, 0, 0, 0]
+    occ = {}  # time -> units kept over it
 
     def prob(f):
         z = wb[0] + sum(w[q][c] for q, c in enumerate(cells(f)))
@@ -424,54 +433,60 @@ def predictor(keys, ops, k, reach, cap):
     def reveal(h, label):
         g = prob(h["pend_f"]) - label
         wb[1] += g * g
-        wb[0] -= 0.1 * g / math.sqrt(wb[1])
+        wb[0] -= 0.05 * g / math.sqrt(wb[1])
         for q, c in enumerate(cells(h["pend_f"])):
             gq = g + 1e-4 * w[q][c]
             g2sum[q][c] += gq * gq
-            w[q][c] -= 0.1 * gq / math.sqrt(g2sum[q][c])
+            w[q][c] -= 0.05 * gq / math.sqrt(g2sum[q][c])
         conf[2 * h["pend_bit"] + label] += 1
         h["pend_t"] = -1
+        h["opt"] = max(h["opt"] - 1, 0) if label else min(h["opt"] + 1, 7)
 
     hist = {}  # key -> history; slots reused in arrival order of new keys
     slots = [None] * cap
     queue = []  # (time, key) of pending requests, oldest first
     seen, t = 0, 0
     probs, horizons = [], []
-    for key, op in zip(keys.tolist(), ops.tolist(), strict=True):
+    for key, op, size in zip(keys.tolist(), ops.tolist(), sizes, strict=True):
         if op == 1:
             probs.append(0.0)
             horizons.append(0)
             continue
         horizon = int(reach * k * max(1.0, t / max(seen, 1)))
-        while queue and queue[0][0] + horizon < t:
+        while queue and queue[0][0] + window < t:
             qt, qk = queue.pop(0)
             if qk in hist and hist[qk]["pend_t"] == qt:
                 reveal(hist[qk], 1)
-        scale = max(horizon // 16, 1)
+        scale = max(k // 16, 1)
         if key in hist:
             h = hist[key]
             r = t - h["last"]
             if h["pend_t"] >= 0:
-                reveal(h, 1 if r > horizon else 0)
-            b1 = 0 if h["gap1"] < 0 else 1 + bucket(h["gap1"] // scale, 14)
-            b2 = 0 if h["gap2"] < 0 else 1 + bucket(h["gap2"] // scale, 14)
-            f = ((1 + bucket(r // scale, 14)) * 16 + b1) * 16 * 16 + b2 * 16 + 1 + bucket(h["count"], 14)
+                between = range(h["pend_t"] + 1, t)
+                keep = all(occ.get(u, 0) + h["pend_size"] <= cap_units for u in between)
+                if keep:
+                    for u in between:
+                        occ[u] = occ.get(u, 0) + h["pend_size"]
+                reveal(h, 0 if keep else 1)
             h["count"] += 1
-            h["gap2"], h["gap1"] = h["gap1"], r
+            f = (1 + bucket(r // scale, 14), 0 if h["gap"] < 0 else 1 + bucket(h["gap"] // scale, 14),
+                 1 + bucket(h["count"], 14), h["opt"])
+            h["gap"] = r
         else:
             old = slots[seen % cap]
             if old is not None:
                 del hist[old]
             slots[seen % cap] = key
             seen += 1
-            h = hist[key] = {"count": 1, "gap1": -1, "gap2": -1, "pend_t": -1}
-            f = 0
+            h = hist[key] = {"count": 1, "gap": -1, "pend_t": -1, "opt": 3}
+            f = (0, 0, 1, 3)
         h["last"] = t
         p = prob(f)
-        h.update(pend_t=t, pend_f=f, pend_bit=1 if p > 0.5 else 0)
+        h.update(pend_t=t, pend_f=f, pend_bit=1 if p > 0.5 else 0, pend_size=size)
         queue.append((t, key))
         probs.append(p)
         horizons.append(horizon)
+        occ.pop(t - window - 1, None)
         t += 1
     return probs, horizons, conf
 

@@ -342,38 +342,31 @@ def test_learned_predictor_is_causal():
         assert a[col][:cut].tolist() == b[col][:cut].tolist()
 
 
-def test_learned_predictor_confusion_counts_match_the_labels_in_hindsight():
-    """Precision and recall are computed from labels revealed in hindsight: recompute them from
-    the whole sequence (next request within the horizon or not) and compare."""
+@pytest.mark.parametrize("k", [1, 2, 5, 16, 40])
+def test_learned_labels_are_beladys_decisions_in_hindsight(k):
+    """OPTgen keeps exactly Belady's hits: where every reuse gap lies inside the label window, the
+    "keep" labels (true and false negatives) number Belady's hits, and the labels revealed are
+    every request but the last of each key (those still pending at the end)."""
     from learners.paging import _predict as P
 
-    keys = real_trace()[:8000]
-    k, reach = 32, 4.0
-    st = P.new_state(100_000, 200_000)  # remembers every key: the horizon is reach * k * requests/keys
-    n = len(keys)
-    prob, horizon = np.empty(n), np.empty(n, dtype=np.int64)
-    P.predict_run(keys, np.zeros(n, dtype=np.int64), k, reach, *(st[n] for n in P.ORDER), prob, horizon)
-    bits = (prob > 0.5).astype(np.int64)
-    seen, horizons, nxt, last = set(), [], np.full(n, -1), {}
+    rng = np.random.default_rng(k)
+    u = 2 * k + 3  # blocks of every key once and half as many repeats, shuffled: every gap < 3u
+    keys = np.concatenate([rng.permutation(np.concatenate([np.arange(u), rng.integers(0, u, u // 2)]))
+                           for _ in range(4000 // u)]).astype(np.int64)
+    last, gaps = {}, []
     for t, key in enumerate(keys.tolist()):
-        horizons.append(int(reach * k * max(1.0, t / max(len(seen), 1))))
-        seen.add(key)
-    for t in range(n - 1, -1, -1):
-        nxt[t] = last.get(int(keys[t]), -1)
-        last[int(keys[t])] = t
-    conf = np.zeros(4, dtype=np.int64)
-    for t in range(n):
-        # The pending-label queue reveals 1 at the first step u whose horizon has passed since t
-        # (checked before that step's own key); the key's next request reveals it if that comes first.
-        pop = next((u for u in range(t + 1, n) if t + horizons[u] < u), None)
-        if nxt[t] >= 0 and (pop is None or nxt[t] < pop):
-            label = 1 if nxt[t] - t > horizons[nxt[t]] else 0
-        elif pop is not None:
-            label = 1
-        else:
-            continue  # not revealed by the end of the stream
-        conf[2 * bits[t] + label] += 1
-    assert st["conf"].tolist() == conf.tolist()
+        gaps.append(t - last.get(key, t))
+        last[key] = t
+    assert max(gaps) < P.WINDOW * k  # every label comes from OPTgen's decision, none from the window
+    n = len(keys)
+    st = P.new_state(100_000, 200_000, k)
+    prob, horizon = np.empty(n), np.empty(n, dtype=np.int64)
+    P.predict_run(keys, np.zeros(n, dtype=np.int64), np.ones(1, dtype=np.int64), k, k - 1, 2.0,
+                  *(st[name] for name in P.ORDER), prob, horizon)
+    tn, fn, fp, tp = (int(v) for v in st["conf"])
+    hits = n - belady(keys, k)["misses"]
+    assert hits > 0 and tn + fp == hits
+    assert tn + fn + fp + tp == n - len(np.unique(keys))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -400,9 +393,10 @@ def test_predictor_matches_the_reference(cap):
 
     keys, ops, _ = stream(7, n=3000, universe=80)
     n, k = len(keys), 4
-    st = P.new_state(cap, 20_000)
+    st = P.new_state(cap, 20_000, k)
     prob, horizon = np.empty(n), np.empty(n, dtype=np.int64)
-    P.predict_run(keys, ops, k, 2.0, *(st[name] for name in P.ORDER), prob, horizon)
+    P.predict_run(keys, ops, np.ones(1, dtype=np.int64), k, k - 1, 2.0, *(st[name] for name in P.ORDER), prob,
+                  horizon)
     ref_p, ref_h, ref_conf = naive.predictor(keys, ops, k, 2.0, cap)
     assert np.allclose(prob, ref_p, rtol=0, atol=1e-9)
     assert horizon.tolist() == ref_h and st["conf"].tolist() == ref_conf
@@ -624,3 +618,39 @@ def test_learned_ftp_is_the_learned_bits_followed_alone(seed, k):
     race = PagingCache("learned-discard", capacity=k, history_cap=10_000)
     race.process({"key": keys, "op": ops})
     assert race.metrics()["shadow_misses_ftp-0.3-quarter"] == ref_hit.count(0) == c.metrics()["misses"]
+
+
+def test_predictor_in_bytes_matches_the_reference():
+    """The byte mode's labels weigh each kept interval by its object's size against the byte capacity."""
+    from learners.paging import _predict as P
+
+    keys, ops, _ = stream(11, n=3000, universe=60)
+    sizes = np.random.default_rng(11).integers(1, 50, len(keys)).astype(np.int64)
+    n, k, cap_bytes = len(keys), 6, 120
+    st = P.new_state(10_000, 20_000, k)
+    prob, horizon = np.empty(n), np.empty(n, dtype=np.int64)
+    P.predict_run(keys, ops, sizes, k, cap_bytes, 2.0, *(st[name] for name in P.ORDER), prob, horizon)
+    ref_p, ref_h, ref_conf = naive.predictor(keys, ops, k, 2.0, 10_000, sizes=sizes, cap_units=cap_bytes)
+    assert np.allclose(prob, ref_p, rtol=0, atol=1e-9)
+    assert horizon.tolist() == ref_h and st["conf"].tolist() == ref_conf
+    tn, fn, fp, tp = ref_conf
+    assert tn + fp > 100 and fn + tp > 100  # both labels came
+
+
+def test_a_learned_snapshot_from_before_optgen_restores_with_a_fresh_predictor():
+    """A learned-discard snapshot in the earlier predictor layout (eight tables, no occupancy ring):
+    the caches and shadows come back as they were, the predictor starts again, and the cache goes on."""
+    keys = real_trace()[:3000]
+    c = PagingCache("learned-discard", capacity=32)
+    c.process({"key": keys[:2000]})
+    snap = c.snapshot()
+    old = {name: arr for name, arr in snap.items() if not name.startswith("predictor/")}
+    old.update({"predictor/hist": np.zeros((65_536, 8), dtype=np.int64), "predictor/w": np.zeros((8, 4096)),
+                "predictor/g2sum": np.ones((8, 4096)), "predictor/pm": np.array([2000, 500, 0, 0])})
+    again = PagingCache("learned-discard", capacity=32)
+    again.restore(old)
+    after = again.snapshot()
+    assert all(np.array_equal(after[name], arr) for name, arr in snap.items() if not name.startswith("predictor/"))
+    assert after["predictor/pm"].tolist() == [0, 0, 0, 0] and not after["predictor/w"].any()
+    out = again.process({"key": keys[2000:]})
+    assert set(np.unique(out["hit"]).tolist()) <= {0, 1} and again.metrics()["requests"] == 3000

@@ -134,7 +134,7 @@ def test_resize_shrinks_and_grows_the_shadow():
 
 
 def test_hit_ratio_gauges_recent_window_and_baseline_shadows():
-    keys = trace(2000)
+    keys = trace(4000)  # (a "safe" label waits out the predictor's window, 16 x 64 requests: the bit needs them)
     core = Engine(paging_cfg(learner="paging-learned-discard", cache_window=500))
     got = [orjson.loads(o.value) for o in outputs(core, [{"key": k} for k in keys])]
     hits = np.array([g["hit"] for g in got], dtype=float)

@@ -76,8 +76,8 @@ def learned_predictions(keys, ops, k, reach, ps, f1, f2, ftime, prob, horizon, b
         if ops[j] == 1:  # a delete is not a request: no prediction
             p, h = 0.0, 0
         else:
-            p, h = predict_step(keys[j], k, reach, ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8],
-                                ps[9])
+            p, h = predict_step(keys[j], 1, k, k - 1, reach, ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7],
+                                ps[8], ps[9], ps[10], ps[11])
         prob[j] = p
         horizon[j] = h
         bits[0, j] = 1 if p > 0.3 else 0

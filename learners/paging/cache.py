@@ -25,6 +25,7 @@ BYTE_POLICIES = ("lru", "fifo", "sieve", "s3fifo", "ftp-discard", "robust-discar
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
 _BYTE_PREFIX = {"ftp": "ftp", "lru": "lru", "s3fifo": "s3", "ftp-0.3-quarter": "ftp1", "ftp-0.5": "ftp2"}
+_ONE = np.ones(1, dtype=np.int64)  # every request one unit (page mode)
 _S3_GHOST = ("gtk", "gtv", "ring", "gsize", "gmeta")
 _GHOST = ("fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "meta")
 
@@ -95,6 +96,19 @@ def _upgrade_s3_ghosts(current: Mapping[str, np.ndarray], state: Mapping[str, np
     return out
 
 
+def _upgrade_predictor(current: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A snapshot of a learned policy from before the predictor learned Belady's decisions (no
+    occupancy tree; eight feature tables over another label) in the current layout: the caches
+    and shadows as they were, the predictor fresh (its old model predicted another label, so it
+    learns again from the next request; until it has, its FtP shadows act on uninformed bits and
+    the race follows the classical shadows)."""
+    if "predictor/hist" not in current or "predictor/hist" not in state or "predictor/occ" in state:
+        return dict(state)
+    out = {name: arr for name, arr in state.items() if not name.startswith("predictor/")}
+    out.update({name: arr.copy() for name, arr in current.items() if name.startswith("predictor/")})
+    return out
+
+
 class PagingCache(Tracker):
     """A cache shadow under one eviction policy.
 
@@ -114,8 +128,8 @@ class PagingCache(Tracker):
         ``robust-discard`` (follow the bits while they do better than LRU, else LRU: within
         k + ``switch_every`` faults per switch of the better of the two, the switching margin
         starting at k/16 and doubling at each switch), ``learned-discard`` (a learned one-bit
-        predictor, :mod:`._predict`, that sees the request stream only, drives two FtP shadows
-        raced against LRU, ARC and S3-FIFO shadows; see :mod:`._robust`), ``learned-phase``
+        predictor of Belady's decisions, :mod:`._predict`, that sees the request stream only,
+        drives two FtP shadows raced against LRU, ARC and S3-FIFO shadows; see :mod:`._robust`), ``learned-phase``
         (the learned bits inside Marker's phases) or ``learned-ftp`` (follow-the-prediction on
         the learned bits alone, no race: bit p > 0.3 with a grace of a quarter of the predicted
         horizon, as learned-discard's first FtP shadow).
@@ -128,8 +142,10 @@ class PagingCache(Tracker):
     history_cap
         Learned policies: keys whose history the predictor remembers (the oldest is forgotten).
     reach
-        Learned policies: a request's label is 1 ("safe to evict") when its key is not requested
-        again within ``reach`` x capacity keys' worth of requests.
+        Learned policies: the horizon of trust in "keep" bits, ``reach`` x capacity keys' worth of
+        requests; the first FtP shadow (and learned-ftp) evicts a kept page once it was last
+        requested a quarter of that before the least recently used safe page. (The labels are
+        Belady's decisions in hindsight, :mod:`._predict`.)
     switch_every
         Robust policies: requests between two checks of the switching rule (at absolute
         positions, so the outputs do not depend on batching).
@@ -219,7 +235,7 @@ class PagingCache(Tracker):
             st["follow/faults"] = np.zeros(n_shadows, dtype=np.int64)
         if policy in LEARNED:
             st.update({f"predictor/{name}": arr for name, arr in
-                       PR.new_state(int(history_cap), max(1024, 2 * int(history_cap))).items()})
+                       PR.new_state(int(history_cap), max(1024, 2 * int(history_cap)), k).items()})
         st["counts"] = np.zeros(2, dtype=np.int64)  # hits, misses
         self._st = st
 
@@ -241,7 +257,7 @@ class PagingCache(Tracker):
             st["follow/faults"] = np.zeros(len(self.shadows()), dtype=np.int64)
         if policy in LEARNED:
             st.update({f"predictor/{name}": arr for name, arr in
-                       PR.new_state(int(self.history_cap), max(1024, 2 * int(self.history_cap))).items()})
+                       PR.new_state(int(self.history_cap), max(1024, 2 * int(self.history_cap)), k).items()})
         for name in [n for n in st if n.endswith("/fkey") and "ghost" not in n]:
             st[name.replace("/fkey", "/fsize")] = np.zeros(k, dtype=np.int64)
         st["counts"] = np.zeros(2, dtype=np.int64)
@@ -289,10 +305,10 @@ class PagingCache(Tracker):
             horizon = np.empty(n, dtype=np.int64)
             ps = self._t("predictor", PR.ORDER)
             if policy == "learned-phase":
-                PR.predict_run(keys, ops, k, float(self.reach), *ps, prob, horizon)
+                PR.predict_run(keys, ops, _ONE, k, k - 1, float(self.reach), *ps, prob, horizon)
                 K.marker_discard_run(keys, ops, (prob > 0.5).astype(np.int64), k, *real, hit, ev)
             elif policy == "learned-ftp":  # (the bits and grace of learned-discard's first FtP shadow)
-                PR.predict_run(keys, ops, k, float(self.reach), *ps, prob, horizon)
+                PR.predict_run(keys, ops, _ONE, k, k - 1, float(self.reach), *ps, prob, horizon)
                 K.ftp_discard_run(keys, ops, (prob > 0.3).astype(np.int64), horizon // 4, k, *real,
                                   self._st["real/time"], hit, ev)
             else:
@@ -382,7 +398,7 @@ class PagingCache(Tracker):
         learned = self.policy == "learned-discard"
         if learned:
             prob, horizon = np.empty(n), np.empty(n, dtype=np.int64)
-            PR.predict_run(keys, ops, k, float(self.reach), *self._t("predictor", PR.ORDER), prob, horizon)
+            PR.predict_run(keys, ops, sizes, k, cap, float(self.reach), *self._t("predictor", PR.ORDER), prob, horizon)
             bits = {"ftp-0.3-quarter": (prob > 0.3).astype(np.int64), "ftp-0.5": (prob > 0.5).astype(np.int64)}
             grace = {"ftp-0.3-quarter": horizon // 4, "ftp-0.5": np.full(n, R.BIG_GRACE)}
         else:
@@ -432,7 +448,7 @@ class PagingCache(Tracker):
         return {name: arr.copy() for name, arr in self._st.items()}
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
-        state = _upgrade_s3_ghosts(self._st, state)
+        state = _upgrade_predictor(self._st, _upgrade_s3_ghosts(self._st, state))
         self._st = checked_state(self._st, state, "another policy or capacity?")
 
     def metrics(self) -> dict[str, float]:
@@ -462,7 +478,8 @@ class PagingCache(Tracker):
         the real cache did: the cache is rebuilt at the new sizes and the objects it held are
         replayed into it (each policy list from its oldest end; when shrinking, the policy evicts
         as they come, so the most recent survive). The learned predictor keeps its model and
-        history; hit and miss counts are unchanged. Oracle-bit policies get bit 0 ("keep") for the
+        history (its occupancy ring of kept intervals starts empty, at the new size); hit and miss
+        counts are unchanged. Oracle-bit policies get bit 0 ("keep") for the
         replayed pages."""
         capacity = size.get("capacity", self.capacity)
         byte_capacity = size.get("byte_capacity")
@@ -484,7 +501,8 @@ class PagingCache(Tracker):
         cols: dict[str, np.ndarray] = {"key": keys, "bit": np.zeros(len(order), dtype=np.int64)}
         if self.byte_capacity:
             cols["size"] = self._st["real/fsize"][np.array(order, dtype=np.int64)]
-        kept = {name: arr for name, arr in self._st.items() if name.startswith("predictor/") or name == "counts"}
+        kept = {name: arr for name, arr in self._st.items() if (name.startswith("predictor/") or name == "counts")
+                and name not in ("predictor/occ", "predictor/lazy")}  # (the occupancy ring is sized for k)
         params = {**self.get_params(), "capacity": int(capacity)}
         if byte_capacity is not None:
             params["byte_capacity"] = int(byte_capacity)
