@@ -272,11 +272,12 @@ def belady_misses(keys, k):
     return misses
 
 
-def s3fifo(keys, ops, k):
+def s3fifo(keys, ops, k, lbits=None):
     """S3-FIFO as libCacheSim's S3FIFO.c runs it (see learners/paging/_kernels.py): (hit list,
     evicted list with None). Pages are objects of size 1 in a cache of k bytes: :func:`s3fifo_bytes`
-    (unit sizes make each of its byte bounds the page bound: S, M, and the ghost's ⌊0.9·k⌋ keys)."""
-    hits, gone = s3fifo_bytes(keys, ops, np.ones(len(keys), dtype=np.int64), k, k)
+    (unit sizes make each of its byte bounds the page bound: S, M, and the ghost's ⌊0.9·k⌋ keys);
+    ``lbits``: learned bits vetoing promotion (learned-discard's learned S3-FIFO shadow)."""
+    hits, gone = s3fifo_bytes(keys, ops, np.ones(len(keys), dtype=np.int64), k, k, lbits)
     return hits, [g[0] if g else None for g in gone]
 
 
@@ -380,18 +381,23 @@ def ftp_grace(keys, ops, k, bits, grace):
     return hits, evs
 
 
-def follow(keys, ops, k, shadows, chunk, margin):
+def follow(keys, ops, k, shadows, chunk, margin, trace=False, lead=0):
     """Follow-the-leader over shadows given as (hits, evicted) lists, unit-size pages: the real
     cache keeps two queues, pages its leader does not hold (in the order the leader dropped them)
     and pages it holds (least recently used first); a fault evicts the oldest unheld page, else the
-    oldest held one. Every ``chunk`` requests the leader becomes the shadow with the fewest faults
-    when the leader's exceed those by the margin (which then doubles); the real pages are then
-    re-sorted, each queue walked oldest first, a page changing queue going to the newest end of the
-    other. (:func:`follow_bytes` with every size 1 and ``k`` bytes.)"""
+    oldest held one. At each check the leader becomes the shadow with the fewest faults when the
+    leader's exceed those by the margin (which then doubles); the real pages are then re-sorted,
+    each queue walked oldest first, a page changing queue going to the newest end of the other.
+    The first check comes after min(``chunk``, max(64, k)) requests, each next one after
+    k x (the last stretch's length) / (the leader's faults in it) requests, rounded up, between 64
+    and ``chunk`` (``chunk`` when it did not fault). (:func:`follow_bytes` with every size 1 and
+    ``k`` bytes; ``lead``: the shadow leading at first.) Returns hits, evictions, and with ``trace`` also (switches, last margin, the most
+    faults of the leader in one stretch, the shadows' faults)."""
     ones = np.ones(len(keys), dtype=np.int64)
     lists = [(h, [[] if e is None else [e] for e in ev]) for h, ev in shadows]
-    hits, evs = follow_bytes(keys, ops, ones, k, k, lists, chunk, margin)
-    return hits, [e[0] if e else None for e in evs]
+    hits, evs, info = follow_bytes(keys, ops, ones, k, k, lists, chunk, margin, trace=True, stretch_k=k, lead=lead)
+    evs = [e[0] if e else None for e in evs]
+    return (hits, evs, info) if trace else (hits, evs)
 
 
 def predictor(keys, ops, k, reach, cap, sizes=None, cap_units=None, window=None):
@@ -491,10 +497,11 @@ def predictor(keys, ops, k, reach, cap, sizes=None, cap_units=None, window=None)
     return probs, horizons, conf
 
 
-def s3fifo_bytes(keys, ops, sizes, cap, k):
+def s3fifo_bytes(keys, ops, sizes, cap, k, lbits=None):
     """S3-FIFO in bytes as libCacheSim weighs it (see learners/paging/_bytes.py): S a tenth of the
     bytes, M the rest, a ghost of ⌊0.9·cap⌋ bytes and ⌊0.9·k⌋ keys; an object heavier than S is
-    not admitted. (hit list, list of the evicted keys at each request)."""
+    not admitted. With ``lbits`` (learned bits per request, 1 "safe"), a page leaves S for M only
+    when accessed twice and its latest bit is 0. (hit list, list of the evicted keys at each request)."""
     from collections import OrderedDict
 
     small = max(1, cap // 10)
@@ -502,7 +509,9 @@ def s3fifo_bytes(keys, ops, sizes, cap, k):
     S, M, G = OrderedDict(), OrderedDict(), OrderedDict()  # key -> [count, size]; G: key -> size
     evicted_once = False
     hits, evs = [], []
-    for key, op, sz in zip(keys.tolist(), ops.tolist(), sizes.tolist(), strict=True):
+    latest = {}  # key -> its latest learned bit
+    lb = [0] * len(keys) if lbits is None else [int(b) for b in lbits]
+    for key, op, sz, b in zip(keys.tolist(), ops.tolist(), sizes.tolist(), lb, strict=True):
         gone = []
         evs.append(gone)
         if op == 1:
@@ -511,6 +520,7 @@ def s3fifo_bytes(keys, ops, sizes, cap, k):
                 G.pop(key, None)
             continue
         q = S if key in S else M if key in M else None
+        latest[key] = b
         if q is not None:
             hits.append(1)
             q[key][0] += 1
@@ -532,7 +542,7 @@ def s3fifo_bytes(keys, ops, sizes, cap, k):
             else:
                 while S:
                     t, (c, size) = S.popitem(last=False)
-                    if c >= 2:
+                    if c >= 2 and not latest.get(t, 0):
                         M[t] = [0, size]
                     else:
                         gone.append(t)
@@ -653,14 +663,16 @@ def cache_bytes(policy, keys, ops, sizes, cap, k, bits=None, grace=None):
     return hits, evs
 
 
-def follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, margin):
+def follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, margin, trace=False, stretch_k=None, lead=0):
     """:func:`follow` in bytes: shadows as (hits, evicted-key lists per request[, the largest
     object the shadow admits: S3-FIFO's small queue, else the cache]); a fault evicts
     from the unheld queue first until the object fits. ``margin="held"``: the first margin is a
-    sixteenth of the objects the real cache holds at the first check."""
+    sixteenth of the objects the real cache holds at the first check; a stretch's k (see
+    :func:`follow`) is ``stretch_k``, or where None the objects the real cache holds at the check."""
     held = [set() for _ in shadows]
     faults = [0] * len(shadows)
-    lead, m = 0, margin
+    m = margin
+    check, f_at, t_at, dmax, switches = min(chunk, max(64, k)), 0, 0, 0, 0
     queues = ([], [])
     size = {}
     hits, evs = [], []
@@ -695,17 +707,29 @@ def follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, margin):
                 size[key] = sz
                 queues[1].append(key)
         evs.append(gone)
-        if (i + 1) % chunk == 0:
+        if i + 1 == check:
+            held_now = len(queues[0]) + len(queues[1])
             if m == "held":
-                m = max(1, (len(queues[0]) + len(queues[1])) // 16)
+                m = max(1, held_now // 16)
+            d = faults[lead] - f_at
+            dmax = max(dmax, d)
             best = min(range(len(shadows)), key=lambda e: (faults[e], e))
-            if faults[lead] > faults[best] + m:
+            kk = max(1, held_now) if stretch_k is None else stretch_k
+            stretch = chunk if d <= 0 else min(chunk, max(64, -(-kk * (i + 1 - t_at) // d)))
+            check, t_at = i + 1 + stretch, i + 1
+            switched = faults[lead] > faults[best] + m
+            if switched:
                 lead, m = best, 2 * m
+                switches += 1
+            f_at = faults[lead]
+            if switched:
                 for L in (0, 1):
                     for page in list(queues[L]):
                         if (page in held[lead]) != (L == 1):
                             queues[L].remove(page)
                             queues[1 - L].append(page)
+    if trace:
+        return hits, evs, (switches, m, max(dmax, faults[lead] - f_at), faults)
     return hits, evs
 
 

@@ -183,15 +183,16 @@ def test_smoothness_misses_grow_at_most_linearly_with_wrong_bits(k):
             assert misses == r["misses"]
 
 
-def race_bound(best, k, switches, margin, m0, chunk):
-    """Follow-the-leader with a doubling margin: misses <= best + switches * k + sum over epochs of
-    (margin of the epoch + chunk), where best is the fewest faults of a shadow. Within an epoch the
-    real cache faults at most as often as its leader, plus k after a switch (the leader's pages that
-    it lacks only decrease, from at most k); the leader, the best shadow when chosen, ends the epoch
-    at most its margin plus the requests since the last check (< ``chunk``, here + 1) above the best.
+def race_bound(best, k, switches, margin, m0, stretch_faults):
+    """Follow-the-leader with a doubling margin (learners.paging._kernels.leader_after): misses <=
+    best + switches * k + sum over epochs of (margin of the epoch + D), where best is the fewest
+    faults of a shadow and D the most faults of the leader in one stretch between checks. Within an
+    epoch the real cache faults at most as often as its leader, plus k after a switch (the leader's
+    pages that it lacks only decrease, from at most k); the leader, the best shadow when chosen,
+    ends the epoch at most its margin plus its faults since the last check above the best.
     Margins m0, 2 m0, ...: their sum is 2 * margin_now - m0."""
     assert margin == m0 * 2**switches  # the margin doubles at each switch
-    return best + switches * k + 2 * margin - m0 + (switches + 1) * chunk
+    return best + switches * k + 2 * margin - m0 + (switches + 1) * stretch_faults
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -211,6 +212,7 @@ def test_robust_discard_follows_the_better_of_predictions_and_lru(seed, k):
         lru = int((PagingCache("lru", capacity=k).process({"key": keys})["hit"] == 0).sum())
         switches, margin = int(c.metrics()["switches"]), int(c.metrics()["switch_margin"])
         assert [c.metrics()["shadow_misses_ftp"], c.metrics()["shadow_misses_lru"]] == [ftp, lru]
+        assert c.metrics()["stretch_faults"] <= 1  # (a check at every request)
         bound = race_bound(min(ftp, lru), k, switches, margin, max(1, k // 16), 1)
         assert bound < len(keys)  # non-vacuous
         assert misses <= bound
@@ -411,9 +413,9 @@ def shadow_refs(keys, ops, k, bits_by_grace):
 @pytest.mark.parametrize("k", [2, 6])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_learned_discard_matches_the_composed_references(seed, k, threads):
-    """learned-discard = the predictor's bits, two FtP shadows, LRU, ARC and S3-FIFO shadows and
-    the follow-the-leader real cache, each from its plain reference, request by request, whatever
-    the batch boundaries."""
+    """learned-discard = the predictor's bits, the FtP and learned S3-FIFO shadows over them, LRU,
+    ARC and S3-FIFO shadows and the follow-the-leader real cache with its adaptive checks, each
+    from its plain reference, request by request, whatever the batch boundaries."""
     CHUNK = 64
     keys, ops, _ = stream(seed, n=2500 * threads, universe=10 * k)  # threads=2: stretches of 512+ go to 2 threads
     c = PagingCache("learned-discard", capacity=k, history_cap=10_000, switch_every=CHUNK * threads * 8,
@@ -423,22 +425,25 @@ def test_learned_discard_matches_the_composed_references(seed, k, threads):
     outs = [c.process({"key": keys[i:i + step], "op": ops[i:i + step]}) for i in range(0, len(keys), step)]
     prob, horizon, _ = naive.predictor(keys, ops, k, c.reach, 10_000)
     prob, horizon = np.array(prob), np.array(horizon)
-    big = len(keys) * 10
-    ftp = shadow_refs(keys, ops, k, [(prob > 0.3, horizon // 4), (prob > 0.5, [big] * len(keys))])
-    shadows = [naive.cache_policy("lru", keys, ops, k), naive.arc(keys, ops, k), naive.s3fifo(keys, ops, k), *ftp]
-    ref_hit, ref_ev = naive.follow(keys, ops, k, shadows, CHUNK, max(1, k // 16))
+    ftp = shadow_refs(keys, ops, k, [(prob > 0.3, horizon // 4)])
+    shadows = [naive.cache_policy("lru", keys, ops, k), naive.arc(keys, ops, k), naive.s3fifo(keys, ops, k), *ftp,
+               naive.s3fifo(keys, ops, k, lbits=prob > 0.3)]
+    ref_hit, ref_ev, (switches, _, _, _) = naive.follow(keys, ops, k, shadows, CHUNK, max(1, k // 16), trace=True,
+                                                        lead=2)  # S3-FIFO leads at first
     assert np.concatenate([o["hit"] for o in outs]).tolist() == ref_hit
     assert [int(e) if x else None for o in outs for e, x in zip(o["evicted"], o["evicts"], strict=True)] == ref_ev
     faults = [sum(1 for h in hits if h == 0) for hits, _ in shadows]
     m = c.metrics()
-    assert [m[f"shadow_misses_{name}"] for name in c.shadows()] == faults
+    assert [m[f"shadow_misses_{name}"] for name in c.shadows()] == faults and m["switches"] == switches
 
 
 @pytest.mark.parametrize("k", [16, 64])
 def test_learned_discard_stays_within_the_race_bound(k):
     """The real cache of learned-discard faults at most :func:`race_bound` more than its best
     shadow (on the trace slice, long enough for the bound to be below n; the small-stream reference
-    tests above have too few requests for their chunk of 512)."""
+    tests above have too few requests for their stretches), and its leader's faults per stretch
+    stay near k (the checks adapt to the fault rate: about k faults per stretch, at least 64
+    requests, at most ``switch_every``)."""
     keys = real_trace()
     chunk = 256
     c = PagingCache("learned-discard", capacity=k, switch_every=chunk)
@@ -447,7 +452,9 @@ def test_learned_discard_stays_within_the_race_bound(k):
     faults = [int(m[f"shadow_misses_{name}"]) for name in c.shadows()]
     lru = int((PagingCache("lru", capacity=k).process({"key": keys})["hit"] == 0).sum())
     assert faults[c.shadows().index("lru")] == lru
-    bound = race_bound(min(faults), k, int(m["switches"]), int(m["switch_margin"]), max(1, k // 16), chunk)
+    d = int(m["stretch_faults"])
+    assert d <= max(2 * k, 64)
+    bound = race_bound(min(faults), k, int(m["switches"]), int(m["switch_margin"]), max(1, k // 16), d)
     assert bound < len(keys)  # non-vacuous
     assert misses <= bound
 
@@ -523,16 +530,19 @@ def test_byte_mode_races_match_the_composed_references(seed):
     shadows = [naive.cache_bytes("ftp", keys, ops, sizes, cap, k, bits, big),
                naive.cache_bytes("lru", keys, ops, sizes, cap, k)]
     assert byte_outputs(outs) == naive.follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, "held")
+    # learned-discard: streams (seeds 1 and 3, a wider universe) on which its leader changes
+    keys, ops, bits, sizes = sized_stream(2 * seed + 1, n=2500, universe=200, cap=cap)
     c = PagingCache("learned-discard", capacity=k, byte_capacity=cap, switch_every=chunk, history_cap=5000)
     outs = [c.process({"key": keys[i:i + 300], "op": ops[i:i + 300], "size": sizes[i:i + 300]})
             for i in range(0, len(keys), 300)]
-    prob, horizon, _ = naive.predictor(keys, ops, k, c.reach, 5000)
+    prob, horizon, _ = naive.predictor(keys, ops, k, c.reach, 5000, sizes=sizes, cap_units=cap)
     prob, horizon = np.array(prob), np.array(horizon)
+    assert np.allclose(np.concatenate([o["prob"] for o in outs]), prob, rtol=0, atol=1e-9)
     shadows = [naive.cache_bytes("lru", keys, ops, sizes, cap, k),
                (*naive.cache_bytes("s3fifo", keys, ops, sizes, cap, k), cap // 10),  # S3-FIFO admits up to S
                naive.cache_bytes("ftp", keys, ops, sizes, cap, k, prob > 0.3, horizon // 4),
                naive.cache_bytes("ftp", keys, ops, sizes, cap, k, prob > 0.5, big)]
-    assert byte_outputs(outs) == naive.follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, "held")
+    assert byte_outputs(outs) == naive.follow_bytes(keys, ops, sizes, cap, k, shadows, chunk, "held", lead=1)
     assert c.metrics()["switches"] >= 1 and c.shadows() == ("lru", "s3fifo", "ftp-0.3-quarter", "ftp-0.5")
 
 
@@ -654,3 +664,37 @@ def test_a_learned_snapshot_from_before_optgen_restores_with_a_fresh_predictor()
     assert after["predictor/pm"].tolist() == [0, 0, 0, 0] and not after["predictor/w"].any()
     out = again.process({"key": keys[2000:]})
     assert set(np.unique(out["hit"]).tolist()) <= {0, 1} and again.metrics()["requests"] == 3000
+
+
+def test_a_race_snapshot_from_before_the_adaptive_checks_restores():
+    """Snapshots with the three-entry switching state (checks at multiples of switch_every) and,
+    for learned-discard, the FtP p > 0.5 shadow where the learned S3-FIFO now races: the next check
+    comes at the next multiple, the dropped shadow's place starts empty behind the others, and a
+    cache that followed it follows the best of the others."""
+    from learners.paging import _kernels as K
+
+    keys = real_trace()[:6000]
+    c = PagingCache("learned-discard", capacity=32, switch_every=512)
+    c.process({"key": keys[:3000]})
+    snap = c.snapshot()
+    old = {name: arr for name, arr in snap.items() if not name.startswith("s3l/")}
+    old.update({name.replace("ftp1/", "ftp2/"): arr.copy() for name, arr in snap.items() if name.startswith("ftp1/")})
+    old["ftp/time"] = np.stack([snap["ftp/time"], snap["ftp/time"]])
+    old["follow/cm"] = np.array([4, 3, 8])  # following the dropped shadow
+    old["follow/faults"] = np.array([900, 800, 700, 750, 600])
+    again = PagingCache("learned-discard", capacity=32, switch_every=512)
+    again.restore(old)
+    cm, faults = again.snapshot()["follow/cm"], again.snapshot()["follow/faults"]
+    assert cm[K.CM_LEADER] == 2 and cm[K.CM_SWITCHES] == 3 and cm[K.CM_MARGIN] == 8
+    assert cm[K.CM_NEXT] == 3072 and cm[K.CM_T_AT] == 2560 and faults.tolist() == [900, 800, 700, 750, 900]
+    held = set(again.view()["keys"].tolist())
+    assert held == set(c.view()["keys"].tolist())  # the same pages, re-sorted
+    out = again.process({"key": keys[3000:]})
+    assert (out["hit"] >= 0).all() and again.metrics()["requests"] == 6000
+    r = PagingCache("robust-discard", capacity=32, switch_every=512)
+    r.process({"key": keys[:1000], "bit": np.zeros(1000, dtype=np.int64)})
+    old = r.snapshot()
+    old["follow/cm"] = old["follow/cm"][:3]
+    again = PagingCache("robust-discard", capacity=32, switch_every=512)
+    again.restore(old)
+    assert again.snapshot()["follow/cm"][K.CM_NEXT] == 1024

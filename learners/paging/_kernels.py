@@ -235,7 +235,7 @@ def ghost_take(gtk, gtv, ring, gsize, gmeta, key):
 
 @jit
 def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
-               gtk, gtv, ring, gsize, gmeta, hit, evicted):
+               gtk, gtv, ring, gsize, gmeta, lbits, lbit, hit, evicted):
     """S3-FIFO (Yang et al., SOSP'23) as libCacheSim's ``S3FIFO.c`` runs it: a small FIFO S
     (list 0, ``small_k`` frames), a main FIFO M (list 1, the other ``k - small_k``) and a ghost
     FIFO G of keys evicted from S (``ring.shape[0] // 2`` of them, 90% of k by default). ``bit``
@@ -250,8 +250,14 @@ def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, l
     libCacheSim caches nothing at all below 20 pages (its S of ⌊0.1·k⌋ ≤ 1 page refuses pages of
     size 1); here S has at least one frame, so tiny caches differ (``tests/test_libcachesim.py``
     compares request by request from 20 pages up).
+
+    With learned bits (``lbits`` per request, 1 "safe to evict"; ``lbit`` each frame's latest bit;
+    both empty for plain S3-FIFO) the bit vetoes promotion: S's oldest page moves to M only when
+    it was accessed twice and its latest bit is 0 (eddy's own combination, a shadow of
+    ``learned-discard``: a page that the predictor expects Belady to evict is not given M's room).
     """
     main_k = k - small_k
+    learned = lbits.shape[0] > 0
     g = ring.shape[0] // 2
     for i in range(keys.shape[0]):
         key = keys[i]
@@ -270,6 +276,8 @@ def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, l
             hit[i] = 1
             if bit[s] < 3:
                 bit[s] += 1
+            if learned:
+                lbit[s] = lbits[i]
             continue
         hit[i] = 0
         ghost_hit = ghost_take(gtk, gtv, ring, gsize, gmeta, key)
@@ -290,7 +298,7 @@ def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, l
                 while lcnt[0] > 0:  # S: promote the twice-accessed, until one page leaves
                     t = ltail[0]
                     _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
-                    if bit[t] > 1:
+                    if bit[t] > 1 and not (learned and lbit[t] == 1):
                         bit[t] = 0
                         _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
                     else:
@@ -300,6 +308,8 @@ def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, l
                         break
         s = _alloc(fkey, free, meta, tkeys, tvals, key)
         bit[s] = 0
+        if learned:
+            lbit[s] = lbits[i]
         if ghost_hit or (gmeta[G_EVICTED] == 0 and lcnt[0] >= small_k):
             _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)
         else:
@@ -621,24 +631,65 @@ def resort(ltk, ltv, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt
             f = p
 
 
+CM_LEADER, CM_SWITCHES, CM_MARGIN, CM_NEXT, CM_DMAX, CM_FAULTS_AT, CM_T_AT = range(7)
+N_CM = 7
+LEAST_STRETCH = 64
+
+
 @jit
-def leader_after(faults, cm, margin):
-    """The switching rule: the leader changes to the shadow with the fewest faults when the
-    leader's faults exceed those by the current margin (``margin`` at first, doubling at every
-    switch, so few switches on any input). ``cm`` = [leader, switches, margin now]; returns True
-    on a switch."""
-    if cm[2] == 0:
-        cm[2] = margin
-    best = cm[0]
+def first_check(k, most):
+    """Where the first check of the switching rule falls: after max(k, ``LEAST_STRETCH``) requests,
+    at most ``most``."""
+    return min(most, max(LEAST_STRETCH, k))
+
+
+@jit
+def leader_after(faults, cm, margin, k, most, t):
+    """The switching rule, checked at request t = ``cm[CM_NEXT]`` (an absolute position, so that
+    the outcome does not depend on how a stream is cut into batches).
+
+    The leader changes to the shadow with the fewest faults when the leader's faults exceed those
+    by the current margin (``margin`` at first, doubling at every switch, so few switches on any
+    input). The next check comes after the stretch in which the leader, faulting at the rate of the
+    stretch just ended, would fault about k times: k x (its length) / (the leader's faults in it),
+    at least ``LEAST_STRETCH`` and at most ``most`` requests (``most`` also when it did not fault).
+    So checks come often on small caches and high fault rates, seldom on large caches with few
+    faults, and a leader that falls behind is noticed about k of its faults late.
+
+    **Bound.** Let m(T) be the fewest faults of any shadow after T requests, S the switches, M the
+    last margin and D the most faults the leader made in one stretch (``cm[CM_DMAX]``, or the
+    unfinished last stretch's if more). Then the
+    leaders' faults over their phases sum to at most m(T) + (S + 1)(M + D): at a switch the new
+    leader has m faults, and at each check it kept the lead its faults were within the margin of
+    the best's, which only grow, so each phase ends at most M + D above the best (a telescoping
+    sum). The real cache faults at most k more than its leader in each phase after a switch (it
+    evicts the pages the leader does not hold first), so it faults at most
+    m(T) + (S + 1)(M + D) + S·k times (``tests/test_kernels_paging.py`` checks this).
+
+    ``cm`` = [leader, switches, margin now, next check, D, the leader's faults at the last check,
+    the last check's position]; returns True on a switch.
+    """
+    if cm[CM_MARGIN] == 0:
+        cm[CM_MARGIN] = margin
+    lead = cm[CM_LEADER]
+    d = faults[lead] - cm[CM_FAULTS_AT]
+    if d > cm[CM_DMAX]:
+        cm[CM_DMAX] = d
+    best = lead
     for e in range(faults.shape[0]):
         if faults[e] < faults[best]:
             best = e
-    if faults[cm[0]] > faults[best] + cm[2]:
-        cm[0] = best
-        cm[1] += 1
-        cm[2] *= 2
-        return True
-    return False
+    switched = faults[lead] > faults[best] + cm[CM_MARGIN]
+    if switched:
+        cm[CM_LEADER] = best
+        cm[CM_SWITCHES] += 1
+        cm[CM_MARGIN] *= 2
+    length = t - cm[CM_T_AT]
+    stretch = most if d <= 0 else min(most, max(LEAST_STRETCH, (k * length + d - 1) // d))
+    cm[CM_NEXT] = t + stretch
+    cm[CM_FAULTS_AT] = faults[cm[CM_LEADER]]
+    cm[CM_T_AT] = t
+    return switched
 
 
 # -- offline optimum ----------------------------------------------------------------------------------

@@ -1,20 +1,24 @@
 """Numba kernels of the robust policies: several shadow caches replayed side by side, the real cache
 following whichever has faulted least (follow-the-leader with a doubling margin).
 
-Requests go in stretches that end at absolute multiples of ``chunk`` requests (so the outcome does
-not depend on how a stream is cut into batches): each shadow replays the stretch with its own
-kernel, the real cache replays it after the leader (:func:`._kernels.follow_run`), and the
-switching rule (:func:`._kernels.leader_after`) runs at each multiple of ``chunk``. The learned
-policy's shadows come in two independent halves (predictor + FtP shadows, classical shadows) that
-the caller may run on two threads (the kernels release the GIL). A switch comes at most
-``chunk`` requests late, and the real cache faults at most as often as the leader of each stretch
-plus k + ``chunk`` per switch.
+Requests go in stretches that end where the switching rule is checked next (an absolute request
+position kept in the state, so the outcome does not depend on how a stream is cut into batches):
+each shadow replays the stretch with its own kernel, the real cache replays it after the leader
+(:func:`._kernels.follow_run`), and the switching rule (:func:`._kernels.leader_after`) runs at the
+stretch's end and sets the next one's length from the cache size and the leader's fault rate
+(about k of its faults per stretch, between 64 and ``most`` requests). Its docstring states and
+proves the bound: the real cache faults at most as often as the best shadow plus, per switch,
+k + the margin + the most faults of the leader in one stretch (and one margin and stretch more).
+The learned policy's shadows come in two independent halves (predictor + learned shadows,
+classical shadows) that the caller may run on two threads (the kernels release the GIL).
 
 Shadows of ``robust-discard``: FtP over the given bits, LRU. Shadows of ``learned-discard``: LRU,
-ARC, S3-FIFO and FtP over the learned bits at two trust levels (bit ``p > 0.3`` with a grace of a
-quarter of the label horizon, bit ``p > 0.5`` without grace; see
-:func:`._kernels.ftp_discard_run`). LRU leads at first: until the predictor has learned, the real
-cache is an LRU cache. The race is what makes the learned policy robust (never much worse than
+ARC, S3-FIFO, FtP over the learned bit ``p > 0.3`` with a grace of a quarter of the predicted
+horizon (:func:`._kernels.ftp_discard_run`), and S3-FIFO with the same bit vetoing promotion: a
+page leaving S3-FIFO's small queue moves to the main one only when it was accessed twice and its
+latest bit does not say "safe" (:func:`._kernels.s3fifo_run`; eddy's own combination). S3-FIFO
+leads at first (in both modes): until the predictor has learned, the real cache is an S3-FIFO
+cache (``robust-discard``: LRU). The race is what makes the learned policy robust (never much worse than
 LRU, whatever the bits) and lets the classical shadows carry the traces where the bits are weak;
 the benchmark reports each shadow's misses, so the learned shadows' share is visible.
 """
@@ -28,8 +32,9 @@ from . import _kernels as K
 from ._predict import predict_step
 
 BIG_GRACE = np.int64(1) << 62
-LEARNED_SHADOWS = ("lru", "arc", "s3fifo", "ftp-0.3-quarter", "ftp-0.5")
-LEARNED_SHADOWS_BYTES = ("lru", "s3fifo", "ftp-0.3-quarter", "ftp-0.5")  # byte-capacity mode: no ARC
+LEARNED_SHADOWS = ("lru", "arc", "s3fifo", "ftp-0.3-quarter", "s3fifo-learned")
+LEARNED_SHADOWS_BYTES = ("lru", "s3fifo", "ftp-0.3-quarter", "ftp-0.5")  # byte-capacity mode: no ARC, and FtP
+# over the bit p > 0.5 without grace where the unit-size mode races the learned S3-FIFO
 ROBUST_SHADOWS = ("ftp", "lru")
 
 
@@ -42,14 +47,15 @@ def _count_faults(hits, faults, m):
 
 
 @jit
-def robust_run(keys, ops, bits, chunk, margin, fa, fa_time, fb, real, cm, faults, hits, evs, grace, hit, evicted):
-    """``robust-discard``: FtP over ``bits`` (shadow ``fa``) against LRU (``fb``)."""
+def robust_run(keys, ops, bits, most, margin, fa, fa_time, fb, real, cm, faults, hits, evs, grace, hit, evicted):
+    """``robust-discard``: FtP over ``bits`` (shadow ``fa``) against LRU (``fb``); stretches of at
+    most ``most`` requests (the scratch arrays' length)."""
     n = keys.shape[0]
     k = real[2].shape[0]
     meta = real[11]
     i = 0
     while i < n:
-        b = min(n, i + chunk - meta[K.M_T] % chunk)
+        b = min(n, i + cm[K.CM_NEXT] - meta[K.M_T])
         m = b - i
         ks, os = keys[i:b], ops[i:b]
         K.ftp_discard_run(ks, os, bits[i:b], grace[:m], k, fa[0], fa[1], fa[2], fa[3], fa[4], fa[5], fa[6], fa[7],
@@ -59,7 +65,7 @@ def robust_run(keys, ops, bits, chunk, margin, fa, fa_time, fb, real, cm, faults
         _count_faults(hits, faults, m)
         K.follow_run(ks, os, evs[cm[0], :m], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
                      real[8], real[9], real[10], real[11], hit[i:b], evicted[i:b])
-        if meta[K.M_T] % chunk == 0 and K.leader_after(faults, cm, margin):
+        if meta[K.M_T] == cm[K.CM_NEXT] and K.leader_after(faults, cm, margin, k, most, meta[K.M_T]):
             lead = fa if cm[0] == 0 else fb
             K.resort(lead[0], lead[1], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
                      real[8], real[9], real[10], real[11])
@@ -67,10 +73,12 @@ def robust_run(keys, ops, bits, chunk, margin, fa, fa_time, fb, real, cm, faults
 
 
 @jit
-def learned_predictions(keys, ops, k, reach, ps, f1, f2, ftime, prob, horizon, bits, grace, hits, evs):
+def learned_predictions(keys, ops, k, reach, ps, f1, ftime, s3l, s3l_ghost, s3l_bit, small_k, prob, horizon, bits,
+                        grace, hits, evs):
     """``learned-discard``, first half of a stretch: the predictor's outputs (into ``prob`` and
-    ``horizon``) and the two FtP shadows over them (rows 3 and 4 of ``hits``/``evs``); ``ftime``
-    (2 x k) are the FtP shadows' last request times, ``bits``/``grace`` scratch (2 x n)."""
+    ``horizon``) and the two learned shadows over them (rows 3 and 4 of ``hits``/``evs``): FtP
+    (``ftime``: its frames' last request times) and the learned S3-FIFO (``s3l_bit``: its frames'
+    latest bits); ``bits``/``grace`` scratch (n)."""
     m = keys.shape[0]
     for j in range(m):
         if ops[j] == 1:  # a delete is not a request: no prediction
@@ -80,14 +88,13 @@ def learned_predictions(keys, ops, k, reach, ps, f1, f2, ftime, prob, horizon, b
                                 ps[8], ps[9], ps[10], ps[11])
         prob[j] = p
         horizon[j] = h
-        bits[0, j] = 1 if p > 0.3 else 0
-        bits[1, j] = 1 if p > 0.5 else 0
-        grace[0, j] = h // 4
-        grace[1, j] = BIG_GRACE
-    K.ftp_discard_run(keys, ops, bits[0, :m], grace[0, :m], k, f1[0], f1[1], f1[2], f1[3], f1[4], f1[5], f1[6], f1[7],
-                      f1[8], f1[9], f1[10], f1[11], ftime[0], hits[3, :m], evs[3, :m])
-    K.ftp_discard_run(keys, ops, bits[1, :m], grace[1, :m], k, f2[0], f2[1], f2[2], f2[3], f2[4], f2[5], f2[6], f2[7],
-                      f2[8], f2[9], f2[10], f2[11], ftime[1], hits[4, :m], evs[4, :m])
+        bits[j] = 1 if p > 0.3 else 0
+        grace[j] = h // 4
+    K.ftp_discard_run(keys, ops, bits[:m], grace[:m], k, f1[0], f1[1], f1[2], f1[3], f1[4], f1[5], f1[6], f1[7],
+                      f1[8], f1[9], f1[10], f1[11], ftime, hits[3, :m], evs[3, :m])
+    K.s3fifo_run(keys, ops, k, small_k, s3l[0], s3l[1], s3l[2], s3l[3], s3l[4], s3l[5], s3l[6], s3l[7], s3l[8],
+                 s3l[9], s3l[10], s3l[11], s3l_ghost[0], s3l_ghost[1], s3l_ghost[2], s3l_ghost[3], s3l_ghost[4],
+                 bits[:m], s3l_bit, hits[4, :m], evs[4, :m])
 
 
 @jit
@@ -95,25 +102,28 @@ def learned_classical(keys, ops, k, lru, arc, arc_ghost, arc_p, s3, s3_ghost, sm
     """``learned-discard``, second half of a stretch (independent of the first): the LRU, ARC and
     S3-FIFO shadows (rows 0-2 of ``hits``/``evs``)."""
     m = keys.shape[0]
+    nob = np.zeros(0, dtype=np.int64)  # (S3-FIFO without learned bits)
     K.queue_run(0, keys, ops, k, lru[0], lru[1], lru[2], lru[3], lru[4], lru[5], lru[6], lru[7], lru[8], lru[9],
                 lru[10], lru[11], hits[0, :m], evs[0, :m])
     K.arc_run(keys, ops, k, arc[0], arc[1], arc[2], arc[3], arc[4], arc[5], arc[6], arc[7], arc[8], arc[9], arc[10],
               arc[11], arc_ghost[0], arc_ghost[1], arc_ghost[2], arc_ghost[3], arc_ghost[4], arc_ghost[5],
               arc_ghost[6], arc_ghost[7], arc_ghost[8], arc_p, hits[1, :m], evs[1, :m])
     K.s3fifo_run(keys, ops, k, small_k, s3[0], s3[1], s3[2], s3[3], s3[4], s3[5], s3[6], s3[7], s3[8], s3[9], s3[10],
-                 s3[11], s3_ghost[0], s3_ghost[1], s3_ghost[2], s3_ghost[3], s3_ghost[4], hits[2, :m], evs[2, :m])
+                 s3[11], s3_ghost[0], s3_ghost[1], s3_ghost[2], s3_ghost[3], s3_ghost[4], nob, nob, hits[2, :m],
+                 evs[2, :m])
 
 
 @jit
-def learned_follow(keys, ops, chunk, margin, lru, arc, s3, f1, f2, real, cm, faults, hits, evs, hit, evicted):
+def learned_follow(keys, ops, most, margin, lru, arc, s3, f1, s3l, real, cm, faults, hits, evs, hit, evicted):
     """``learned-discard``, end of a stretch: the real cache follows its leader over the stretch,
-    then the switching rule runs if the stretch ends at a multiple of ``chunk`` requests."""
+    then the switching rule runs if the stretch ends where it is checked next."""
     m = keys.shape[0]
     _count_faults(hits, faults, m)
     K.follow_run(keys, ops, evs[cm[0], :m], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
                  real[8], real[9], real[10], real[11], hit, evicted)
-    if real[11][K.M_T] % chunk == 0 and K.leader_after(faults, cm, margin):
+    t = real[11][K.M_T]
+    if t == cm[K.CM_NEXT] and K.leader_after(faults, cm, margin, real[2].shape[0], most, t):
         e = cm[0]
-        lead = lru if e == 0 else arc if e == 1 else s3 if e == 2 else f1 if e == 3 else f2
+        lead = lru if e == 0 else arc if e == 1 else s3 if e == 2 else f1 if e == 3 else s3l
         K.resort(lead[0], lead[1], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
                  real[8], real[9], real[10], real[11])

@@ -26,6 +26,7 @@ _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
 _BYTE_PREFIX = {"ftp": "ftp", "lru": "lru", "s3fifo": "s3", "ftp-0.3-quarter": "ftp1", "ftp-0.5": "ftp2"}
 _ONE = np.ones(1, dtype=np.int64)  # every request one unit (page mode)
+_NONE = np.zeros(0, dtype=np.int64)  # no learned bits (plain S3-FIFO)
 _S3_GHOST = ("gtk", "gtv", "ring", "gsize", "gmeta")
 _GHOST = ("fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "meta")
 
@@ -93,6 +94,46 @@ def _upgrade_s3_ghosts(current: Mapping[str, np.ndarray], state: Mapping[str, np
         out.update({f"{pre}/gtk": ntk, f"{pre}/gtv": ntv, f"{pre}/ring": nring, f"{pre}/gsize": nsize,
                     name: np.array([0, len(live), len(live), int(bool(live) or full), int(nsize.sum())],
                                    dtype=np.int64)})
+    return out
+
+
+def _new_cm(k: int, most: int) -> np.ndarray:
+    """The race's switching state (see :func:`._kernels.leader_after`): shadow 0 leads, the first check
+    after max(k, 64) requests, at most ``most``."""
+    cm = np.zeros(K.N_CM, dtype=np.int64)
+    cm[K.CM_NEXT] = K.first_check(k, most)
+    return cm
+
+
+def _upgrade_race(current: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray],
+                  most: int) -> dict[str, np.ndarray]:
+    """A race snapshot from before the adaptive switching rule (``follow/cm`` = [leader, switches,
+    margin], checks at multiples of ``most``) in the current layout: its next check at the next
+    multiple, as it would have come; and a learned-discard snapshot from before its learned S3-FIFO
+    shadow (which raced FtP over the bit p > 0.5 in that place, ``ftp2``): that shadow is dropped,
+    the learned S3-FIFO joins empty with as many faults as the worst other shadow (so it leads
+    only once it has earned it), and a real cache that followed the dropped shadow follows the
+    best of the others (the caller re-sorts its pages)."""
+    out = dict(state)
+    cm = state.get("follow/cm")
+    if cm is None or "follow/cm" not in current or np.shape(cm) != (3,):
+        return out
+    t = int(np.asarray(state["real/meta"])[K.M_T])
+    faults = np.array(state["follow/faults"], dtype=np.int64)
+    new = np.zeros(K.N_CM, dtype=np.int64)
+    new[:3] = np.asarray(cm, dtype=np.int64)
+    if "ftp2/fkey" in state and "s3l/fkey" in current:
+        out = {name: arr for name, arr in out.items() if not name.startswith("ftp2/")}
+        out.update({name: arr.copy() for name, arr in current.items() if name.startswith("s3l/")})
+        out["ftp/time"] = np.asarray(state["ftp/time"])[0].copy()
+        faults[4] = faults[:4].max()
+        if new[K.CM_LEADER] == 4:
+            new[K.CM_LEADER] = int(np.argmin(faults[:4]))
+        out["follow/faults"] = faults
+    new[K.CM_NEXT] = t + most - t % most
+    new[K.CM_T_AT] = t - t % most
+    new[K.CM_FAULTS_AT] = faults[new[K.CM_LEADER]]
+    out["follow/cm"] = new
     return out
 
 
@@ -228,10 +269,13 @@ class PagingCache(Tracker):
             st.update({**_frames("ftp", k), "ftp/time": np.zeros(k, dtype=np.int64), **_frames("lru", k)})
         elif policy == "learned-discard":
             st.update({**_frames("lru", k), **_arc("arc", k), **_s3("s3", k), **_frames("ftp1", k),
-                       **_frames("ftp2", k), "ftp/time": np.zeros((2, k), dtype=np.int64)})
+                       "ftp/time": np.zeros(k, dtype=np.int64), **_s3("s3l", k),
+                       "s3l/lbit": np.zeros(k, dtype=np.int64)})
         if policy in ("robust-discard", "learned-discard"):
             n_shadows = len(R.ROBUST_SHADOWS if policy == "robust-discard" else R.LEARNED_SHADOWS)
-            st["follow/cm"] = np.zeros(3, dtype=np.int64)  # leader, switches, margin now
+            st["follow/cm"] = _new_cm(k, int(switch_every))
+            if policy == "learned-discard":  # S3-FIFO leads at first: the strongest classical policy on average
+                st["follow/cm"][K.CM_LEADER] = R.LEARNED_SHADOWS.index("s3fifo")
             st["follow/faults"] = np.zeros(n_shadows, dtype=np.int64)
         if policy in LEARNED:
             st.update({f"predictor/{name}": arr for name, arr in
@@ -253,7 +297,9 @@ class PagingCache(Tracker):
                 st.update(_s3(pre, k) if name == "s3fifo" else _frames(pre, k))
                 if pre.startswith("ftp"):
                     st[f"{pre}/time"] = np.zeros(k, dtype=np.int64)
-            st["follow/cm"] = np.zeros(3, dtype=np.int64)
+            st["follow/cm"] = _new_cm(k, int(self.switch_every))
+            if policy == "learned-discard":  # (as in the unit-size mode)
+                st["follow/cm"][K.CM_LEADER] = self.shadows().index("s3fifo")
             st["follow/faults"] = np.zeros(len(self.shadows()), dtype=np.int64)
         if policy in LEARNED:
             st.update({f"predictor/{name}": arr for name, arr in
@@ -282,7 +328,7 @@ class PagingCache(Tracker):
         if policy in _QUEUE:
             K.queue_run(_QUEUE[policy], keys, ops, k, *real, hit, ev)
         elif policy == "s3fifo":
-            K.s3fifo_run(keys, ops, k, max(1, k // 10), *real, *self._t("real", _S3_GHOST),
+            K.s3fifo_run(keys, ops, k, max(1, k // 10), *real, *self._t("real", _S3_GHOST), _NONE, _NONE,
                          hit, ev)
         elif policy == "arc":
             K.arc_run(keys, ops, k, *real, *self._t("real/ghost", _GHOST), self._st["real/target"],
@@ -322,23 +368,24 @@ class PagingCache(Tracker):
         return {"hit": hit, "evicts": evicts, "evicted": ev, **out}
 
     def _learned(self, keys, ops, ps, real, prob, horizon, hit, ev) -> None:
-        """learned-discard over one batch, in stretches ending at multiples of ``switch_every``; the
-        two independent halves of each stretch run on two threads when ``threads`` is 2 and the
-        stretch is long enough to pay for the hand-over."""
+        """learned-discard over one batch, in stretches ending where the switching rule is checked
+        next; the two independent halves of each stretch run on two threads when ``threads`` is 2
+        and the stretch is long enough to pay for the hand-over."""
         k, c, n = int(self.capacity), int(self.switch_every), keys.shape[0]
         e = len(R.LEARNED_SHADOWS)
         hits, evs = np.empty((e, c), dtype=np.int8), np.empty((e, c), dtype=np.int64)
-        bits, grace = np.empty((2, c), dtype=np.int64), np.empty((2, c), dtype=np.int64)
-        lru, arc, s3, f1, f2 = (self._t(p) for p in ("lru", "arc", "s3", "ftp1", "ftp2"))
-        ghost, s3g = self._t("arc/ghost", _GHOST), self._t("s3", _S3_GHOST)
-        meta = self._st["real/meta"]
+        bits, grace = np.empty(c, dtype=np.int64), np.empty(c, dtype=np.int64)
+        lru, arc, s3, f1, s3l = (self._t(p) for p in ("lru", "arc", "s3", "ftp1", "s3l"))
+        ghost, s3g, s3lg = self._t("arc/ghost", _GHOST), self._t("s3", _S3_GHOST), self._t("s3l", _S3_GHOST)
+        meta, cm = self._st["real/meta"], self._st["follow/cm"]
+        small = max(1, k // 10)
         i = 0
         while i < n:
-            b = min(n, i + c - int(meta[K.M_T]) % c)
+            b = min(n, i + int(cm[K.CM_NEXT] - meta[K.M_T]))
             ks, os_ = keys[i:b], ops[i:b]
-            first = (ks, os_, k, float(self.reach), ps, f1, f2, self._st["ftp/time"], prob[i:b], horizon[i:b], bits,
-                     grace, hits, evs)
-            second = (ks, os_, k, lru, arc, ghost, self._st["arc/target"], s3, s3g, max(1, k // 10), hits, evs)
+            first = (ks, os_, k, float(self.reach), ps, f1, self._st["ftp/time"], s3l, s3lg, self._st["s3l/lbit"],
+                     small, prob[i:b], horizon[i:b], bits, grace, hits, evs)
+            second = (ks, os_, k, lru, arc, ghost, self._st["arc/target"], s3, s3g, small, hits, evs)
             if self.threads == 2 and b - i >= 512:
                 if self._pool is None:
                     from concurrent.futures import ThreadPoolExecutor
@@ -350,8 +397,8 @@ class PagingCache(Tracker):
             else:
                 R.learned_predictions(*first)
                 R.learned_classical(*second)
-            R.learned_follow(ks, os_, c, max(1, k // 16), lru, arc, s3, f1, f2, real, self._st["follow/cm"],
-                             self._st["follow/faults"], hits, evs, hit[i:b], ev[i:b])
+            R.learned_follow(ks, os_, c, max(1, k // 16), lru, arc, s3, f1, s3l, real, cm, self._st["follow/faults"],
+                             hits, evs, hit[i:b], ev[i:b])
             i = b
 
     def _process_bytes(self, batch: Batch, keys: np.ndarray, ops: np.ndarray) -> dict[str, np.ndarray]:
@@ -411,7 +458,7 @@ class PagingCache(Tracker):
         cm, faults, meta = self._st["follow/cm"], self._st["follow/faults"], self._st["real/meta"]
         i = 0
         while i < n:
-            b = min(n, i + c - int(meta[K.M_T]) % c)
+            b = min(n, i + int(cm[K.CM_NEXT] - meta[K.M_T]))
             m = b - i
             ks, os_, ss = keys[i:b], ops[i:b], sizes[i:b]
             for j, name in enumerate(names):
@@ -429,8 +476,11 @@ class PagingCache(Tracker):
             faults += (hits[:, :m] == 0).sum(axis=1)
             lead = int(cm[0])
             B.follow_bytes_run(ks, os_, ss, cap, nevs[lead, :m], evks[lead], *real, hit[i:b], nev[i:b], evk, evpos)
-            # The first margin is a sixteenth of the objects held (k only bounds their number here).
-            if int(meta[K.M_T]) % c == 0 and K.leader_after(faults, cm, max(1, int(meta[K.M_SIZE]) // 16)):
+            # The first margin is a sixteenth of the objects held, and the stretches' k the objects
+            # held (k only bounds their number here).
+            held = max(1, int(meta[K.M_SIZE]))
+            if int(meta[K.M_T]) == int(cm[K.CM_NEXT]) and K.leader_after(faults, cm, max(1, held // 16), held, c,
+                                                                         int(meta[K.M_T])):
                 pre = _BYTE_PREFIX[names[int(cm[0])]]
                 K.resort(self._st[f"{pre}/tkeys"], self._st[f"{pre}/tvals"], *real[:-1])
             i = b
@@ -448,8 +498,14 @@ class PagingCache(Tracker):
         return {name: arr.copy() for name, arr in self._st.items()}
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        old_leader = state.get("follow/cm", np.zeros(1))[0]
+        state = _upgrade_race(self._st, state, int(self.switch_every))
         state = _upgrade_predictor(self._st, _upgrade_s3_ghosts(self._st, state))
         self._st = checked_state(self._st, state, "another policy or capacity?")
+        leader = self._st["follow/cm"][0] if "follow/cm" in self._st else old_leader
+        if leader != old_leader and not self.byte_capacity:  # (an upgrade moved the leader: re-sort)
+            pre = {"lru": "lru", "arc": "arc", "s3fifo": "s3", "ftp-0.3-quarter": "ftp1"}[self.shadows()[int(leader)]]
+            K.resort(self._st[f"{pre}/tkeys"], self._st[f"{pre}/tvals"], *self._t("real"))
 
     def metrics(self) -> dict[str, float]:
         hits, misses = (int(v) for v in self._st["counts"])
@@ -460,9 +516,12 @@ class PagingCache(Tracker):
                "capacity": float(self.capacity), "phase": float(meta[K.M_PHASE])}
         if "follow/cm" in self._st:
             cm = self._st["follow/cm"]
+            faults = self._st["follow/faults"]
             out.update({"leader": float(cm[0]), "following_lru": float(self._leader() == "lru"),
-                        "switches": float(cm[1]), "switch_margin": float(cm[2])})
-            for name, f in zip(self.shadows(), self._st["follow/faults"], strict=True):
+                        "switches": float(cm[1]), "switch_margin": float(cm[2]),
+                        "stretch_faults": float(max(cm[K.CM_DMAX], faults[cm[0]] - cm[K.CM_FAULTS_AT])),
+                        "next_check": float(cm[K.CM_NEXT])})
+            for name, f in zip(self.shadows(), faults, strict=True):
                 out[f"shadow_misses_{name}"] = float(f)
         if "predictor/conf" in self._st:
             tn, fn, fp, tp = (int(v) for v in self._st["predictor/conf"])
