@@ -33,7 +33,7 @@ sys.path.insert(0, __file__.rsplit("/", 2)[0])
 import numpy as np  # noqa: E402
 
 from benchmarks._common import versions, write_results  # noqa: E402
-from learners.paging import PagingCache, belady  # noqa: E402
+from learners.paging import PagingCache, belady, reuse_distances  # noqa: E402
 
 TRACES = ("cache2k_web12", "cache2k_orm-busy", "cloudPhysicsIO", "cloudphysics_w106")
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "traces")
@@ -148,8 +148,34 @@ def replay(policy: str, path: str, k: int, sized: bool = False, cols=None, **kw)
     return out, made[-1], dt
 
 
+def auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for the 0/1 ``label`` (ties count one half)."""
+    label = label.astype(bool)
+    pos, neg = int(label.sum()), int((~label).sum())
+    if not pos or not neg:
+        return float("nan")
+    _, inv, counts = np.unique(score, return_inverse=True, return_counts=True)
+    mid = np.cumsum(counts) - (counts - 1) / 2  # each distinct score's average rank
+    return float((mid[inv][label].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def bit_quality(prob: np.ndarray, exact: np.ndarray, distance: np.ndarray, k: int, th: float = 0.3) -> dict:
+    """The learned bit (p > ``th``, the bit the learned shadows act on) against Belady's exact
+    discard bit where the decision matters: requests whose reuse distance lies in [k, 8k) distinct
+    keys (an LRU cache misses them; Belady keeps some, evicts others). Precision and recall of "safe",
+    the AUC of p there and over all requests."""
+    near = (distance >= k) & (distance < 8 * k)
+    b, e = prob[near] > th, exact[near] == 1
+    tp, fp, fn = int((b & e).sum()), int((b & ~e).sum()), int((~b & e).sum())
+    return {"boundary_share": float(near.mean()), "boundary_safe_share": float(e.mean()) if near.any() else 0.0,
+            "bit_precision_boundary": tp / (tp + fp) if tp + fp else 0.0,
+            "bit_recall_boundary": tp / (tp + fn) if tp + fn else 0.0,
+            "bit_auc_boundary": auc(prob[near], e), "bit_auc": auc(prob, exact == 1), "bit_threshold": th}
+
+
 def eddy_rows(path: str, keys: np.ndarray, k: int, opt: dict) -> list[dict]:
     rows = []
+    distance = reuse_distances(keys)
     n = len(keys)
     for policy in CLASSICAL:
         out, _, dt = replay(policy, path, k)
@@ -164,7 +190,8 @@ def eddy_rows(path: str, keys: np.ndarray, k: int, opt: dict) -> list[dict]:
         row = {"system": f"eddy.{policy}", "misses": int((out["hit"] == 0).sum()), "seconds": dt,
                "bit_precision": m["bit_precision"], "bit_recall": m["bit_recall"],
                "config": f"history_cap={c.history_cap} reach={c.reach} switch_every={c.switch_every}",
-               "requests_per_s_1_thread": len(keys) / dt}
+               "requests_per_s_1_thread": len(keys) / dt,
+               **bit_quality(out["prob"], opt["discard_bit"], distance, k)}
         if c.shadows():  # which shadow the real cache followed at the end, and each shadow's misses
             _, _, dt1 = replay(policy, path, k)
             row.update(leader=c.shadows()[int(m["leader"])], switches=int(m["switches"]),
@@ -229,7 +256,8 @@ def markdown(rows: list[dict]) -> str:
             ("eddy S3-FIFO", "eddy.s3fifo"), ("eddy ARC", "eddy.arc"), ("lcs S3-FIFO", "libcachesim.s3fifo"),
             ("lcs ARC", "libcachesim.arc"), ("lcs SIEVE", "libcachesim.sieve"), ("lcs LRB", "libcachesim.lrb"),
             ("FtP, OPT bits 10% flipped", "eddy.ftp-discard.opt-bits-10pct-flipped"),
-            ("eddy learned-phase", "eddy.learned-phase"), ("eddy learned-discard", "eddy.learned-discard")]
+            ("eddy learned-phase", "eddy.learned-phase"), ("eddy learned-ftp", "eddy.learned-ftp"),
+            ("eddy learned-discard", "eddy.learned-discard")]
     byte = [r for r in rows if r.get("cache_unit") == "bytes"]
     rows = [r for r in rows if r.get("cache_unit") != "bytes"]
     cases: dict[tuple, dict] = {}
@@ -237,7 +265,7 @@ def markdown(rows: list[dict]) -> str:
         cases.setdefault((r["workload"], r["cache_size"]), {})[r["system"]] = r
     out = ["| trace | k | " + " | ".join(c for c, _ in cols) + " | learned-discard followed |",
            "|---|---:|" + "---:|" * len(cols) + "---|"]
-    best, learned, worst = [], [], []
+    best, learned, worst, ftp, quality = [], [], [], [], []
     for (w, k), d in cases.items():
         lru, opt = d["eddy.lru"]["miss_ratio"], d["eddy.belady"]["miss_ratio"]
 
@@ -251,11 +279,21 @@ def markdown(rows: list[dict]) -> str:
                         ("libcachesim.arc", "libcachesim.s3fifo", "libcachesim.sieve", "libcachesim.lrb")))
         learned.append((lru - ld["miss_ratio"]) / (lru - opt))
         worst.append((ld["miss_ratio"] - lru) / lru)
+        ftp.append((lru - d["eddy.learned-ftp"]["miss_ratio"]) / (lru - opt))
+        q = d["eddy.learned-ftp"]
+        quality.append(f"| {w} | {k} | {q['boundary_share']:.1%} | {q['boundary_safe_share']:.1%} | "
+                       f"{q['bit_precision_boundary']:.3f} | {q['bit_recall_boundary']:.3f} | "
+                       f"{q['bit_auc_boundary']:.3f} | {q['bit_auc']:.3f} |")
     n = len(best)
     out.append("")
     out.append(f"Mean over the {n} cases: per-case best of libCacheSim's ARC/S3-FIFO/SIEVE/LRB {sum(best) / n:.1%} "
                f"of the gap; eddy learned-discard {sum(learned) / n:.1%}, worst against LRU {max(worst):+.2%} "
-               "of misses.")
+               f"of misses; eddy learned-ftp (the bits alone) {sum(ftp) / n:.1%}, better than LRU on "
+               f"{sum(g > 0 for g in ftp)} of {n}.")
+    out += ["", "The learned bit (p > 0.3) against Belady's exact bit where the decision matters (requests of "
+            "reuse distance k to 8k distinct keys):", "",
+            "| trace | k | share of requests | Belady evicts | precision | recall | AUC there | AUC, all |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|", *quality]
     speeds: dict[str, list[float]] = {}
     for r in rows:
         speeds.setdefault(r["system"], []).append(r["requests_per_s"])

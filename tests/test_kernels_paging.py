@@ -698,3 +698,20 @@ def test_a_race_snapshot_from_before_the_adaptive_checks_restores():
     again = PagingCache("robust-discard", capacity=32, switch_every=512)
     again.restore(old)
     assert again.snapshot()["follow/cm"][K.CM_NEXT] == 1024
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reuse_distances_count_the_distinct_keys_between(seed):
+    from learners.paging import reuse_distances
+
+    keys, _, _ = stream(seed, n=700, universe=50)
+    got = reuse_distances(keys).tolist()
+    for t in range(len(keys)):
+        nxt = next((u for u in range(t + 1, len(keys)) if keys[u] == keys[t]), None)
+        assert got[t] == (-1 if nxt is None else len(set(keys[t + 1:nxt].tolist()))), t
+    k = 8  # an LRU cache of k pages hits exactly the next requests of distance below k
+    hit = PagingCache("lru", capacity=k).process({"key": keys})["hit"]
+    d = np.array(got)
+    nxt = belady(keys, k)["next_use"]
+    has = nxt < len(keys)
+    assert (hit[nxt[has]] == 1).tolist() == (d[has] < k).tolist()

@@ -16,10 +16,10 @@ from functools import partial
 
 from ..base import register
 from .cache import POLICIES, PagingCache
-from .offline import belady, phase_bits
+from .offline import belady, phase_bits, reuse_distances
 
 for _policy in POLICIES:
     register(f"paging-{_policy}", test_params=PagingCache.conformance_params(policy=_policy))(
         partial(PagingCache, policy=_policy))
 
-__all__ = ["PagingCache", "belady", "phase_bits", "POLICIES"]
+__all__ = ["PagingCache", "belady", "phase_bits", "reuse_distances", "POLICIES"]

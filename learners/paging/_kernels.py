@@ -707,6 +707,43 @@ def next_use(keys, tkeys, tvals):
 
 
 @jit
+def reuse_distance_run(keys, nxt_use):
+    """Distinct keys requested strictly between each request and its key's next request (-1 when
+    there is none; ``nxt_use`` from :func:`next_use`): a Fenwick tree over positions marks each
+    key's latest request, and a request's distance is the number of marks between it and its
+    next request, counted when that comes."""
+    n = keys.shape[0]
+    tree = np.zeros(n + 1, dtype=np.int64)
+    prev = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        if nxt_use[i] < n:
+            prev[nxt_use[i]] = i
+    out = np.full(n, -1, dtype=np.int64)
+    for t in range(n):
+        p = prev[t]
+        if p >= 0:
+            c = 0
+            j = t
+            while j > 0:  # marks at positions < t
+                c += tree[j]
+                j -= j & -j
+            j = p + 1
+            while j > 0:  # less those at positions <= p
+                c -= tree[j]
+                j -= j & -j
+            out[p] = c
+            j = p + 1
+            while j <= n:  # p is no longer its key's latest request
+                tree[j] -= 1
+                j += j & -j
+        j = t + 1
+        while j <= n:
+            tree[j] += 1
+            j += j & -j
+    return out
+
+
+@jit
 def phase_ids(keys, k, tkeys, tvals):
     """Marker phases of a request sequence: maximal blocks of requests to k distinct pages.
 

@@ -55,3 +55,16 @@ def phase_bits(keys: np.ndarray, capacity: int) -> dict[str, np.ndarray]:
     nxt_phase = np.where(has_next, phase[np.minimum(nu, n - 1)], np.iinfo(np.int64).max)
     bit = (nxt_phase > phase + 1).astype(np.int8)
     return {"phase": phase, "phase_bit": bit}
+
+
+def reuse_distances(keys: np.ndarray) -> np.ndarray:
+    """For each request, the distinct keys requested strictly between it and its key's next
+    request (its LRU stack distance then), -1 when it is not requested again. An LRU cache of k
+    pages hits the next request iff the distance is below k.
+
+    >>> reuse_distances(np.array([1, 2, 3, 1, 2, 2])).tolist()
+    [2, 2, -1, -1, 0, -1]
+    """
+    keys = np.ascontiguousarray(np.asarray(keys, dtype=np.int64))
+    tk, tv = new_table(keys.shape[0])
+    return K.reuse_distance_run(keys, K.next_use(keys, tk, tv))
