@@ -15,10 +15,9 @@ for one eviction per miss; these share their list and table helpers.
 from __future__ import annotations
 
 from .._numba import jit
-from ._kernels import G_EVICTED, M_HAND, M_SIZE, M_T, _alloc, _push_head, _release, _unlink, ghost_add, ghost_take
+from ._kernels import G_EVICTED, M_BYTES, M_SBYTES, M_SIZE, M_T, _alloc, _push_head, _release, _unlink, ghost_add, ghost_take
 from ._table import ht_get
 
-M_BYTES, M_SBYTES = 6, 7
 
 
 @jit(inline="always")
@@ -29,59 +28,6 @@ def _drop(s, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, 
     meta[M_BYTES] -= fsize[s]
     _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
     _release(fkey, free, meta, tkeys, tvals, s)
-
-
-@jit
-def queue_bytes_run(policy, keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt,
-                    bit, meta, fsize, hit, nev, evk, evpos):
-    """LRU (policy 0), FIFO (1) and SIEVE (2) in bytes (see :func:`._kernels.queue_run`)."""
-    for i in range(keys.shape[0]):
-        key = keys[i]
-        meta[M_T] += 1
-        nev[i] = 0
-        s = ht_get(tkeys, tvals, key)
-        if ops[i] == 1:
-            hit[i] = -1
-            if s >= 0:
-                if meta[M_HAND] == s:
-                    meta[M_HAND] = prv[s]
-                meta[M_BYTES] -= fsize[s]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-                _release(fkey, free, meta, tkeys, tvals, s)
-            continue
-        if s >= 0:
-            hit[i] = 1
-            if policy == 0:
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-                _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
-            elif policy == 2:
-                bit[s] = 1
-            continue
-        hit[i] = 0
-        sz = sizes[i]
-        if sz > cap:
-            continue
-        while meta[M_SIZE] >= k or meta[M_BYTES] + sz > cap:
-            if policy == 2:
-                h = meta[M_HAND]
-                if h < 0:
-                    h = ltail[0]
-                while bit[h] == 1:
-                    bit[h] = 0
-                    h = prv[h]
-                    if h < 0:
-                        h = ltail[0]
-                v = h
-                meta[M_HAND] = prv[v]
-            else:
-                v = ltail[0]
-            _drop(v, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evk, evpos)
-            nev[i] += 1
-        s = _alloc(fkey, free, meta, tkeys, tvals, key)
-        bit[s] = 0
-        fsize[s] = sz
-        meta[M_BYTES] += sz
-        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
 
 
 @jit

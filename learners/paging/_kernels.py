@@ -24,6 +24,7 @@ from ._table import EMPTY, ht_del, ht_get, ht_put
 
 # meta indices
 M_SIZE, M_NFREE, M_HAND, M_T, M_PHASE, M_NUNM = 0, 1, 2, 3, 4, 5
+M_BYTES, M_SBYTES = 6, 7  # the byte mode's bytes held, and held by S3-FIFO's small queue (see :mod:`._bytes`)
 N_META = 8
 
 
@@ -93,25 +94,56 @@ def _release(fkey, free, meta, tkeys, tvals, s):
 
 
 # -- LRU, FIFO, SIEVE ---------------------------------------------------------------------------------
+@jit(inline="always")
+def _evict(v, i, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evicted, nev,
+           evk, evpos):
+    """Evicts frame v at request i: its key goes to ``evicted[i]`` (unit sizes: one eviction per
+    miss) or, sized (``fsize`` not None), is appended to ``evk`` (counted in ``nev[i]``, its bytes
+    leave ``M_BYTES``)."""
+    # (Each branch tests the argument it writes: Numba prunes the branches of a None argument.)
+    if evk is not None:
+        evk[evpos[0]] = fkey[v]
+        evpos[0] += 1
+        nev[i] += 1
+    if fsize is not None:
+        meta[M_BYTES] -= fsize[v]
+    if evicted is not None:
+        evicted[i] = fkey[v]
+    _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
+    _release(fkey, free, meta, tkeys, tvals, v)
+
+
 @jit
-def queue_run(policy, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
-              hit, evicted):
-    """LRU (policy 0), FIFO (1) and SIEVE (2) over one list.
+def queue_run(policy, keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit,
+              meta, fsize, hit, evicted, nev, evk, evpos):
+    """LRU (policy 0), FIFO (1) and SIEVE (2) over one list, unit-size pages or sized objects.
 
     SIEVE (Zhang et al., NSDI'24): one FIFO queue and a visited bit; the hand sweeps from the
     oldest towards the newest, clearing visited bits, and evicts the first unvisited frame;
     survivors stay where they are.
+
+    Unit sizes (``fsize`` None, as ``sizes``, ``nev``, ``evk`` and ``evpos``: Numba compiles that
+    case apart, its size branches pruned): at most ``k`` pages, a miss evicts at most one, its key in
+    ``evicted[i]`` (``EMPTY`` if none). Sized (``fsize`` each frame's object size, ``sizes`` per
+    request, see :mod:`._bytes`): at most ``k`` objects and ``cap`` bytes, a miss evicts until the
+    object fits (an object over ``cap`` is not admitted), the evicted keys appended to ``evk``
+    (``nev[i]`` of them at request i); ``evicted`` is then None.
     """
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
-        evicted[i] = EMPTY
+        if nev is not None:
+            nev[i] = 0
+        if evicted is not None:
+            evicted[i] = EMPTY
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:  # delete
             hit[i] = -1
             if s >= 0:
                 if meta[M_HAND] == s:
                     meta[M_HAND] = prv[s]
+                if fsize is not None:
+                    meta[M_BYTES] -= fsize[s]
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
                 _release(fkey, free, meta, tkeys, tvals, s)
             continue
@@ -124,7 +156,12 @@ def queue_run(policy, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhe
                 bit[s] = 1
             continue
         hit[i] = 0
-        if meta[M_SIZE] >= k:
+        sz = 1
+        if fsize is not None:
+            sz = sizes[i]
+            if sz > cap:
+                continue
+        while meta[M_SIZE] >= k or (fsize is not None and meta[M_BYTES] + sz > cap):
             if policy == 2:
                 h = meta[M_HAND]
                 if h < 0:
@@ -138,11 +175,13 @@ def queue_run(policy, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhe
                 meta[M_HAND] = prv[v]
             else:
                 v = ltail[0]
-            evicted[i] = fkey[v]
-            _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
-            _release(fkey, free, meta, tkeys, tvals, v)
+            _evict(v, i, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evicted,
+                   nev, evk, evpos)
         s = _alloc(fkey, free, meta, tkeys, tvals, key)
         bit[s] = 0
+        if fsize is not None:
+            fsize[s] = sz
+            meta[M_BYTES] += sz
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
 
 

@@ -60,8 +60,8 @@ def robust_run(keys, ops, bits, most, margin, fa, fa_time, fb, real, cm, faults,
         ks, os = keys[i:b], ops[i:b]
         K.ftp_discard_run(ks, os, bits[i:b], grace[:m], k, fa[0], fa[1], fa[2], fa[3], fa[4], fa[5], fa[6], fa[7],
                           fa[8], fa[9], fa[10], fa[11], fa_time, hits[0, :m], evs[0, :m])
-        K.queue_run(0, ks, os, k, fb[0], fb[1], fb[2], fb[3], fb[4], fb[5], fb[6], fb[7], fb[8], fb[9], fb[10],
-                    fb[11], hits[1, :m], evs[1, :m])
+        K.queue_run(0, ks, os, None, k, k, fb[0], fb[1], fb[2], fb[3], fb[4], fb[5], fb[6], fb[7], fb[8], fb[9],
+                    fb[10], fb[11], None, hits[1, :m], evs[1, :m], None, None, None)
         _count_faults(hits, faults, m)
         K.follow_run(ks, os, evs[cm[0], :m], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
                      real[8], real[9], real[10], real[11], hit[i:b], evicted[i:b])
@@ -103,8 +103,8 @@ def learned_classical(keys, ops, k, lru, arc, arc_ghost, arc_p, s3, s3_ghost, sm
     S3-FIFO shadows (rows 0-2 of ``hits``/``evs``)."""
     m = keys.shape[0]
     nob = np.zeros(0, dtype=np.int64)  # (S3-FIFO without learned bits)
-    K.queue_run(0, keys, ops, k, lru[0], lru[1], lru[2], lru[3], lru[4], lru[5], lru[6], lru[7], lru[8], lru[9],
-                lru[10], lru[11], hits[0, :m], evs[0, :m])
+    K.queue_run(0, keys, ops, None, k, k, lru[0], lru[1], lru[2], lru[3], lru[4], lru[5], lru[6], lru[7], lru[8],
+                lru[9], lru[10], lru[11], None, hits[0, :m], evs[0, :m], None, None, None)
     K.arc_run(keys, ops, k, arc[0], arc[1], arc[2], arc[3], arc[4], arc[5], arc[6], arc[7], arc[8], arc[9], arc[10],
               arc[11], arc_ghost[0], arc_ghost[1], arc_ghost[2], arc_ghost[3], arc_ghost[4], arc_ghost[5],
               arc_ghost[6], arc_ghost[7], arc_ghost[8], arc_p, hits[1, :m], evs[1, :m])

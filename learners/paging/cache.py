@@ -326,7 +326,7 @@ class PagingCache(Tracker):
         policy = self.policy
         out: dict[str, np.ndarray] = {}
         if policy in _QUEUE:
-            K.queue_run(_QUEUE[policy], keys, ops, k, *real, hit, ev)
+            K.queue_run(_QUEUE[policy], keys, ops, None, k, k, *real, None, hit, ev, None, None, None)
         elif policy == "s3fifo":
             K.s3fifo_run(keys, ops, k, max(1, k // 10), *real, *self._t("real", _S3_GHOST), _NONE, _NONE,
                          hit, ev)
@@ -421,7 +421,7 @@ class PagingCache(Tracker):
         real = (*self._t("real"), self._st["real/fsize"])
         out: dict[str, np.ndarray] = {}
         if policy in _QUEUE:
-            B.queue_bytes_run(_QUEUE[policy], keys, ops, sizes, cap, k, *real, hit, nev, evk, evpos)
+            K.queue_run(_QUEUE[policy], keys, ops, sizes, cap, k, *real, hit, None, nev, evk, evpos)
         elif policy == "s3fifo":
             B.s3fifo_bytes_run(keys, ops, sizes, cap, k, *real, *self._t("real", _S3_GHOST), hit, nev, evk,
                                evpos)
@@ -466,7 +466,7 @@ class PagingCache(Tracker):
                 fr = (*self._t(pre), self._st[f"{pre}/fsize"])
                 pos[0] = 0
                 if name == "lru":
-                    B.queue_bytes_run(0, ks, os_, ss, cap, k, *fr, hits[j, :m], nevs[j, :m], evks[j], pos)
+                    K.queue_run(0, ks, os_, ss, cap, k, *fr, hits[j, :m], None, nevs[j, :m], evks[j], pos)
                 elif name == "s3fifo":
                     B.s3fifo_bytes_run(ks, os_, ss, cap, k, *fr, *self._t(pre, _S3_GHOST), hits[j, :m],
                                        nevs[j, :m], evks[j], pos)
