@@ -381,7 +381,8 @@ def test_ftp_with_grace_matches_the_reference(seed, k):
     grace = np.random.default_rng(seed).integers(0, 40, len(keys))
     fr = _frames("f", k)
     hit, ev = np.empty(len(keys), dtype=np.int8), np.empty(len(keys), dtype=np.int64)
-    K.ftp_discard_run(keys, ops, bits, grace, k, *(fr[f"f/{n}"] for n in _FRAME), np.zeros(k, dtype=np.int64), hit, ev)
+    K.ftp_discard_run(keys, ops, None, k, bits, grace, k, *(fr[f"f/{n}"] for n in _FRAME), None,
+                      np.zeros(k, dtype=np.int64), hit, ev, None, None, None)
     ref_hit, ref_ev = naive.ftp_grace(keys, ops, k, bits, grace)
     assert hit.tolist() == ref_hit
     assert [int(e) if e != T.EMPTY else None for e in ev] == ref_ev

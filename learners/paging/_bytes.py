@@ -15,9 +15,20 @@ for one eviction per miss; these share their list and table helpers.
 from __future__ import annotations
 
 from .._numba import jit
-from ._kernels import G_EVICTED, M_BYTES, M_SBYTES, M_SIZE, M_T, _alloc, _push_head, _release, _unlink, ghost_add, ghost_take
+from ._kernels import (
+    G_EVICTED,
+    M_BYTES,
+    M_SBYTES,
+    M_SIZE,
+    M_T,
+    _alloc,
+    _push_head,
+    _release,
+    _unlink,
+    ghost_add,
+    ghost_take,
+)
 from ._table import ht_get
-
 
 
 @jit(inline="always")
@@ -103,91 +114,3 @@ def s3fifo_bytes_run(keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, nx
         else:
             meta[M_SBYTES] += sz
             _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
-
-
-@jit
-def ftp_bytes_run(keys, ops, sizes, cap, bits, grace, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt,
-                  bit, meta, fsize, ltime, hit, nev, evk, evpos):
-    """Follow-the-prediction in bytes (see :func:`._kernels.ftp_discard_run`): evicts by the same
-    rule until the object fits."""
-    for i in range(keys.shape[0]):
-        key = keys[i]
-        meta[M_T] += 1
-        nev[i] = 0
-        s = ht_get(tkeys, tvals, key)
-        if ops[i] == 1:
-            hit[i] = -1
-            if s >= 0:
-                meta[M_BYTES] -= fsize[s]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-                _release(fkey, free, meta, tkeys, tvals, s)
-            continue
-        b = 1 if bits[i] else 0
-        if s >= 0:
-            hit[i] = 1
-            _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-            bit[s] = b
-            ltime[s] = meta[M_T]
-            _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, b)
-            continue
-        hit[i] = 0
-        sz = sizes[i]
-        if sz > cap:
-            continue
-        while meta[M_SIZE] >= k or meta[M_BYTES] + sz > cap:
-            kt, st = ltail[0], ltail[1]
-            v = st if st >= 0 and (kt < 0 or ltime[kt] + grace[i] >= ltime[st]) else kt
-            _drop(v, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evk, evpos)
-            nev[i] += 1
-        s = _alloc(fkey, free, meta, tkeys, tvals, key)
-        bit[s] = b
-        fsize[s] = sz
-        meta[M_BYTES] += sz
-        ltime[s] = meta[M_T]
-        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, b)
-
-
-@jit
-def follow_bytes_run(keys, ops, sizes, cap, lead_nev, lead_evk, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail,
-                     lcnt, bit, meta, fsize, hit, nev, evk, evpos):
-    """The follow-the-leader real cache in bytes (see :func:`._kernels.follow_run`): the leader's
-    evictions at request i are ``lead_evk`` from the running sum of ``lead_nev``; a fault evicts
-    from the pages the leader does not hold first, least recently dropped first, until it fits."""
-    k = fkey.shape[0]
-    p = 0
-    for i in range(keys.shape[0]):
-        key = keys[i]
-        meta[M_T] += 1
-        nev[i] = 0
-        for j in range(lead_nev[i]):
-            q = lead_evk[p + j]
-            s = ht_get(tkeys, tvals, q)
-            if s >= 0 and lst[s] == 1:
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-                _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
-        p += lead_nev[i]
-        s = ht_get(tkeys, tvals, key)
-        if ops[i] == 1:
-            hit[i] = -1
-            if s >= 0:
-                meta[M_BYTES] -= fsize[s]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-                _release(fkey, free, meta, tkeys, tvals, s)
-            continue
-        if s >= 0:
-            hit[i] = 1
-            _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-            _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)
-            continue
-        hit[i] = 0
-        sz = sizes[i]
-        if sz > cap:
-            continue
-        while meta[M_SIZE] >= k or meta[M_BYTES] + sz > cap:
-            v = ltail[0] if lcnt[0] > 0 else ltail[1]
-            _drop(v, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evk, evpos)
-            nev[i] += 1
-        s = _alloc(fkey, free, meta, tkeys, tvals, key)
-        fsize[s] = sz
-        meta[M_BYTES] += sz
-        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)

@@ -520,8 +520,8 @@ def marker_run(seed, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhea
 
 # -- predictions: follow the discard bits -------------------------------------------------------------
 @jit
-def ftp_discard_run(keys, ops, bits, grace, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
-                    ltime, hit, evicted):
+def ftp_discard_run(keys, ops, sizes, cap, bits, grace, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt,
+                    bit, meta, fsize, ltime, hit, evicted, nev, evk, evpos):
     """Follow-the-prediction with discard bits (reconstructed, see :mod:`learners.paging`).
 
     Every page keeps the bit of its latest request; a fault evicts the least recently used page
@@ -534,15 +534,23 @@ def ftp_discard_run(keys, ops, bits, grace, k, tkeys, tvals, fkey, free, prv, nx
     more than ``grace[i]`` requests before the least recently used safe page (a "keep" that has
     waited that long was probably wrong). A grace of at least the stream length is plain FtP;
     ``ltime`` holds each frame's last request time.
+
+    Unit sizes or sized objects as in :func:`queue_run` (a sized miss evicts by the same rule
+    until the object fits).
     """
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
-        evicted[i] = EMPTY
+        if nev is not None:
+            nev[i] = 0
+        if evicted is not None:
+            evicted[i] = EMPTY
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:
             hit[i] = -1
             if s >= 0:
+                if fsize is not None:
+                    meta[M_BYTES] -= fsize[s]
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
                 _release(fkey, free, meta, tkeys, tvals, s)
             continue
@@ -551,13 +559,20 @@ def ftp_discard_run(keys, ops, bits, grace, k, tkeys, tvals, fkey, free, prv, nx
             _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
         else:
             hit[i] = 0
-            if meta[M_SIZE] >= k:
+            sz = 1
+            if fsize is not None:
+                sz = sizes[i]
+                if sz > cap:
+                    continue
+            while meta[M_SIZE] >= k or (fsize is not None and meta[M_BYTES] + sz > cap):
                 kt, st = ltail[0], ltail[1]
                 v = st if st >= 0 and (kt < 0 or ltime[kt] + grace[i] >= ltime[st]) else kt
-                evicted[i] = fkey[v]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
-                _release(fkey, free, meta, tkeys, tvals, v)
+                _evict(v, i, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evicted, nev,
+                       evk, evpos)
             s = _alloc(fkey, free, meta, tkeys, tvals, key)
+            if fsize is not None:
+                fsize[s] = sz
+                meta[M_BYTES] += sz
         b = 1 if bits[i] else 0
         bit[s] = b
         ltime[s] = meta[M_T]
@@ -611,32 +626,43 @@ def marker_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, l
 
 # -- following the leader among shadows --------------------------------------------------------------
 @jit
-def follow_run(keys, ops, lead_ev, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta, hit,
-               evicted):
+def follow_run(keys, ops, sizes, cap, lead_ev, lead_nev, lead_evk, tkeys, tvals, fkey, free, prv, nxt, lst, lhead,
+               ltail, lcnt, bit, meta, fsize, hit, evicted, nev, evk, evpos):
     """The real cache of a follow-the-leader combiner, over requests that the leading shadow has
-    already replayed (``lead_ev[i]``: the key it evicted at request i, or ``EMPTY``).
+    already replayed: unit sizes, ``lead_ev[i]`` the key it evicted at request i or ``EMPTY``
+    (``lead_nev``/``lead_evk`` None); sized objects, ``lead_nev[i]`` keys evicted at request i,
+    in order in ``lead_evk`` (``lead_ev`` None; the size arguments as in :func:`queue_run`).
 
     List 1 holds the real pages that the leader also holds, list 0 the others. When the leader
     drops a page, the real cache moves it to list 0; on a fault the real cache evicts from list 0
     first, least recently used first (a page exists there while the real cache is full: the leader
-    holds the requested page and the real cache does not), so after a switch it converges to the
-    leader's contents within k faults, and faults no more often than the leader otherwise.
+    holds the requested page and the real cache does not), until it fits, so after a switch it
+    converges to the leader's contents within k faults, and faults no more often than the leader
+    otherwise.
     """
     k = fkey.shape[0]
+    p = 0
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
-        evicted[i] = EMPTY
-        q = lead_ev[i]
-        if q != EMPTY:
-            s = ht_get(tkeys, tvals, q)
-            if s >= 0 and lst[s] == 1:
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-                _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
+        if nev is not None:
+            nev[i] = 0
+        if evicted is not None:
+            evicted[i] = EMPTY
+        if lead_ev is not None:
+            q = lead_ev[i]
+            if q != EMPTY:
+                _unheld(q, tkeys, tvals, prv, nxt, lst, lhead, ltail, lcnt)
+        if lead_nev is not None:
+            for j in range(lead_nev[i]):
+                _unheld(lead_evk[p + j], tkeys, tvals, prv, nxt, lst, lhead, ltail, lcnt)
+            p += lead_nev[i]
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:
             hit[i] = -1
             if s >= 0:
+                if fsize is not None:
+                    meta[M_BYTES] -= fsize[s]
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
                 _release(fkey, free, meta, tkeys, tvals, s)
             continue
@@ -645,13 +671,29 @@ def follow_run(keys, ops, lead_ev, tkeys, tvals, fkey, free, prv, nxt, lst, lhea
             _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
         else:
             hit[i] = 0
-            if meta[M_SIZE] >= k:
+            sz = 1
+            if fsize is not None:
+                sz = sizes[i]
+                if sz > cap:
+                    continue
+            while meta[M_SIZE] >= k or (fsize is not None and meta[M_BYTES] + sz > cap):
                 v = ltail[0] if lcnt[0] > 0 else ltail[1]
-                evicted[i] = fkey[v]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
-                _release(fkey, free, meta, tkeys, tvals, v)
+                _evict(v, i, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evicted, nev,
+                       evk, evpos)
             s = _alloc(fkey, free, meta, tkeys, tvals, key)
+            if fsize is not None:
+                fsize[s] = sz
+                meta[M_BYTES] += sz
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)  # the leader holds it now
+
+
+@jit(inline="always")
+def _unheld(q, tkeys, tvals, prv, nxt, lst, lhead, ltail, lcnt):
+    """The leader dropped key q: a real page of it moves to list 0 (evicted first)."""
+    s = ht_get(tkeys, tvals, q)
+    if s >= 0 and lst[s] == 1:
+        _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+        _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
 
 
 @jit

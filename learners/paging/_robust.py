@@ -58,13 +58,14 @@ def robust_run(keys, ops, bits, most, margin, fa, fa_time, fb, real, cm, faults,
         b = min(n, i + cm[K.CM_NEXT] - meta[K.M_T])
         m = b - i
         ks, os = keys[i:b], ops[i:b]
-        K.ftp_discard_run(ks, os, bits[i:b], grace[:m], k, fa[0], fa[1], fa[2], fa[3], fa[4], fa[5], fa[6], fa[7],
-                          fa[8], fa[9], fa[10], fa[11], fa_time, hits[0, :m], evs[0, :m])
+        K.ftp_discard_run(ks, os, None, k, bits[i:b], grace[:m], k, fa[0], fa[1], fa[2], fa[3], fa[4], fa[5], fa[6],
+                          fa[7], fa[8], fa[9], fa[10], fa[11], None, fa_time, hits[0, :m], evs[0, :m], None, None, None)
         K.queue_run(0, ks, os, None, k, k, fb[0], fb[1], fb[2], fb[3], fb[4], fb[5], fb[6], fb[7], fb[8], fb[9],
                     fb[10], fb[11], None, hits[1, :m], evs[1, :m], None, None, None)
         _count_faults(hits, faults, m)
-        K.follow_run(ks, os, evs[cm[0], :m], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
-                     real[8], real[9], real[10], real[11], hit[i:b], evicted[i:b])
+        K.follow_run(ks, os, None, 0, evs[cm[0], :m], None, None, real[0], real[1], real[2], real[3], real[4], real[5],
+                     real[6], real[7], real[8], real[9], real[10], real[11], None, hit[i:b], evicted[i:b], None, None,
+                     None)
         if meta[K.M_T] == cm[K.CM_NEXT] and K.leader_after(faults, cm, margin, k, most, meta[K.M_T]):
             lead = fa if cm[0] == 0 else fb
             K.resort(lead[0], lead[1], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
@@ -90,8 +91,8 @@ def learned_predictions(keys, ops, k, reach, ps, f1, ftime, s3l, s3l_ghost, s3l_
         horizon[j] = h
         bits[j] = 1 if p > 0.3 else 0
         grace[j] = h // 4
-    K.ftp_discard_run(keys, ops, bits[:m], grace[:m], k, f1[0], f1[1], f1[2], f1[3], f1[4], f1[5], f1[6], f1[7],
-                      f1[8], f1[9], f1[10], f1[11], ftime, hits[3, :m], evs[3, :m])
+    K.ftp_discard_run(keys, ops, None, k, bits[:m], grace[:m], k, f1[0], f1[1], f1[2], f1[3], f1[4], f1[5], f1[6],
+                      f1[7], f1[8], f1[9], f1[10], f1[11], None, ftime, hits[3, :m], evs[3, :m], None, None, None)
     K.s3fifo_run(keys, ops, k, small_k, s3l[0], s3l[1], s3l[2], s3l[3], s3l[4], s3l[5], s3l[6], s3l[7], s3l[8],
                  s3l[9], s3l[10], s3l[11], s3l_ghost[0], s3l_ghost[1], s3l_ghost[2], s3l_ghost[3], s3l_ghost[4],
                  bits[:m], s3l_bit, hits[4, :m], evs[4, :m])
@@ -119,8 +120,8 @@ def learned_follow(keys, ops, most, margin, lru, arc, s3, f1, s3l, real, cm, fau
     then the switching rule runs if the stretch ends where it is checked next."""
     m = keys.shape[0]
     _count_faults(hits, faults, m)
-    K.follow_run(keys, ops, evs[cm[0], :m], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
-                 real[8], real[9], real[10], real[11], hit, evicted)
+    K.follow_run(keys, ops, None, 0, evs[cm[0], :m], None, None, real[0], real[1], real[2], real[3], real[4], real[5],
+                 real[6], real[7], real[8], real[9], real[10], real[11], None, hit, evicted, None, None, None)
     t = real[11][K.M_T]
     if t == cm[K.CM_NEXT] and K.leader_after(faults, cm, margin, real[2].shape[0], most, t):
         e = cm[0]

@@ -336,8 +336,8 @@ class PagingCache(Tracker):
         elif policy == "marker":
             K.marker_run(self.seed, keys, ops, k, *real, self._st["real/unm"], self._st["real/upos"], hit, ev)
         elif policy == "ftp-discard":
-            K.ftp_discard_run(keys, ops, self._bits(batch, n), np.full(n, R.BIG_GRACE), k, *real,
-                              self._st["real/time"], hit, ev)
+            K.ftp_discard_run(keys, ops, None, k, self._bits(batch, n), np.full(n, R.BIG_GRACE), k, *real, None,
+                              self._st["real/time"], hit, ev, None, None, None)
         elif policy == "marker-discard":
             K.marker_discard_run(keys, ops, self._bits(batch, n), k, *real, hit, ev)
         elif policy == "robust-discard":
@@ -355,8 +355,8 @@ class PagingCache(Tracker):
                 K.marker_discard_run(keys, ops, (prob > 0.5).astype(np.int64), k, *real, hit, ev)
             elif policy == "learned-ftp":  # (the bits and grace of learned-discard's first FtP shadow)
                 PR.predict_run(keys, ops, _ONE, k, k - 1, float(self.reach), *ps, prob, horizon)
-                K.ftp_discard_run(keys, ops, (prob > 0.3).astype(np.int64), horizon // 4, k, *real,
-                                  self._st["real/time"], hit, ev)
+                K.ftp_discard_run(keys, ops, None, k, (prob > 0.3).astype(np.int64), horizon // 4, k, *real, None,
+                                  self._st["real/time"], hit, ev, None, None, None)
             else:
                 self._learned(keys, ops, ps, real, prob, horizon, hit, ev)
             out["prob"] = prob
@@ -426,8 +426,8 @@ class PagingCache(Tracker):
             B.s3fifo_bytes_run(keys, ops, sizes, cap, k, *real, *self._t("real", _S3_GHOST), hit, nev, evk,
                                evpos)
         elif policy == "ftp-discard":
-            B.ftp_bytes_run(keys, ops, sizes, cap, self._bits(batch, n), np.full(n, R.BIG_GRACE), k, *real,
-                            self._st["real/time"], hit, nev, evk, evpos)
+            K.ftp_discard_run(keys, ops, sizes, cap, self._bits(batch, n), np.full(n, R.BIG_GRACE), k, *real,
+                              self._st["real/time"], hit, None, nev, evk, evpos)
         else:
             out = self._race_bytes(batch, keys, ops, sizes, real, hit, nev, evk, evpos)
         counts = self._st["counts"]
@@ -437,7 +437,7 @@ class PagingCache(Tracker):
 
     def _race_bytes(self, batch, keys, ops, sizes, real, hit, nev, evk, evpos) -> dict[str, np.ndarray]:
         """robust-/learned-discard in bytes: the shadows replay each stretch with their byte kernels,
-        the real cache follows the leader (:func:`._bytes.follow_bytes_run`), the switching rule
+        the real cache follows the leader (:func:`._kernels.follow_run`), the switching rule
         runs at multiples of ``switch_every`` (as in the unit-size mode)."""
         k, cap, c, n = int(self.capacity), int(self.byte_capacity), int(self.switch_every), keys.shape[0]
         names = self.shadows()
@@ -471,11 +471,12 @@ class PagingCache(Tracker):
                     B.s3fifo_bytes_run(ks, os_, ss, cap, k, *fr, *self._t(pre, _S3_GHOST), hits[j, :m],
                                        nevs[j, :m], evks[j], pos)
                 else:
-                    B.ftp_bytes_run(ks, os_, ss, cap, bits[name][i:b], grace[name][i:b], k, *fr,
-                                    self._st[f"{pre}/time"], hits[j, :m], nevs[j, :m], evks[j], pos)
+                    K.ftp_discard_run(ks, os_, ss, cap, bits[name][i:b], grace[name][i:b], k, *fr,
+                                      self._st[f"{pre}/time"], hits[j, :m], None, nevs[j, :m], evks[j], pos)
             faults += (hits[:, :m] == 0).sum(axis=1)
             lead = int(cm[0])
-            B.follow_bytes_run(ks, os_, ss, cap, nevs[lead, :m], evks[lead], *real, hit[i:b], nev[i:b], evk, evpos)
+            K.follow_run(ks, os_, ss, cap, None, nevs[lead, :m], evks[lead], *real, hit[i:b], None, nev[i:b], evk,
+                         evpos)
             # The first margin is a sixteenth of the objects held, and the stretches' k the objects
             # held (k only bounds their number here).
             held = max(1, int(meta[K.M_SIZE]))
