@@ -498,7 +498,7 @@ def predictor(keys, ops, k, reach, cap, sizes=None, cap_units=None, window=None)
 
 
 def s3fifo_bytes(keys, ops, sizes, cap, k, lbits=None):
-    """S3-FIFO in bytes as libCacheSim weighs it (see learners/paging/_bytes.py): S a tenth of the
+    """S3-FIFO in bytes as libCacheSim weighs it (see learners/paging/_kernels.py, the byte-capacity mode): S a tenth of the
     bytes, M the rest, a ghost of ⌊0.9·cap⌋ bytes and ⌊0.9·k⌋ keys; an object heavier than S is
     not admitted. With ``lbits`` (learned bits per request, 1 "safe"), a page leaves S for M only
     when accessed twice and its latest bit is 0. (hit list, list of the evicted keys at each request)."""
@@ -940,3 +940,111 @@ class NaiveBandit:
             out["A_inv"] = np.array([m[0] for m in models]).reshape(len(models), self.d, self.d)
             out["theta"] = np.array([m[1] for m in models]).reshape(len(models), self.d)
         return out
+
+
+def adahedge(la, lu, gap, ea=None, eu=None):
+    """AdaHedge over two experts, written as the formulas of de Rooij, van Erven, Grünwald and
+    Koolen (JMLR 2014): with cumulative losses la, lu and mixability gap Δ, the learning rate is
+    η = ln 2 / Δ and the weights are w ∝ exp(−η L) (η = ∞ while Δ = 0: follow the leader,
+    halves at a tie). Returns the first expert's weight, and with round losses ea, eu also the
+    round's mixability gap h − m, h = w·e, m = −(1/η) ln(w·exp(−η e)) (at η = ∞:
+    min(L + e) − min(L))."""
+    import math
+
+    L = np.array([la, lu], dtype=float)
+    if gap == 0:
+        best = L == L.min()
+        w = best / best.sum()
+    else:
+        eta = math.log(2) / gap
+        v = np.exp(-eta * (L - L.min()))
+        w = v / v.sum()
+    if ea is None:
+        return float(w[0])
+    e = np.array([ea, eu], dtype=float)
+    h = float(w @ e)
+    if gap == 0:
+        m = float((L + e).min() - L.min())
+    else:
+        m = float(-np.log(w @ np.exp(-eta * (e - e.min()))) / eta + e.min())
+    return float(w[0]), max(h - m, 0.0)
+
+
+def groupwise_prior(X, member, y, lam, prior, base="ridge", lr=0.1, seed=0, keys=None, rule="mixture"):
+    """Groupwise regret under any of the three priors, the obvious way (as :func:`groupwise`:
+    each group's ridge solved from scratch, AdaNormalHedge weights from the formula). ``anchor``
+    and ``uniform``: one track of AdaNormalHedge weights with that prior. ``adaptive``: both
+    tracks over the same experts, each with its own regrets; every group's AdaHedge
+    (:func:`adahedge`) over the two tracks on its own rows (their mixture losses for the mixture
+    rule, their expected losses for the randomized rule) gives its weight α_g of the anchor
+    track, a row mixes the tracks with the largest α_g of its awake groups. Returns the mixture
+    and randomized predictions, and per group the two tracks' R and C (the uniform track's zero
+    for a fixed prior), the tracks' losses and gaps per group (G×3), the two cumulative losses."""
+    import math
+
+    n, d = X.shape
+    G = member.shape[1]
+    rows = [[] for _ in range(G)]
+    theta = np.zeros((G, d))
+    gsum = np.full((G, d), 1e-12)
+    R, C, Ru, Cu = np.zeros(G), np.zeros(G), np.zeros(G), np.zeros(G)
+    hedge = np.zeros((G, 3))  # anchor track's loss, uniform track's loss, mixability gap
+    loss = np.zeros((G, 2))
+    mix_out, rand_out = [], []
+
+    def pred(g, x):
+        s = float(theta[g] @ x)
+        return 1 / (1 + math.exp(-s)) if base == "logistic" else s
+
+    def weights(Rs, Cs, awake, anchored):
+        w = np.array([anh_weight(Rs[g], Cs[g]) for g in awake])
+        if anchored and len(awake) > 1:
+            w[0] *= len(awake) - 1
+        return w / w.sum() if w.sum() > 0 else np.full(len(awake), 1 / len(awake))
+
+    for i in range(n):
+        awake = [g for g in range(G) if member[i, g]]
+        if prior == "adaptive":
+            pa, pu = weights(R, C, awake, True), weights(Ru, Cu, awake, False)
+            alphas = [adahedge(*hedge[g]) for g in awake]
+            a = max(alphas)
+            p = a * pa + (1 - a) * pu
+        else:
+            p = pa = weights(R, C, awake, prior == "anchor")
+        yh = np.array([pred(g, X[i]) for g in awake])
+        mix_out.append(float(p @ yh))
+        if keys is not None:
+            u = draw_uniform(seed, int(keys[i]), 0)
+            q = int(np.searchsorted(np.cumsum(p), u, side="right"))
+            rand_out.append(float(yh[min(q, len(awake) - 1)]))
+        losses = (yh - y[i]) ** 2
+        lmix = (float(p @ yh) - y[i]) ** 2
+        lhat = float(p @ losses)
+        for q, g in enumerate(awake):
+            r = float(pa @ losses) - losses[q]
+            R[g] += r
+            C[g] += abs(r)
+            if prior == "adaptive":
+                r = float(pu @ losses) - losses[q]
+                Ru[g] += r
+                Cu[g] += abs(r)
+                ma, mu = float(pa @ yh), float(pu @ yh)
+                if rule == "mixture":
+                    ea, eu = (ma - y[i]) ** 2, (mu - y[i]) ** 2
+                    tie = abs(ma - mu) <= 1e-12 * max(abs(ma), abs(mu))
+                else:
+                    ea, eu = float(pa @ losses), float(pu @ losses)
+                    tie = abs(ea - eu) <= 1e-12 * max(ea, eu)
+                eu = ea if tie else eu  # equal up to rounding: one loss
+                _, gap = adahedge(*hedge[g], ea, eu)
+                hedge[g] += (ea, eu, gap)
+            loss[g] += (lmix, lhat)
+            rows[g].append(i)
+            if base == "ridge":
+                Xg, yg = X[rows[g]], y[rows[g]]
+                theta[g] = np.linalg.solve(lam * np.eye(d) + Xg.T @ Xg, Xg.T @ yg)
+            else:
+                grad = (yh[q] - y[i]) * X[i]
+                gsum[g] += grad ** 2
+                theta[g] -= np.where(grad != 0, lr * grad / np.sqrt(gsum[g]), 0.0)
+    return np.array(mix_out), np.array(rand_out), (R, C, Ru, Cu), hedge, loss

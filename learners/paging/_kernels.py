@@ -1,4 +1,4 @@
-"""Numba kernels of the cache shadows: classical policies over batches of requests, unit-size pages.
+"""Numba kernels of the cache shadows: the policies over batches of requests, pages or sized objects.
 
 State of a cache of ``k`` frames (all plain arrays, updated in place):
 
@@ -12,6 +12,20 @@ State of a cache of ``k`` frames (all plain arrays, updated in place):
 Requests: ``keys[i]`` with ``ops[i]`` 0 = access, 1 = delete (invalidate). Outputs per request:
 ``hit[i]`` (1 hit, 0 miss, -1 for a delete) and ``evicted[i]`` (the key evicted on that miss, or
 ``EMPTY``). Misses include cold misses, as libCacheSim counts them.
+
+**Byte-capacity mode.** LRU/FIFO/SIEVE, S3-FIFO, FtP and the follow-the-leader real cache also
+run on objects of different sizes in a cache of ``cap`` bytes, in the same kernels: the frames
+(at most k objects) plus ``fsize`` (each frame's object size) and two counters in ``meta``,
+bytes held (``M_BYTES``) and bytes held by S3-FIFO's small queue (``M_SBYTES``); ``sizes`` per
+request. A miss evicts until the object fits; an object larger than the whole cache is not
+admitted (a miss that evicts nothing, as in libCacheSim). A request may therefore evict several
+objects: the outputs are then ``nev[i]`` (evictions at request i) and the evicted keys in order,
+appended to ``evk`` at ``evpos[0]``, instead of ``evicted``. An object keeps the size it was
+admitted with (a hit with another size does not resize it). The unit-size case passes None for
+``sizes``, ``fsize``, ``nev``, ``evk`` and ``evpos`` (and the sized case None for ``evicted``):
+Numba compiles each case apart and prunes the branches of a None argument, so the page mode pays
+nothing for sizes (measured A/B against the earlier separate twins: equal within noise; a runtime
+flag instead cost 20-35%). ARC, Marker and the discard-in-phases policies have no byte mode.
 """
 
 from __future__ import annotations
@@ -24,7 +38,7 @@ from ._table import EMPTY, ht_del, ht_get, ht_put
 
 # meta indices
 M_SIZE, M_NFREE, M_HAND, M_T, M_PHASE, M_NUNM = 0, 1, 2, 3, 4, 5
-M_BYTES, M_SBYTES = 6, 7  # the byte mode's bytes held, and held by S3-FIFO's small queue (see :mod:`._bytes`)
+M_BYTES, M_SBYTES = 6, 7  # the byte mode's bytes held, and held by S3-FIFO's small queue
 N_META = 8
 
 
@@ -125,7 +139,7 @@ def queue_run(policy, keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, n
     Unit sizes (``fsize`` None, as ``sizes``, ``nev``, ``evk`` and ``evpos``: Numba compiles that
     case apart, its size branches pruned): at most ``k`` pages, a miss evicts at most one, its key in
     ``evicted[i]`` (``EMPTY`` if none). Sized (``fsize`` each frame's object size, ``sizes`` per
-    request, see :mod:`._bytes`): at most ``k`` objects and ``cap`` bytes, a miss evicts until the
+    request, the module's byte-capacity mode): at most ``k`` objects and ``cap`` bytes, a miss evicts until the
     object fits (an object over ``cap`` is not admitted), the evicted keys appended to ``evk``
     (``nev[i]`` of them at request i); ``evicted`` is then None.
     """
@@ -186,7 +200,7 @@ def queue_run(policy, keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, n
 
 
 # -- S3-FIFO ------------------------------------------------------------------------------------------
-# The ghost FIFO of keys (shared with the byte mode, :mod:`._bytes`): a ring of 2·G slots for at
+# The ghost FIFO of keys (shared with the byte mode): a ring of 2·G slots for at
 # most G keys, each slot's object size in ``gsize`` (1 in page mode), ``gmeta`` = [head, span,
 # live, has_evicted, bytes] (the oldest slot, the slots from it to the newest, the live keys among
 # them, whether the cache has evicted yet, the live keys' bytes). A key leaving the ghost on a ghost
@@ -273,8 +287,8 @@ def ghost_take(gtk, gtv, ring, gsize, gmeta, key):
 
 
 @jit
-def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
-               gtk, gtv, ring, gsize, gmeta, lbits, lbit, hit, evicted):
+def s3fifo_run(keys, ops, sizes, cap, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit,
+               meta, fsize, gtk, gtv, ring, gsize, gmeta, lbits, lbit, hit, evicted, nev, evk, evpos):
     """S3-FIFO (Yang et al., SOSP'23) as libCacheSim's ``S3FIFO.c`` runs it: a small FIFO S
     (list 0, ``small_k`` frames), a main FIFO M (list 1, the other ``k - small_k``) and a ghost
     FIFO G of keys evicted from S (``ring.shape[0] // 2`` of them, 90% of k by default). ``bit``
@@ -290,22 +304,39 @@ def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, l
     size 1); here S has at least one frame, so tiny caches differ (``tests/test_libcachesim.py``
     compares request by request from 20 pages up).
 
+    Sized objects (the size arguments as in :func:`queue_run`; ``small_k`` then unused), as
+    libCacheSim weighs them: S holds a tenth of the ``cap`` bytes (``M_SBYTES``), M the rest, the
+    ghost ⌊0.9·cap⌋ bytes of keys (and at most ``ring.shape[0] // 2`` keys); M is evicted from
+    while it holds more than its bytes. An object heavier than S is not admitted (libCacheSim's
+    ``can_insert``); one exactly as heavy as S is admitted here (libCacheSim refuses it after its
+    evictions), which keeps unit sizes equal to the page mode.
+
     With learned bits (``lbits`` per request, 1 "safe to evict"; ``lbit`` each frame's latest bit;
-    both empty for plain S3-FIFO) the bit vetoes promotion: S's oldest page moves to M only when
+    both None for plain S3-FIFO) the bit vetoes promotion: S's oldest page moves to M only when
     it was accessed twice and its latest bit is 0 (eddy's own combination, a shadow of
     ``learned-discard``: a page that the predictor expects Belady to evict is not given M's room).
     """
-    main_k = k - small_k
-    learned = lbits.shape[0] > 0
     g = ring.shape[0] // 2
+    small, main, gcap = small_k, k - small_k, g
+    if fsize is not None:
+        small = max(1, cap // 10)
+        main = cap - small
+        gcap = (cap * 9) // 10
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
-        evicted[i] = EMPTY
+        if nev is not None:
+            nev[i] = 0
+        if evicted is not None:
+            evicted[i] = EMPTY
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:
             hit[i] = -1
             if s >= 0:
+                if fsize is not None:
+                    meta[M_BYTES] -= fsize[s]
+                    if lst[s] == 0:
+                        meta[M_SBYTES] -= fsize[s]
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
                 _release(fkey, free, meta, tkeys, tvals, s)
             else:
@@ -315,43 +346,65 @@ def s3fifo_run(keys, ops, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, l
             hit[i] = 1
             if bit[s] < 3:
                 bit[s] += 1
-            if learned:
+            if lbits is not None:
                 lbit[s] = lbits[i]
             continue
         hit[i] = 0
         ghost_hit = ghost_take(gtk, gtv, ring, gsize, gmeta, key)
-        while meta[M_SIZE] >= k:
+        sz = 1
+        if fsize is not None:
+            sz = sizes[i]
+            if sz > small:
+                continue
+        while meta[M_SIZE] >= k or (fsize is not None and meta[M_BYTES] + sz > cap):
             gmeta[G_EVICTED] = 1
-            if lcnt[1] > main_k or lcnt[0] == 0:
+            m_used = lcnt[1]
+            if fsize is not None:
+                m_used = meta[M_BYTES] - meta[M_SBYTES]
+            if m_used > main or lcnt[0] == 0:
                 while True:  # M: reinsert while the count is positive
                     t = ltail[1]
-                    _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
                     if bit[t] > 0:
                         bit[t] -= 1
+                        _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
                         _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
                     else:
-                        evicted[i] = fkey[t]
-                        _release(fkey, free, meta, tkeys, tvals, t)
+                        _evict(t, i, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evicted,
+                               nev, evk, evpos)
                         break
             else:
                 while lcnt[0] > 0:  # S: promote the twice-accessed, until one page leaves
                     t = ltail[0]
-                    _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
-                    if bit[t] > 1 and not (learned and lbit[t] == 1):
+                    t_size = 1
+                    if fsize is not None:
+                        t_size = fsize[t]
+                        meta[M_SBYTES] -= t_size
+                    veto = False
+                    if lbits is not None:
+                        veto = lbit[t] == 1
+                    if bit[t] > 1 and not veto:
                         bit[t] = 0
+                        _unlink(prv, nxt, lst, lhead, ltail, lcnt, t)
                         _push_head(prv, nxt, lst, lhead, ltail, lcnt, t, 1)
                     else:
-                        evicted[i] = fkey[t]
-                        ghost_add(gtk, gtv, ring, gsize, gmeta, fkey[t], 1, g)
-                        _release(fkey, free, meta, tkeys, tvals, t)
+                        ghost_add(gtk, gtv, ring, gsize, gmeta, fkey[t], t_size, gcap)
+                        _evict(t, i, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evicted,
+                               nev, evk, evpos)
                         break
         s = _alloc(fkey, free, meta, tkeys, tvals, key)
         bit[s] = 0
-        if learned:
+        if lbits is not None:
             lbit[s] = lbits[i]
-        if ghost_hit or (gmeta[G_EVICTED] == 0 and lcnt[0] >= small_k):
+        s_used = lcnt[0]
+        if fsize is not None:
+            fsize[s] = sz
+            meta[M_BYTES] += sz
+            s_used = meta[M_SBYTES]
+        if ghost_hit or (gmeta[G_EVICTED] == 0 and s_used >= small):
             _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)
         else:
+            if fsize is not None:
+                meta[M_SBYTES] += sz
             _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
 
 

@@ -93,9 +93,9 @@ def learned_predictions(keys, ops, k, reach, ps, f1, ftime, s3l, s3l_ghost, s3l_
         grace[j] = h // 4
     K.ftp_discard_run(keys, ops, None, k, bits[:m], grace[:m], k, f1[0], f1[1], f1[2], f1[3], f1[4], f1[5], f1[6],
                       f1[7], f1[8], f1[9], f1[10], f1[11], None, ftime, hits[3, :m], evs[3, :m], None, None, None)
-    K.s3fifo_run(keys, ops, k, small_k, s3l[0], s3l[1], s3l[2], s3l[3], s3l[4], s3l[5], s3l[6], s3l[7], s3l[8],
-                 s3l[9], s3l[10], s3l[11], s3l_ghost[0], s3l_ghost[1], s3l_ghost[2], s3l_ghost[3], s3l_ghost[4],
-                 bits[:m], s3l_bit, hits[4, :m], evs[4, :m])
+    K.s3fifo_run(keys, ops, None, k, k, small_k, s3l[0], s3l[1], s3l[2], s3l[3], s3l[4], s3l[5], s3l[6], s3l[7],
+                 s3l[8], s3l[9], s3l[10], s3l[11], None, s3l_ghost[0], s3l_ghost[1], s3l_ghost[2], s3l_ghost[3],
+                 s3l_ghost[4], bits[:m], s3l_bit, hits[4, :m], evs[4, :m], None, None, None)
 
 
 @jit
@@ -103,15 +103,14 @@ def learned_classical(keys, ops, k, lru, arc, arc_ghost, arc_p, s3, s3_ghost, sm
     """``learned-discard``, second half of a stretch (independent of the first): the LRU, ARC and
     S3-FIFO shadows (rows 0-2 of ``hits``/``evs``)."""
     m = keys.shape[0]
-    nob = np.zeros(0, dtype=np.int64)  # (S3-FIFO without learned bits)
     K.queue_run(0, keys, ops, None, k, k, lru[0], lru[1], lru[2], lru[3], lru[4], lru[5], lru[6], lru[7], lru[8],
                 lru[9], lru[10], lru[11], None, hits[0, :m], evs[0, :m], None, None, None)
     K.arc_run(keys, ops, k, arc[0], arc[1], arc[2], arc[3], arc[4], arc[5], arc[6], arc[7], arc[8], arc[9], arc[10],
               arc[11], arc_ghost[0], arc_ghost[1], arc_ghost[2], arc_ghost[3], arc_ghost[4], arc_ghost[5],
               arc_ghost[6], arc_ghost[7], arc_ghost[8], arc_p, hits[1, :m], evs[1, :m])
-    K.s3fifo_run(keys, ops, k, small_k, s3[0], s3[1], s3[2], s3[3], s3[4], s3[5], s3[6], s3[7], s3[8], s3[9], s3[10],
-                 s3[11], s3_ghost[0], s3_ghost[1], s3_ghost[2], s3_ghost[3], s3_ghost[4], nob, nob, hits[2, :m],
-                 evs[2, :m])
+    K.s3fifo_run(keys, ops, None, k, k, small_k, s3[0], s3[1], s3[2], s3[3], s3[4], s3[5], s3[6], s3[7], s3[8], s3[9],
+                 s3[10], s3[11], None, s3_ghost[0], s3_ghost[1], s3_ghost[2], s3_ghost[3], s3_ghost[4], None, None,
+                 hits[2, :m], evs[2, :m], None, None, None)
 
 
 @jit

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from ..base import Batch, Column, InvalidInput, Tracker, checked_state
-from . import _bytes as B
 from . import _kernels as K
 from . import _predict as PR
 from . import _robust as R
@@ -26,7 +25,6 @@ _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
 _BYTE_PREFIX = {"ftp": "ftp", "lru": "lru", "s3fifo": "s3", "ftp-0.3-quarter": "ftp1", "ftp-0.5": "ftp2"}
 _ONE = np.ones(1, dtype=np.int64)  # every request one unit (page mode)
-_NONE = np.zeros(0, dtype=np.int64)  # no learned bits (plain S3-FIFO)
 _S3_GHOST = ("gtk", "gtv", "ring", "gsize", "gmeta")
 _GHOST = ("fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "meta")
 
@@ -284,7 +282,7 @@ class PagingCache(Tracker):
         self._st = st
 
     def _init_bytes(self, k: int) -> None:
-        """State of the byte-capacity mode: frames with their objects' sizes (see :mod:`._bytes`)."""
+        """State of the byte-capacity mode: frames with their objects' sizes (see :mod:`._kernels`)."""
         policy = self.policy
         st = _frames("real", k)
         if policy == "s3fifo":
@@ -328,8 +326,8 @@ class PagingCache(Tracker):
         if policy in _QUEUE:
             K.queue_run(_QUEUE[policy], keys, ops, None, k, k, *real, None, hit, ev, None, None, None)
         elif policy == "s3fifo":
-            K.s3fifo_run(keys, ops, k, max(1, k // 10), *real, *self._t("real", _S3_GHOST), _NONE, _NONE,
-                         hit, ev)
+            K.s3fifo_run(keys, ops, None, k, k, max(1, k // 10), *real, None, *self._t("real", _S3_GHOST), None,
+                         None, hit, ev, None, None, None)
         elif policy == "arc":
             K.arc_run(keys, ops, k, *real, *self._t("real/ghost", _GHOST), self._st["real/target"],
                       hit, ev)
@@ -423,8 +421,8 @@ class PagingCache(Tracker):
         if policy in _QUEUE:
             K.queue_run(_QUEUE[policy], keys, ops, sizes, cap, k, *real, hit, None, nev, evk, evpos)
         elif policy == "s3fifo":
-            B.s3fifo_bytes_run(keys, ops, sizes, cap, k, *real, *self._t("real", _S3_GHOST), hit, nev, evk,
-                               evpos)
+            K.s3fifo_run(keys, ops, sizes, cap, k, 0, *real, *self._t("real", _S3_GHOST), None, None, hit, None, nev,
+                         evk, evpos)
         elif policy == "ftp-discard":
             K.ftp_discard_run(keys, ops, sizes, cap, self._bits(batch, n), np.full(n, R.BIG_GRACE), k, *real,
                               self._st["real/time"], hit, None, nev, evk, evpos)
@@ -468,8 +466,8 @@ class PagingCache(Tracker):
                 if name == "lru":
                     K.queue_run(0, ks, os_, ss, cap, k, *fr, hits[j, :m], None, nevs[j, :m], evks[j], pos)
                 elif name == "s3fifo":
-                    B.s3fifo_bytes_run(ks, os_, ss, cap, k, *fr, *self._t(pre, _S3_GHOST), hits[j, :m],
-                                       nevs[j, :m], evks[j], pos)
+                    K.s3fifo_run(ks, os_, ss, cap, k, 0, *fr, *self._t(pre, _S3_GHOST), None, None, hits[j, :m], None,
+                                 nevs[j, :m], evks[j], pos)
                 else:
                     K.ftp_discard_run(ks, os_, ss, cap, bits[name][i:b], grace[name][i:b], k, *fr,
                                       self._st[f"{pre}/time"], hits[j, :m], None, nevs[j, :m], evks[j], pos)
