@@ -947,8 +947,8 @@ def adahedge(la, lu, gap, ea=None, eu=None):
     Koolen (JMLR 2014): with cumulative losses la, lu and mixability gap Δ, the learning rate is
     η = ln 2 / Δ and the weights are w ∝ exp(−η L) (η = ∞ while Δ = 0: follow the leader,
     halves at a tie). Returns the first expert's weight, and with round losses ea, eu also the
-    round's mixability gap h − m, h = w·e, m = −(1/η) ln(w·exp(−η e)) (at η = ∞:
-    min(L + e) − min(L))."""
+    round's mixability gap h − m, h = w·e, m = −(1/η) ln(w·exp(−η e)) = −(1/η)(ln Σ exp(−η(L + e))
+    − ln Σ exp(−η L)) (at η = ∞: min(L + e) − min(L))."""
     import math
 
     L = np.array([la, lu], dtype=float)
@@ -966,7 +966,7 @@ def adahedge(la, lu, gap, ea=None, eu=None):
     if gap == 0:
         m = float((L + e).min() - L.min())
     else:
-        m = float(-np.log(w @ np.exp(-eta * (e - e.min()))) / eta + e.min())
+        m = float(-(np.logaddexp.reduce(-eta * (L + e)) - np.logaddexp.reduce(-eta * L)) / eta)
     return float(w[0]), max(h - m, 0.0)
 
 

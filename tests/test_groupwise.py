@@ -210,3 +210,196 @@ def test_a_plugged_base_learner_runs_the_same_accounting():
     assert np.isfinite(m.process({"X": X[:3], "G": G[:3]})["prediction"]).all()
     with pytest.raises(NotImplementedError):
         m.snapshot()
+
+
+# -- the priors ---------------------------------------------------------------------------------------
+def test_adahedge_matches_the_formulas():
+    """The kernels' AdaHedge (weight and mixability gap of one round) against the formulas, on
+    seeded random cumulative losses, gaps (0 included: follow the leader) and round losses; the
+    weights are scale-free (rescaling every loss changes nothing)."""
+    rng = np.random.default_rng(5)
+    for _ in range(400):
+        la, lu = rng.exponential(3.0, 2)
+        if rng.random() < 0.2:
+            lu = la  # a tie
+        gap = 0.0 if rng.random() < 0.3 else float(rng.exponential(0.5))
+        ea, eu = rng.exponential(0.05, 2)
+        w, delta = naive.adahedge(la, lu, gap, ea, eu)
+        a = K.hedge_weight(la, lu, gap)
+        assert a == pytest.approx(w, rel=1e-9, abs=1e-12)
+        assert K.hedge_gap(la, lu, gap, a, ea, eu) == pytest.approx(delta, rel=1e-7, abs=1e-12)
+        assert K.hedge_weight(40 * la, 40 * lu, 40 * gap) == pytest.approx(a, rel=1e-9, abs=1e-12)
+    assert K.hedge_weight(1.0, 2.0, 0.0) == 1.0 and K.hedge_weight(2.0, 1.0, 0.0) == 0.0
+    assert K.hedge_weight(1.0, 1.0, 0.0) == 0.5
+    for la, lu, gap, ea, eu in ((10.0, 0.0, 1e-4, 0.0, 1.0), (0.0, 10.0, 1e-4, 1.0, 0.0), (3.0, 2.0, 1e-3, 0.2, 0.1)):
+        a = K.hedge_weight(la, lu, gap)  # a weight that underflows, and a large η
+        assert a == pytest.approx(naive.adahedge(la, lu, gap), abs=1e-300)
+        assert K.hedge_gap(la, lu, gap, a, ea, eu) == pytest.approx(naive.adahedge(la, lu, gap, ea, eu)[1], abs=1e-12)
+
+
+@pytest.mark.parametrize("base", ["ridge", "logistic"])
+@pytest.mark.parametrize("rule", ["mixture", "randomized"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_adaptive_prior_matches_the_reference(base, rule, seed):
+    """The adaptive prior's kernels against the plain-Python reference (naive.groupwise_prior) on
+    seeded random rows: both rules' predictions row by row, both tracks' AdaNormalHedge state, each
+    group's AdaHedge state and the cumulative losses; learning in one batch is the same."""
+    X, G, y = data(seed, n=300)
+    if base == "logistic":
+        y = (y > np.median(y)).astype(float)
+    keys = np.random.default_rng(seed).integers(0, 2**63, len(y)).astype(np.uint64)
+    names = ["g0", "g1", "g2", "g3"]
+    m = GroupwiseRegressor(n_features=5, groups=names, lam=0.7, base=base, rule=rule, seed=seed)
+    assert m.prior_ == "adaptive" and m.prior_in_use == "adaptive"
+    mix, rand = [], []
+    for i in range(len(y)):
+        out = m.process({"X": X[i:i + 1], "G": G[i:i + 1], "event_key": keys[i:i + 1]})
+        mix.append(out["prediction_mixture"][0])
+        rand.append(out["prediction_randomized"][0])
+        m.learn({"X": X[i:i + 1], "G": G[i:i + 1], "y": y[i:i + 1]})
+    member = np.concatenate([np.ones((len(y), 1), dtype=bool), G.astype(bool)], axis=1)
+    rmix, rrand, (R, C, Ru, Cu), hedge, loss = naive.groupwise_prior(X, member, y, 0.7, "adaptive", base=base,
+                                                                    seed=seed, keys=keys, rule=rule)
+    assert np.allclose(mix, rmix, atol=1e-9) and np.allclose(rand, rrand, atol=1e-9)
+    assert np.allclose(m._R, R, atol=1e-8) and np.allclose(m._C, C, atol=1e-8)
+    assert np.allclose(m._adapt[0], Ru, atol=1e-8) and np.allclose(m._adapt[1], Cu, atol=1e-8)
+    assert np.allclose(m._adapt[2:].T, hedge, rtol=1e-7, atol=1e-10)
+    assert np.allclose(m._loss, loss, atol=1e-8)
+    assert (hedge[:, 2] > 0).any()  # AdaHedge left follow-the-leader somewhere: both branches ran
+    weights = [r["anchor_weight"] for r in m.group_report()]
+    assert np.allclose(weights, [naive.adahedge(*h) for h in hedge], atol=1e-9)
+    assert m.report()["prior"] == "adaptive"
+    b = GroupwiseRegressor(n_features=5, groups=names, lam=0.7, base=base, rule=rule, seed=seed)
+    b.learn({"X": X, "G": G, "y": y})
+    for name in ("theta", "R", "C", "adapt", "loss", "n"):
+        assert np.allclose(getattr(b, f"_{name}"), getattr(m, f"_{name}"), atol=1e-9), name
+
+
+@pytest.mark.parametrize("prior", ["anchor", "uniform"])
+def test_the_reference_of_the_fixed_priors_is_the_earlier_one(prior):
+    X, G, y = data(7, n=120)
+    member = np.concatenate([np.ones((len(y), 1), dtype=bool), G.astype(bool)], axis=1)
+    keys = np.arange(len(y), dtype=np.uint64)
+    old = naive.groupwise(X, member, y, 0.7, keys=keys, anchor=prior == "anchor")
+    new = naive.groupwise_prior(X, member, y, 0.7, prior, keys=keys)
+    assert np.allclose(old[0], new[0]) and np.allclose(old[1], new[1])
+    assert np.allclose(old[2], new[2][0]) and np.allclose(old[3], new[2][1]) and np.allclose(old[4], new[4])
+
+
+def test_prior_settings():
+    """``prior`` names the prior; the earlier ``anchor`` still works (true: anchor, false:
+    uniform); both given must agree; the default is adaptive."""
+    assert GroupwiseRegressor().prior_ == "adaptive"
+    assert GroupwiseRegressor(anchor=True).prior_ == "anchor"
+    assert GroupwiseRegressor(anchor=False).prior_ == "uniform"
+    assert GroupwiseRegressor(prior="uniform", anchor=False).prior_ == "uniform"
+    for p in ("anchor", "uniform", "adaptive"):
+        m = GroupwiseRegressor(n_features=3, groups=["a"], prior=p)
+        assert m.prior_ == p and m.clone().prior_ == p and m.get_params()["prior"] == p
+        assert m.snapshot()["adapt"].shape == (5, 2 if p == "adaptive" else 0)
+    with pytest.raises(ValueError, match="prior must be one of"):
+        GroupwiseRegressor(prior="bayes")
+    with pytest.raises(ValueError, match="means prior 'anchor'"):
+        GroupwiseRegressor(prior="adaptive", anchor=True)
+    with pytest.raises(ValueError, match="anchor must be true or false"):
+        GroupwiseRegressor(anchor="yes")  # type: ignore[arg-type]
+
+
+def _steps(seed=3, n=240):
+    X, G, y = data(seed, n=n)
+    keys = np.random.default_rng(seed).integers(0, 2**63, n).astype(np.uint64)
+    for i in range(0, n, 24):
+        sl = slice(i, i + 24)
+        yield "process", {"X": X[sl], "G": G[sl], "event_key": keys[sl]}
+        yield "learn", {"X": X[sl], "G": G[sl], "y": y[sl]}
+
+
+def _run(m, steps):
+    return [out for kind, b in steps if (out := getattr(m, kind)(b)) is not None]
+
+
+@pytest.mark.parametrize("prior", ["anchor", "uniform", "adaptive"])
+@pytest.mark.parametrize("rule", ["mixture", "randomized"])
+def test_checkpoint_restore_continue_equals_never_stopping_under_every_prior(prior, rule):
+    steps = list(_steps())
+    make = lambda: GroupwiseRegressor(n_features=5, groups=["g0", "g1", "g2", "g3"], rule=rule, prior=prior)  # noqa: E731
+    straight = _run(make(), steps)
+    first = make()
+    before = _run(first, steps[:9])
+    second = make()
+    second.restore({k: v.copy() for k, v in first.snapshot().items()})
+    after = _run(second, steps[9:])
+    for a, b in zip(before + after, straight, strict=True):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("old_prior", ["anchor", "uniform"])
+def test_a_checkpoint_from_before_the_adaptive_prior_continues_as_it_was_written(old_prior):
+    """A snapshot of the earlier layout (no ``adapt``, no ``prior``: one AdaNormalHedge track)
+    restores: into a learner of its own prior, and, for the anchor prior (the earlier default),
+    into one of the adaptive prior (the new default, which settings naming no prior now get): it
+    continues exactly as the earlier release would, under the prior it was written with."""
+    steps = list(_steps(seed=4))
+    names = ["g0", "g1", "g2", "g3"]
+    earlier = GroupwiseRegressor(n_features=5, groups=names, anchor=old_prior == "anchor")
+    _run(earlier, steps[:8])
+    legacy = {k: v.copy() for k, v in earlier.snapshot().items() if k not in ("adapt", "prior")}
+    expected = _run(earlier, steps[8:])
+    targets = [GroupwiseRegressor(n_features=5, groups=names, anchor=old_prior == "anchor")]
+    if old_prior == "anchor":
+        targets.append(GroupwiseRegressor(n_features=5, groups=names))
+    for m in targets:
+        m.restore(legacy)
+        assert m.prior_in_use == old_prior
+        got = _run(m, steps[8:])
+        for a, b in zip(got, expected, strict=True):
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        again = m.clone()  # its own snapshot restores and says which prior it runs
+        again.restore(m.snapshot())
+        assert again.prior_in_use == old_prior
+    if old_prior == "uniform":  # the earlier layout cannot say it ran the uniform prior: an
+        m = GroupwiseRegressor(n_features=5, groups=names)  # adaptive learner takes it as the anchor's
+        m.restore(legacy)
+        assert m.prior_in_use == "anchor"
+
+
+def test_a_snapshot_of_another_prior_is_refused():
+    names = ["g0", "g1"]
+    snaps = {p: GroupwiseRegressor(n_features=3, groups=names, prior=p).snapshot()
+             for p in ("anchor", "uniform", "adaptive")}
+    for mine in snaps:
+        for other, state in snaps.items():
+            m = GroupwiseRegressor(n_features=3, groups=names, prior=mine)
+            if other == mine:
+                m.restore(state)
+                continue
+            with pytest.raises(learners.InvalidInput, match="prior"):
+                m.restore(state)
+
+
+def test_the_adaptive_prior_follows_the_better_prior():
+    """Where the groups' own models matter (regions with their own slopes: the uniform prior is
+    the better) and where the global model is right (one slope for all, small noisy groups: the
+    anchor is the better), the adaptive prior's loss is no worse than the worse prior's on every
+    group, and nearer the better prior's than the worse one's over the groups."""
+    rng = np.random.default_rng(21)
+    n, d, k = 4000, 4, 6
+    X = np.concatenate([np.ones((n, 1)), rng.normal(size=(n, d - 1))], axis=1)
+    G = (rng.random((n, k)) < 0.3).astype(np.int64)
+    slopes = rng.normal(size=(k, d))
+    for case in ("own slopes", "one slope"):
+        if case == "own slopes":
+            y = X @ rng.normal(size=d) * 0.2 + ((G[:, :, None] * slopes[None]) * X[:, None, :]).sum(axis=(1, 2))
+        else:
+            y = X @ rng.normal(size=d) + 1.0 * rng.normal(size=n)
+        y = (y - y.min()) / (y.max() - y.min())
+        loss = {}
+        for p in ("anchor", "uniform", "adaptive"):
+            m = GroupwiseRegressor(n_features=d, groups=[f"g{j}" for j in range(k)], prior=p)
+            m.learn({"X": X, "G": G, "y": y})
+            loss[p] = np.array([r["loss"] for r in m.group_report()])
+        best, worst = np.minimum(loss["anchor"], loss["uniform"]), np.maximum(loss["anchor"], loss["uniform"])
+        assert (loss["adaptive"] <= worst).all(), (case, loss)
+        assert (loss["adaptive"] - best).sum() < 0.5 * (worst - best).sum(), (case, loss)

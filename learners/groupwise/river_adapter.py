@@ -37,7 +37,7 @@ class GroupwiseRiver(base.Regressor):
     intercept
         Add a constant 1 feature.
     params
-        Passed to :class:`GroupwiseRegressor` (``lam``, ``rule``, ``base``, ``lr``, ``seed``).
+        Passed to :class:`GroupwiseRegressor` (``lam``, ``rule``, ``base``, ``lr``, ``seed``, ``prior``).
     """
 
     def __init__(self, features: Sequence[str], groups: Mapping[str, str | Callable[[dict], bool]],
