@@ -165,10 +165,12 @@ class PagingCache(Tracker):
         (follow one-bit discard predictions given with each request, column ``bit``) or
         ``marker-discard`` (the same bits inside Marker's phases: robust whatever the bits) or
         ``robust-discard`` (follow the bits while they do better than LRU, else LRU: within
-        k + ``switch_every`` faults per switch of the better of the two, the switching margin
-        starting at k/16 and doubling at each switch), ``learned-discard`` (a learned one-bit
-        predictor of Belady's decisions, :mod:`._predict`, that sees the request stream only,
-        drives two FtP shadows raced against LRU, ARC and S3-FIFO shadows; see :mod:`._robust`), ``learned-phase``
+        k + the margin + the leader's faults in one stretch per switch of the better of the two,
+        the switching margin starting at k/16 and doubling at each switch; see
+        :func:`._kernels.leader_after`), ``learned-discard`` (a learned one-bit predictor of
+        Belady's decisions, :mod:`._predict`, that sees the request stream only, drives an FtP
+        shadow and a learned S3-FIFO shadow raced against LRU, ARC and S3-FIFO shadows; see
+        :mod:`._robust`), ``learned-phase``
         (the learned bits inside Marker's phases) or ``learned-ftp`` (follow-the-prediction on
         the learned bits alone, no race: bit p > 0.3 with a grace of a quarter of the predicted
         horizon, as learned-discard's first FtP shadow).
@@ -186,8 +188,9 @@ class PagingCache(Tracker):
         requested a quarter of that before the least recently used safe page. (The labels are
         Belady's decisions in hindsight, :mod:`._predict`.)
     switch_every
-        Robust policies: requests between two checks of the switching rule (at absolute
-        positions, so the outputs do not depend on batching).
+        Robust policies: the most requests between two checks of the switching rule (checks come
+        where the leader would have faulted about k times at its last rate, at least 64 requests
+        apart; at absolute positions, so the outputs do not depend on batching).
     threads
         ``learned-discard``: 2 runs its two independent halves on two threads.
     byte_capacity
