@@ -406,7 +406,7 @@ def predictor(keys, ops, k, reach, cap, sizes=None, cap_units=None, window=None)
     plain occupancy list of the last ``window`` (default 16·k) requests (a request's interval to
     its key's next request is kept iff every time strictly between has fewer than ``cap_units``
     (default k - 1) units kept, counting its own size; a request not repeated within the window is
-    labelled 1); features as log-buckets of recency, the gap before and the count, and the key's
+    labelled 1; a "keep" whose slots held at most half of ``cap_units`` weighs 0.3); features as log-buckets of recency, the gap before and the count, and the key's
     OPTgen counter; an AdaGrad logistic model over seven one-hot tables. Returns the
     probabilities, horizons and confusion counts [tn, fn, fp, tp] of the bit p > 0.5."""
     import math
@@ -436,8 +436,8 @@ def predictor(keys, ops, k, reach, cap, sizes=None, cap_units=None, window=None)
         z = wb[0] + sum(w[q][c] for q, c in enumerate(cells(f)))
         return 1.0 / (1.0 + math.exp(-z))
 
-    def reveal(h, label):
-        g = prob(h["pend_f"]) - label
+    def reveal(h, label, weight=1.0):
+        g = (prob(h["pend_f"]) - label) * weight
         wb[1] += g * g
         wb[0] -= 0.05 * g / math.sqrt(wb[1])
         for q, c in enumerate(cells(h["pend_f"])):
@@ -469,11 +469,12 @@ def predictor(keys, ops, k, reach, cap, sizes=None, cap_units=None, window=None)
             r = t - h["last"]
             if h["pend_t"] >= 0:
                 between = range(h["pend_t"] + 1, t)
-                keep = all(occ.get(u, 0) + h["pend_size"] <= cap_units for u in between)
+                top = max((occ.get(u, 0) for u in between), default=0)
+                keep = not between or top + h["pend_size"] <= cap_units  # (an immediate repeat: kept)
                 if keep:
                     for u in between:
                         occ[u] = occ.get(u, 0) + h["pend_size"]
-                reveal(h, 0 if keep else 1)
+                reveal(h, 0 if keep else 1, 1.0 if 2 * top >= cap_units else 0.3)
             h["count"] += 1
             f = (1 + bucket(r // scale, 14), 0 if h["gap"] < 0 else 1 + bucket(h["gap"] // scale, 14),
                  1 + bucket(h["count"], 14), h["opt"])
