@@ -114,7 +114,6 @@ def _evict(v, i, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tva
     """Evicts frame v at request i: its key goes to ``evicted[i]`` (unit sizes: one eviction per
     miss) or, sized (``fsize`` not None), is appended to ``evk`` (counted in ``nev[i]``, its bytes
     leave ``M_BYTES``)."""
-    # (Each branch tests the argument it writes: Numba prunes the branches of a None argument.)
     if evk is not None:
         evk[evpos[0]] = fkey[v]
         evpos[0] += 1
@@ -125,6 +124,51 @@ def _evict(v, i, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tva
         evicted[i] = fkey[v]
     _unlink(prv, nxt, lst, lhead, ltail, lcnt, v)
     _release(fkey, free, meta, tkeys, tvals, v)
+
+
+# (Each helper tests the argument it writes or reads: Numba prunes the branches of a None argument,
+# so the unit-size case compiles without the size work.)
+@jit(inline="always")
+def _begin(i, evicted, nev):
+    """Request i's eviction outputs start empty."""
+    if nev is not None:
+        nev[i] = 0
+    if evicted is not None:
+        evicted[i] = EMPTY
+
+
+@jit(inline="always")
+def _remove(s, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize):
+    """A delete: frame s (and its bytes) leaves the cache."""
+    if fsize is not None:
+        meta[M_BYTES] -= fsize[s]
+    _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
+    _release(fkey, free, meta, tkeys, tvals, s)
+
+
+@jit(inline="always")
+def _size(i, sizes, fsize, limit):
+    """Request i's size (1 for unit pages), or -1 when it exceeds ``limit`` and is not admitted."""
+    sz = 1
+    if fsize is not None:
+        sz = sizes[i]
+        if sz > limit:
+            sz = -1
+    return sz
+
+
+@jit(inline="always")
+def _full(meta, k, fsize, sz, cap):
+    """Whether a miss of ``sz`` units must still evict: k frames held, or (sized) too few bytes free."""
+    return meta[M_SIZE] >= k or (fsize is not None and meta[M_BYTES] + sz > cap)
+
+
+@jit(inline="always")
+def _hold(s, sz, fsize, meta):
+    """Frame s now holds an object of ``sz`` bytes (sized objects only)."""
+    if fsize is not None:
+        fsize[s] = sz
+        meta[M_BYTES] += sz
 
 
 @jit
@@ -146,20 +190,14 @@ def queue_run(policy, keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, n
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
-        if nev is not None:
-            nev[i] = 0
-        if evicted is not None:
-            evicted[i] = EMPTY
+        _begin(i, evicted, nev)
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:  # delete
             hit[i] = -1
             if s >= 0:
                 if meta[M_HAND] == s:
                     meta[M_HAND] = prv[s]
-                if fsize is not None:
-                    meta[M_BYTES] -= fsize[s]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-                _release(fkey, free, meta, tkeys, tvals, s)
+                _remove(s, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize)
             continue
         if s >= 0:
             hit[i] = 1
@@ -170,12 +208,10 @@ def queue_run(policy, keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, n
                 bit[s] = 1
             continue
         hit[i] = 0
-        sz = 1
-        if fsize is not None:
-            sz = sizes[i]
-            if sz > cap:
-                continue
-        while meta[M_SIZE] >= k or (fsize is not None and meta[M_BYTES] + sz > cap):
+        sz = _size(i, sizes, fsize, cap)
+        if sz < 0:
+            continue
+        while _full(meta, k, fsize, sz, cap):
             if policy == 2:
                 h = meta[M_HAND]
                 if h < 0:
@@ -193,9 +229,7 @@ def queue_run(policy, keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, n
                    nev, evk, evpos)
         s = _alloc(fkey, free, meta, tkeys, tvals, key)
         bit[s] = 0
-        if fsize is not None:
-            fsize[s] = sz
-            meta[M_BYTES] += sz
+        _hold(s, sz, fsize, meta)
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
 
 
@@ -325,20 +359,15 @@ def s3fifo_run(keys, ops, sizes, cap, k, small_k, tkeys, tvals, fkey, free, prv,
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
-        if nev is not None:
-            nev[i] = 0
-        if evicted is not None:
-            evicted[i] = EMPTY
+        _begin(i, evicted, nev)
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:
             hit[i] = -1
             if s >= 0:
                 if fsize is not None:
-                    meta[M_BYTES] -= fsize[s]
                     if lst[s] == 0:
                         meta[M_SBYTES] -= fsize[s]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-                _release(fkey, free, meta, tkeys, tvals, s)
+                _remove(s, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize)
             else:
                 ghost_take(gtk, gtv, ring, gsize, gmeta, key)
             continue
@@ -351,12 +380,10 @@ def s3fifo_run(keys, ops, sizes, cap, k, small_k, tkeys, tvals, fkey, free, prv,
             continue
         hit[i] = 0
         ghost_hit = ghost_take(gtk, gtv, ring, gsize, gmeta, key)
-        sz = 1
-        if fsize is not None:
-            sz = sizes[i]
-            if sz > small:
-                continue
-        while meta[M_SIZE] >= k or (fsize is not None and meta[M_BYTES] + sz > cap):
+        sz = _size(i, sizes, fsize, small)
+        if sz < 0:
+            continue
+        while _full(meta, k, fsize, sz, cap):
             gmeta[G_EVICTED] = 1
             m_used = lcnt[1]
             if fsize is not None:
@@ -395,10 +422,9 @@ def s3fifo_run(keys, ops, sizes, cap, k, small_k, tkeys, tvals, fkey, free, prv,
         bit[s] = 0
         if lbits is not None:
             lbit[s] = lbits[i]
+        _hold(s, sz, fsize, meta)
         s_used = lcnt[0]
         if fsize is not None:
-            fsize[s] = sz
-            meta[M_BYTES] += sz
             s_used = meta[M_SBYTES]
         if ghost_hit or (gmeta[G_EVICTED] == 0 and s_used >= small):
             _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)
@@ -594,38 +620,28 @@ def ftp_discard_run(keys, ops, sizes, cap, bits, grace, k, tkeys, tvals, fkey, f
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
-        if nev is not None:
-            nev[i] = 0
-        if evicted is not None:
-            evicted[i] = EMPTY
+        _begin(i, evicted, nev)
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:
             hit[i] = -1
             if s >= 0:
-                if fsize is not None:
-                    meta[M_BYTES] -= fsize[s]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-                _release(fkey, free, meta, tkeys, tvals, s)
+                _remove(s, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize)
             continue
         if s >= 0:
             hit[i] = 1
             _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
         else:
             hit[i] = 0
-            sz = 1
-            if fsize is not None:
-                sz = sizes[i]
-                if sz > cap:
-                    continue
-            while meta[M_SIZE] >= k or (fsize is not None and meta[M_BYTES] + sz > cap):
+            sz = _size(i, sizes, fsize, cap)
+            if sz < 0:
+                continue
+            while _full(meta, k, fsize, sz, cap):
                 kt, st = ltail[0], ltail[1]
                 v = st if st >= 0 and (kt < 0 or ltime[kt] + grace[i] >= ltime[st]) else kt
                 _evict(v, i, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evicted, nev,
                        evk, evpos)
             s = _alloc(fkey, free, meta, tkeys, tvals, key)
-            if fsize is not None:
-                fsize[s] = sz
-                meta[M_BYTES] += sz
+            _hold(s, sz, fsize, meta)
         b = 1 if bits[i] else 0
         bit[s] = b
         ltime[s] = meta[M_T]
@@ -698,10 +714,7 @@ def follow_run(keys, ops, sizes, cap, lead_ev, lead_nev, lead_evk, tkeys, tvals,
     for i in range(keys.shape[0]):
         key = keys[i]
         meta[M_T] += 1
-        if nev is not None:
-            nev[i] = 0
-        if evicted is not None:
-            evicted[i] = EMPTY
+        _begin(i, evicted, nev)
         if lead_ev is not None:
             q = lead_ev[i]
             if q != EMPTY:
@@ -714,29 +727,22 @@ def follow_run(keys, ops, sizes, cap, lead_ev, lead_nev, lead_evk, tkeys, tvals,
         if ops[i] == 1:
             hit[i] = -1
             if s >= 0:
-                if fsize is not None:
-                    meta[M_BYTES] -= fsize[s]
-                _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
-                _release(fkey, free, meta, tkeys, tvals, s)
+                _remove(s, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize)
             continue
         if s >= 0:
             hit[i] = 1
             _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
         else:
             hit[i] = 0
-            sz = 1
-            if fsize is not None:
-                sz = sizes[i]
-                if sz > cap:
-                    continue
-            while meta[M_SIZE] >= k or (fsize is not None and meta[M_BYTES] + sz > cap):
+            sz = _size(i, sizes, fsize, cap)
+            if sz < 0:
+                continue
+            while _full(meta, k, fsize, sz, cap):
                 v = ltail[0] if lcnt[0] > 0 else ltail[1]
                 _evict(v, i, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize, evicted, nev,
                        evk, evpos)
             s = _alloc(fkey, free, meta, tkeys, tvals, key)
-            if fsize is not None:
-                fsize[s] = sz
-                meta[M_BYTES] += sz
+            _hold(s, sz, fsize, meta)
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 1)  # the leader holds it now
 
 
