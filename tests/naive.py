@@ -741,6 +741,19 @@ def anh_weight(R, C):
     return 0.5 * (math.exp(max(R + 1, 0) ** 2 / (3 * (C + 1))) - math.exp(max(R - 1, 0) ** 2 / (3 * (C + 1))))
 
 
+def learn_expert(g, i, X, y, yhat, rows, theta, gsum, lam, lr, base):
+    """Group g's expert learns row i (``yhat`` its prediction of it): a ridge solved from scratch
+    over the group's rows, or one AdaGrad step of the logistic expert."""
+    rows[g].append(i)
+    if base == "ridge":
+        Xg, yg = X[rows[g]], y[rows[g]]
+        theta[g] = np.linalg.solve(lam * np.eye(X.shape[1]) + Xg.T @ Xg, Xg.T @ yg)
+    else:
+        grad = (yhat - y[i]) * X[i]
+        gsum[g] += grad ** 2
+        theta[g] -= np.where(grad != 0, lr * grad / np.sqrt(gsum[g]), 0.0)
+
+
 def groupwise(X, member, y, lam, base="ridge", lr=0.1, seed=0, keys=None, anchor=True):
     """Groupwise regret, the obvious way: each group's ridge solved from scratch,
     θ_g = (λI + Σ x xᵀ)⁻¹ Σ y x over its rows so far (logistic: AdaGrad steps), AdaNormalHedge
@@ -782,14 +795,7 @@ def groupwise(X, member, y, lam, base="ridge", lr=0.1, seed=0, keys=None, anchor
             R[g] += r
             C[g] += abs(r)
             loss[g] += (lmix, lhat)
-            rows[g].append(i)
-            if base == "ridge":
-                Xg, yg = X[rows[g]], y[rows[g]]
-                theta[g] = np.linalg.solve(lam * np.eye(d) + Xg.T @ Xg, Xg.T @ yg)
-            else:
-                grad = (yh[q] - y[i]) * X[i]
-                gsum[g] += grad ** 2
-                theta[g] -= np.where(grad != 0, lr * grad / np.sqrt(gsum[g]), 0.0)
+            learn_expert(g, i, X, y, yh[q], rows, theta, gsum, lam, lr, base)
     return np.array(mix_out), np.array(rand_out), R, C, loss, rows
 
 
@@ -1040,12 +1046,5 @@ def groupwise_prior(X, member, y, lam, prior, base="ridge", lr=0.1, seed=0, keys
                 _, gap = adahedge(*hedge[g], ea, eu)
                 hedge[g] += (ea, eu, gap)
             loss[g] += (lmix, lhat)
-            rows[g].append(i)
-            if base == "ridge":
-                Xg, yg = X[rows[g]], y[rows[g]]
-                theta[g] = np.linalg.solve(lam * np.eye(d) + Xg.T @ Xg, Xg.T @ yg)
-            else:
-                grad = (yh[q] - y[i]) * X[i]
-                gsum[g] += grad ** 2
-                theta[g] -= np.where(grad != 0, lr * grad / np.sqrt(gsum[g]), 0.0)
+            learn_expert(g, i, X, y, yh[q], rows, theta, gsum, lam, lr, base)
     return np.array(mix_out), np.array(rand_out), (R, C, Ru, Cu), hedge, loss

@@ -25,6 +25,17 @@ def data(seed, n=400, d=5, groups=4):
     return X, G, y
 
 
+def row_by_row(m, X, G, y, keys):
+    """Each row predicted (both rules), then learned: the two predictions per row."""
+    mix, rand = [], []
+    for i in range(len(y)):
+        out = m.process({"X": X[i:i + 1], "G": G[i:i + 1], "event_key": keys[i:i + 1]})
+        mix.append(out["prediction_mixture"][0])
+        rand.append(out["prediction_randomized"][0])
+        m.learn({"X": X[i:i + 1], "G": G[i:i + 1], "y": y[i:i + 1]})
+    return mix, rand
+
+
 @pytest.mark.parametrize("R", [-5.0, -1.0, -0.5, 0.0, 0.3, 1.0, 2.5, 40.0])
 @pytest.mark.parametrize("C", [0.0, 1.0, 7.5, 300.0])
 def test_adanormalhedge_weight_matches_the_formula(R, C):
@@ -46,12 +57,7 @@ def test_predict_then_learn_matches_the_reference(base, seed, anchor):
     keys = np.random.default_rng(seed).integers(0, 2**63, len(y)).astype(np.uint64)
     m = GroupwiseRegressor(n_features=5, groups=["g0", "g1", "g2", "g3"], lam=0.7, base=base, seed=seed,
                            anchor=anchor)
-    mix, rand = [], []
-    for i in range(len(y)):
-        out = m.process({"X": X[i:i + 1], "G": G[i:i + 1], "event_key": keys[i:i + 1]})
-        mix.append(out["prediction_mixture"][0])
-        rand.append(out["prediction_randomized"][0])
-        m.learn({"X": X[i:i + 1], "G": G[i:i + 1], "y": y[i:i + 1]})
+    mix, rand = row_by_row(m, X, G, y, keys)
     member = np.concatenate([np.ones((len(y), 1), dtype=bool), G.astype(bool)], axis=1)
     rmix, rrand, R, C, loss, _ = naive.groupwise(X, member, y, 0.7, base=base, seed=seed, keys=keys, anchor=anchor)
     assert np.allclose(mix, rmix, atol=1e-9) and np.allclose(rand, rrand, atol=1e-9)
@@ -251,12 +257,7 @@ def test_adaptive_prior_matches_the_reference(base, rule, seed):
     names = ["g0", "g1", "g2", "g3"]
     m = GroupwiseRegressor(n_features=5, groups=names, lam=0.7, base=base, rule=rule, seed=seed)
     assert m.prior_ == "adaptive" and m.prior_in_use == "adaptive"
-    mix, rand = [], []
-    for i in range(len(y)):
-        out = m.process({"X": X[i:i + 1], "G": G[i:i + 1], "event_key": keys[i:i + 1]})
-        mix.append(out["prediction_mixture"][0])
-        rand.append(out["prediction_randomized"][0])
-        m.learn({"X": X[i:i + 1], "G": G[i:i + 1], "y": y[i:i + 1]})
+    mix, rand = row_by_row(m, X, G, y, keys)
     member = np.concatenate([np.ones((len(y), 1), dtype=bool), G.astype(bool)], axis=1)
     rmix, rrand, (R, C, Ru, Cu), hedge, loss = naive.groupwise_prior(X, member, y, 0.7, "adaptive", base=base,
                                                                     seed=seed, keys=keys, rule=rule)
