@@ -23,7 +23,8 @@ LEARNED = ("learned-discard", "learned-phase", "learned-ftp")
 BYTE_POLICIES = ("lru", "fifo", "sieve", "s3fifo", "ftp-discard", "robust-discard", "learned-discard")
 _QUEUE = {"lru": 0, "fifo": 1, "sieve": 2}
 _FRAME = ("tkeys", "tvals", "fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "bit", "meta")
-_BYTE_PREFIX = {"ftp": "ftp", "lru": "lru", "s3fifo": "s3", "ftp-0.3-quarter": "ftp1", "ftp-0.5": "ftp2"}
+_PREFIX = {"ftp": "ftp", "lru": "lru", "arc": "arc", "s3fifo": "s3", "ftp-0.3-quarter": "ftp1", "ftp-0.5": "ftp2",
+           "s3fifo-learned": "s3l"}  # a raced shadow's name -> the prefix of its state
 _ONE = np.ones(1, dtype=np.int64)  # every request one unit (page mode)
 _S3_GHOST = ("gtk", "gtv", "ring", "gsize", "gmeta")
 _GHOST = ("fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "meta")
@@ -95,10 +96,11 @@ def _upgrade_s3_ghosts(current: Mapping[str, np.ndarray], state: Mapping[str, np
     return out
 
 
-def _new_cm(k: int, most: int) -> np.ndarray:
-    """The race's switching state (see :func:`._kernels.leader_after`): shadow 0 leads, the first check
-    after max(k, 64) requests, at most ``most``."""
+def _new_cm(k: int, most: int, leader: int) -> np.ndarray:
+    """The race's switching state (see :func:`._kernels.leader_after`): shadow ``leader`` leads, the
+    first check after max(k, 64) requests, at most ``most``."""
     cm = np.zeros(K.N_CM, dtype=np.int64)
+    cm[K.CM_LEADER] = leader
     cm[K.CM_NEXT] = K.first_check(k, most)
     return cm
 
@@ -273,11 +275,8 @@ class PagingCache(Tracker):
                        "ftp/time": np.zeros(k, dtype=np.int64), **_s3("s3l", k),
                        "s3l/lbit": np.zeros(k, dtype=np.int64)})
         if policy in ("robust-discard", "learned-discard"):
-            n_shadows = len(R.ROBUST_SHADOWS if policy == "robust-discard" else R.LEARNED_SHADOWS)
-            st["follow/cm"] = _new_cm(k, int(switch_every))
-            if policy == "learned-discard":  # S3-FIFO leads at first: the strongest classical policy on average
-                st["follow/cm"][K.CM_LEADER] = R.LEARNED_SHADOWS.index("s3fifo")
-            st["follow/faults"] = np.zeros(n_shadows, dtype=np.int64)
+            st["follow/cm"] = _new_cm(k, int(switch_every), self._first_leader())
+            st["follow/faults"] = np.zeros(len(self.shadows()), dtype=np.int64)
         if policy in LEARNED:
             st.update({f"predictor/{name}": arr for name, arr in
                        PR.new_state(int(history_cap), max(1024, 2 * int(history_cap)), k).items()})
@@ -294,13 +293,11 @@ class PagingCache(Tracker):
             st["real/time"] = np.zeros(k, dtype=np.int64)
         elif policy in ("robust-discard", "learned-discard"):
             for name in self.shadows():
-                pre = _BYTE_PREFIX[name]
+                pre = _PREFIX[name]
                 st.update(_s3(pre, k) if name == "s3fifo" else _frames(pre, k))
                 if pre.startswith("ftp"):
                     st[f"{pre}/time"] = np.zeros(k, dtype=np.int64)
-            st["follow/cm"] = _new_cm(k, int(self.switch_every))
-            if policy == "learned-discard":  # (as in the unit-size mode)
-                st["follow/cm"][K.CM_LEADER] = self.shadows().index("s3fifo")
+            st["follow/cm"] = _new_cm(k, int(self.switch_every), self._first_leader())
             st["follow/faults"] = np.zeros(len(self.shadows()), dtype=np.int64)
         if policy in LEARNED:
             st.update({f"predictor/{name}": arr for name, arr in
@@ -463,7 +460,7 @@ class PagingCache(Tracker):
             m = b - i
             ks, os_, ss = keys[i:b], ops[i:b], sizes[i:b]
             for j, name in enumerate(names):
-                pre = _BYTE_PREFIX[name]
+                pre = _PREFIX[name]
                 fr = (*self._t(pre), self._st[f"{pre}/fsize"])
                 pos[0] = 0
                 if name == "lru":
@@ -483,7 +480,7 @@ class PagingCache(Tracker):
             held = max(1, int(meta[K.M_SIZE]))
             if int(meta[K.M_T]) == int(cm[K.CM_NEXT]) and K.leader_after(faults, cm, max(1, held // 16), held, c,
                                                                          int(meta[K.M_T])):
-                pre = _BYTE_PREFIX[names[int(cm[0])]]
+                pre = _PREFIX[names[int(cm[0])]]
                 K.resort(self._st[f"{pre}/tkeys"], self._st[f"{pre}/tvals"], *real[:-1])
             i = b
         return {"prob": prob} if learned else {}
@@ -506,7 +503,7 @@ class PagingCache(Tracker):
         self._st = checked_state(self._st, state, "another policy or capacity?")
         leader = self._st["follow/cm"][0] if "follow/cm" in self._st else old_leader
         if leader != old_leader and not self.byte_capacity:  # (an upgrade moved the leader: re-sort)
-            pre = {"lru": "lru", "arc": "arc", "s3fifo": "s3", "ftp-0.3-quarter": "ftp1"}[self.shadows()[int(leader)]]
+            pre = _PREFIX[self.shadows()[int(leader)]]
             K.resort(self._st[f"{pre}/tkeys"], self._st[f"{pre}/tvals"], *self._t("real"))
 
     def metrics(self) -> dict[str, float]:
@@ -573,6 +570,11 @@ class PagingCache(Tracker):
         if order:
             self.process(cols)
         self._st.update({name: arr.copy() for name, arr in kept.items()})
+
+    def _first_leader(self) -> int:
+        """The shadow a race follows at first: S3-FIFO for learned-discard (the strongest classical
+        policy on average), else the first (robust-discard's FtP over the given bits)."""
+        return self.shadows().index("s3fifo") if self.policy == "learned-discard" else 0
 
     def shadows(self) -> tuple[str, ...]:
         """Names of the shadow caches a robust policy races (empty for the others)."""
