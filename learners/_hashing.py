@@ -59,20 +59,58 @@ class FeatureHasher:
     the cap pushed out (the hash is recomputed on the next sight, so an eviction costs time, never
     correctness).
 
+    Declared ``crosses`` add interaction features before hashing, as Vowpal Wabbit's ``-q`` does:
+    a feature's *field* is its name up to the first ``=`` (``"origin=EWR"`` → ``origin``; a name
+    without ``=`` is its own field), and a cross of fields ``(a, b)`` adds, for every feature of
+    field ``a`` and every feature of field ``b``, the feature ``"<name_a>^<name_b>"`` with the product
+    of their values. Fields listed in ``cross_only`` feed crosses but are not features themselves.
+
     >>> h = FeatureHasher(8)
     >>> v = h.transform({"amount": 2.0, "country=NL": 1.0})
     >>> v.shape, float(abs(v).sum())
     ((8,), 3.0)
+    >>> hx = FeatureHasher(8, crosses=[("origin", "hour")], cross_only=["hour"])
+    >>> hx.expand({"origin=EWR": 1.0, "hour=5": 1.0, "amount": 0.5})
+    {'origin=EWR': 1.0, 'amount': 0.5, 'origin=EWR^hour=5': 1.0}
     """
 
-    def __init__(self, n_features: int, cache_size: int = 100_000):
+    def __init__(self, n_features: int, cache_size: int = 100_000,
+                 crosses: Sequence[Sequence[str]] = (), cross_only: Sequence[str] = ()):
         if n_features < 1:
             raise ValueError(f"n_features must be >= 1, got {n_features}")
+        for c in crosses:
+            if isinstance(c, str) or len(c) < 2 or not all(isinstance(f, str) and f for f in c):
+                raise ValueError(f"a cross is a list of two or more field names, got {c!r}")
         self.n_features = n_features
         self.cache_size = cache_size
+        self.crosses = tuple(tuple(c) for c in crosses)
+        self.cross_only = frozenset(cross_only)
         self._cache: dict[str, tuple[int, float]] = {}
         self._code: dict[str, int] = {}  # the same, as one signed code: col, or ~col for sign -1
         self.evictions = 0
+
+    def expand(self, features: Mapping[str, float]) -> Mapping[str, float]:
+        """The features with the declared crosses added (and ``cross_only`` fields left out);
+        the map itself when nothing is declared. Values must be numbers (checked by the caller)."""
+        if not self.crosses:
+            return features
+        by_field: dict[str, list[tuple[str, float]]] = {}
+        out: dict[str, float] = {}
+        drop = self.cross_only
+        for name, value in features.items():
+            field = name.split("=", 1)[0]
+            by_field.setdefault(field, []).append((name, value))
+            if field not in drop:
+                out[name] = value
+        for cross in self.crosses:
+            terms: list[tuple[str, float]] = [("", 1.0)]
+            for field in cross:
+                terms = [(f"{n}^{m}" if n else m, v * w) for n, v in terms for m, w in by_field.get(field, ())]
+                if not terms:
+                    break
+            for n, v in terms:
+                out[n] = out.get(n, 0.0) + v
+        return out
 
     def _slot(self, name: str) -> tuple[int, float]:
         hit = self._cache.get(name)
@@ -109,6 +147,10 @@ class FeatureHasher:
         ([2, 1], True)
         """
         chain = itertools.chain.from_iterable
+        if self.crosses:
+            if not checked and not set(map(type, chain([f.values() for f in features]))) <= NUMBER_TYPES:
+                raise TypeError("a value is not a number")
+            features = [self.expand(f) for f in features]
         lens = list(map(len, features))
         total = sum(lens)
         if not checked and not set(map(type, chain([f.values() for f in features]))) <= NUMBER_TYPES:
@@ -134,6 +176,11 @@ class FeatureHasher:
         cache = self._cache
         cols: list[int] = []
         vals: list[float] = []
+        if self.crosses:
+            for name, value in features.items():
+                if type(value) is not float and type(value) is not int:
+                    raise TypeError(name)
+            features = self.expand(features)
         for name, value in features.items():
             t = type(value)
             if t is int:
@@ -149,7 +196,7 @@ class FeatureHasher:
 
     def transform_into(self, features: Mapping[str, float], out: np.ndarray) -> None:
         """Adds the hashed features to ``out`` (a zeroed row of length ``n_features``)."""
-        for name, value in features.items():
+        for name, value in self.expand(features).items():
             i, s = self._slot(name)
             out[i] += s * value
 

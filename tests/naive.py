@@ -1048,3 +1048,45 @@ def groupwise_prior(X, member, y, lam, prior, base="ridge", lr=0.1, seed=0, keys
             loss[g] += (lmix, lhat)
             learn_expert(g, i, X, y, yh[q], rows, theta, gsum, lam, lr, base)
     return np.array(mix_out), np.array(rand_out), (R, C, Ru, Cu), hedge, loss
+
+
+HASHED_CONSTANT = 11650396
+
+
+def hashed_row_value(table, feats, off, mask, constant):
+    """Σ w[(i + off) & mask]·x over a row's (index, value) pairs, plus the constant feature."""
+    v = table.get((HASHED_CONSTANT + off) & mask, [0.0, 0.0, 0.0])[0] if constant else 0.0
+    for i, x in feats:
+        v += table.get((i + off) & mask, [0.0, 0.0, 0.0])[0] * x
+    return v
+
+
+def hashed_learn(table, acc, feats, off, y, omega, mask, eta, constant):
+    """One NAG step with an importance-invariant step (Ross et al. 2013; Karampatziakis and Langford
+    2011), written plainly: ``table`` maps a row to [weight, G, s]; ``acc`` = [T, N]."""
+    cells = [((i + off) & mask, x) for i, x in feats if x != 0.0]
+    if constant:
+        cells.append(((HASHED_CONSTANT + off) & mask, 1.0))
+    for j, x in cells:  # normalizer first: a larger |x| shrinks the weight by s²/x²
+        cell = table.setdefault(j, [0.0, 0.0, 0.0])
+        if abs(x) > cell[2]:
+            if cell[2] > 0:
+                cell[0] *= cell[2] ** 2 / x ** 2
+            cell[2] = abs(x)
+    pred = hashed_row_value(table, feats, off, mask, constant)
+    g = pred - y
+    acc[0] += omega
+    u = 0.0
+    for j, x in cells:
+        cell = table[j]
+        acc[1] += omega * x * x / cell[2] ** 2
+        cell[1] += omega * g * g * x * x
+        if cell[1] > 0:
+            u += x * x / (cell[2] * math.sqrt(cell[1]))
+    if u <= 0 or g == 0 or acc[1] <= 0:
+        return
+    eta_t = eta * math.sqrt(acc[0] / acc[1])
+    step = -g * (1 - math.exp(-eta_t * omega * u)) / u
+    for j, x in cells:
+        cell = table[j]
+        cell[0] += step * x / (cell[2] * math.sqrt(cell[1]))

@@ -243,3 +243,77 @@ def test_the_blake2b_kernel_equals_hashlib(seed):
     assert event_keys(ids).tolist() == [event_key(e) for e in ids]
     assert event_keys([f"a{i}" for i in range(5)]).tolist() == [event_key(f"a{i}") for i in range(5)]  # ASCII
     assert event_keys([]).shape == (0,)
+
+
+def _hashed_case(rng, n, bits, dup):
+    """Random sparse rows (some empty, some with explicit zeros or repeated indices) and offsets."""
+    mask = (1 << bits) - 1
+    sizes = rng.integers(0, 6, size=n)
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    idx = rng.integers(0, 1 << bits, size=ptr[-1]).astype(np.int64)
+    if dup:  # collisions inside a row and across actions
+        idx[::3] = idx[0] if len(idx) else 0
+    val = rng.normal(size=ptr[-1]) * rng.choice([0.01, 1.0, 50.0], size=ptr[-1])
+    val[rng.random(ptr[-1]) < 0.1] = 0.0
+    offs = (rng.integers(0, 1 << 62, size=n) & mask).astype(np.int64)
+    return mask, ptr, idx, val, offs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("bits", [3, 12])
+@pytest.mark.parametrize("constant", [True, False])
+@pytest.mark.parametrize("dup", [False, True])
+def test_hashed_update_and_scores_match_reference(seed, bits, constant, dup):
+    from learners.bandit import _sparse as SK
+
+    rng = np.random.default_rng(seed)
+    n = 80
+    mask, ptr, idx, val, offs = _hashed_case(rng, n, bits, dup)
+    y = rng.random(n)
+    omega = 1.0 / rng.choice([1.0, 0.5, 0.01, 1e-4], size=n)  # importance weights up to 10^4
+    W = np.zeros((mask + 1, 3))
+    acc = np.zeros(2)
+    # Two calls (state carries over between micro-batches).
+    half = n // 2
+    for lo, hi in ((0, half), (half, n)):
+        p = ptr[lo:hi + 1] - ptr[lo]
+        sl = slice(ptr[lo], ptr[hi])
+        SK.hashed_update(p, idx[sl], val[sl], offs[lo:hi], y[lo:hi], omega[lo:hi], W, acc, mask, 0.5, constant)
+    table: dict = {}
+    racc = [0.0, 0.0]
+    for i in range(n):
+        feats = list(zip(idx[ptr[i]:ptr[i + 1]].tolist(), val[ptr[i]:ptr[i + 1]].tolist(), strict=True))
+        naive.hashed_learn(table, racc, feats, int(offs[i]), y[i], omega[i], mask, 0.5, constant)
+    ref = np.zeros_like(W)
+    for j, cell in table.items():
+        ref[j] = cell
+    npt.assert_allclose(W, ref, rtol=1e-9, atol=1e-12)
+    npt.assert_allclose(acc, racc, rtol=1e-12)
+    # Scores: every event against three action offsets.
+    indptr = np.arange(0, 3 * n + 1, 3, dtype=np.int64)
+    aoffs = (rng.integers(0, 1 << 62, size=3 * n) & mask).astype(np.int64)
+    out = np.empty(3 * n)
+    SK.hashed_scores(ptr, idx, val, indptr, aoffs, W, mask, constant, out)
+    for i in range(n):
+        feats = list(zip(idx[ptr[i]:ptr[i + 1]].tolist(), val[ptr[i]:ptr[i + 1]].tolist(), strict=True))
+        for p in range(3 * i, 3 * i + 3):
+            npt.assert_allclose(out[p], naive.hashed_row_value(table, feats, int(aoffs[p]), mask, constant),
+                                rtol=1e-9, atol=1e-12)
+
+
+def test_hashed_update_never_overshoots_with_huge_importance_weights():
+    """The invariant step moves the prediction toward the label, never past it, whatever 1/p."""
+    from learners.bandit import _sparse as SK
+
+    mask = 1023
+    W = np.zeros((1024, 3))
+    acc = np.zeros(2)
+    ptr, idx, val, off = np.array([0, 3]), np.array([5, 77, 300]), np.array([1.0, -2.0, 0.3]), np.array([9])
+    for y, omega in ((1.0, 1e6), (0.0, 1e9), (0.7, 1.0), (0.7, 1e12)):
+        before = np.empty(1)
+        SK.hashed_scores(ptr, idx, val, np.array([0, 1]), off, W, mask, True, before)
+        SK.hashed_update(ptr, idx, val, off, np.array([y]), np.array([omega]), W, acc, mask, 0.5, True)
+        after = np.empty(1)
+        SK.hashed_scores(ptr, idx, val, np.array([0, 1]), off, W, mask, True, after)
+        assert min(before[0], y) - 1e-9 <= after[0] <= max(before[0], y) + 1e-9
+        assert np.isfinite(W).all()

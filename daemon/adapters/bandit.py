@@ -31,6 +31,7 @@ from connectors.base import SourceRecord
 from learners._hashing import NUMBER_TYPES, FeatureHasher, event_keys
 from learners.bandit import BanditLearner
 from learners.bandit.ope import OffPolicyEstimate
+from learners.base import factory_of
 
 from ..checkpoint import pack_strings, unpack_strings
 from ..config import S
@@ -79,6 +80,50 @@ def rows_matrix(rows: list, d: int) -> np.ndarray:
         dense = sorted(set(range(n)).difference(sparse))
         X[dense] = np.array([rows[i].x for i in dense], dtype=np.float64).reshape(len(dense), d)
     return X
+
+
+def rows_csr(rows: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contexts as sparse rows (``x_indptr``, ``x_index``, ``x_value``) for learners that take them,
+    from the same items as :func:`rows_matrix`: no n×d matrix is ever built."""
+    parts_c: list[np.ndarray] = []
+    parts_v: list[np.ndarray] = []
+    for e in rows:
+        if e.pairs is not None:
+            rec = np.frombuffer(e.pairs, dtype=PAIR)
+            parts_c.append(rec["c"])
+            parts_v.append(rec["v"])
+        elif e.cols is not None:
+            parts_c.append(np.asarray(e.cols, dtype=np.int64))
+            parts_v.append(np.asarray(e.vals, dtype=np.float64))
+        else:
+            nz = np.flatnonzero(e.x)
+            parts_c.append(nz.astype(np.int64))
+            parts_v.append(np.asarray(e.x, dtype=np.float64)[nz])
+    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(c) for c in parts_c], out=ptr[1:])
+    if not parts_c:
+        return ptr, np.zeros(0, dtype=np.int64), np.zeros(0)
+    return ptr, np.concatenate(parts_c).astype(np.int64, copy=False), np.concatenate(parts_v)
+
+
+def take_rows(ctx: Any, keep: np.ndarray) -> Any:
+    """The contexts of the kept rows (a matrix, or sparse rows)."""
+    if isinstance(ctx, np.ndarray):
+        return ctx[keep]
+    ptr, idx, val = ctx
+    lens = np.diff(ptr)[keep]
+    mask = np.repeat(keep, np.diff(ptr))
+    out = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens, out=out[1:])
+    return out, idx[mask], val[mask]
+
+
+def _takes_rows(learner: str) -> bool:
+    """Whether the named learner takes its contexts as sparse rows (read off its class: building
+    one could allocate its whole state)."""
+    factory = factory_of(learner)
+    cls = getattr(factory, "func", factory)
+    return any(c.name == "x_indptr" for c in getattr(cls, "inputs", ()))
 
 
 def hashed_matrix(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, lens: list[int], n: int,
@@ -165,6 +210,10 @@ SETTINGS = (
       "default", minimum=0.0),
     S("default_reward", float, 0.0, "reward learned when none arrived within reward_wait_s"),
     S("metrics_max_actions", int, 64, "per-action metric labels kept (others as 'other')", minimum=1),
+    S("crosses", list, [], "declared feature crosses, hashed like the features (Vowpal Wabbit's -q): lists of "
+      "field names, a feature's field being its name up to the first '='; [[\"origin\", \"dest\"]] adds "
+      "'origin=JFK^dest=LAX' for each pair of such features, valued by their product"),
+    S("cross_only", list, [], "fields that feed crosses but are not features themselves"),
 )
 
 
@@ -183,8 +232,20 @@ class BanditAdapter(Adapter):
     expired_outcome = "defaulted"
     default_params = ("seed", "n_features")
 
+    @classmethod
+    def check(cls, pc: dict[str, Any]) -> None:
+        FeatureHasher(1, crosses=pc["crosses"], cross_only=pc["cross_only"])  # (raises on a bad cross)
+        if not all(isinstance(f, str) for f in pc["cross_only"]):
+            raise ValueError("cross_only must list field names")
+        form = _takes_rows(pc["learner"])
+        for s in pc["shadow_learners"]:
+            if _takes_rows(s) != form:
+                raise ValueError(f"shadow learner {s!r} takes contexts in another form than {pc['learner']!r} "
+                                 "(sparse rows and dense matrices do not mix in one pipeline)")
+
     def __init__(self, pc: dict[str, Any], metrics, rules):
         super().__init__(pc, metrics, rules)
+        self.check(pc)  # (before any learner is built: a dense shadow of a hashed learner's size would not fit)
         self.learner = cast(BanditLearner, learners.create(pc["learner"], **self.params))
         self.shadows = {s: learners.create(s, **self.params) for s in pc["shadow_learners"]}
         self.expire_value = float(pc["default_reward"])
@@ -193,7 +254,9 @@ class BanditAdapter(Adapter):
         self.n_af = int(self.params.get("n_action_features", 0))
         self.actions = [str(a) for a in self.learner.actions]
         self.strict = bool(self.learner.strict_actions)
-        self.hasher = FeatureHasher(self.d, pc["feature_cache"])
+        # Learners over sparse rows (hashed oracles) get x_indptr/x_index/x_value, never an n×d matrix.
+        self.sparse = _takes_rows(pc["learner"])
+        self.hasher = FeatureHasher(self.d, pc["feature_cache"], crosses=pc["crosses"], cross_only=pc["cross_only"])
         # Name→value action features are hashed into their own n_action_features columns.
         self.af_hasher = FeatureHasher(self.n_af, pc["feature_cache"]) if self.n_af else None
         self.inline = not self.n_af and bool(self.actions)  # the common event, decoded inline
@@ -336,26 +399,32 @@ class BanditAdapter(Adapter):
             return self._decide(run, source, X)
         good = [ev for ev in run if ev not in bad]
         keep = np.array([ev not in bad for ev in run], dtype=bool)
-        outs, bodies = self._decide(good, source, X[keep]) if good else ([], [])
+        outs, bodies = self._decide(good, source, take_rows(X, keep)) if good else ([], [])
         self.rejected = True
         o, b = iter(outs), iter(bodies)
         return [bad.get(ev) or next(o) for ev in run], [None if ev in bad else next(b) for ev in run] if bodies else []
 
-    def _contexts(self, run: list[Event]) -> tuple[np.ndarray, dict[Event, BadRecord]]:
-        """The run's n×d contexts, and its events that are rejected (hashed features that sum to
-        inf, an integer too large for a float). Events decoded from Kafka bring their features
+    def _contexts(self, run: list[Event]) -> tuple[Any, dict[Event, BadRecord]]:
+        """The run's contexts (an n×d matrix, or sparse rows for a learner that takes them), and
+        its events that are rejected (hashed features that sum to inf, an integer too large for a
+        float). Events decoded from Kafka bring their features
         checked but unhashed: they are hashed here, all at once, and each keeps its own columns
         and values (``pairs``, a copy: a waiting event holds no share of the run's arrays)."""
         bad: dict[Event, BadRecord] = {}
         n, d = len(run), self.d
-        X: np.ndarray | None = None
+        X: Any = None
         if run[0].feats is not None and all(e.feats is not None for e in run):
             try:
                 cols, vals, lens = self.hasher.sparse_many([e.feats for e in run], checked=True)  # type: ignore[misc]
             except (TypeError, OverflowError):
                 pass  # (found row by row below)
             else:
-                X = hashed_matrix(np.arange(n, dtype=np.int64), cols, vals, lens, n, d)
+                if self.sparse:
+                    ptr = np.zeros(n + 1, dtype=np.int64)
+                    np.cumsum(lens, out=ptr[1:])
+                    X = (ptr, cols, vals)
+                else:
+                    X = hashed_matrix(np.arange(n, dtype=np.int64), cols, vals, lens, n, d)
                 rec = np.empty(len(cols), dtype=PAIR)
                 rec["c"], rec["v"] = cols, vals
                 raw, a = rec.tobytes(), 0
@@ -371,16 +440,27 @@ class BanditAdapter(Adapter):
                         bad[e] = err
                         e.cols, e.vals = [], []
                     e.feats = None
-            X = rows_matrix(run, d)
-        rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
+            X = rows_csr(run) if self.sparse else rows_matrix(run, d)
+        if self.sparse:
+            ptr, _, vals = X
+            rows = np.unique(np.repeat(np.arange(n), np.diff(ptr))[~np.isfinite(vals)])
+        else:
+            rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
         if len(rows):
-            inf = BadRecord("non_finite", "features sum to inf in a hashed column")
+            inf = BadRecord("non_finite", "a feature cross overflows to inf" if self.sparse
+                            else "features (or their crosses) sum to inf in a hashed column")
             for i in rows.tolist():
                 bad.setdefault(run[i], inf)
         return X, bad
 
-    def _batch(self, run: list[Event], X: np.ndarray) -> dict[str, Any]:
-        batch: dict[str, Any] = {"event_key": event_keys([e.id for e in run]), "X": X}
+    def _context_columns(self, X: Any) -> dict[str, Any]:
+        if self.sparse:
+            ptr, idx, val = X
+            return {"x_indptr": ptr, "x_index": idx, "x_value": val}
+        return {"X": X}
+
+    def _batch(self, run: list[Event], X: Any) -> dict[str, Any]:
+        batch: dict[str, Any] = {"event_key": event_keys([e.id for e in run]), **self._context_columns(X)}
         if any(e.actions is not None for e in run):
             sets = [e.actions if e.actions is not None else self.actions for e in run]
             batch["action_indptr"] = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
@@ -389,7 +469,7 @@ class BanditAdapter(Adapter):
                 batch["action_features"] = np.concatenate([e.afs for e in run])
         return batch
 
-    def _decide(self, run: list[Event], source: str, X: np.ndarray) -> Outputs:
+    def _decide(self, run: list[Event], source: str, X: Any) -> Outputs:
         n = len(run)
         batch = self._batch(run, X)
         reason = self.default_reason()
@@ -555,7 +635,7 @@ class BanditAdapter(Adapter):
         n = len(es)
         batch: dict[str, Any] = {
             "event_key": np.array([e.key for e in es], dtype=np.uint64),
-            "X": rows_matrix(es, self.d),
+            **self._context_columns(rows_csr(es) if self.sparse else rows_matrix(es, self.d)),
             "action": [e.action for e in es],
             "reward": np.array([r for _, r in rows], dtype=np.float64),
             "prob": np.array([e.prob for e in es]),
@@ -572,9 +652,14 @@ class BanditAdapter(Adapter):
         es = cast(list[Event], items)
         m, n_af = len(es), self.n_af
         acts, act_ends = pack_strings([e.action for e in es])
+        if self.sparse:  # waiting contexts as sparse rows (an n×2**18 matrix would not fit)
+            ptr, idx, val = rows_csr(es)
+            ctx = {"x_indptr": ptr, "x_index": idx, "x_value": val}
+        else:
+            ctx = {"X": rows_matrix(es, self.d).reshape(m, self.d)}
         return {
             "keys": np.array([e.key for e in es], dtype=np.uint64),
-            "X": rows_matrix(es, self.d).reshape(m, self.d),
+            **ctx,
             "actions": acts, "action_ends": act_ends,
             "af": np.array([e.af if e.af is not None else np.zeros(n_af) for e in es],
                            dtype=np.float64).reshape(m, n_af),
@@ -588,8 +673,14 @@ class BanditAdapter(Adapter):
         keys, prob, version = a["keys"].tolist(), a["prob"].tolist(), a["version"].tolist()
         ope = [tuple(r) for r in a["ope"].reshape(len(ids), a["ope"].shape[1] * 3).tolist()]
         out: list[Item] = []
+        ptr = a["x_indptr"].tolist() if "x_indptr" in a else None
         for i, eid in enumerate(ids):
-            e = Event(eid, None, a["X"][i].copy(), None, None, None, None, None)
+            if ptr is not None:
+                lo, hi = ptr[i], ptr[i + 1]
+                e = Event(eid, None, None, a["x_index"][lo:hi].tolist(), a["x_value"][lo:hi].tolist(), None, None,
+                          None)
+            else:
+                e = Event(eid, None, a["X"][i].copy(), None, None, None, None, None)
             e.key, e.action, e.prob, e.version, e.ope = keys[i], acts[i], prob[i], version[i], ope[i]
             e.af = a["af"][i].copy() if self.n_af else None
             out.append(e)

@@ -1,4 +1,4 @@
-"""Contextual bandits: SquareCB/FastCB over ridge or neural oracles, LinUCB, Thompson, ε-greedy."""
+"""Contextual bandits: SquareCB/FastCB over ridge, neural or hashed sparse oracles, LinUCB, Thompson, ε-greedy."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from functools import partial
 from typing import Any
 
 from ..base import register
+from .hashed import HashedBanditLearner
 from .learner import ORACLES, POLICIES, ActionTable, BanditLearner
 
 # One registry entry per benchmarked policy (all the same class, composed differently).
@@ -24,4 +25,14 @@ for _name, _preset in PRESETS.items():
         partial(BanditLearner, **_preset)
     )
 
-__all__ = ["ActionTable", "BanditLearner", "ORACLES", "POLICIES", "PRESETS"]
+# The hashed sparse oracle (wide contexts: hashed features and their declared crosses).
+HASHED_PRESETS: dict[str, dict[str, Any]] = {
+    "squarecb-hashed": {"policy": "squarecb"},
+    "epsilon-greedy-hashed": {"policy": "epsilon-greedy"},
+}
+for _name, _preset in HASHED_PRESETS.items():
+    register(_name, test_params=HashedBanditLearner.conformance_params())(
+        partial(HashedBanditLearner, **_preset)
+    )
+
+__all__ = ["ActionTable", "BanditLearner", "HASHED_PRESETS", "HashedBanditLearner", "ORACLES", "POLICIES", "PRESETS"]

@@ -24,7 +24,7 @@ References
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -173,7 +173,7 @@ class BanditLearner(Decider):
     """
 
     family = "bandit"
-    inputs = (
+    inputs: ClassVar[tuple[Column, ...]] = (
         Column("event_key", "uint64", "n", "event keys: seed the exploration draws"),
         Column("X", "float64", "n×d", "contexts (d = n_features)"),
         Column("action_indptr", "int64", "n+1", "offsets of each event's action set in action_ids; "
@@ -184,7 +184,7 @@ class BanditLearner(Decider):
                "(oracle ridge-shared only; nnz = n × the configured actions without action_indptr)",
                required=False),
     )
-    outputs = (
+    outputs: ClassVar[tuple[Column, ...]] = (
         Column("indptr", "int64", "n+1", "offsets of each event's actions in probs and scores"),
         Column("probs", "float64", "nnz", "probability of each available action"),
         Column("scores", "float64", "nnz", "the oracle's predicted reward of each available action"),
@@ -194,13 +194,14 @@ class BanditLearner(Decider):
         Column("explored", "bool", "n", "the chosen action is not the greedy one"),
         Column("model_version", "int64", "n", "learned events // version_interval"),
     )
-    feedback = (
+    feedback: ClassVar[tuple[Column, ...]] = (
         Column("event_key", "uint64", "n", "keys of the decided events (seed the neural oracle's perturbation)"),
         Column("X", "float64", "n×d", "the contexts decided on"),
         Column("action", "str", "n", "id of the chosen action"),
         Column("reward", "float64", "n", "its reward (in [0, 1] for fastcb)"),
         Column("prob", "float64", "n", "its probability when chosen: accepted for the record, not used (the "
-               "oracle regresses without importance weights)", required=False),
+               "ridge and neural oracles regress unweighted; the hashed oracle weights by 1/prob)",
+               required=False),
         Column("action_features", "float64", "n×n_action_features", "the chosen action's features (oracle "
                "ridge-shared only)", required=False),
     )
@@ -441,8 +442,8 @@ class BanditLearner(Decider):
     # -- the two operations -----------------------------------------------------------------------
     def _process(self, batch: Batch) -> dict[str, np.ndarray]:
         """Decides for a batch of events (columns :attr:`inputs`, outputs :attr:`outputs`)."""
-        X, keys = self._check_X(batch)
-        n = X.shape[0]
+        ctx, keys = self._context(batch)
+        n = keys.shape[0]
         # Every check runs before any state changes: a rejected batch leaves the learner as it was.
         tick = self._tick + 1
         indptr, slots, ids, AF = self._action_sets(batch, n, tick)
@@ -450,14 +451,7 @@ class BanditLearner(Decider):
         nnz = len(slots)
         scores = np.empty(nnz)
         widths = np.empty(nnz)
-        want_width = self.policy in ("linucb", "lints")
-        if self.oracle == "ridge":
-            LK.disjoint_scores(X, indptr, slots, self._theta, self._A_inv, want_width, scores, widths)
-        elif self.oracle == "ridge-shared":
-            LK.shared_scores(X, indptr, AF, self._theta, self._A_inv, want_width, scores, widths)
-        else:
-            BK.mlp_scores(X, indptr, slots, self._W1, self._b1, self._W2, self._b2, self.kl_loss,
-                          self.perturbation, self.seed, keys, scores)
+        self._score(ctx, keys, indptr, slots, AF, self.policy in ("linucb", "lints"), scores, widths)
         probs = np.empty(nnz)
         if self.policy == "squarecb":
             BK.igw_pmf(scores, indptr, self.gamma, probs)
@@ -490,10 +484,11 @@ class BanditLearner(Decider):
 
     def _learn(self, batch: Batch) -> None:
         """Learns the chosen actions' rewards, rows in order (columns :attr:`feedback`). ``prob`` is
-        accepted for the record: the oracle regresses without importance weights, as Vowpal
-        Wabbit's SquareCB does."""
-        X, keys = self._check_X(batch)
-        n = X.shape[0]
+        accepted for the record: the ridge and neural oracles regress without importance
+        weights. Vowpal Wabbit's SquareCB does weight: its cb_adf ``mtr`` reduction learns the
+        chosen action with weight 1/p, as :class:`~learners.bandit.hashed.HashedBanditLearner` does."""
+        ctx, keys = self._context(batch)
+        n = keys.shape[0]
         actions = list(batch["action"])
         reward = np.asarray(batch["reward"], dtype=np.float64)
         if reward.shape != (n,) or len(actions) != n:
@@ -503,12 +498,41 @@ class BanditLearner(Decider):
         if self.policy == "fastcb" and ((reward < 0) | (reward > 1)).any():
             raise InvalidInput("fastcb needs rewards in [0, 1]")
         AF = self._check_af(batch, n)
+        omega = self._importance(batch, n)
         if n == 0:
             return
         tick = self._tick + 1
         slots = self._table.lookup(actions, tick, not self.strict_actions, self._reset_slot)
         self._tick = tick
         self._grow()
+        self._fit(ctx, keys, slots, reward, omega, AF)
+        self._t += n
+
+    # -- the oracle's hooks (a subclass with another oracle overrides these) ------------------------
+    def _context(self, batch: Batch) -> tuple[Any, np.ndarray]:
+        """The batch's contexts in the oracle's form, checked, and the event keys."""
+        return self._check_X(batch)
+
+    def _score(self, ctx: Any, keys: np.ndarray, indptr: np.ndarray, slots: np.ndarray, AF: np.ndarray,
+               want_width: bool, scores: np.ndarray, widths: np.ndarray) -> None:
+        """Fills each available action's predicted reward (and confidence width when asked)."""
+        X = ctx
+        if self.oracle == "ridge":
+            LK.disjoint_scores(X, indptr, slots, self._theta, self._A_inv, want_width, scores, widths)
+        elif self.oracle == "ridge-shared":
+            LK.shared_scores(X, indptr, AF, self._theta, self._A_inv, want_width, scores, widths)
+        else:
+            BK.mlp_scores(X, indptr, slots, self._W1, self._b1, self._W2, self._b2, self.kl_loss,
+                          self.perturbation, self.seed, keys, scores)
+
+    def _importance(self, batch: Batch, n: int) -> np.ndarray | None:
+        """Importance weights of the feedback rows (None: this oracle regresses unweighted)."""
+        return None
+
+    def _fit(self, ctx: Any, keys: np.ndarray, slots: np.ndarray, reward: np.ndarray,
+             omega: np.ndarray | None, AF: np.ndarray) -> None:
+        """Learns each row's reward for its action slot, rows in order."""
+        X = ctx
         if self.oracle == "ridge":
             LK.ridge_update_rows(self._A_inv, self._theta, X, slots, reward)
         elif self.oracle == "ridge-shared":
@@ -516,7 +540,6 @@ class BanditLearner(Decider):
         else:
             BK.mlp_update(X, slots, reward, keys, self._W1, self._b1, self._W2, self._b2,
                           self.kl_loss, self.perturbation, self.lr, self.seed)
-        self._t += n
 
     def warm_up(self) -> None:
         """Compiles every kernel this configuration uses, on a clone (own state untouched)."""
