@@ -271,7 +271,7 @@ def test_hashed_update_and_scores_match_reference(seed, bits, constant, dup):
     mask, ptr, idx, val, offs = _hashed_case(rng, n, bits, dup)
     y = rng.random(n)
     omega = 1.0 / rng.choice([1.0, 0.5, 0.01, 1e-4], size=n)  # importance weights up to 10^4
-    W = np.zeros((mask + 1, 3))
+    W = np.zeros((3, mask + 1))
     acc = np.zeros(2)
     # Two calls (state carries over between micro-batches).
     half = n // 2
@@ -286,7 +286,7 @@ def test_hashed_update_and_scores_match_reference(seed, bits, constant, dup):
         naive.hashed_learn(table, racc, feats, int(offs[i]), y[i], omega[i], mask, 0.5, constant)
     ref = np.zeros_like(W)
     for j, cell in table.items():
-        ref[j] = cell
+        ref[:, j] = cell
     npt.assert_allclose(W, ref, rtol=1e-9, atol=1e-12)
     npt.assert_allclose(acc, racc, rtol=1e-12)
     # Scores: every event against three action offsets.
@@ -306,7 +306,7 @@ def test_hashed_update_never_overshoots_with_huge_importance_weights():
     from learners.bandit import _sparse as SK
 
     mask = 1023
-    W = np.zeros((1024, 3))
+    W = np.zeros((3, 1024))
     acc = np.zeros(2)
     ptr, idx, val, off = np.array([0, 3]), np.array([5, 77, 300]), np.array([1.0, -2.0, 0.3]), np.array([9])
     for y, omega in ((1.0, 1e6), (0.0, 1e9), (0.7, 1.0), (0.7, 1e12)):
@@ -317,3 +317,21 @@ def test_hashed_update_never_overshoots_with_huge_importance_weights():
         SK.hashed_scores(ptr, idx, val, np.array([0, 1]), off, W, mask, True, after)
         assert min(before[0], y) - 1e-9 <= after[0] <= max(before[0], y) + 1e-9
         assert np.isfinite(W).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_grouped_ridge_update_equals_row_by_row_bit_for_bit(seed):
+    """The parallel update over actions' models gives exactly the single-thread result."""
+    rng = np.random.default_rng(seed)
+    n, d, k = 300, 9, 5
+    X = rng.normal(size=(n, d)) * (rng.random(size=(n, d)) < 0.4)
+    y = rng.random(n)
+    slots = rng.integers(0, k, size=n)
+    A1, t1 = np.stack([np.eye(d)] * k), np.zeros((k, d))
+    A2, t2 = A1.copy(), t1.copy()
+    LK.ridge_update_rows(A1, t1, X, slots, y)
+    order, starts = LK.slot_groups(slots)
+    assert len(starts) == k + 1 and (np.diff(slots[order]) >= 0).all()
+    LK.ridge_update_grouped(A2, t2, X, slots, y, order, starts)
+    np.testing.assert_array_equal(A1, A2)
+    np.testing.assert_array_equal(t1, t2)

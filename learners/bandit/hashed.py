@@ -120,7 +120,7 @@ class HashedBanditLearner(BanditLearner):
         self.importance_weights = importance_weights
         self.constant = constant
         self._mask = n_features - 1
-        self._W = np.zeros((n_features, 3))
+        self._W = np.zeros((3, n_features))
         self._acc = np.zeros(2)
         self._offsets = np.zeros(0, dtype=np.int64)
         super().__init__(n_features, policy=policy, oracle="ridge", actions=actions, max_actions=max_actions,
@@ -169,7 +169,7 @@ class HashedBanditLearner(BanditLearner):
                                    dtype=np.int64)
 
     def report(self) -> dict[str, Any]:
-        return {**super().report(), "nonzero_weights": int(np.count_nonzero(self._W[:, 0]))}
+        return {**super().report(), "nonzero_weights": int(np.count_nonzero(self._W[0]))}
 
     # -- the oracle's hooks -----------------------------------------------------------------------
     def _context(self, batch: Batch) -> tuple[Any, np.ndarray]:
@@ -188,13 +188,11 @@ class HashedBanditLearner(BanditLearner):
         nnz = int(ptr[-1])
         if idx.shape != (nnz,) or val.shape != (nnz,):
             raise InvalidInput(f"x_index and x_value must have x_indptr[-1] = {nnz} entries")
-        rows = np.repeat(np.arange(n), np.diff(ptr))
-        bad = (idx < 0) | (idx > self._mask)
-        if bad.any():
-            raise InvalidInput(f"x_index must lie in [0, {self.n_features})", rows=np.unique(rows[bad]))
-        bad = ~np.isfinite(val)
-        if bad.any():
-            raise InvalidInput("x_value contains NaN or inf", rows=np.unique(rows[bad]))
+        if nnz and (int(idx.min()) < 0 or int(idx.max()) > self._mask):
+            bad = (idx < 0) | (idx > self._mask)
+            raise InvalidInput(f"x_index must lie in [0, {self.n_features})", rows=_rows_of(ptr, bad))
+        if not np.isfinite(val.sum()) and not np.isfinite(val).all():  # (one pass when all is well)
+            raise InvalidInput("x_value contains NaN or inf", rows=_rows_of(ptr, ~np.isfinite(val)))
         return (ptr, idx, val), keys
 
     def _score(self, ctx: Any, keys: np.ndarray, indptr: np.ndarray, slots: np.ndarray, AF: np.ndarray,
@@ -263,6 +261,11 @@ class HashedBanditLearner(BanditLearner):
         yield "learn", {**fb, "prob": np.zeros(len(fb["reward"]))}
         yield "learn", {k: v for k, v in fb.items() if k != "prob"}
         yield "learn", {k: v for k, v in fb.items() if k != "reward"}
+
+
+def _rows_of(ptr: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """The rows holding the flagged entries."""
+    return np.unique(np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))[bad])
 
 
 def _as_rows(batch: Batch) -> dict[str, np.ndarray]:

@@ -534,7 +534,11 @@ class BanditLearner(Decider):
         """Learns each row's reward for its action slot, rows in order."""
         X = ctx
         if self.oracle == "ridge":
-            LK.ridge_update_rows(self._A_inv, self._theta, X, slots, reward)
+            order, starts = LK.slot_groups(slots)
+            if len(starts) > 2:  # several actions' models: learned in parallel, each in row order
+                LK.ridge_update_grouped(self._A_inv, self._theta, X, slots, reward, order, starts)
+            else:
+                LK.ridge_update_rows(self._A_inv, self._theta, X, slots, reward)
         elif self.oracle == "ridge-shared":
             LK.shared_update_rows(self._A_inv, self._theta, X, AF, reward)
         else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from numba import prange
+
 from .._numba import jit
 
 
@@ -77,6 +79,29 @@ def ridge_update_rows(A_inv, theta, X, slots, y):
         sm_update(A_inv[k], theta[k], X[i], y[i], work)
 
 
+@jit(parallel=True)
+def ridge_update_grouped(A_inv, theta, X, slots, y, order, starts):
+    """:func:`ridge_update_rows` with the models learned in parallel: group ``g`` is the rows
+    ``order[starts[g]:starts[g+1]]`` (one model's rows, in their order), and groups run on all
+    cores. Each model sees its rows in the same order as one thread would, so the result is the
+    same bit for bit whatever the number of threads."""
+    d = X.shape[1]
+    for g in prange(starts.shape[0] - 1):
+        work = np.empty(2 * d)
+        for p in range(starts[g], starts[g + 1]):
+            i = order[p]
+            k = slots[i]
+            sm_update(A_inv[k], theta[k], X[i], y[i], work)
+
+
+def slot_groups(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of each distinct slot, each group in row order: ``order`` and group ``starts``."""
+    order = np.argsort(slots, kind="stable")
+    s = slots[order]
+    starts = np.flatnonzero(np.diff(s)) + 1
+    return order, np.concatenate([[0], starts, [len(s)]]).astype(np.int64)
+
+
 @jit
 def ridge_predict_rows(theta, X, slots, out):
     """out[i] = X[i] · theta[slots[i]]."""
@@ -94,13 +119,19 @@ def disjoint_scores(X, indptr, slots, theta, A_inv, want_width, score_out, width
 
     Event ``i`` offers actions ``slots[indptr[i]:indptr[i+1]]``; results are aligned with ``slots``.
     """
+    nz = np.empty(X.shape[1], dtype=np.int64)
     for i in range(X.shape[0]):
         x = X[i]
+        m = 0
+        for j in range(x.shape[0]):  # hashed contexts are sparse: a score costs their non-zeros
+            if x[j] != 0.0:
+                nz[m] = j
+                m += 1
         for p in range(indptr[i], indptr[i + 1]):
             k = slots[p]
             s = 0.0
-            for j in range(x.shape[0]):
-                s += x[j] * theta[k, j]
+            for q in range(m):
+                s += x[nz[q]] * theta[k, nz[q]]
             score_out[p] = s
             if want_width:
                 width_out[p] = np.sqrt(max(quad_form(A_inv[k], x), 0.0))
