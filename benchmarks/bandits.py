@@ -98,12 +98,12 @@ class Workload:
 
 
 # -- eddy ---------------------------------------------------------------------------------------------
-def eddy_run(name: str, wl: Workload, batch: int, seed: int, crosses: bool = False) -> dict:
+def eddy_run(name: str, wl: Workload, batch: int, seed: int, params: dict | None = None) -> dict:
     K = len(wl.actions)
     hashed = name in HASHED
     X = wl.X
     n, d = len(wl.y), X.shape[1]
-    params: dict = {"actions": wl.actions, "seed": seed}
+    params = {"actions": wl.actions, "seed": seed, **(params or {})}
     if hashed:
         params["n_features"] = 2**BITS
     else:
