@@ -11,6 +11,10 @@ the daemon sets it (collect, freeze, thresholds 50,000/20/100) once the records 
   events get a feedback record (reward 0/1) about 600 events later; event time advances 0.05 s per
   event, so the rest are learned with the default reward after ``reward_wait_s`` = 600 s (12,000
   events; the daemon's default is 1 h).
+* ``bandit-squarecb-hashed-wide``: the hashed SquareCB (2^18 weights) over wide categorical
+  contexts (merchant, card BIN, country, currency, amount bucket, hour, amount, bias) and four
+  declared crosses: 12 non-zeros per event, fed as sparse rows; feedback as above. Its stage split
+  shows the cost of hashing and crossing (``features``) apart from decoding.
 * ``paging-lru``, ``paging-learned-discard``: capacity 1,000 pages, string keys drawn from a seeded
   Zipf-like law (rank^-0.9 over 50,000 keys); the core's default baseline shadows run alongside.
 * ``groupwise-mixture``: 4 configured groups (each event in 0–3 of them, besides always-on),
@@ -72,6 +76,35 @@ def bandit_stream(n: int, seed: int) -> list[bytes]:
     return out
 
 
+def wide_stream(n: int, seed: int) -> list[bytes]:
+    """Payment-routing events with wide categorical contexts (merchant, card BIN, country, currency,
+    amount bucket, hour), for the hashed learner and its declared crosses; feedback as in
+    :func:`bandit_stream`."""
+    rng = np.random.default_rng(seed)
+    countries = ["NL", "DE", "FR", "GB", "US", "ES", "IT", "BE", "SE", "PL"]
+    out: list[bytes] = []
+    waiting: list[tuple[int, str]] = []
+    i = 0
+    while len(out) < n:
+        while waiting and waiting[0][0] <= i and len(out) < n:
+            _, eid = waiting.pop(0)
+            out.append(orjson.dumps({"type": "feedback", "id": eid, "time": i * 0.05,
+                                     "reward": float(rng.random() < 0.4)}))
+        if len(out) >= n:
+            break
+        m, b, c = int(rng.zipf(1.3)) % 20_000, int(rng.integers(400_000, 420_000)), countries[int(rng.integers(10))]
+        amount = float(rng.lognormal(3.0, 1.2))
+        eid = f"w{i}"
+        out.append(orjson.dumps({"type": "event", "id": eid, "time": i * 0.05, "features": {
+            f"merchant={m}": 1.0, f"bin={b}": 1.0, f"country={c}": 1.0, f"currency={c}-cur": 1.0,
+            f"amount_bucket={min(int(np.log2(amount + 1)), 12)}": 1.0, f"hour={int(rng.integers(24))}": 1.0,
+            "amount": round(amount / 100.0, 4), "bias": 1.0}}))
+        if rng.random() < 0.3:
+            waiting.append((i + 600, eid))
+        i += 1
+    return out
+
+
 @functools.cache  # both paging workloads replay the same records
 def paging_stream(n: int, seed: int) -> list[bytes]:
     rng = np.random.default_rng(seed)
@@ -111,6 +144,10 @@ def groupwise_stream(n: int, seed: int) -> list[bytes]:
 # untimed first pass, so that no path is first taken (or compiled) in a timed one.
 WORKLOADS = {
     "bandit-squarecb": ("squarecb", {"actions": ACTIONS}, bandit_stream, {"reward_wait_s": 600.0}),
+    "bandit-squarecb-hashed-wide": ("squarecb-hashed", {"actions": ACTIONS, "n_features": 2**18}, wide_stream,
+                                    {"reward_wait_s": 600.0, "crosses": [["merchant", "country"], ["bin", "currency"],
+                                                                         ["country", "hour"],
+                                                                         ["amount_bucket", "country"]]}),
     "paging-lru": ("paging-lru", {"capacity": 1000}, paging_stream, {}),
     "paging-learned-discard": ("paging-learned-discard", {"capacity": 1000}, paging_stream, {}),
     "groupwise-mixture": ("groupwise-mixture", {"groups": GROUPS}, groupwise_stream, {"reward_wait_s": 600.0}),

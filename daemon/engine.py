@@ -97,7 +97,7 @@ class Engine:
         self._c_decisions = {s: m.decisions.labels(source=s, **lbl) for s in ("kafka", "http")}
         self._c_replays = m.replays.labels(**lbl)
         self._c_cap = {c: m.cap_evictions.labels(cap=c, **lbl) for c in ("dedup", "join_buffer")}
-        self._stage = {s: m.stage_seconds.labels(stage=s, **lbl) for s in ("decode", "kernel", "encode")}
+        self._stage = {s: m.stage_seconds.labels(stage=s, **lbl) for s in ("decode", "features", "kernel", "encode")}
         m.join_cap.labels(**lbl).set(self.join_cap)
         m.force_default.labels(**lbl).set(int(a.force_default))
         m.families.add(self)
@@ -164,6 +164,7 @@ class Engine:
     def handle(self, records: list[SourceRecord]) -> list[Out]:
         """Processes records in order; returns the outputs and dead letters to publish."""
         t0, encode0, kernel0 = time.perf_counter(), self.encode_s, self.adapter.kernel_s
+        features0 = self.adapter.features_s
         out: list[Out] = []
         run: list[Item] = []
         run_ids: set[str] = set()
@@ -225,21 +226,25 @@ class Engine:
         self._c_events.inc(n_ev)
         if n_fb:
             self._c_feedback.inc(n_fb)
-        self._account(t0, encode0, kernel0)
+        self._account(t0, encode0, kernel0, features0)
         self.update_gauges()
         return out
 
-    def _account(self, t0: float, encode0: float, kernel0: float) -> None:
-        """Stage seconds of one call: kernel (the learner's calls: decisions and learning), encode
-        (the rest of the runs: the batch columns assembled, the outputs built and serialized),
-        decode (the rest: parsing, the record rules, ids, the join, learning blocks' batches)."""
+    def _account(self, t0: float, encode0: float, kernel0: float, features0: float) -> None:
+        """Stage seconds of one call: kernel (the learner's calls: decisions and learning),
+        features (the learner's inputs made from decoded items: feature hashing and crosses),
+        encode (the rest of the runs: the batch columns assembled, the outputs built and
+        serialized), decode (the rest: parsing, the record rules, ids, the join, learning blocks'
+        batches)."""
         total = time.perf_counter() - t0
         kernel = self.adapter.kernel_s - kernel0
+        features = self.adapter.features_s - features0
         encode = self.encode_s - encode0
         st = self._stage
         st["kernel"].inc(kernel)
+        st["features"].inc(features)
         st["encode"].inc(encode)
-        st["decode"].inc(max(0.0, total - kernel - encode))
+        st["decode"].inc(max(0.0, total - kernel - features - encode))
 
     def _admit(self, lane: Lane, item: Item, run: list[Item], run_ids: set[str], out: list[Out],
                decided: list | None, source: str) -> None:
@@ -379,7 +384,7 @@ class Engine:
         if not run:
             return
         a = self.adapter
-        t0, k0 = time.perf_counter(), a.kernel_s
+        t0, k0, f0 = time.perf_counter(), a.kernel_s, a.features_s
         a.rejected = False
         outs, bodies = a.run(run, source)
         keep = source == "http"
@@ -391,7 +396,7 @@ class Engine:
                 self._c_replays.inc(n_replay)
             run.clear()
             run_ids.clear()
-            self.encode_s += time.perf_counter() - t0 - (a.kernel_s - k0)
+            self.encode_s += time.perf_counter() - t0 - (a.kernel_s - k0) - (a.features_s - f0)
             return
         n = n_replay = 0
         for item, o, body in zip(run, outs, bodies or [None] * len(outs), strict=True):
@@ -413,7 +418,7 @@ class Engine:
             self._c_replays.inc(n_replay)
         run.clear()
         run_ids.clear()
-        self.encode_s += time.perf_counter() - t0 - (a.kernel_s - k0)
+        self.encode_s += time.perf_counter() - t0 - (a.kernel_s - k0) - (a.features_s - f0)
 
     def _drop(self, item: Item) -> None:
         """An item rejected within its run: never decided, so nothing remembers it."""
@@ -471,6 +476,7 @@ class Engine:
         retried id getting its first output unchanged. Raises :class:`BadRecord` for the first
         invalid object, with nothing processed then."""
         t0, encode0, kernel0 = time.perf_counter(), self.encode_s, self.adapter.kernel_s
+        features0 = self.adapter.features_s
         items, kept = self._fresh(objs, lambda obj: self.adapter.decode(obj, None))
         lane = self._lane(HTTP_LANE)
         run: list[Item] = []
@@ -484,7 +490,7 @@ class Engine:
         results = [k if k is not None else next(fresh) for k in kept]
         self.pending_out += outs
         self._c_events.inc(len(objs))
-        self._account(t0, encode0, kernel0)
+        self._account(t0, encode0, kernel0, features0)
         self.update_gauges()
         return results
 

@@ -157,6 +157,8 @@ class Adapter(abc.ABC):
     force_default: bool = False
     rejected: bool = False  # the last run() result holds a BadRecord
     kernel_s: float = 0.0  # seconds in the learner's calls (the engine's "kernel" stage)
+    features_s: float = 0.0  # seconds making the learner's inputs from decoded items: feature hashing,
+    # crosses (the engine's "features" stage; an adapter that does it inside run() or learn() counts it)
     budget_s: float = 0.0  # > 0: /decide answers default_answer() when the learner is busy this long
 
     def __init__(self, pc: dict[str, Any], metrics: DaemonMetrics, rules: RecordRules):

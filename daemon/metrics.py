@@ -117,7 +117,8 @@ class DaemonMetrics:
         self.stage_seconds = Counter("eddy_stage_seconds_total",
                                      "Wall time of the pipeline by stage: the loop's poll, process, publish, checkpoint "
                                      "(flush: the part of publish spent waiting for the broker's acknowledgements); "
-                                     "within process, the engine's decode, kernel (learner calls) and encode",
+                                     "within process, the engine's decode, features (hashing, crosses), kernel (learner calls) "
+                                     "and encode",
                                      P + ["stage"], registry=r)
         self.lag = Gauge("eddy_consumer_lag_messages", "Consumer lag per partition", P + ["topic", "partition"],
                          registry=r)

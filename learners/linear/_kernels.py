@@ -9,7 +9,6 @@ rank-one update in O(d²); nothing is ever inverted. Families hold many models a
 from __future__ import annotations
 
 import numpy as np
-
 from numba import prange
 
 from .._numba import jit
