@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from . import _crosses as CX
 from ._blake2b import blake2b_8
 
 NUMBER_TYPES = frozenset((float, int))  # (a bool's type is bool: not a number here)
@@ -59,11 +60,13 @@ class FeatureHasher:
     the cap pushed out (the hash is recomputed on the next sight, so an eviction costs time, never
     correctness).
 
-    Declared ``crosses`` add interaction features before hashing, as Vowpal Wabbit's ``-q`` does:
-    a feature's *field* is its name up to the first ``=`` (``"origin=EWR"`` → ``origin``; a name
-    without ``=`` is its own field), and a cross of fields ``(a, b)`` adds, for every feature of
-    field ``a`` and every feature of field ``b``, the feature ``"<name_a>^<name_b>"`` with the product
-    of their values. Fields listed in ``cross_only`` feed crosses but are not features themselves.
+    Declared ``crosses`` add interaction features, as Vowpal Wabbit's ``-q`` does: a feature's
+    *field* is its name up to the first ``=`` (``"origin=EWR"`` → ``origin``; a name without ``=``
+    is its own field), and a cross of fields ``(a, b)`` adds, for every feature of field ``a`` and
+    every feature of field ``b``, the feature ``"<name_a>^<name_b>"`` (:meth:`expand` names them)
+    with the product of their values. Its column is hashed from its parts' hashes, not from that
+    name (:mod:`learners._crosses`, one kernel call per run). Fields listed in ``cross_only`` feed
+    crosses but are not features themselves.
 
     >>> h = FeatureHasher(8)
     >>> v = h.transform({"amount": 2.0, "country=NL": 1.0})
@@ -85,6 +88,15 @@ class FeatureHasher:
         self.cache_size = cache_size
         self.crosses = tuple(tuple(c) for c in crosses)
         self.cross_only = frozenset(cross_only)
+        fields = list(dict.fromkeys(f for c in self.crosses for f in c))
+        self._field_id = {f: i for i, f in enumerate(fields)}
+        self._fields = np.full((len(self.crosses), max(map(len, self.crosses), default=1)), -1, dtype=np.int64)
+        for i, c in enumerate(self.crosses):
+            self._fields[i, :len(c)] = [self._field_id[f] for f in c]
+        self._arity = np.array([len(c) for c in self.crosses], dtype=np.int64)
+        self._only = np.array([f in self.cross_only for f in fields] + [False], dtype=np.bool_)  # ([-1]: none)
+        self._fid: dict[str, int] = {}  # name -> its field's id in the crosses, or -1
+        self._raw: dict[str, int] = {}  # name -> its 64-bit hash, as an int64
         self._cache: dict[str, tuple[int, float]] = {}
         self._code: dict[str, int] = {}  # the same, as one signed code: col, or ~col for sign -1
         self.evictions = 0
@@ -120,9 +132,14 @@ class FeatureHasher:
         slot = (h % self.n_features, 1.0 if (h >> 63) == 0 else -1.0)
         self._cache[name] = slot
         self._code[name] = slot[0] if slot[1] > 0 else ~slot[0]
+        if self.crosses:
+            self._fid[name] = self._field_id.get(name.split("=", 1)[0], -1)
+            self._raw[name] = h - (1 << 64) if h >> 63 else h
         if len(self._cache) > self.cache_size:
             old = next(iter(self._cache))
             del self._cache[old], self._code[old]
+            self._fid.pop(old, None)
+            self._raw.pop(old, None)
             self.evictions += 1
         return slot
 
@@ -147,10 +164,6 @@ class FeatureHasher:
         ([2, 1], True)
         """
         chain = itertools.chain.from_iterable
-        if self.crosses:
-            if not checked and not set(map(type, chain([f.values() for f in features]))) <= NUMBER_TYPES:
-                raise TypeError("a value is not a number")
-            features = [self.expand(f) for f in features]
         lens = list(map(len, features))
         total = sum(lens)
         if not checked and not set(map(type, chain([f.values() for f in features]))) <= NUMBER_TYPES:
@@ -160,9 +173,36 @@ class FeatureHasher:
         except KeyError:  # new names: hashed and cached one by one
             codes = np.fromiter(map(self._code_of, chain(features)), np.int64, total)
         values = np.fromiter(chain([f.values() for f in features]), np.float64, total)
+        if self.crosses:
+            return self._crossed(features, codes, values, lens)
         neg = codes < 0
         np.negative(values, out=values, where=neg)
         return np.where(neg, ~codes, codes), values, lens
+
+    def _fid_of(self, name: str) -> int:
+        self._slot(name)
+        return self._fid[name]
+
+    def _raw_of(self, name: str) -> int:
+        self._slot(name)
+        return self._raw[name]
+
+    def _crossed(self, features: Sequence[Mapping[str, float]], codes: np.ndarray, values: np.ndarray,
+                 lens: list[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """The features (less ``cross_only`` fields) and their declared crosses, row by row."""
+        chain = itertools.chain.from_iterable
+        total = len(codes)
+        try:
+            fids = np.fromiter(map(self._fid.__getitem__, chain(features)), np.int64, total)
+            raws = np.fromiter(map(self._raw.__getitem__, chain(features)), np.int64, total)
+        except KeyError:  # (evicted meanwhile by the cache's cap)
+            fids = np.fromiter(map(self._fid_of, chain(features)), np.int64, total)
+            raws = np.fromiter(map(self._raw_of, chain(features)), np.int64, total)
+        ptr = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=ptr[1:])
+        cols, vals, out_lens = CX.cross_rows(ptr, codes, values, fids, raws.view(np.uint64),
+                                             self._only[fids], self._fields, self._arity, self.n_features)
+        return cols, vals, out_lens.tolist()
 
     def sparse(self, features: Mapping[str, float]) -> tuple[list[int], list[float]]:
         """Columns and signed values of the hashed features (collisions are summed later).
@@ -180,7 +220,8 @@ class FeatureHasher:
             for name, value in features.items():
                 if type(value) is not float and type(value) is not int:
                     raise TypeError(name)
-            features = self.expand(features)
+            c, v, _ = self.sparse_many([features], checked=True)
+            return c.tolist(), v.tolist()
         for name, value in features.items():
             t = type(value)
             if t is int:
@@ -195,8 +236,12 @@ class FeatureHasher:
         return cols, vals
 
     def transform_into(self, features: Mapping[str, float], out: np.ndarray) -> None:
-        """Adds the hashed features to ``out`` (a zeroed row of length ``n_features``)."""
-        for name, value in self.expand(features).items():
+        """Adds the hashed features (and their crosses) to ``out`` (a zeroed row of length ``n_features``)."""
+        if self.crosses:
+            cols, vals = self.sparse(features)
+            np.add.at(out, cols, vals)
+            return
+        for name, value in features.items():
             i, s = self._slot(name)
             out[i] += s * value
 

@@ -1090,3 +1090,30 @@ def hashed_learn(table, acc, feats, off, y, omega, mask, eta, constant):
     for j, x in cells:
         cell = table[j]
         cell[0] += step * x / (cell[2] * math.sqrt(cell[1]))
+
+
+def crossed_features(features, crosses, cross_only, n_features):
+    """Plain declared crosses: each feature (but cross_only fields) hashed by name, then each cross's
+    terms hashed from their parts' 64-bit name hashes (h ← mix64(h·P ⊕ h_part)), in row order."""
+    import hashlib
+
+    def raw(name):
+        return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
+
+    def put(h, v):
+        cols.append(h % n_features)
+        vals.append(v if h >> 63 == 0 else -v)
+
+    cols, vals = [], []
+    field = {name: name.split("=", 1)[0] for name in features}
+    for name, v in features.items():
+        if field[name] not in cross_only:
+            put(raw(name), float(v))
+    for cross in crosses:
+        terms = [(None, 1.0)]
+        for f in cross:
+            terms = [(raw(n) if h is None else mix64(((h * 0x100000001B3) & MASK) ^ raw(n)), w * float(features[n]))
+                     for h, w in terms for n in features if field[n] == f]
+        for h, w in terms:
+            put(h, w)
+    return cols, vals

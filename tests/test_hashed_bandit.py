@@ -159,3 +159,35 @@ def test_bad_features_are_dead_lettered_with_their_reason():
     assert ("decision", b"e0") in kinds
     dead = [o for o in outs if o.kind == "dlq"]
     assert len(dead) == 1 and b"non_finite" in dead[0].value
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_crossing_kernel_matches_plain_crosses(seed):
+    """Random runs: fields absent, repeated (several features of one field), triple crosses,
+    cross_only fields, numeric values; a run at once equals the plain reference row by row."""
+    from . import naive
+
+    rng = np.random.default_rng(seed)
+    crosses = [("a", "b"), ("b", "c", "a"), ("c", "num")]
+    rows = []
+    for _ in range(60):
+        f: dict = {}
+        for field, vocab in (("a", 3), ("b", 4), ("c", 2)):
+            for v in rng.choice(vocab, size=rng.integers(0, 3), replace=False):
+                f[f"{field}={v}"] = float(rng.choice([1.0, 0.5, -2.0]))
+        if rng.random() < 0.7:
+            f["num"] = float(rng.normal())
+        f["bias"] = 1.0
+        rows.append(f)
+    h = FeatureHasher(2**10, cache_size=7, crosses=crosses, cross_only=["c"])  # (a small cache: evictions)
+    cols, vals, lens = h.sparse_many(rows)
+    at = 0
+    for f, m in zip(rows, lens, strict=True):
+        rc, rv = naive.crossed_features(f, crosses, {"c"}, 2**10)
+        assert cols[at:at + m].tolist() == rc
+        np.testing.assert_allclose(vals[at:at + m], rv, rtol=1e-15)
+        one_c, one_v = h.sparse(f)  # (one event alone: the same columns and values)
+        assert one_c == rc
+        np.testing.assert_allclose(one_v, rv, rtol=1e-15)
+        at += m
+    assert at == len(cols)
