@@ -36,7 +36,6 @@ import tempfile
 import time
 from collections.abc import Callable
 
-import numba
 import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
@@ -49,7 +48,6 @@ from learners._hashing import FeatureHasher, event_keys  # noqa: E402
 
 DENSE = ["squarecb", "squarecb-shared", "squarecb-neural", "fastcb-neural", "linucb", "lints", "epsilon-greedy"]
 HASHED = ["squarecb-hashed", "epsilon-greedy-hashed"]
-RIDGE_PER_ACTION = {"squarecb", "linucb", "lints", "epsilon-greedy"}  # (actions' models learned in parallel)
 BITS = 18
 VW_PY_ARGS = "--cb_explore_adf --squarecb -q sa --quiet"
 VW_NATIVE = {  # name -> arguments besides the data file, --cbify K, -b and the seed
@@ -293,8 +291,11 @@ def bench_workload(wl: Workload, peers: bool, seeds: int, runs: int, batch: int,
         if name == "squarecb-shared" and not peers:
             continue  # O((d·K)²) per update with one-hot action features: the small workload only
         meta = {"batch": batch, "n_features": wl.X.shape[1], "nnz_per_event": float((wl.X != 0).sum(1).mean()),
-                "threads": numba.get_num_threads() if name in RIDGE_PER_ACTION else 1}
+                "threads": 1}
         systems[f"eddy.{name}"] = (lambda s, name=name: eddy_run(name, wl, batch, s), meta)
+        if name == "squarecb":  # the same, its actions' models learned on two threads (not the default)
+            systems["eddy.squarecb-2threads"] = (
+                lambda s: eddy_run("squarecb", wl, batch, s, params={"threads": 2}), {**meta, "threads": 2})
     for name in HASHED:
         meta = {"batch": batch, "n_features": 2**BITS, "nnz_per_event": wl.nnz, "threads": 1}
         systems[f"eddy.{name}"] = (lambda s, name=name: eddy_run(name, wl, batch, s), meta)

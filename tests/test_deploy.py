@@ -127,3 +127,76 @@ def test_prometheus_configs_load_the_alerts(name):
     out = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus" / name)], capture_output=True,
                          text=True)
     assert out.returncode == 0 and "1 rule files found" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+K8S = DEPLOY / "kubernetes"
+K8S_VERSION = "1.31.0"
+
+
+def _kustomization() -> dict:
+    import yaml
+
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
+def test_kustomization_lists_files_that_exist_and_every_manifest():
+    k = _kustomization()
+    listed = set(k["resources"]) | {f for g in k["configMapGenerator"] for f in g["files"]}
+    for name in listed:
+        assert (K8S / name).exists(), name
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert on_disk <= listed, on_disk - listed
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in K8S.glob("*.yaml") if p.name not in
+                                        ("kustomization.yaml", "servicemonitor.yaml")) + ["examples"])
+def test_kubernetes_manifests_match_the_kubernetes_schemas(name):
+    path = K8S / name
+    files = sorted(str(p) for p in path.glob("*.yaml")) if path.is_dir() else [str(path)]
+    out = subprocess.run([_tool("kubernetes-validate"), "--strict", "-k", K8S_VERSION, *files],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_servicemonitor_matches_the_crds_fields():
+    import yaml
+
+    out = subprocess.run([_tool("check-jsonschema"), "--schemafile", str(ROOT / "tests" / "data" /
+                                                                         "servicemonitor.schema.json"),
+                          str(K8S / "servicemonitor.yaml")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # ...and it selects the Service that serves the metrics, on its named port.
+    docs = list(yaml.safe_load_all((K8S / "service.yaml").read_text()))
+    monitor = yaml.safe_load((K8S / "servicemonitor.yaml").read_text())
+    svc = next(d for d in docs if d["metadata"]["name"] == "eddy")
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    assert wanted.items() <= svc["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
+
+
+def test_statefulset_keeps_state_per_pod_and_runs_locked_down():
+    import yaml
+
+    sts = yaml.safe_load((K8S / "statefulset.yaml").read_text())
+    spec = sts["spec"]
+    assert sts["kind"] == "StatefulSet" and spec["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
+    pod = spec["template"]["spec"]
+    (c,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
+    assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/var/lib/eddy/state", "/var/cache/eddy/numba", "/tmp"}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "limits" in c["resources"] and "requests" in c["resources"]
+    cfg = tomllib.loads((K8S / "eddy.toml").read_text())
+    assert cfg["checkpoint"]["dir"] == "/var/lib/eddy/state" and cfg["http"]["host"] == "0.0.0.0"
+
+
+def test_the_sidecar_examples_config_passes_config_check(tmp_path):
+    import yaml
+
+    docs = list(yaml.safe_load_all((K8S / "examples" / "payment-service-sidecar.yaml").read_text()))
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    path = tmp_path / "eddy.toml"
+    path.write_text(cm["data"]["eddy.toml"])
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "config", "check", str(path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr

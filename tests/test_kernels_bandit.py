@@ -332,6 +332,23 @@ def test_grouped_ridge_update_equals_row_by_row_bit_for_bit(seed):
     LK.ridge_update_rows(A1, t1, X, slots, y)
     order, starts = LK.slot_groups(slots)
     assert len(starts) == k + 1 and (np.diff(slots[order]) >= 0).all()
-    LK.ridge_update_grouped(A2, t2, X, slots, y, order, starts)
+    LK.ridge_update_groups(A2, t2, X, slots, y, order, starts, np.array([3, 0], dtype=np.int64))
+    LK.ridge_update_groups(A2, t2, X, slots, y, order, starts, np.array([4, 1, 2], dtype=np.int64))
     np.testing.assert_array_equal(A1, A2)
     np.testing.assert_array_equal(t1, t2)
+
+
+def test_two_learning_threads_give_the_one_thread_result_bit_for_bit():
+    from learners.bandit import BanditLearner
+
+    rng = np.random.default_rng(5)
+    acts = tuple(f"a{i}" for i in range(6))
+    one, two = (BanditLearner(n_features=7, actions=acts, seed=2, threads=t) for t in (1, 2))
+    for _ in range(5):
+        X = rng.normal(size=(300, 7))
+        fb = {"event_key": np.arange(300, dtype=np.uint64), "X": X, "action": rng.choice(acts, 300).astype(object),
+              "reward": rng.random(300)}
+        one.learn(fb)
+        two.learn(fb)
+    for key, v in one.snapshot().items():
+        np.testing.assert_array_equal(v, two.snapshot()[key], err_msg=key)

@@ -154,6 +154,9 @@ class BanditLearner(Decider):
         Exploration floor (per non-greedy action) and cap (total mass off the greedy action).
     version_interval
         The model version is ``t // version_interval``.
+    threads
+        ``ridge`` oracle: 2 learns the actions' models on two threads (each model in its rows' order:
+        the same result as one thread, bit for bit).
     seed
         Seeds the exploration draws (with each event's key) and the neural initialisation.
 
@@ -231,6 +234,7 @@ class BanditLearner(Decider):
         max_explore: float = 1.0,
         version_interval: int = 1000,
         seed: int = 0,
+        threads: int = 1,
     ):
         self.n_features = n_features
         self.policy = policy
@@ -254,6 +258,8 @@ class BanditLearner(Decider):
         self.max_explore = max_explore
         self.version_interval = version_interval
         self.seed = seed
+        self.threads = threads
+        self._pool: Any = None
         self._validate_params()
 
         d = n_features
@@ -307,6 +313,8 @@ class BanditLearner(Decider):
             raise bad("epsilon", self.epsilon, "[0, 1]")
         if not 0.0 <= self.min_prob <= 1.0 or not 0.0 <= self.max_explore <= 1.0:
             raise bad("min_prob/max_explore", (self.min_prob, self.max_explore), "[0, 1]")
+        if self.threads not in (1, 2):
+            raise bad("threads", self.threads, "1 or 2")
         if self.ts_samples < 1 or self.hidden < 1 or self.version_interval < 1:
             raise bad("ts_samples/hidden/version_interval", None, ">= 1")
         if self.gamma_scale < 0 or self.perturbation < 0 or self.lr <= 0 or self.alpha < 0:
@@ -534,9 +542,8 @@ class BanditLearner(Decider):
         """Learns each row's reward for its action slot, rows in order."""
         X = ctx
         if self.oracle == "ridge":
-            order, starts = LK.slot_groups(slots)
-            if len(starts) > 2:  # several actions' models: learned in parallel, each in row order
-                LK.ridge_update_grouped(self._A_inv, self._theta, X, slots, reward, order, starts)
+            if self.threads == 2 and len(slots) >= 64:
+                self._ridge_two_threads(X, slots, reward)
             else:
                 LK.ridge_update_rows(self._A_inv, self._theta, X, slots, reward)
         elif self.oracle == "ridge-shared":
@@ -544,6 +551,29 @@ class BanditLearner(Decider):
         else:
             BK.mlp_update(X, slots, reward, keys, self._W1, self._b1, self._W2, self._b2,
                           self.kl_loss, self.perturbation, self.lr, self.seed)
+
+    def _ridge_two_threads(self, X: np.ndarray, slots: np.ndarray, reward: np.ndarray) -> None:
+        """The actions' models split in two halves of about equal rows, learned at once."""
+        order, starts = LK.slot_groups(slots)
+        sizes = np.diff(starts)
+        if len(sizes) < 2:
+            LK.ridge_update_rows(self._A_inv, self._theta, X, slots, reward)
+            return
+        by_size = np.argsort(-sizes, kind="stable")
+        halves: tuple[list[int], list[int]] = ([], [])
+        load = [0, 0]
+        for g in by_size.tolist():  # largest first, each to the lighter half
+            h = 0 if load[0] <= load[1] else 1
+            halves[h].append(g)
+            load[h] += int(sizes[g])
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="eddy-bandit")
+        args = (self._A_inv, self._theta, X, slots, reward, order, starts)
+        job = self._pool.submit(LK.ridge_update_groups, *args, np.array(halves[1], dtype=np.int64))
+        LK.ridge_update_groups(*args, np.array(halves[0], dtype=np.int64))
+        job.result()
 
     def warm_up(self) -> None:
         """Compiles every kernel this configuration uses, on a clone (own state untouched)."""
