@@ -200,3 +200,18 @@ def test_the_sidecar_examples_config_passes_config_check(tmp_path):
     out = subprocess.run([sys.executable, "-m", "daemon.cli", "config", "check", str(path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_alert_has_a_severity_a_summary_and_a_runbook_section():
+    import yaml
+
+    rules = [r for g in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+             for r in g["rules"]]
+    runbook = (DEPLOY / "RUNBOOK.md").read_text()
+    anchors = {"deploy/RUNBOOK.md#" + h[3:].strip().lower() for h in runbook.splitlines() if h.startswith("## ")}
+    assert {r["alert"] for r in rules} >= {"EddyTargetDown", "EddyNotReady", "EddyForcedDefault",
+                                           "EddyDeadLetterRateHigh"}
+    for r in rules:
+        assert r["labels"]["severity"] in ("page", "ticket"), r["alert"]
+        assert r["annotations"]["summary"], r["alert"]
+        assert r["annotations"]["runbook"] in anchors, r["alert"]
