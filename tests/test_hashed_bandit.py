@@ -191,3 +191,16 @@ def test_crossing_kernel_matches_plain_crosses(seed):
         np.testing.assert_allclose(one_v, rv, rtol=1e-15)
         at += m
     assert at == len(cols)
+
+
+def test_the_sidecar_path_decides_on_a_2_to_the_22_table_without_a_dense_row():
+    """/decide's path (Engine.submit) on a hashed pipeline of 2^22 weights: decisions, and a cross
+    that overflows is refused with its reason (checked on the event's values, never a 2^22 row)."""
+    from daemon.records import BadRecord
+
+    core = core_for(n_features=2**22, shadow_learners=[])
+    ev = {"time": 1.0, "features": {"f0": 1.0, "f1": 2.0, "f2": 0.5, "bias": 1.0}, "actions": ["a", "b", "c"]}
+    out = core.submit([{**ev, "id": f"h{i}"} for i in range(5)])
+    assert len(out) == 5 and all(o["action"] in ("a", "b", "c") for o in out)
+    with pytest.raises(BadRecord, match="inf"):
+        core.submit([{**ev, "id": "bad", "features": {"f0": 1e308, "f1": 1e308}}])

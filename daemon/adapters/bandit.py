@@ -332,9 +332,16 @@ class BanditAdapter(Adapter):
             x = self._dense(feats, self.d, "features")
         ids, af = self._action_ids(obj.get("actions"))
         ev = Event(eid, t, x, cols, vals, ids, af, rec)
-        if rec is None and cols is not None and not np.isfinite(rows_matrix([ev], self.d)).all():
+        if rec is None and cols is not None and not self._finite(ev):
             raise BadRecord("non_finite", f"event {eid!r}: features sum to inf in a hashed column")
         return ev
+
+    def _finite(self, ev: Event) -> bool:
+        """Whether one decoded event's hashed context is finite: its values (and crosses) for a
+        learner of sparse rows, the sums of its hashed columns otherwise."""
+        if self.sparse:
+            return all(map(math.isfinite, ev.vals or ()))
+        return bool(np.isfinite(rows_matrix([ev], self.d)).all())
 
     def validate(self, obj: dict[str, Any]) -> None:
         _id(obj)
