@@ -14,10 +14,38 @@ from .config import ConfigError
 log = logging.getLogger("eddy")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per log line: time (ISO 8601, UTC), level, logger, message (and the
+    exception's text when there is one), for log shippers that parse lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime as dt
+
+        out = {"time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+               "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler], force=True)
     logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("eddyd")
+    except importlib.metadata.PackageNotFoundError:  # (run from a source tree)
+        return "unknown"
 
 
 def cmd_run(args) -> int:
@@ -31,6 +59,13 @@ def cmd_run(args) -> int:
     except (CheckpointError, OSError, RuntimeError) as e:
         log.debug("start failed", exc_info=True)
         print(f"eddy: start failed: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a Kafka client's error (no broker, authentication...): a message, not a traceback
+        if not type(e).__module__.startswith(("kafka", "confluent_kafka")):
+            raise
+        log.debug("start failed", exc_info=True)
+        print(f"eddy: start failed: Kafka at {cfg.kafka['bootstrap_servers']!r}: {type(e).__name__}: {e}",
+              file=sys.stderr)
         return 1
     print(f"eddy running; metrics at http://{cfg.http['host']}:{d.http_port}/metrics" if d.http_port
           else "eddy running", file=sys.stderr, flush=True)
@@ -130,15 +165,29 @@ def cmd_config(args) -> int:
     if args.action == "docs":
         print(config.docs_markdown())
         return 0
+    if not args.file:
+        raise ConfigError("config check needs a file: eddy config check FILE")
     config.load(args.file)
     print(f"{args.file}: ok")
     return 0
 
 
 def cmd_learners(args) -> int:
+    """Each learner: its name, family and a one-line description (its class's, and a preset's settings)."""
     import learners
+    from learners.base import factory_of
 
-    print("\n".join(learners.names()))
+    rows = []
+    for name in learners.names():
+        factory = factory_of(name)
+        cls = getattr(factory, "func", factory)
+        para = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        doc = para.split(". ")[0].split(": ")[0].rstrip(".")  # (its first sentence, to its first colon)
+        preset = ", ".join(f"{k}={v}" for k, v in getattr(factory, "keywords", {}).items())
+        rows.append((name, learners.family_of(name), doc + (f" ({preset})" if preset else "")))
+    width = max(len(r[0]) for r in rows)
+    fam = max(len(r[1]) for r in rows)
+    print("\n".join(f"{n:<{width}}  {f:<{fam}}  {d}" for n, f, d in rows))
     return 0
 
 
@@ -149,16 +198,23 @@ def cmd_demo(args) -> int:
                     metrics_url=args.metrics_url)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line: every option with its help text."""
     ap = argparse.ArgumentParser(prog="eddy", description="streaming online-learning daemon")
-    ap.add_argument("--log-level", default=os.environ.get("EDDY_LOG_LEVEL", "info"))
+    ap.add_argument("--version", action="version", version=f"eddy {_version()}")
+    ap.add_argument("--log-level", default=os.environ.get("EDDY_LOG_LEVEL", "info").lower(), choices=LOG_LEVELS,
+                    help="log level (default: $EDDY_LOG_LEVEL or info)")
+    ap.add_argument("--log-format", default=os.environ.get("EDDY_LOG_FORMAT", "text").lower(),
+                    choices=("text", "json"), help="log lines as text or one JSON object each (default: "
+                    "$EDDY_LOG_FORMAT or text)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run", help="run the daemon against Kafka")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="the TOML config (check it with: eddy config check FILE)")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("demo", help="embedded broker + daemon + a real data set replayed through it")
     p.add_argument("--events", type=int, default=50_000, help="flights to replay (0: all 336,776)")
-    p.add_argument("--client", default="kafka-python", choices=["kafka-python", "confluent-kafka"])
+    p.add_argument("--client", default="kafka-python", choices=["kafka-python", "confluent-kafka"],
+                   help="Kafka client library")
     p.add_argument("--port", type=int, default=0, help="HTTP port of the sidecar and /metrics (0: free)")
     p.add_argument("--bootstrap-servers", default="", help="replay into this Kafka, where an eddy daemon runs the "
                    "demo's pipeline (topics payments and decisions; the compose file's): no embedded broker, no "
@@ -168,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("replay", help="events file in → decisions and an evaluation report out; or a cache "
                        "trace → miss-ratio table and plot")
-    p.add_argument("--config", default=None)
+    p.add_argument("--config", default=None, help="--events: the TOML config whose pipeline runs over the file")
     p.add_argument("--events", default=None, help="JSON-lines events and feedback ('-' for stdin)")
     p.add_argument("--trace", default=None, help="a cache trace (CSV with obj_id, or one key per line; .xz/.gz)")
     p.add_argument("--sequence", default=None, help="a sequence of linear systems, or of iteration counts per ω, "
@@ -181,28 +237,43 @@ def main(argv: list[str] | None = None) -> int:
                    "of cumulative iterations over the sequence")
     p.add_argument("--json", default=None, help="--trace, --sequence: write the rows as JSON")
     p.add_argument("--out", default="-", help="decisions JSON-lines ('-' for stdout)")
-    p.add_argument("--dead-letters", default=None)
-    p.add_argument("--report", default=None)
+    p.add_argument("--dead-letters", default=None, help="--events: write dead letters (with their reasons) "
+                   "to this JSON-lines file")
+    p.add_argument("--report", default=None, help="--events: write the evaluation report (JSON) to this file "
+                   "too")
     p.add_argument("--state", default=None, help="checkpoint directory (default: a temporary one)")
-    p.add_argument("--pipeline", default=None)
+    p.add_argument("--pipeline", default=None, help="--events: the config's pipeline to run (default: its first)")
     p.set_defaults(fn=cmd_replay)
     p = sub.add_parser("checkpoint", help="checkpoint tools")
-    p.add_argument("action", choices=["inspect"])
+    p.add_argument("action", choices=["inspect"], help="inspect: what each checkpoint holds, and whether it is intact")
     p.add_argument("path", help="the configured checkpoint.dir, one pipeline's directory under it, or a ckpt-N.json")
     p.set_defaults(fn=cmd_checkpoint)
     p = sub.add_parser("config", help="check a config file or print the settings table")
-    p.add_argument("action", choices=["check", "docs"])
-    p.add_argument("file", nargs="?")
+    p.add_argument("action", choices=["check", "docs"], help="check: validate FILE; docs: print the "
+                   "settings table")
+    p.add_argument("file", nargs="?", help="check: the TOML config")
     p.set_defaults(fn=cmd_config)
-    p = sub.add_parser("learners", help="list the registered learners")
+    p = sub.add_parser("learners", help="list the registered learners: name, family, description")
     p.set_defaults(fn=cmd_learners)
-    args = ap.parse_args(argv)
-    _setup_logging(args.log_level)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _setup_logging(args.log_level, args.log_format)
     try:
         return int(args.fn(args))
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # (eddy learners | head -1): the reader left; nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except (ImportError, RuntimeError) as e:  # a missing extra, a failed start: the message, not a traceback
+        log.debug("failed", exc_info=True)
+        print(f"eddy: {e}", file=sys.stderr)
+        return 1
     except Exception as e:
         from .checkpoint import CheckpointError
 
