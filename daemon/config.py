@@ -141,6 +141,25 @@ def _coerce(where: str, s: Setting, value: Any) -> Any:
     return value
 
 
+def _suggest(word: str, options) -> str:
+    """' (did you mean 'x'?)' for a close option, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# EDDY_* variables that are not config overrides (read by the CLI, the kernels, the tests).
+OTHER_ENV = frozenset({"EDDY_LOG_LEVEL", "EDDY_LOG_FORMAT", "EDDY_NUMBA_CACHE", "EDDY_TEST_TAG", "EDDY_BENCH_TREE"})
+
+
+def _unknown_env() -> None:
+    """Warns about EDDY_* variables that override nothing (a misspelt override is otherwise silent)."""
+    known = {f"EDDY_{sec.upper()}_{s.key.upper()}" for sec, schema in SECTIONS.items() for s in schema} | OTHER_ENV
+    for var in sorted(v for v in os.environ if v.startswith("EDDY_") and v not in known):
+        log.warning("environment %s is not an eddy setting, ignored%s", var, _suggest(var, known))
+
+
 def _from_env(section: str, s: Setting) -> Any | None:
     raw = os.environ.get(f"EDDY_{section.upper()}_{s.key.upper()}")
     if raw is None:
@@ -166,7 +185,7 @@ def _section(name: str, schema: list[Setting], raw: Any, env: bool) -> dict[str,
     known = {s.key for s in schema}
     for k in raw:
         if k not in known:
-            raise ConfigError(f"{name}.{k}: unknown key; allowed keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"{name}.{k}: unknown key{_suggest(k, known)}; allowed keys: {', '.join(sorted(known))}")
     out = {}
     for s in schema:
         value = raw.get(s.key, s.default)
@@ -184,7 +203,9 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> 
     allowed = set(SECTIONS) | {"pipelines", "plugins"}
     for k in raw:
         if k not in allowed:
-            raise ConfigError(f"{k}: unknown section; allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(f"{k}: unknown section{_suggest(k, allowed)}; allowed: {', '.join(sorted(allowed))}")
+    if env:
+        _unknown_env()
     cfg = Config(
         kafka=_section("kafka", KAFKA, raw.get("kafka"), env),
         http=_section("http", HTTP, raw.get("http"), env),
@@ -250,7 +271,8 @@ def _pipeline_schema(where: str, p: Any) -> tuple[list[Setting], set[str]]:
     name = p.get("learner", "squarecb") if isinstance(p, dict) else "squarecb"
     valid = learners.names()
     if name not in valid:
-        raise ConfigError(f"{where}.learner: {name!r} is not allowed; allowed: {', '.join(valid)}")
+        raise ConfigError(f"{where}.learner: {name!r} is not allowed{_suggest(name, valid)}; allowed: "
+                          f"{', '.join(valid)}")
     try:
         cls = adapter_for(name)
     except ValueError as e:
@@ -275,18 +297,56 @@ def _check_learner(where: str, pc: dict[str, Any]) -> None:
     valid = learners.names()
     for s in pc["shadow_learners"]:
         if s not in valid:
-            raise ConfigError(f"{where}.shadow_learners: {s!r} is not allowed; allowed: {', '.join(valid)}")
+            raise ConfigError(f"{where}.shadow_learners: {s!r} is not allowed{_suggest(s, valid)}; allowed: "
+                              f"{', '.join(valid)}")
     family = learners.family_of(pc["learner"])
     for s in pc["shadow_learners"]:
         if learners.family_of(s) != family:
             raise ConfigError(f"{where}.shadow_learners: {s!r} is a {learners.family_of(s)} learner; the pipeline's "
                               f"learner {pc['learner']!r} is a {family} learner")
     cls = adapter_for(pc["learner"])
+    params = cls.learner_params(pc)
+    _check_param_types(where, pc["learner"], params)
     try:
-        learners.create(pc["learner"], **cls.learner_params(pc))
+        learners.create(pc["learner"], **params)
         cls.check(pc)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}.params: {e}") from None
+
+
+def _check_param_types(where: str, learner: str, params: dict[str, Any]) -> None:
+    """Each parameter against the type of its default in the learner's signature, naming the key
+    (a learner's own checks would fail later with "'<' not supported between 'str' and 'int'"),
+    and unknown parameters with a did-you-mean."""
+    import inspect
+
+    from learners.base import factory_of
+
+    factory = factory_of(learner)
+    func = getattr(factory, "func", factory)
+    sig = inspect.signature(func)
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    names = [n for n in sig.parameters if n != "self"]
+    for key, value in params.items():
+        if key not in sig.parameters:
+            if accepts_any:
+                continue
+            raise ConfigError(f"{where}.params.{key}: not a parameter of {learner!r}{_suggest(key, names)}; "
+                              f"parameters: {', '.join(names)}")
+        default = sig.parameters[key].default
+        if default is inspect.Parameter.empty or default is None:
+            continue
+        want = type(default)
+        ok = (isinstance(value, bool) if want is bool else
+              isinstance(value, int) and not isinstance(value, bool) if want is int else
+              isinstance(value, int | float) and not isinstance(value, bool) if want is float else
+              isinstance(value, str) if want is str else
+              isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+              if want is tuple and all(isinstance(v, str) for v in default) else True)
+        if not ok:
+            kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                    tuple: "a list of strings"}.get(want, want.__name__)
+            raise ConfigError(f"{where}.params.{key}: expected {kind}, got {value!r}")
 
 
 def learner_params(pc: dict[str, Any]) -> dict[str, Any]:

@@ -129,3 +129,28 @@ def test_another_familys_setting_is_ignored_unless_exclusive(caplog):
     assert "pipelines[0].cache_window: a paging setting, ignored" in caplog.text
     with pytest.raises(ConfigError, match="group_rules: a groupwise setting"):
         config.load_dict({"pipelines": [{**base, "group_rules": {"x": "a < 1"}}]}, env=False)
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"params": {"actions": "ab"}}, r"pipelines\[0\].params.actions: expected a list of strings, got 'ab'"),
+    ({"params": {"gamma_scale": "10"}}, r"pipelines\[0\].params.gamma_scale: expected a number, got '10'"),
+    ({"params": {"max_actions": 2.5}}, r"pipelines\[0\].params.max_actions: expected an integer"),
+    ({"params": {"strict_actions": 1}}, r"pipelines\[0\].params.strict_actions: expected true or false"),
+    ({"params": {"gama_scale": 3.0}}, r"params.gama_scale: not a parameter of 'squarecb' \(did you mean 'gamma_scale'\?\)"),
+    ({"learner": "squarcb"}, r"learner: 'squarcb' is not allowed \(did you mean 'squarecb'\?\)"),
+    ({"shadow_learners": ["linucbb"]}, r"shadow_learners: 'linucbb' is not allowed \(did you mean 'linucb'\?\)"),
+    ({"default_action": "z", "params": {"actions": ["a", "b"]}}, r"default_action 'z' is not among"),
+])
+def test_param_types_names_and_default_action_are_checked(over, match):
+    with pytest.raises(ConfigError, match=match):
+        config.load_dict({"pipelines": [pipeline_cfg(**over)]}, env=False)
+
+
+def test_misspelt_keys_get_a_suggestion_and_stray_environment_a_warning(monkeypatch, caplog):
+    with pytest.raises(ConfigError, match=r"kafka.bootstrap_server: unknown key \(did you mean 'bootstrap_servers'\?\)"):
+        config.load_dict({"kafka": {"bootstrap_server": "x"}, "pipelines": [pipeline_cfg()]}, env=False)
+    monkeypatch.setenv("EDDY_KAFKA_BOOTSTRAP_SERVER", "k:9092")
+    with caplog.at_level("WARNING", logger="eddy"):
+        config.load_dict({"pipelines": [pipeline_cfg()]}, env=True)
+    assert "EDDY_KAFKA_BOOTSTRAP_SERVER is not an eddy setting" in caplog.text
+    assert "did you mean 'EDDY_KAFKA_BOOTSTRAP_SERVERS'" in caplog.text

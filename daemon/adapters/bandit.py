@@ -235,6 +235,10 @@ class BanditAdapter(Adapter):
     @classmethod
     def check(cls, pc: dict[str, Any]) -> None:
         FeatureHasher(1, crosses=pc["crosses"], cross_only=pc["cross_only"])  # (raises on a bad cross)
+        actions = cls.learner_params(pc).get("actions") or ()
+        if pc["default_action"] and actions and pc["default_action"] not in actions:
+            raise ValueError(f"default_action {pc['default_action']!r} is not among the configured actions "
+                             f"{list(actions)}")
         if not all(isinstance(f, str) for f in pc["cross_only"]):
             raise ValueError("cross_only must list field names")
         form = _takes_rows(pc["learner"])
