@@ -247,6 +247,14 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> 
                               "too; each pipeline needs a group of its own")
         _check_learner(where, pc)
         cfg.pipelines.append(pc)
+    by_topic: dict[str, list[str]] = {}
+    for pc in cfg.pipelines:
+        by_topic.setdefault(pc["input_topic"], []).append(pc["name"])
+    for topic, names_on in by_topic.items():
+        if len(names_on) > 1:
+            log.warning("pipelines %s all consume %r: each decides every record of it and publishes its own "
+                        "output (to compare learners on one stream, shadow_learners evaluates them without "
+                        "acting)", ", ".join(names_on), topic)
     kafka = cfg.kafka
     if kafka["security_protocol"].startswith("SASL") and not (kafka["sasl_mechanism"] and kafka["sasl_username"]):
         raise ConfigError("kafka.sasl_mechanism/sasl_username: required with security_protocol "

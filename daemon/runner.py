@@ -119,8 +119,12 @@ class PipelineRunner:
             if left:
                 log.warning("%s: %d jobs still running after %.0f s: their outputs are lost", self.core.name,
                             left, DRAIN_S)
-            self.checkpoint()
+            flushed = self.checkpoint()
             self.core.close()
+            log.info("%s: stopped: %d outputs flushed and acknowledged, state checkpointed at positions %s, "
+                     "offsets committed %s", self.core.name, flushed, self.positions,
+                     self.committed if self.committed == self.positions else f"{self.committed} (the commit failed; "
+                     "the checkpoint holds the positions)")
         except BaseException as e:  # recorded for the daemon, which exits non-zero
             self.error = e
             log.exception("%s: pipeline stopped by an error", self.core.name)
@@ -228,7 +232,9 @@ class PipelineRunner:
             json.dump(merged, f)
         os.replace(tmp, self._progress_path)
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> int:
+        """Publishes what is pending, waits for its acknowledgements, saves state and positions,
+        commits the positions; returns the number of outputs that were pending."""
         with self.lock:
             arrays, meta = self.core.snapshot()
             outs = self.core.pending_out
@@ -253,6 +259,7 @@ class PipelineRunner:
                 m.lag.labels(pipeline=self.core.name, topic=topic, partition=part).set(v)
         except Exception as e:
             log.debug("lag unavailable: %s", e)
+        return len(outs)
         if time.monotonic() - self._topic_lag_at >= 15.0:  # broker round trips: not every checkpoint
             self._topic_lag_at = time.monotonic()
             try:

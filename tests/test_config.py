@@ -154,3 +154,10 @@ def test_misspelt_keys_get_a_suggestion_and_stray_environment_a_warning(monkeypa
         config.load_dict({"pipelines": [pipeline_cfg()]}, env=True)
     assert "EDDY_KAFKA_BOOTSTRAP_SERVER is not an eddy setting" in caplog.text
     assert "did you mean 'EDDY_KAFKA_BOOTSTRAP_SERVERS'" in caplog.text
+
+
+def test_two_pipelines_on_one_input_topic_are_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="eddy"):
+        config.load_dict({"pipelines": [pipeline_cfg(name="a", input_topic="t"), pipeline_cfg(name="b", input_topic="t")]},
+                         env=False)
+    assert "pipelines a, b all consume 't'" in caplog.text

@@ -91,6 +91,9 @@ def test_the_images_entry_command_serves_the_demo_traffic(broker, tmp_path):
         daemon.send_signal(signal.SIGTERM)
         err = daemon.communicate(timeout=60)[1]
     assert daemon.returncode == 0, err[-2000:]
+    # Its last words say what it flushed, checkpointed and committed.
+    stopped = [line for line in err.splitlines() if "routing: stopped:" in line]
+    assert stopped and "checkpointed at positions" in stopped[-1] and "offsets committed" in stopped[-1], err[-2000:]
 
 
 def test_compose_file_matches_the_compose_spec():
