@@ -7,6 +7,8 @@ answers one status, or per item;
 ``control`` takes ``{"force_default": bool}``.
 ``GET /v1/pipelines/{name}/{view}`` with the views the family offers (each adapter's ``views``:
 the current state users see, e.g. a summary's current set), and
+``GET /v1/pipelines`` lists the pipelines with their learner, family and routes; a verb asked
+with another method than POST gets 405 with ``Allow: POST``.
 ``GET /healthz``, ``/readyz`` (ready once kernels are compiled, state restored, and every pipeline
 has joined its consumer group with each assigned partition restored; the body gives each pipeline's
 standing), ``/metrics``.
@@ -95,6 +97,15 @@ class Sidecar:
             if not msg.get("more_body"):
                 return b"".join(chunks)
 
+    @staticmethod
+    def _describe(name: str, engine: Engine) -> dict[str, Any]:
+        """A pipeline as ``GET /v1/pipelines`` lists it: its learner, family and routes."""
+        a = engine.adapter
+        return {"name": name, "learner": engine.pc["learner"], "family": engine.family,
+                "verbs": [f"POST /v1/pipelines/{name}/{v}" for v in a.verbs],
+                "views": [f"GET /v1/pipelines/{name}/{v}" for v in a.views],
+                "input_topic": engine.pc["input_topic"], "output_topic": engine.pc["output_topic"]}
+
     async def route(self, scope, receive) -> tuple[int, list, bytes]:
         path, method = scope["path"], scope["method"]
         if method == "GET":
@@ -106,13 +117,20 @@ class Sidecar:
                 text = await asyncio.to_thread(generate_latest, self.metrics.registry)
                 return 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], text
         parts = path.strip("/").split("/")
+        if parts == ["v1", "pipelines"] and method == "GET":
+            if not self._authorized(scope):
+                return self._err(401, "unauthorized", "a valid bearer token is required")
+            return 200, JSON, orjson.dumps({"pipelines": [self._describe(n, e) for n, e in self.engines.items()]})
         if len(parts) != 4 or parts[:2] != ["v1", "pipelines"]:
             return self._err(404, "not_found", f"no route {method} {path}")
         name, verb = parts[2], parts[3]
         if method == "GET" and name in self.engines and verb in self.engines[name].adapter.views:
             return self._view(self.engines[name], verb, scope)
-        if method != "POST" or verb not in self.verbs:
-            return self._err(405 if verb in self.verbs else 404, "not_found", f"no route {method} {path}")
+        if method != "POST" and verb in self.verbs:
+            status, headers, body = self._err(405, "method_not_allowed", f"{method} {path}: {verb} takes POST")
+            return status, [*headers, (b"allow", b"POST")], body
+        if verb not in self.verbs:
+            return self._err(404, "not_found", f"no route {method} {path}")
         if not self._authorized(scope):
             return self._err(401, "unauthorized", "a valid bearer token is required")
         engine = self.engines.get(name)

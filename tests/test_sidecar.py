@@ -232,3 +232,19 @@ def test_over_the_latency_budget_requests_are_validated_first(sidecar):
     finally:
         release.set()
         th.join(5)
+
+
+def test_pipelines_are_listed_and_a_wrong_method_says_so(sidecar):
+    _, port, _ = sidecar
+    st, listing = call(port, "GET", "/v1/pipelines")
+    assert st == 200
+    (pay,) = listing["pipelines"]
+    assert pay["name"] == "pay" and pay["family"] == "bandit" and pay["learner"] == "squarecb"
+    assert "POST /v1/pipelines/pay/decide" in pay["verbs"]
+    assert call(port, "GET", "/v1/pipelines", token="")[0] == 401
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/v1/pipelines/pay/decide", headers={"authorization": "Bearer t0k"})
+    r = c.getresponse()
+    body = json.loads(r.read())
+    c.close()
+    assert r.status == 405 and r.getheader("allow") == "POST" and body["error"] == "method_not_allowed"
