@@ -100,13 +100,15 @@ def replay(cfg, events: str, out: str, dlq: str | None, state: str | None, pipel
     m = core.metrics.registry
     name = pc["name"]
     report = core.report()
-    report["events"] = m.get_sample_value("eddy_events_total", {"pipeline": name, "kind": "event"}) or 0
+    report["events"] = int(m.get_sample_value("eddy_events_total", {"pipeline": name, "kind": "event"}) or 0)
     if core.feedback_type is not None:
-        report["feedback"] = m.get_sample_value("eddy_events_total", {"pipeline": name,
-                                                                      "kind": core.feedback_type}) or 0
-        report["decisions"] = sum(m.get_sample_value("eddy_decisions_total", {"pipeline": name, "source": s}) or 0
-                                  for s in ("kafka", "http"))
-    report["dead_letters"] = _dead_letters(m)
+        report["feedback"] = int(m.get_sample_value("eddy_events_total", {"pipeline": name,
+                                                                          "kind": core.feedback_type}) or 0)
+        report["decisions"] = int(sum(m.get_sample_value("eddy_decisions_total", {"pipeline": name, "source": s})
+                                      or 0 for s in ("kafka", "http")))
+        # Decisions whose feedback had not come when the file ended: not learned, not in the OPE yet.
+        report["waiting_at_end"] = sum(len(lane.buffer) for lane in core.lanes.values())
+    report["dead_letters"] = {k: int(v) for k, v in _dead_letters(m).items()}
     return report
 
 

@@ -187,7 +187,9 @@ def test_replay_cli_report(tmp_path):
     assert main(["replay", "--config", str(cfgp), "--events", str(ev), "--out", str(out),
                  "--dead-letters", str(dlq), "--report", str(rep)]) == 0
     report = json.loads(rep.read_text())
-    assert report["decisions"] == 200 and report["dead_letters"] == {"malformed_json": 1.0}
+    assert report["decisions"] == 200 and report["dead_letters"] == {"malformed_json": 1}
+    assert all(type(report[k]) is int for k in ("events", "feedback", "decisions", "waiting_at_end"))
+    assert 0 < report["waiting_at_end"] < 200  # the last events' rewards never came within the file
     assert set(report["ope"]) == {"squarecb", "epsilon-greedy"}
     assert len(out.read_text().splitlines()) == 200
     # A second replay of the same log gives the same decisions.
