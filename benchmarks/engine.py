@@ -52,8 +52,9 @@ ACTIONS = ["route-a", "route-b", "route-c", "route-d"]
 GROUPS = ["g0", "g1", "g2", "g3"]
 
 
-def bandit_stream(n: int, seed: int) -> list[bytes]:
-    rng = np.random.default_rng(seed)
+def _with_feedback(n: int, rng: np.random.Generator, event) -> list[bytes]:
+    """``n`` records: the events ``event(i)`` makes (``(event object, wants feedback)``), each wanted
+    feedback (reward 0/1, drawn from ``rng``) 600 events after its event."""
     out: list[bytes] = []
     waiting: list[tuple[int, str]] = []  # (due at event count, id) of feedback to send
     i = 0
@@ -64,16 +65,25 @@ def bandit_stream(n: int, seed: int) -> list[bytes]:
                                      "reward": float(rng.random() < 0.4)}))
         if len(out) >= n:
             break
-        f = rng.random(8)
-        eid = f"e{i}"
-        out.append(orjson.dumps({"type": "event", "id": eid, "time": i * 0.05, "features": {
-            "amount": round(float(f[0]) * 500, 2), "age_days": round(float(f[1]) * 900, 1),
-            "hour": float(int(f[2] * 24)), "risk": round(float(f[3]), 4), "retries": float(int(f[4] * 3)),
-            "latency_ms": round(float(f[5]) * 80, 2), "load": round(float(f[6]), 4), "bias": 1.0}}))
-        if f[7] < 0.3:
-            waiting.append((i + 600, eid))
+        obj, wanted = event(i)
+        out.append(orjson.dumps(obj))
+        if wanted:
+            waiting.append((i + 600, obj["id"]))
         i += 1
     return out
+
+
+def bandit_stream(n: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+
+    def event(i: int) -> tuple[dict, bool]:
+        f = rng.random(8)
+        return {"type": "event", "id": f"e{i}", "time": i * 0.05, "features": {
+            "amount": round(float(f[0]) * 500, 2), "age_days": round(float(f[1]) * 900, 1),
+            "hour": float(int(f[2] * 24)), "risk": round(float(f[3]), 4), "retries": float(int(f[4] * 3)),
+            "latency_ms": round(float(f[5]) * 80, 2), "load": round(float(f[6]), 4), "bias": 1.0}}, bool(f[7] < 0.3)
+
+    return _with_feedback(n, rng, event)
 
 
 def wide_stream(n: int, seed: int) -> list[bytes]:
@@ -82,27 +92,17 @@ def wide_stream(n: int, seed: int) -> list[bytes]:
     :func:`bandit_stream`."""
     rng = np.random.default_rng(seed)
     countries = ["NL", "DE", "FR", "GB", "US", "ES", "IT", "BE", "SE", "PL"]
-    out: list[bytes] = []
-    waiting: list[tuple[int, str]] = []
-    i = 0
-    while len(out) < n:
-        while waiting and waiting[0][0] <= i and len(out) < n:
-            _, eid = waiting.pop(0)
-            out.append(orjson.dumps({"type": "feedback", "id": eid, "time": i * 0.05,
-                                     "reward": float(rng.random() < 0.4)}))
-        if len(out) >= n:
-            break
+
+    def event(i: int) -> tuple[dict, bool]:
         m, b, c = int(rng.zipf(1.3)) % 20_000, int(rng.integers(400_000, 420_000)), countries[int(rng.integers(10))]
         amount = float(rng.lognormal(3.0, 1.2))
-        eid = f"w{i}"
-        out.append(orjson.dumps({"type": "event", "id": eid, "time": i * 0.05, "features": {
+        obj = {"type": "event", "id": f"w{i}", "time": i * 0.05, "features": {
             f"merchant={m}": 1.0, f"bin={b}": 1.0, f"country={c}": 1.0, f"currency={c}-cur": 1.0,
             f"amount_bucket={min(int(np.log2(amount + 1)), 12)}": 1.0, f"hour={int(rng.integers(24))}": 1.0,
-            "amount": round(amount / 100.0, 4), "bias": 1.0}}))
-        if rng.random() < 0.3:
-            waiting.append((i + 600, eid))
-        i += 1
-    return out
+            "amount": round(amount / 100.0, 4), "bias": 1.0}}
+        return obj, bool(rng.random() < 0.3)
+
+    return _with_feedback(n, rng, event)
 
 
 @functools.cache  # both paging workloads replay the same records
