@@ -134,7 +134,8 @@ class DaemonMetrics:
                                      P + ["cap"], registry=r)
         self.force_default = Gauge("eddy_force_default", "1 while the default policy is forced", P, registry=r)
         self.ready = Gauge("eddy_ready", "1 once kernels are compiled, state restored, the consumer group joined "
-                           "and every assigned partition restored", P, registry=r)
+                           "and every assigned partition restored; 0 again while the pipeline's loop is "
+                           "stalled (no step ended for 30 s: a lost broker)", P, registry=r)
         self.assigned_partitions = Gauge("eddy_assigned_partitions", "Input partitions this daemon's pipeline "
                                          "owns in its consumer group", P + ["topic"], registry=r)
         self.topic_lag = Gauge("eddy_topic_lag_messages", "Records of the input topic (every partition, owned or "

@@ -27,6 +27,7 @@ from .engine import Engine
 
 log = logging.getLogger("eddy")
 DRAIN_S = 30.0  # at stop, how long the loop waits for work outside it (a family's solves)
+STALL_S = 30.0  # a loop whose step has not ended for this long is not ready (eddy_ready 0, /readyz 503)
 
 
 class PipelineRunner:
@@ -61,7 +62,8 @@ class PipelineRunner:
         self._observed = -1e9  # perf_counter of the last membership observation
         self._standing: dict[str, Any] = {"ready": False, "joined": False, "assigned": []}
         self._topic_lag_at = -1e9  # monotonic time of the last whole-topic lag query
-        m.ready.labels(pipeline=name).set(0)
+        self._stepped = time.monotonic()  # the end of the loop's last step (a stall: see readiness)
+        m.ready.labels(pipeline=name).set_function(lambda: float(self.readiness()["ready"]))
 
     # -- start-up ---------------------------------------------------------------------------------
     def restore(self) -> bool:
@@ -93,8 +95,14 @@ class PipelineRunner:
 
     def readiness(self) -> dict[str, Any]:
         """Consuming-ready: the group joined and every assigned partition restored, as the loop
-        last observed it (at most every 0.5 s; only the loop's thread touches the Kafka client)."""
-        return dict(self._standing)
+        last observed it (at most every 0.5 s; only the loop's thread touches the Kafka client),
+        and the loop not stalled: a step that has not ended for :data:`STALL_S` (a lost broker:
+        a send blocks for the producer's metadata, a flush for its acknowledgements) is not ready."""
+        out = dict(self._standing)
+        stalled = time.monotonic() - self._stepped
+        if stalled > STALL_S and not self.stop_event.is_set():
+            out.update(ready=False, stalled_s=round(stalled, 1))
+        return out
 
     def observe_membership(self) -> None:
         """Assigned-partition gauges, eddy_ready and :meth:`readiness` from the group standing."""
@@ -103,7 +111,6 @@ class PipelineRunner:
         self._standing = {"ready": ready} if m is None else {
             "ready": ready, "joined": m.joined, "assigned": sorted(m.assigned)}
         metrics, name = self.core.metrics, self.core.name
-        metrics.ready.labels(pipeline=name).set(1 if ready else 0)
         if m is not None:
             n = sum(1 for k in m.assigned if k.rsplit(":", 1)[0] == self._input_topic)
             metrics.assigned_partitions.labels(pipeline=name, topic=self._input_topic).set(n)
@@ -178,7 +185,8 @@ class PipelineRunner:
         st["publish"].inc(t3 - t2)
         if t4 > t3:
             st["checkpoint"].inc(t4 - t3)
-        self._checkpoint_age.set(time.monotonic() - self._last_ckpt)
+        self._stepped = time.monotonic()
+        self._checkpoint_age.set(self._stepped - self._last_ckpt)
         return len(recs)
 
     def _mark_replays(self, recs: list) -> None:
@@ -259,7 +267,6 @@ class PipelineRunner:
                 m.lag.labels(pipeline=self.core.name, topic=topic, partition=part).set(v)
         except Exception as e:
             log.debug("lag unavailable: %s", e)
-        return len(outs)
         if time.monotonic() - self._topic_lag_at >= 15.0:  # broker round trips: not every checkpoint
             self._topic_lag_at = time.monotonic()
             try:
@@ -267,6 +274,7 @@ class PipelineRunner:
                     m.topic_lag.labels(pipeline=self.core.name, topic=topic).set(v)
             except Exception as e:
                 log.debug("topic lag unavailable: %s", e)
+        return len(outs)
 
 
 def _read_progress(path: str) -> dict[str, int]:
