@@ -31,6 +31,7 @@ from connectors.base import SourceRecord
 
 from .config import Setting
 from .metrics import DaemonMetrics
+from .panels import Panel
 from .records import BadRecord, Out, RecordRules
 
 LEGACY_LANE = "legacy"  # the lane of an upgraded checkpoint (the engine names it after its partition)
@@ -152,6 +153,8 @@ class Adapter(abc.ABC):
     ids_required: ClassVar[bool] = True
     rejects_in_runs: ClassVar[bool] = False  # run() may reject items: dead letters then keep log order
     default_params: ClassVar[tuple[str, ...]] = ("seed",)  # pipeline settings that default learner params
+    panels: ClassVar[tuple[Panel, ...]] = ()  # the family's row of the generated dashboard
+    panels_title: ClassVar[str] = ""  # that row's title (default: the family's name)
 
     expire_value: float | None = None
     force_default: bool = False
@@ -322,6 +325,12 @@ def load_plugins(modules: Iterable[str] = ()) -> None:
 def families() -> list[str]:
     load_plugins()
     return sorted(_ADAPTERS)
+
+
+def adapter_class(family: str) -> type[Adapter]:
+    """The registered adapter of ``family`` (KeyError when none)."""
+    load_plugins()
+    return _ADAPTERS[family]
 
 
 def adapter_for(learner: str) -> type[Adapter]:

@@ -218,3 +218,34 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_section():
         assert r["labels"]["severity"] in ("page", "ticket"), r["alert"]
         assert r["annotations"]["summary"], r["alert"]
         assert r["annotations"]["runbook"] in anchors, r["alert"]
+
+
+def test_the_shipped_dashboard_is_the_generated_one_and_well_formed():
+    """deploy/grafana/eddy-dashboard.json is what daemon/dashboard.py generates (regenerate it with
+    ``python -m daemon.dashboard --out deploy/grafana/eddy-dashboard.json``); its panels have unique
+    ids, do not overlap, and each has a unit and a legend per query; one row per family."""
+    import json
+
+    from daemon import dashboard
+    from daemon.family import families
+
+    path = ROOT / "deploy" / "grafana" / "eddy-dashboard.json"
+    assert path.read_text(encoding="utf-8") == dashboard.render(), "regenerate the dashboard"
+    d = json.loads(path.read_text(encoding="utf-8"))
+    panels = d["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells = set()
+    for p in panels:
+        g = p["gridPos"]
+        new = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & new, f"{p['title']} overlaps another panel"
+        cells |= new
+        if p["type"] == "row":
+            continue
+        assert p["fieldConfig"]["defaults"]["unit"] and p["description"]
+        assert p["targets"] and all(t["legendFormat"] and "{{pipeline}}" in t["legendFormat"]
+                                    or "process_" in t["expr"] for t in p["targets"]), p["title"]
+    rows = [p["title"] for p in panels if p["type"] == "row"]
+    assert len(rows) == 1 + len(families())
+    var = {v["name"]: v for v in d["templating"]["list"]}
+    assert var["pipeline"]["includeAll"] and var["pipeline"]["multi"]

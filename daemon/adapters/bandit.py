@@ -36,6 +36,7 @@ from learners.base import factory_of
 from ..checkpoint import pack_strings, unpack_strings
 from ..config import S
 from ..family import Adapter, Item, Outputs, Sample, Verb, legacy_lane, register
+from ..panels import RATE, SEL, Panel, Target, per, rate
 from ..records import MAX_ID_LEN, BadRecord, Out, dumps_kept, number, numbers_only
 from ..records import record_id as _id
 from . import _kernels as EK
@@ -230,6 +231,37 @@ class BanditAdapter(Adapter):
     feedback_name = "reward"
     feedback_metric = "eddy_rewards"
     expired_outcome = "defaulted"
+    panels_title = "Contextual bandits"
+    panels = (
+        Panel("Average reward and exploration rate", (
+            Target(per(f"sum by (pipeline) (delta(eddy_reward_sum_total{{{SEL}}}[{RATE}]))",
+                       f'sum by (pipeline) (increase(eddy_rewards_total{{{SEL}, outcome="joined"}}[{RATE}]))'),
+                   "{{pipeline}} average reward"),
+            Target(per(rate("eddy_explored_decisions_total"), rate("eddy_decisions_total")),
+                   "{{pipeline}} exploration rate"),
+        ), "short", "Average joined reward over the window; share of decisions that did not pick the greedy action"),
+        Panel("Off-policy estimates: deployed policy and shadows", (
+            Target(f"max by (pipeline, policy, estimator) (eddy_ope_value{{{SEL}}})",
+                   "{{pipeline}} {{policy}} ({{estimator}})"),
+        ), "short", "Estimated average reward of each policy on the deployed policy's logged decisions"),
+        Panel("Action selection share", (
+            Target(f"{rate('eddy_action_decisions_total', 'pipeline, action')} / ignoring (action) group_left "
+                   f"clamp_min({rate('eddy_action_decisions_total')}, 1e-9)", "{{pipeline}} {{action}}"),
+        ), "percentunit", "Share of each action in the pipeline's decisions"),
+        Panel("Rewards joined, defaulted, evicted", (
+            Target(rate("eddy_rewards_total", "pipeline, outcome"), "{{pipeline}} {{outcome}}"),
+            Target(rate("eddy_bandit_learned_rewards_total"), "{{pipeline}} learned"),
+        ), "ops", "Rewards joined to their decision; decisions whose reward never came in reward_wait_s "
+                  "(learned as the default reward, or not at all); pushed out by the buffer's cap"),
+        Panel("Reward by model version", (
+            Target(f"max by (pipeline, rank) (eddy_model_version_reward_mean{{{SEL}}})", "{{pipeline}} rank {{rank}}"),
+        ), "short", "Average joined reward of the decisions of each recent model version (rank 0: the newest "
+                    "with rewards): a swing between versions shows oscillation"),
+        Panel("Model: exploration γ and actions held", (
+            Target(f"max by (pipeline) (eddy_bandit_exploration_gamma{{{SEL}}})", "{{pipeline}} γ"),
+            Target(f"max by (pipeline) (eddy_bandit_actions{{{SEL}}})", "{{pipeline}} actions held"),
+        ), "short", "SquareCB's γ (larger: greedier); actions the model holds state for"),
+    )
     default_params = ("seed", "n_features")
 
     @classmethod

@@ -37,6 +37,7 @@ from learners.groupwise.rules import RuleError, parse
 from ..checkpoint import pack_strings
 from ..config import S
 from ..family import Adapter, Item, Outputs, Sample, Verb, legacy_lane, register
+from ..panels import SEL, Panel, Target, rate
 from ..records import BadRecord, Out, dumps_kept, number, record_id
 
 
@@ -72,6 +73,24 @@ class GroupwiseAdapter(Adapter):
     feedback_name = "label"
     feedback_metric = "eddy_labels"
     expired_outcome = "expired"
+    panels_title = "Groupwise regret"
+    panels = (
+        Panel("Regret per group (mixture rule)", (
+            Target(f'max by (pipeline, group) (eddy_group_regret{{{SEL}, rule="mixture"}})', "{{pipeline}} {{group}}"),
+        ), "short", "Squared loss beyond the best fixed linear model in hindsight on each group's own events"),
+        Panel("Mean squared loss per group", (
+            Target(f"max by (pipeline, group, rule) (eddy_group_loss{{{SEL}}}) / on (pipeline, group) group_left "
+                   f"clamp_min(max by (pipeline, group) (eddy_group_events{{{SEL}}}), 1)",
+                   "{{pipeline}} {{group}} ({{rule}})"),
+        ), "short", "Cumulative squared loss over the labelled events of each group, by prediction rule"),
+        Panel("Labels joined, expired, evicted", (
+            Target(rate("eddy_labels_total", "pipeline, outcome"), "{{pipeline}} {{outcome}}"),
+            Target(rate("eddy_groupwise_learned_labels_total"), "{{pipeline}} learned"),
+        ), "ops", "Labels joined to their prediction, predictions whose label never came, pushed out by the cap"),
+        Panel("Labelled events per group", (
+            Target(f"max by (pipeline, group) (eddy_group_events{{{SEL}}})", "{{pipeline}} {{group}}"),
+        ), "short", "Labelled events learned per group (groups intersect: an event counts in each of its groups)"),
+    )
     default_params = ("seed", "n_features")
 
     @classmethod

@@ -35,6 +35,7 @@ from learners.paging._table import EMPTY
 from ..checkpoint import pack_strings, unpack_strings
 from ..config import S
 from ..family import Adapter, Item, Outputs, Sample, Verb, legacy_lane, register
+from ..panels import RATE, SEL, Panel, Target, per, rate
 from ..records import BadRecord, Out, dumps_kept, record_id
 
 MAX_KEY_LEN = 4096
@@ -89,6 +90,35 @@ class PagingAdapter(Adapter):
     family = "paging"
     settings = SETTINGS
     verbs = {"access": Verb("events", "requests", "results")}
+    panels_title = "Paging with predictions"
+    panels = (
+        Panel("Cache hit ratio: overall, recent window, baselines", (
+            Target(f"max by (pipeline, window) (eddy_cache_hit_ratio{{{SEL}}})", "{{pipeline}} {{window}}"),
+            Target(f"max by (pipeline, policy) (eddy_cache_shadow_hit_ratio{{{SEL}}})",
+                   "{{pipeline}} baseline {{policy}}"),
+        ), "percentunit", "Hit ratio of the advised cache over all accesses and the recent window; of each "
+                          "baseline policy replayed on the same stream"),
+        Panel("Cache requests and evictions", (
+            Target(rate("eddy_cache_requests_total", "pipeline, result"), "{{pipeline}} {{result}}"),
+            Target(rate("eddy_cache_evictions_total"), "{{pipeline}} evictions"),
+        ), "ops", "Accesses by result, and the pages the cache was told to evict"),
+        Panel("Learned bit: precision and recall", (
+            Target(f"max by (pipeline) (eddy_cache_bit_precision_ratio{{{SEL}}})", "{{pipeline}} precision"),
+            Target(f"max by (pipeline) (eddy_cache_bit_recall_ratio{{{SEL}}})", "{{pipeline}} recall"),
+        ), "percentunit", "Quality of the learned 'evict soon' bit on the labels revealed in hindsight"),
+        Panel("Robust race: followed policy and switches", (
+            Target(f"max by (pipeline, policy) (eddy_cache_leader{{{SEL}}}) == 1", "{{pipeline}} follows {{policy}}"),
+            Target(f"sum by (pipeline) (increase(eddy_cache_leader_switches_total{{{SEL}}}[{RATE}]))",
+                   "{{pipeline}} switches per window"),
+        ), "short", "The raced policy the robust cache follows now (1), and its switches"),
+        Panel("Occupancy and predictor history", (
+            Target(per(f"max by (pipeline) (eddy_cache_objects{{{SEL}}})",
+                       f"max by (pipeline) (eddy_cache_capacity_pages{{{SEL}}})"), "{{pipeline}} cache filled"),
+            Target(per(f"max by (pipeline) (eddy_cache_history_entries{{{SEL}}})",
+                       f"max by (pipeline) (eddy_cache_history_capacity_entries{{{SEL}}})"),
+                   "{{pipeline}} predictor history filled"),
+        ), "percentunit", "Pages held over capacity; keys in the bit predictor's history over its cap"),
+    )
     ids_required = False
 
     @classmethod

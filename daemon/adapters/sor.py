@@ -42,6 +42,7 @@ from learners.sor.learner import MAX_COST
 
 from ..config import S
 from ..family import Adapter, Histogram, Item, Outputs, Sample, Verb, register
+from ..panels import SEL, Panel, Target, per, quantile, rate
 from ..records import BadRecord, Out, dumps_kept, number, record_id
 from .sor_solve import Solves, SolveSpec
 
@@ -138,6 +139,30 @@ class SorAdapter(Adapter):
     feedback_type = "report"
     feedback_name = "report"
     feedback_metric = "eddy_sor_reports"
+    panels_title = "SOR tuning"
+    panels = (
+        Panel("Iterations per solve", (
+            Target(per(rate("eddy_sor_iterations_sum"), rate("eddy_sor_iterations_count")), "{{pipeline}} mean"),
+            Target(quantile(0.9, "eddy_sor_iterations"), "{{pipeline}} p90"),
+        ), "short", "Iterations the reported solves took (joined reports)"),
+        Panel("Regret per report: against the best fixed ω, and each system's best", (
+            Target(per(f"max by (pipeline) (eddy_sor_regret_best_fixed_iterations{{{SEL}}})",
+                       f"max by (pipeline) (eddy_sor_iterations_count{{{SEL}}})"), "{{pipeline}} vs best fixed ω"),
+            Target(per(f"max by (pipeline) (eddy_sor_regret_instance_best_iterations{{{SEL}}})",
+                       f"max by (pipeline) (eddy_sor_instance_best_reports_total{{{SEL}}})"),
+                   "{{pipeline}} vs each system's best ω"),
+        ), "short", "Iterations spent beyond the best fixed ω in hindsight (an importance-weighted estimate), "
+                    "and beyond each system's best ω where reports carry best_iterations; per report"),
+        Panel("Chosen ω", (
+            Target(rate("eddy_sor_omega_decisions_total", "pipeline, omega"), "{{pipeline}} ω={{omega}}"),
+        ), "ops", "Decisions per ω of the grid"),
+        Panel("Solves: not converged, in flight; reported solve time", (
+            Target(rate("eddy_sor_not_converged_total"), "{{pipeline}} not converged (per s)"),
+            Target(f"max by (pipeline) (eddy_sor_solves_in_flight{{{SEL}}})", "{{pipeline}} in flight"),
+            Target(quantile(0.99, "eddy_sor_solve_seconds"), "{{pipeline}} solve time p99 (s)"),
+        ), "short", "Reports of solves that did not converge; solves eddy runs (solve mode) or queues; "
+                    "the p99 of reported solve seconds"),
+    )
     expired_outcome = "expired"
     default_params = ("seed",)
     rejects_in_runs = True  # (solve_queue_full)

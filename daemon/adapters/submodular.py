@@ -39,6 +39,7 @@ from learners.submodular import SubmodularSummary
 from ..checkpoint import pack_strings, unpack_strings
 from ..config import S
 from ..family import Adapter, Histogram, Item, Outputs, Sample, Verb, register
+from ..panels import SEL, Panel, Target, per, quantile, rate
 from ..records import BadRecord, Out, dumps_kept, record_id
 
 OPS = {"insert": 0, "delete": 1, "get": 2}
@@ -70,6 +71,9 @@ def _slots(names: list[str], dim: int) -> np.ndarray:
     return (event_keys(names) % np.uint64(dim)).astype(np.int64)
 
 
+_UPD = 'kind=~"inserts|deletes"'  # the operations a summary update costs
+
+
 @register
 class SubmodularAdapter(Adapter):
     """Item bookkeeping (ids, hashing, TTLs), outputs and metrics of one summary pipeline."""
@@ -78,6 +82,32 @@ class SubmodularAdapter(Adapter):
     settings = SETTINGS
     verbs = {"items": Verb("events", "items", "results")}
     views = {"solution": "solution"}
+    panels_title = "Dynamic submodular summary"
+    panels = (
+        Panel("Summary value: served and guaranteed", (
+            Target(f"max by (pipeline) (eddy_summary_value{{{SEL}}})", "{{pipeline}} served"),
+            Target(f"max by (pipeline) (eddy_summary_guaranteed_value{{{SEL}}})", "{{pipeline}} guaranteed"),
+        ), "short", "Objective value of the served summary, and of the dynamic algorithm's own solution"),
+        Panel("Ratio to lazy greedy", (
+            Target(f"max by (pipeline) (eddy_summary_greedy_ratio{{{SEL}}})", "{{pipeline}}"),
+        ), "percentunit", "Served value over lazy greedy's on the live items, at the last check "
+                          "(greedy_check_every)"),
+        Panel("Cost per update: oracle calls and recourse", (
+            Target(per(rate("eddy_summary_oracle_calls_total"), rate("eddy_summary_operations_total", where=_UPD)),
+                   "{{pipeline}} oracle calls"),
+            Target(per(rate("eddy_summary_recourse_total"), rate("eddy_summary_operations_total", where=_UPD)),
+                   "{{pipeline}} summary changes"),
+        ), "short", "Marginal-gain evaluations and items entering or leaving the summary, per insert or delete"),
+        Panel("Update latency", (
+            Target(quantile(0.5, "eddy_summary_update_seconds"), "{{pipeline}} p50"),
+            Target(quantile(0.99, "eddy_summary_update_seconds"), "{{pipeline}} p99"),
+        ), "s", "Seconds per insert or delete (expiries included)"),
+        Panel("Items: live, summary, operations", (
+            Target(f"max by (pipeline) (eddy_summary_live_items{{{SEL}}})", "{{pipeline}} live"),
+            Target(f"max by (pipeline) (eddy_summary_size{{{SEL}}})", "{{pipeline}} in the summary"),
+            Target(rate("eddy_summary_operations_total", "pipeline, kind"), "{{pipeline}} {{kind}} per s"),
+        ), "short", "Live items, the served summary's size, and operations applied by kind"),
+    )
     ids_required = False
     rejects_in_runs = True
 
