@@ -34,6 +34,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (damaged), or a directory with no intact checkpoint."""
 
 
+class NoCheckpoint(CheckpointError):
+    """Nothing to inspect: no such path, no checkpoint written there, a file that is no checkpoint."""
+
+
 def _meta_digest(meta: dict[str, Any]) -> str:
     body = {k: v for k, v in meta.items() if k != "sha256_meta"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -166,7 +170,7 @@ def load(json_path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             meta = json.loads(f.read())
     except OSError as e:
         raise CheckpointError(f"{json_path}: cannot read: {e.strerror}") from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{json_path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("arrays"), str):
         raise CheckpointError(f"{json_path}: not a checkpoint (no 'arrays' entry)")
@@ -199,11 +203,22 @@ def _described(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -
             "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(arrays.items())}}
 
 
-def _summary(store: CheckpointStore) -> dict[str, Any]:
+def _seqs_in(directory: str) -> list[int]:
+    """The checkpoints' sequence numbers in a directory (creating nothing)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise CheckpointError(f"{directory}: cannot read: {e.strerror}") from None
+    return sorted(int(m.group(1)) for f in names if (m := _NAME.match(f)))
+
+
+def _summary(directory: str) -> dict[str, Any]:
     rows = []
     latest = None
-    for seq in reversed(store._seqs()):
-        path = store.path(seq)
+    for seq in reversed(_seqs_in(directory)):
+        path = os.path.join(directory, f"ckpt-{seq:012d}.json")
         try:
             arrays, meta = load(path)
         except CheckpointError as e:
@@ -212,24 +227,81 @@ def _summary(store: CheckpointStore) -> dict[str, Any]:
         rows.append({"path": path, "seq": seq, "intact": True})
         if latest is None:
             latest = _described(path, arrays, meta)
-    return {"dir": store.dir, "checkpoints": rows, "latest_intact": latest}
+    return {"dir": directory, "checkpoints": rows, "latest_intact": latest}
+
+
+_LAYOUT = ("checkpoints are ckpt-N.json files, each with its ckpt-N.npz, in one directory per pipeline under "
+           "checkpoint.dir")
+
+
+def _holds(directory: str) -> str:
+    """What a directory without checkpoints holds, for the message."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as e:
+        return f"cannot read it: {e.strerror}"
+    if not names:
+        return "it is empty"
+    shown = [n + ("/" if os.path.isdir(os.path.join(directory, n)) else "") for n in names[:5]]
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return f"it holds {', '.join(shown)}{more}"
 
 
 def inspect(path: str) -> dict[str, Any]:
     """Which checkpoints are intact, and a summary of the newest intact one.
 
-    ``path``: a ``ckpt-N.json`` file, a pipeline's checkpoint directory, or the configured
-    ``checkpoint.dir`` (one subdirectory per pipeline, each summarised under ``pipelines``).
+    ``path``: a ``ckpt-N.json`` file (or its ``.npz``), a pipeline's checkpoint directory, or the
+    configured ``checkpoint.dir`` (one subdirectory per pipeline, each summarised under
+    ``pipelines``). :class:`NoCheckpoint` when there is nothing to inspect (no such path, no
+    checkpoint in it, a file that is no checkpoint); a damaged checkpoint is reported, not raised.
     """
     if os.path.isfile(path):
-        return {**_described(path, *load(path)), "intact": True}
+        npz = re.match(r"^(ckpt-\d{12})\.npz$", os.path.basename(path))
+        if npz:  # the arrays: inspect their checkpoint (whose JSON holds their checksum)
+            path = os.path.join(os.path.dirname(path), npz.group(1) + ".json")
+            if not os.path.isfile(path):
+                raise NoCheckpoint(f"{path}: missing: an array file without its checkpoint JSON (an interrupted "
+                                   "write, never restored)")
+        try:
+            return {**_described(path, *load(path)), "intact": True}
+        except CheckpointError as e:
+            if _NAME.match(os.path.basename(path)):
+                return {"path": path, "intact": False, "error": str(e)}
+            why = str(e).removeprefix(f"{path}: ")
+            raise NoCheckpoint(f"{path}: not a checkpoint ({why}); {_LAYOUT}") from None
+    if not os.path.exists(path):
+        raise NoCheckpoint(f"{path}: no such file or directory")
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"no checkpoint file or directory {path}")
-    store = CheckpointStore(path)
-    if store._seqs():
-        return _summary(store)
-    subs = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))
-                  and CheckpointStore(os.path.join(path, d))._seqs())
+        raise NoCheckpoint(f"{path}: not a file nor a directory")
+    if _seqs_in(path):
+        return _summary(path)
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror}") from None
+    subs = [d for d in entries if os.path.isdir(os.path.join(path, d)) and _seqs_in(os.path.join(path, d))]
     if not subs:
-        raise FileNotFoundError(f"no checkpoint in {path} (nor in a pipeline directory under it)")
-    return {"dir": path, "pipelines": {d: _summary(CheckpointStore(os.path.join(path, d))) for d in subs}}
+        raise NoCheckpoint(f"{path}: no checkpoint in it nor in a pipeline directory under it ({_holds(path)}; "
+                           f"{_LAYOUT})")
+    return {"dir": path, "pipelines": {d: _summary(os.path.join(path, d)) for d in subs}}
+
+
+def inspect_configured(directory: str, pipelines: list[str], source: str) -> dict[str, Any]:
+    """The checkpoints of a config's pipelines under its ``checkpoint.dir``: each pipeline's
+    summary (a pipeline with none yet starts fresh: ``checkpoints`` empty), and the directories
+    of pipelines the config does not name (``not_in_config``)."""
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        rel = "" if os.path.isabs(directory) else f" (relative to the current directory {os.getcwd()})"
+        raise NoCheckpoint(f"checkpoint.dir {directory!r} of {source}{rel} {what}: no checkpoint written yet")
+    out = {name: _summary(os.path.join(directory, name)) for name in pipelines}
+    if not any(s["checkpoints"] for s in out.values()):
+        raise NoCheckpoint(f"checkpoint.dir {directory!r} of {source}: no checkpoint yet for pipeline"
+                           f"{'s' if len(pipelines) > 1 else ''} {', '.join(pipelines)} ({_holds(directory)})")
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError as e:
+        raise CheckpointError(f"{directory}: cannot read: {e.strerror}") from None
+    others = [d for d in entries if d not in out and os.path.isdir(os.path.join(directory, d))
+              and _seqs_in(os.path.join(directory, d))]
+    return {"dir": directory, "source": source, "pipelines": out, "not_in_config": others}

@@ -8,6 +8,9 @@ import logging
 import os
 import sys
 import tempfile
+import time
+
+from connectors.files import JsonLinesSource
 
 from .config import ConfigError
 
@@ -48,12 +51,32 @@ def _version() -> str:
         return "unknown"
 
 
-def cmd_run(args) -> int:
+def _config_errors(e: ConfigError, source: str | None = None) -> None:
+    """Every problem of a config on stderr, one line each (and how many, when more than one)."""
+    for line in e.lines():
+        print(f"config error: {line}", file=sys.stderr)
+    if len(e.errors) > 1:
+        print(f"eddy: {source or 'the config'}: {len(e.errors)} errors", file=sys.stderr)
+
+
+def _load_config(path: str, topics: bool = True):
+    """The config file, or None when it has errors (all of them printed)."""
     from . import config
+
+    try:
+        return config.load(path, topics=topics)
+    except ConfigError as e:
+        _config_errors(e, path)
+        return None
+
+
+def cmd_run(args) -> int:
     from .app import Daemon
     from .checkpoint import CheckpointError
 
-    cfg = config.load(args.config)
+    cfg = _load_config(args.config)
+    if cfg is None:
+        return 1
     try:
         d = Daemon(cfg).start()  # a failed start has stopped all it started (broker, clients, server)
     except (CheckpointError, OSError, RuntimeError) as e:
@@ -72,9 +95,54 @@ def cmd_run(args) -> int:
     return d.wait()
 
 
-def replay(cfg, events: str, out: str, dlq: str | None, state: str | None, pipeline: str | None) -> dict:
-    """Runs one pipeline over a JSON-lines file; returns the evaluation report."""
-    from connectors.files import JsonLinesSink, JsonLinesSource
+class ProgressSource(JsonLinesSource):
+    """The JSON-lines file source, writing a progress line to stderr at most every ``every_s``
+    seconds and once at the end of the file: lines read, the share of the file, the rate and the
+    time left (on a terminal the line is rewritten in place)."""
+
+    def __init__(self, path: str, every_s: float = 1.0):
+        super().__init__(path)
+        self.total = os.path.getsize(path) if path != "-" and os.path.isfile(path) else 0
+        self.every_s = every_s
+        self.tty = sys.stderr.isatty()
+        self.t0 = self.shown = time.monotonic()
+        self.ended = False
+        self.width = 0
+
+    def poll(self, max_records: int, timeout_s: float):
+        out = super().poll(max_records, timeout_s)
+        now = time.monotonic()
+        if self.at_end() and not self.ended:
+            self.ended = True
+            self.show(now, end=True)
+        elif now - self.shown >= self.every_s and not self.ended:
+            self.show(now)
+        return out
+
+    def show(self, now: float, end: bool = False) -> None:
+        self.shown = now
+        took = max(now - self.t0, 1e-9)
+        text = f"replay: {self._line:,} lines"
+        if self.total:
+            done = self._f.tell()
+            text += f" ({100 * done / self.total:.0f}% of {self.total:,} bytes)"
+            if not end and done:
+                left = (self.total - done) * took / done
+                text += f", about {left:.0f} s left" if left >= 1 else ", under 1 s left"
+        text += f", {self._line / took:,.0f} lines/s, {took:.1f} s"
+        if end:
+            text += ": end of file"
+        if self.tty:  # (rewritten in place: padded over a longer line before it)
+            self.width = max(self.width, len(text))
+            text = "\r" + text.ljust(self.width) + ("\n" if end else "")
+        print(text, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+
+def replay(cfg, events: str, out: str, dlq: str | None, state: str | None, pipeline: str | None,
+           progress: bool = False) -> dict:
+    """Runs one pipeline over a JSON-lines file; returns the evaluation report. ``progress``: a
+    progress line on stderr (see :class:`ProgressSource`)."""
+    from connectors.files import JsonLinesSink
 
     from .families import make_core
     from .runner import PipelineRunner
@@ -90,7 +158,8 @@ def replay(cfg, events: str, out: str, dlq: str | None, state: str | None, pipel
         tmp = tempfile.TemporaryDirectory(prefix="eddy-replay-")
         state = tmp.name
     ckpt = {**cfg.checkpoint, "dir": state, "every_seconds": 1e9}
-    runner = PipelineRunner(core, JsonLinesSource(events), sink, ckpt,
+    source = ProgressSource(events) if progress else JsonLinesSource(events)
+    runner = PipelineRunner(core, source, sink, ckpt,
                             {"decision": "decisions", "dlq": "dlq"}, stop_at_end=True)
     runner.restore()
     runner.run()
@@ -126,12 +195,32 @@ def cmd_replay(args) -> int:
         from . import sequences
 
         return sequences.cmd(args)
-    if not args.config or not args.events:
-        raise ConfigError("replay needs --config and --events (a pipeline over a JSON-lines file), "
+    if not args.events or bool(args.config) == bool(args.learner):
+        both = "; --config and --learner: give one (the config's pipeline names its learner)"
+        raise ConfigError("replay needs --events with --config or --learner (a pipeline over a JSON-lines file), "
                           "--trace (a cache trace through the cache policies) or --sequence (linear systems "
-                          "through the ω policies)")
-    cfg = config.load(args.config)
-    report = replay(cfg, args.events, args.out, args.dead_letters, args.state, args.pipeline)
+                          "through the ω policies)" + (both if args.config and args.learner else ""))
+    if args.learner:
+        import learners
+
+        if args.learner not in learners.names():
+            near = config._suggest(args.learner, learners.names())
+            raise ConfigError(f"--learner: {args.learner!r} is not a learner{near}; 'eddy learners' lists them")
+        try:
+            cfg = config.load_dict({"pipelines": [{"name": args.learner, "learner": args.learner}]},
+                                   source=f"--learner {args.learner}", topics=False)
+        except ConfigError as e:  # (a learner that needs parameters: a config sets them)
+            hint = "(a config's [pipelines.params] sets parameters: use --config)"
+            raise ConfigError([f"--learner {args.learner}: {err.removeprefix('pipelines[0]').lstrip('.')} {hint}"
+                               for err in e.errors]) from None
+    else:
+        cfg = _load_config(args.config, topics=False)
+        if cfg is None:
+            return 1
+    if args.events != "-" and not os.path.isfile(args.events):
+        raise ConfigError(f"--events: file {args.events!r} not found")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    report = replay(cfg, args.events, args.out, args.dead_letters, args.state, args.pipeline, progress)
     text = json.dumps(report, indent=2, default=float)
     if args.report:
         with open(args.report, "w") as f:
@@ -148,17 +237,43 @@ def replay_trace(args) -> int:
 
 
 def cmd_checkpoint(args) -> int:
-    """Exit 0 when every pipeline found has an intact checkpoint, 1 otherwise."""
-    from .checkpoint import CheckpointError, inspect
+    """Exit 0 when every pipeline found has an intact checkpoint (the one start-up restores), 1 when
+    one has checkpoints but none intact (start-up would fail; each named on stderr) or the path
+    cannot be read, 2 when there is nothing to inspect (no such path, no checkpoint there, a file
+    that is no checkpoint, a config with errors)."""
+    from .checkpoint import CheckpointError, NoCheckpoint, inspect, inspect_configured
 
+    if bool(args.path) == bool(args.config):
+        raise ConfigError("checkpoint inspect needs a PATH or --config FILE (one of them)")
     try:
-        out = inspect(args.path)
-    except (CheckpointError, FileNotFoundError) as e:
+        if args.config:
+            cfg = _load_config(args.config, topics=False)
+            if cfg is None:
+                return 2
+            out = inspect_configured(cfg.checkpoint["dir"], [p["name"] for p in cfg.pipelines], args.config)
+        else:
+            out = inspect(args.path)
+    except NoCheckpoint as e:
+        print(f"eddy: {e}", file=sys.stderr)
+        return 2
+    except CheckpointError as e:
         print(f"eddy: {e}", file=sys.stderr)
         return 1
     print(json.dumps(out, indent=2, default=str))
-    stores = out["pipelines"].values() if "pipelines" in out else [out]
-    return 0 if all(s.get("intact") or s.get("latest_intact") for s in stores) else 1
+    stores = out["pipelines"] if "pipelines" in out else {"": out}
+    bad = 0
+    for name, st in stores.items():
+        label = f" (pipeline {name})" if name else ""
+        if "intact" in st and not st["intact"]:
+            print(f"eddy: {st['path']}{label} is damaged: {st['error'].removeprefix(st['path'] + ': ')}",
+                  file=sys.stderr)
+            bad += 1
+        elif st.get("checkpoints") and not st.get("latest_intact"):
+            why = "; ".join(f"{os.path.basename(r['path'])}: {r['error'].removeprefix(r['path'] + ': ')}"
+                            for r in st["checkpoints"])
+            print(f"eddy: no intact checkpoint in {st['dir']}{label}, start-up would fail: {why}", file=sys.stderr)
+            bad += 1
+    return 1 if bad else 0
 
 
 def cmd_config(args) -> int:
@@ -169,8 +284,11 @@ def cmd_config(args) -> int:
         return 0
     if not args.file:
         raise ConfigError("config check needs a file: eddy config check FILE")
-    config.load(args.file)
-    print(f"{args.file}: ok")
+    cfg = _load_config(args.file)
+    if cfg is None:
+        return 1
+    print(f"{args.file}: ok ({len(cfg.pipelines)} pipeline{'s' if len(cfg.pipelines) > 1 else ''}: "
+          + ", ".join(f"{p['name']} ({p['learner']})" for p in cfg.pipelines) + ")")
     return 0
 
 
@@ -225,15 +343,29 @@ def parser() -> argparse.ArgumentParser:
                    "progress lines")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("replay", help="events file in → decisions and an evaluation report out; or a cache "
-                       "trace → miss-ratio table and plot")
-    p.add_argument("--config", default=None, help="--events: the TOML config whose pipeline runs over the file")
+                       "trace → miss-ratio table and plot",
+                       description="--events with --config or --learner: one pipeline over a JSON-lines file (no "
+                       "Kafka: a replay config needs no [kafka] section nor topics); --trace: a cache trace through "
+                       "the paging policies and Belady's optimum; --sequence: linear systems through the ω "
+                       "policies")
+    p.add_argument("--config", default=None, help="--events: the TOML config whose pipeline runs over the file "
+                   "(input_topic and output_topic may be left out: only 'eddy run' needs them)")
+    p.add_argument("--learner", default=None, help="--events, instead of --config: a pipeline of this learner "
+                   "(see 'eddy learners') with every setting at its default")
     p.add_argument("--events", default=None, help="JSON-lines events and feedback ('-' for stdin)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="--events: a progress line on stderr (lines read, share of the file, rate, time left) at "
+                   "most once a second and at the end (default: when stderr is a terminal)")
     p.add_argument("--trace", default=None, help="a cache trace (CSV with obj_id, or one key per line; .xz/.gz)")
     p.add_argument("--sequence", default=None, help="a sequence of linear systems, or of iteration counts per ω, "
                    "one JSON object per line (see daemon/sequences.py)")
     p.add_argument("--sizes", default="0.001,0.003,0.01,0.03,0.1",
-                   help="--trace: cache sizes, fractions of the unique keys (< 1) or pages")
-    p.add_argument("--policies", default="lru,fifo,sieve,s3fifo,arc,learned-discard", help="--trace: policies")
+                   help="--trace: cache sizes, comma-separated: a whole number is pages (1 = one page); a decimal "
+                   "number in (0, 1] or a percentage is a share of the trace's unique keys (1.0 = 100%%, "
+                   "0.5 = 50%%)")
+    p.add_argument("--policies", default="lru,fifo,sieve,s3fifo,arc,learned-discard",
+                   help="--trace: policies, comma-separated, case-insensitive (Belady's optimum is always shown; "
+                   "OPT or belady names it)")
     p.add_argument("--limit", type=int, default=0, help="--trace: first N requests (0: all)")
     p.add_argument("--plot", default=None, help="--trace: write a PNG of miss ratio against cache size; --sequence: "
                    "of cumulative iterations over the sequence")
@@ -246,13 +378,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state", default=None, help="checkpoint directory (default: a temporary one)")
     p.add_argument("--pipeline", default=None, help="--events: the config's pipeline to run (default: its first)")
     p.set_defaults(fn=cmd_replay)
-    p = sub.add_parser("checkpoint", help="checkpoint tools")
+    p = sub.add_parser("checkpoint", help="checkpoint tools", description="exit status: 0 every pipeline found has "
+                       "an intact checkpoint (the newest intact one is what start-up restores); 1 one has checkpoints "
+                       "but none intact (start-up would fail), or the path cannot be read; 2 nothing to inspect (no "
+                       "such path, no checkpoint there, a file that is not a checkpoint)")
     p.add_argument("action", choices=["inspect"], help="inspect: what each checkpoint holds, and whether it is intact")
-    p.add_argument("path", help="the configured checkpoint.dir, one pipeline's directory under it, or a ckpt-N.json")
+    p.add_argument("path", nargs="?", help="the configured checkpoint.dir, one pipeline's directory under it, or a "
+                   "ckpt-N.json")
+    p.add_argument("--config", default=None, help="instead of PATH: the checkpoints of this config's pipelines "
+                   "under its checkpoint.dir")
     p.set_defaults(fn=cmd_checkpoint)
     p = sub.add_parser("config", help="check a config file or print the settings table")
-    p.add_argument("action", choices=["check", "docs"], help="check: validate FILE; docs: print the "
-                   "settings table")
+    p.add_argument("action", choices=["check", "docs"], help="check: validate FILE (every error is reported, "
+                   "one line each naming its key; exit status 1 when there is any); docs: print the settings table")
     p.add_argument("file", nargs="?", help="check: the TOML config")
     p.set_defaults(fn=cmd_config)
     p = sub.add_parser("learners", help="list the registered learners: name, family, description")
@@ -265,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.log_level, args.log_format)
     try:
         return int(args.fn(args))
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    except ConfigError as e:  # (a command line's: a config file's errors exit 1, see _load_config)
+        _config_errors(e)
         return 2
     except BrokenPipeError:  # (eddy learners | head -1): the reader left; nothing to report
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -1,7 +1,8 @@
 """The daemon's TOML configuration: one schema, validated at start-up, documented from itself.
 
 Every setting has a type, a default and a line of documentation (``eddy config docs`` prints the
-table the README shows). Errors name the key and the allowed values. Secrets come from the
+table the README shows). Errors name the key and the allowed values; loading goes on past an error,
+so one :class:`ConfigError` reports every problem of a file (its :attr:`~ConfigError.errors`). Secrets come from the
 environment: ``EDDY_<SECTION>_<KEY>`` overrides any scalar of a top-level section (for example
 ``EDDY_KAFKA_SASL_PASSWORD``, ``EDDY_HTTP_TOKEN``). TOML is parsed with :mod:`tomllib`; nothing is
 ever evaluated.
@@ -19,7 +20,34 @@ log = logging.getLogger("eddy")
 
 
 class ConfigError(ValueError):
-    """A configuration problem, naming the key."""
+    """Configuration problems, each naming its key: :attr:`errors` holds them all (one line each,
+    in file order), ``str()`` joins them. :meth:`lines` gives them for people, each pipeline's
+    index labelled with its name (``pipelines[1] (routing).params.gamma_scale: ...``)."""
+
+    def __init__(self, errors: str | list[str], labels: dict[str, str] | None = None):
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        self.labels = dict(labels or {})
+        super().__init__("\n".join(self.errors))
+
+    def lines(self) -> list[str]:
+        out = []
+        for e in self.errors:
+            where = e.split(".", 1)[0].split(":", 1)[0]
+            label = self.labels.get(where)
+            out.append(label + e[len(where):] if label else e)
+        return out
+
+
+class _Problems:
+    """The errors met so far (each once)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def add(self, e: ConfigError | str) -> None:
+        for msg in (e.errors if isinstance(e, ConfigError) else [e]):
+            if msg not in self.errors:
+                self.errors.append(msg)
 
 
 @dataclass(frozen=True)
@@ -31,10 +59,11 @@ class Setting:
     allowed: tuple[Any, ...] | None = None
     minimum: float | None = None
     exclusive: bool = False  # a family's setting refused on another family's pipeline (else ignored)
+    maximum: float | None = None
 
 
-def S(key, typ, default, doc, allowed=None, minimum=None, exclusive=False) -> Setting:  # noqa: N802
-    return Setting(key, typ, default, doc, allowed, minimum, exclusive)
+def S(key, typ, default, doc, allowed=None, minimum=None, exclusive=False, maximum=None) -> Setting:  # noqa: N802
+    return Setting(key, typ, default, doc, allowed, minimum, exclusive, maximum)
 
 
 KAFKA = [
@@ -64,7 +93,7 @@ KAFKA = [
 HTTP = [
     S("enabled", bool, True, "serve the HTTP sidecar and /metrics"),
     S("host", str, "127.0.0.1", "bind address (loopback by default)"),
-    S("port", int, 8080, "port (0 picks a free one)", minimum=0),
+    S("port", int, 8080, "port (0 picks a free one)", minimum=0, maximum=65_535),
     S("token", str, "", "bearer token required on /v1 routes when set (EDDY_HTTP_TOKEN)"),
     S("max_body_bytes", int, 1_048_576, "request size limit", minimum=64),
 ]
@@ -72,7 +101,7 @@ HTTP = [
 CHECKPOINT = [
     S("dir", str, "state", "directory of the checkpoints"),
     S("every_events", int, 100_000, "checkpoint after this many input records (a restart processes at most "
-      "this many records again)", minimum=1),
+      "this many records again)", minimum=1, maximum=1_000_000_000),
     S("every_seconds", float, 10.0, "and at least this often (wall clock)", minimum=0.01),
     S("keep", int, 3, "checkpoints kept per pipeline", minimum=1),
 ]
@@ -137,7 +166,9 @@ def _coerce(where: str, s: Setting, value: Any) -> Any:
     if s.allowed is not None and value not in s.allowed:
         raise ConfigError(f"{where}: {value!r} is not allowed; allowed: {', '.join(map(str, s.allowed))}")
     if s.minimum is not None and isinstance(value, int | float) and value < s.minimum:
-        raise ConfigError(f"{where}: {value!r} is below the minimum {s.minimum}")
+        raise ConfigError(f"{where}: {value!r} is below the minimum {s.minimum}; {s.key}: {s.doc}")
+    if s.maximum is not None and isinstance(value, int | float) and value > s.maximum:
+        raise ConfigError(f"{where}: {value!r} is above the maximum {s.maximum}; {s.key}: {s.doc}")
     return value
 
 
@@ -177,79 +208,113 @@ def _from_env(section: str, s: Setting) -> Any | None:
     return raw
 
 
-def _section(name: str, schema: list[Setting], raw: Any, env: bool) -> dict[str, Any]:
+# Settings only `eddy run` needs (Kafka topics): a replay of a file runs without them, under these names.
+RUN_ONLY = {"input_topic": "file", "output_topic": "decisions"}
+
+
+def _section(name: str, schema: list[Setting], raw: Any, env: bool, problems: _Problems,
+             also_known: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The section's settings; each bad one is added to ``problems`` (and holds its default), so
+    the checks go on. Keys in ``also_known`` are not reported as unknown (nor read)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"[{name}] must be a table")
+        problems.add(f"[{name}] must be a table")
+        raw = {}
     known = {s.key for s in schema}
     for k in raw:
-        if k not in known:
-            raise ConfigError(f"{name}.{k}: unknown key{_suggest(k, known)}; allowed keys: {', '.join(sorted(known))}")
+        if k not in known and k not in also_known:
+            problems.add(f"{name}.{k}: unknown key{_suggest(k, known)}; allowed keys: {', '.join(sorted(known))}")
     out = {}
     for s in schema:
         value = raw.get(s.key, s.default)
-        if env:
-            override = _from_env(name, s)
-            if override is not None:
-                value = override
-        if value is None:
-            raise ConfigError(f"{name}.{s.key}: required ({s.doc})")
-        out[s.key] = _coerce(f"{name}.{s.key}", s, value)
+        try:
+            if env:
+                override = _from_env(name, s)
+                if override is not None:
+                    value = override
+            if value is None:
+                replay = "; `eddy replay --events` runs without it" if s.key in RUN_ONLY else ""
+                raise ConfigError(f"{name}.{s.key}: required ({s.doc}){replay}")
+            out[s.key] = _coerce(f"{name}.{s.key}", s, value)
+        except ConfigError as e:
+            problems.add(e)
+            out[s.key] = s.default
     return out
 
 
-def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> Config:
+def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True, topics: bool = True) -> Config:
+    """The checked config; :class:`ConfigError` listing every problem found. ``topics=False`` (a
+    replay of a file): a pipeline needs no Kafka topics (``input_topic`` defaults to ``file``, the
+    file source's name, ``output_topic`` to ``decisions``)."""
+    problems = _Problems()
+    labels: dict[str, str] = {}
     allowed = set(SECTIONS) | {"pipelines", "plugins"}
     for k in raw:
         if k not in allowed:
-            raise ConfigError(f"{k}: unknown section{_suggest(k, allowed)}; allowed: {', '.join(sorted(allowed))}")
+            problems.add(f"{k}: unknown section{_suggest(k, allowed)}; allowed: {', '.join(sorted(allowed))}")
     if env:
         _unknown_env()
     cfg = Config(
-        kafka=_section("kafka", KAFKA, raw.get("kafka"), env),
-        http=_section("http", HTTP, raw.get("http"), env),
-        checkpoint=_section("checkpoint", CHECKPOINT, raw.get("checkpoint"), env),
+        kafka=_section("kafka", KAFKA, raw.get("kafka"), env, problems),
+        http=_section("http", HTTP, raw.get("http"), env, problems),
+        checkpoint=_section("checkpoint", CHECKPOINT, raw.get("checkpoint"), env, problems),
         source=source,
     )
     plugins = raw.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(m, str) and m for m in plugins):
-        raise ConfigError("plugins: expected a list of module names (each registers a family adapter)")
+        problems.add("plugins: expected a list of module names (each registers a family adapter)")
+        plugins = []
     from .family import load_plugins
 
     try:
         load_plugins(plugins)
     except ValueError as e:
-        raise ConfigError(f"plugins: {e}") from None
+        problems.add(f"plugins: {e}")
     cfg.plugins = list(plugins)
     pipes = raw.get("pipelines")
     if not isinstance(pipes, list) or not pipes:
-        raise ConfigError("pipelines: at least one [[pipelines]] table is required")
+        problems.add("pipelines: at least one [[pipelines]] table is required")
+        pipes = []
     names: set[str] = set()
     for i, p in enumerate(pipes):
         where = f"pipelines[{i}]"
-        schema, ignored = _pipeline_schema(where, p)
+        if not isinstance(p, dict):
+            problems.add(f"[{where}] must be a table")
+            continue
+        if isinstance(p.get("name"), str) and p["name"]:
+            labels[where] = f"{where} ({p['name']})"
+        if not topics:
+            p = {**RUN_ONLY, **p}
+        schema, ignored, learner_ok = _pipeline_schema(where, p, problems)
+        if not learner_ok:  # (reported: the other settings are checked, the family's are not known)
+            ignored = {"learner"}
         if ignored:
             p = {k: v for k, v in p.items() if k not in ignored}
-        pc = _section(where, schema, p, env=False)
-        if pc["name"] in names or not pc["name"].replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"{where}.name: {pc['name']!r} must be unique and of letters, digits, - and _")
-        names.add(pc["name"])
-        if not pc["dead_letter_topic"]:
+        also = frozenset() if learner_ok else frozenset(s.key for _, s in _all_settings())
+        pc = _section(where, schema, p, False, problems, also_known=also)
+        name = pc["name"]
+        if name is not None:
+            if name in names or not name.replace("-", "").replace("_", "").isalnum():
+                problems.add(f"{where}.name: {name!r} must be unique and of letters, digits, - and _")
+            elif not pc["group_id"]:  # (a name in error: its group would be a second error of the same)
+                pc["group_id"] = f"{cfg.kafka['group_id']}.{name}"
+            names.add(name)
+        if not pc["dead_letter_topic"] and pc["input_topic"] is not None:
             pc["dead_letter_topic"] = pc["input_topic"] + ".dlq"
-        if not pc["group_id"]:
-            pc["group_id"] = f"{cfg.kafka['group_id']}.{pc['name']}"
-        other = next((q["name"] for q in cfg.pipelines if q["group_id"] == pc["group_id"]), None)
+        other = next((q["name"] for q in cfg.pipelines if pc["group_id"] and q["group_id"] == pc["group_id"]), None)
         if other is not None:
             # Consumers of different topics in one group rebalance each other without end
             # (kafka-python starved pipelines for over a minute): one group per pipeline.
-            raise ConfigError(f"{where}.group_id: {pc['group_id']!r} is pipeline {other!r}'s consumer group "
-                              "too; each pipeline needs a group of its own")
-        _check_learner(where, pc)
+            problems.add(f"{where}.group_id: {pc['group_id']!r} is pipeline {other!r}'s consumer group "
+                         "too; each pipeline needs a group of its own")
+        if learner_ok:
+            _check_learner(where, pc, problems)
         cfg.pipelines.append(pc)
     by_topic: dict[str, list[str]] = {}
-    for pc in cfg.pipelines:
-        by_topic.setdefault(pc["input_topic"], []).append(pc["name"])
+    for pc in cfg.pipelines if topics and not problems.errors else ():
+        if pc["input_topic"] is not None and pc["name"] is not None:
+            by_topic.setdefault(pc["input_topic"], []).append(pc["name"])
     for topic, names_on in by_topic.items():
         if len(names_on) > 1:
             log.warning("pipelines %s all consume %r: each decides every record of it and publishes its own "
@@ -257,75 +322,94 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True) -> 
                         "acting)", ", ".join(names_on), topic)
     kafka = cfg.kafka
     if kafka["security_protocol"].startswith("SASL") and not (kafka["sasl_mechanism"] and kafka["sasl_username"]):
-        raise ConfigError("kafka.sasl_mechanism/sasl_username: required with security_protocol "
-                          f"{kafka['security_protocol']}; allowed mechanisms: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+        problems.add("kafka.sasl_mechanism/sasl_username: required with security_protocol "
+                     f"{kafka['security_protocol']}; allowed mechanisms: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
     if kafka["security_protocol"] in ("SSL", "SASL_SSL"):
         for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             if kafka[key] and not os.path.exists(kafka[key]):
-                raise ConfigError(f"kafka.{key}: file {kafka[key]!r} does not exist")
+                problems.add(f"kafka.{key}: file {kafka[key]!r} does not exist")
     if kafka["bootstrap_servers"] == "embedded" and kafka["security_protocol"] != "PLAINTEXT":
-        raise ConfigError("kafka.security_protocol: the embedded broker speaks PLAINTEXT only")
+        problems.add("kafka.security_protocol: the embedded broker speaks PLAINTEXT only")
+    if problems.errors:
+        raise ConfigError(problems.errors, labels)
     return cfg
 
 
-def _pipeline_schema(where: str, p: Any) -> tuple[list[Setting], set[str]]:
-    """The settings of a pipeline (the engine's, and those of its learner's family), and the keys
-    of other families' settings it holds: ignored with a warning (earlier releases accepted them on
-    every pipeline, so such files stay valid), or refused when the setting is ``exclusive``."""
+def _all_settings() -> list[tuple[str, Setting]]:
+    from .family import all_settings
+
+    return list(all_settings())
+
+
+def _pipeline_schema(where: str, p: Any, problems: _Problems) -> tuple[list[Setting], set[str], bool]:
+    """The settings of a pipeline (the engine's, and those of its learner's family), the keys of
+    other families' settings it holds: ignored with a warning (earlier releases accepted them on
+    every pipeline, so such files stay valid), or refused when the setting is ``exclusive``; and
+    whether its learner is known (else the engine's settings only are checked)."""
     import learners
 
-    from .family import adapter_for, all_settings
+    from .family import adapter_for
 
     name = p.get("learner", "squarecb") if isinstance(p, dict) else "squarecb"
     valid = learners.names()
     if name not in valid:
-        raise ConfigError(f"{where}.learner: {name!r} is not allowed{_suggest(name, valid)}; allowed: "
-                          f"{', '.join(valid)}")
+        problems.add(f"{where}.learner: {name!r} is not allowed{_suggest(name, valid)}; allowed: "
+                     f"{', '.join(valid)}")
+        return PIPELINE, set(), False
     try:
         cls = adapter_for(name)
     except ValueError as e:
-        raise ConfigError(f"{where}.learner: {e}") from None
+        problems.add(f"{where}.learner: {e}")
+        return PIPELINE, set(), False
     own = {s.key for s in cls.settings}
     ignored = set()
-    for family, s in all_settings():
+    for family, s in _all_settings():
         if family != cls.family and s.key not in own and isinstance(p, dict) and s.key in p:
             if s.exclusive:
-                raise ConfigError(f"{where}.{s.key}: a {family} setting; learner {name!r} is a {cls.family} learner")
-            log.warning("%s.%s: a %s setting, ignored: learner %r is a %s learner", where, s.key, family, name,
-                        cls.family)
+                problems.add(f"{where}.{s.key}: a {family} setting; learner {name!r} is a {cls.family} learner")
+            else:
+                log.warning("%s.%s: a %s setting, ignored: learner %r is a %s learner", where, s.key, family, name,
+                            cls.family)
             ignored.add(s.key)
-    return PIPELINE + list(cls.settings), ignored
+    return PIPELINE + list(cls.settings), ignored, True
 
 
-def _check_learner(where: str, pc: dict[str, Any]) -> None:
+def _check_learner(where: str, pc: dict[str, Any], problems: _Problems) -> None:
     import learners
 
     from .family import adapter_for
 
     valid = learners.names()
+    family = learners.family_of(pc["learner"])
+    shadows_ok = True
     for s in pc["shadow_learners"]:
         if s not in valid:
-            raise ConfigError(f"{where}.shadow_learners: {s!r} is not allowed{_suggest(s, valid)}; allowed: "
-                              f"{', '.join(valid)}")
-    family = learners.family_of(pc["learner"])
-    for s in pc["shadow_learners"]:
-        if learners.family_of(s) != family:
-            raise ConfigError(f"{where}.shadow_learners: {s!r} is a {learners.family_of(s)} learner; the pipeline's "
-                              f"learner {pc['learner']!r} is a {family} learner")
+            problems.add(f"{where}.shadow_learners: {s!r} is not allowed{_suggest(s, valid)}; allowed: "
+                         f"{', '.join(valid)}")
+            shadows_ok = False
+        elif learners.family_of(s) != family:
+            problems.add(f"{where}.shadow_learners: {s!r} is a {learners.family_of(s)} learner; the pipeline's "
+                         f"learner {pc['learner']!r} is a {family} learner")
+            shadows_ok = False
     cls = adapter_for(pc["learner"])
     params = cls.learner_params(pc)
-    _check_param_types(where, pc["learner"], params)
+    if not _check_param_types(where, pc["learner"], params, problems):
+        return
     try:
         learners.create(pc["learner"], **params)
-        cls.check(pc)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}.params: {e}") from None
+        problems.add(f"{where}.params: {e}")
+    if shadows_ok:
+        try:
+            cls.check(pc)
+        except (TypeError, ValueError) as e:
+            problems.add(f"{where}.params: {e}")
 
 
-def _check_param_types(where: str, learner: str, params: dict[str, Any]) -> None:
+def _check_param_types(where: str, learner: str, params: dict[str, Any], problems: _Problems) -> bool:
     """Each parameter against the type of its default in the learner's signature, naming the key
     (a learner's own checks would fail later with "'<' not supported between 'str' and 'int'"),
-    and unknown parameters with a did-you-mean."""
+    and unknown parameters with a did-you-mean. False when any is wrong (each added to ``problems``)."""
     import inspect
 
     from learners.base import factory_of
@@ -335,12 +419,14 @@ def _check_param_types(where: str, learner: str, params: dict[str, Any]) -> None
     sig = inspect.signature(func)
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     names = [n for n in sig.parameters if n != "self"]
+    ok_all = True
     for key, value in params.items():
         if key not in sig.parameters:
-            if accepts_any:
-                continue
-            raise ConfigError(f"{where}.params.{key}: not a parameter of {learner!r}{_suggest(key, names)}; "
-                              f"parameters: {', '.join(names)}")
+            if not accepts_any:
+                problems.add(f"{where}.params.{key}: not a parameter of {learner!r}{_suggest(key, names)}; "
+                             f"parameters: {', '.join(names)}")
+                ok_all = False
+            continue
         default = sig.parameters[key].default
         if default is inspect.Parameter.empty or default is None:
             continue
@@ -354,7 +440,9 @@ def _check_param_types(where: str, learner: str, params: dict[str, Any]) -> None
         if not ok:
             kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                     tuple: "a list of strings"}.get(want, want.__name__)
-            raise ConfigError(f"{where}.params.{key}: expected {kind}, got {value!r}")
+            problems.add(f"{where}.params.{key}: expected {kind}, got {value!r}")
+            ok_all = False
+    return ok_all
 
 
 def learner_params(pc: dict[str, Any]) -> dict[str, Any]:
@@ -364,15 +452,22 @@ def learner_params(pc: dict[str, Any]) -> dict[str, Any]:
     return adapter_for(pc["learner"]).learner_params(pc)
 
 
-def load(path: str) -> Config:
+def load(path: str, topics: bool = True) -> Config:
+    """The config file's checked settings (see :func:`load_dict`)."""
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path!r} is a directory") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path!r}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return load_dict(raw, source=path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
+    return load_dict(raw, source=path, topics=topics)
 
 
 def docs_markdown() -> str:

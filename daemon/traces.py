@@ -51,35 +51,114 @@ def read_trace(path: str, limit: int = 0) -> np.ndarray:
     return int_keys(keys)
 
 
-def sizes_for(keys: np.ndarray, sizes: Sequence[float]) -> list[int]:
-    """Cache sizes in pages: values below 1 are fractions of the unique keys."""
-    unique = len(np.unique(keys))
-    out = sorted({max(1, int(s * unique)) if s < 1 else int(s) for s in sizes})
+SIZES_HELP = ("a whole number is pages (1 = one page); a decimal number in (0, 1] or a percentage is a share of "
+              "the trace's unique keys (1.0 = 100%, 0.5 = 50%)")
+OPT = "belady (OPT)"
+OPT_NAMES = ("opt", "belady", "belady (opt)")  # what --policies accepts for the optimum (always shown)
+NEED_BITS = ("ftp-discard", "marker-discard", "robust-discard")  # need a predictor's bits, which a trace lacks
+
+
+def parse_sizes(text: str) -> list[tuple[str, float]]:
+    """``--sizes``: each value as ``("pages", n)`` or ``("share", fraction of the unique keys)``.
+
+    >>> parse_sizes("1,1.0,50%,0.01,200")
+    [('pages', 1), ('share', 1.0), ('share', 0.5), ('share', 0.01), ('pages', 200)]
+    """
+    from .config import ConfigError
+
+    out: list[tuple[str, float]] = []
+    for raw in text.split(","):
+        t = raw.strip()
+        try:
+            if t.endswith("%"):
+                v = float(t[:-1])
+                if not 0 < v <= 100:
+                    raise ValueError
+                out.append(("share", v / 100))
+            elif t.isdigit():
+                if int(t) < 1:
+                    raise ValueError
+                out.append(("pages", int(t)))
+            else:
+                v = float(t)
+                if not 0 < v <= 1:
+                    raise ValueError
+                out.append(("share", v))
+        except ValueError:
+            raise ConfigError(f"--sizes: {t!r} is not a cache size: {SIZES_HELP}; a percentage lies in (0, 100]")\
+                from None
     return out
 
 
+def sizes_for(keys: np.ndarray, sizes: Sequence[tuple[str, float]]) -> list[int]:
+    """Cache sizes in pages (each at least 1), in order, each once."""
+    unique = len(np.unique(keys))
+    return sorted({max(1, int(v * unique)) if kind == "share" else int(v) for kind, v in sizes})
+
+
+def parse_policies(text: str) -> list[str]:
+    """``--policies``: the paging policies named (case-insensitive, ``paging-`` prefix allowed), each
+    once; the optimum's names (OPT, belady) are accepted and dropped, its rows being always there."""
+    from learners.paging import POLICIES
+
+    from .config import ConfigError
+
+    valid = [p for p in POLICIES if p not in NEED_BITS]
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    names = [p.removeprefix("paging-") for p in names]
+    bad = [p for p in names if p not in valid and p not in OPT_NAMES]
+    if bad or not names:
+        from .config import _suggest
+
+        why = "".join(f"; {p!r} needs a predictor's bits, which a trace has not" for p in bad if p in NEED_BITS)
+        near = "".join(_suggest(p, [*valid, "opt"]) for p in bad if p not in NEED_BITS)
+        raise ConfigError(f"--policies: {', '.join(map(repr, bad)) or 'none given'} not allowed{near}{why}; allowed: "
+                          f"{', '.join(valid)} (Belady's optimum, OPT or belady, is always shown)")
+    return list(dict.fromkeys(p for p in names if p not in OPT_NAMES))
+
+
 def miss_ratios(keys: np.ndarray, sizes: Sequence[int], policies: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per (policy, size): misses and miss ratio; Belady's (OPT) rows included."""
+    """One row per (policy, size): misses, miss ratio and seconds taken (compiling excluded); Belady's
+    (OPT) rows included."""
+    import time
+
     from learners.paging import PagingCache, belady
 
     rows = []
     n = len(keys)
+    for p in policies:  # (compiled first, on a few requests: the times are the trace's)
+        PagingCache(p, capacity=1).process({"key": keys[:64]})
+    belady(keys[:64], 1)
     for k in sizes:
         for p in policies:
+            t0 = time.perf_counter()
             misses = int((PagingCache(p, capacity=k).process({"key": keys})["hit"] == 0).sum())
-            rows.append({"policy": p, "cache_size": k, "misses": misses, "miss_ratio": misses / n})
+            rows.append({"policy": p, "cache_size": k, "misses": misses, "miss_ratio": misses / n,
+                         "seconds": time.perf_counter() - t0})
+        t0 = time.perf_counter()
         m = belady(keys, k)["misses"]
-        rows.append({"policy": "belady (OPT)", "cache_size": k, "misses": m, "miss_ratio": m / n})
+        rows.append({"policy": OPT, "cache_size": k, "misses": m, "miss_ratio": m / n,
+                     "seconds": time.perf_counter() - t0})
     return rows
 
 
-def table(rows: list[dict[str, Any]], n: int) -> str:
+def timings(rows: list[dict[str, Any]]) -> str:
+    """Each policy's time over all the sizes, as one line."""
+    took: dict[str, float] = {}
+    for r in rows:
+        took[r["policy"]] = took.get(r["policy"], 0.0) + r["seconds"]
+    n = len({r["cache_size"] for r in rows})
+    return f"time per policy (all {n} sizes): " + ", ".join(f"{p} {t:.3f} s" for p, t in took.items())
+
+
+def table(rows: list[dict[str, Any]], n: int, unique: int | None = None) -> str:
     """The miss-ratio table as text: one line per cache size, one column per policy."""
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     sizes = sorted({r["cache_size"] for r in rows})
     by = {(r["policy"], r["cache_size"]): r["miss_ratio"] for r in rows}
     w = max(8, *(len(p) for p in policies))
-    lines = [f"miss ratio over {n} requests (misses include cold misses)",
+    keys = f", {unique} unique keys" if unique is not None else ""
+    lines = [f"miss ratio over {n} requests{keys} (misses include cold misses)",
              "cache_size  " + "  ".join(f"{p:>{w}}" for p in policies)]
     for k in sizes:
         lines.append(f"{k:>10}  " + "  ".join(f"{by[(p, k)]:>{w}.4f}" for p in policies))
@@ -117,28 +196,33 @@ def cmd(args: Any) -> int:
     import json
     import os
     import sys
-
-    from learners.paging import POLICIES
+    import time
 
     from .config import ConfigError
 
-    try:
-        sizes = [float(x) for x in args.sizes.split(",")]
-    except ValueError:
-        raise ConfigError(f"--sizes: {args.sizes!r} is not a comma-separated list of numbers") from None
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    bad = [p for p in policies if p not in POLICIES or p in ("ftp-discard", "marker-discard", "robust-discard")]
-    if bad or not policies:
-        raise ConfigError(f"--policies: {bad or policies!r} not allowed; allowed: lru, fifo, sieve, s3fifo, arc, "
-                          "marker, learned-discard, learned-phase, learned-ftp")
-    if not os.path.exists(args.trace):
+    sizes = parse_sizes(args.sizes)
+    policies = parse_policies(args.policies)
+    if not os.path.isfile(args.trace):
         raise ConfigError(f"--trace: file {args.trace!r} not found")
-    keys = read_trace(args.trace, args.limit)
+    if args.limit < 0:
+        raise ConfigError(f"--limit: {args.limit} is negative (0: all requests)")
+    t0 = time.perf_counter()
+    try:
+        keys = read_trace(args.trace, args.limit)
+    except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError) as e:
+        raise ConfigError(f"--trace: {args.trace!r} cannot be read: {e}") from None
+    read_s = time.perf_counter() - t0
+    if not len(keys):
+        raise ConfigError(f"--trace: {args.trace!r} holds no requests")
+    unique = len(np.unique(keys))
     rows = miss_ratios(keys, sizes_for(keys, sizes), policies)
-    print(table(rows, len(keys)))
+    print(table(rows, len(keys), unique))
+    print(f"trace: {len(keys)} requests, {unique} unique keys (read in {read_s:.2f} s)")
+    print(timings(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"trace": args.trace, "requests": len(keys), "rows": rows}, f, indent=1)
+            json.dump({"trace": args.trace, "requests": len(keys), "unique_keys": unique, "read_seconds": read_s,
+                       "rows": rows}, f, indent=1)
     if args.plot:
         plot(rows, args.plot, f"{os.path.basename(args.trace)} ({len(keys)} requests)")
         print(f"plot written to {args.plot}", file=sys.stderr)

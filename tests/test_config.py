@@ -161,3 +161,15 @@ def test_two_pipelines_on_one_input_topic_are_warned_about(caplog):
         config.load_dict({"pipelines": [pipeline_cfg(name="a", input_topic="t"), pipeline_cfg(name="b", input_topic="t")]},
                          env=False)
     assert "pipelines a, b all consume 't'" in caplog.text
+
+
+def test_loading_goes_on_past_an_error_without_consequential_ones():
+    """Every independent problem once; none that only follows from another (a pipeline that is no
+    table, a learner that is no name, a duplicate name's consumer group)."""
+    with pytest.raises(ConfigError) as e:
+        config.load_dict({"kafka": 3, "pipelines": [1, pipeline_cfg("a", learner=5), pipeline_cfg("b"),
+                                                    pipeline_cfg("b", params={"gamma_scale": "x"})]}, env=False)
+    assert [x.split(":")[0] for x in e.value.errors] == [
+        "[kafka] must be a table", "[pipelines[0]] must be a table", "pipelines[1].learner", "pipelines[3].name",
+        "pipelines[3].params.gamma_scale"]
+    assert e.value.lines()[2].startswith("pipelines[1] (a).learner: 5 is not allowed")
