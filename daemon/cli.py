@@ -1,4 +1,4 @@
-"""The ``eddy`` command: run, demo, replay, checkpoint inspect, config, learners."""
+"""The ``eddy`` command: run, demo, replay, evaluate, checkpoint inspect, config, learners."""
 
 from __future__ import annotations
 
@@ -378,6 +378,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state", default=None, help="checkpoint directory (default: a temporary one)")
     p.add_argument("--pipeline", default=None, help="--events: the config's pipeline to run (default: its first)")
     p.set_defaults(fn=cmd_replay)
+    from . import evaluate as evaluate_cmd
+
+    p = sub.add_parser("evaluate", help="estimate the configured bandit learners off-policy on another router's "
+                       "logged decisions (IPS, SNIPS, DR with confidence intervals; JSON lines or Parquet)")
+    evaluate_cmd.add_arguments(p)
+    p.set_defaults(fn=evaluate_cmd.cmd)
     p = sub.add_parser("checkpoint", help="checkpoint tools", description="exit status: 0 every pipeline found has "
                        "an intact checkpoint (the newest intact one is what start-up restores); 1 one has checkpoints "
                        "but none intact (start-up would fail), or the path cannot be read; 2 nothing to inspect (no "

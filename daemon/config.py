@@ -234,7 +234,7 @@ def _section(name: str, schema: list[Setting], raw: Any, env: bool, problems: _P
                 if override is not None:
                     value = override
             if value is None:
-                replay = "; `eddy replay --events` runs without it" if s.key in RUN_ONLY else ""
+                replay = "; `eddy replay --events` and `eddy evaluate` run without it" if s.key in RUN_ONLY else ""
                 raise ConfigError(f"{name}.{s.key}: required ({s.doc}){replay}")
             out[s.key] = _coerce(f"{name}.{s.key}", s, value)
         except ConfigError as e:
