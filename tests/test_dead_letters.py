@@ -307,7 +307,6 @@ HTTP_CASES: list[tuple[str, list[tuple[str, Any]], str, Any, int, str]] = [
     ("bandit", [], "decide", {"events": []}, 400, "bad_type"),
     ("bandit", [], "decide", {"events": HEV}, 400, "bad_type"),
     ("bandit", [], "decide", [1, 2], 400, "bad_type"),
-    ("bandit", [], "decide", {"events": [HEV, 5]}, 400, "bad_type"),
     ("bandit", [], "decide", {**HEV, "id": 5}, 400, "bad_type"),
     ("bandit", [], "decide", {**HEV, "time": "noon"}, 400, "bad_type"),
     ("bandit", [], "decide", {**HEV, "features": {"x": "one"}}, 400, "bad_type"),
@@ -323,13 +322,11 @@ HTTP_CASES: list[tuple[str, list[tuple[str, Any]], str, Any, int, str]] = [
     ("bandit", [], "decide", {**HEV, "time": 1e300}, 400, "future_time"),
     ("bandit", [("decide", HEV)], "feedback", {**HFB, "time": 1e300}, 400, "future_time"),
     ("bandit", [("decide", HEV)], "feedback", b'{"id": "h1", "reward": Infinity}', 400, "non_finite"),
-    ("bandit", [], "decide", {"events": [HEV | {"id": "h0"}, {**HEV, "features": OVER16}]}, 400, "non_finite"),
     ("configured", [], "decide", {"id": "h1", "features": OVER16}, 400, "non_finite"),
     ("shared", [], "decide", {**AF_EV, "actions": [{"id": "p", "features": OVER_AF}]}, 400, "non_finite"),
     ("shared", [], "decide", {**AF_EV, "actions": ["p"]}, 400, "missing_field"),
     ("shared", [], "decide", {**AF_EV, "actions": [{"id": "p", "features": [1.0]}]}, 400, "bad_type"),
     ("strict", [], "decide", {**HEV, "actions": ["a", "zz"]}, 422, "unknown_action"),
-    ("bandit", [], "decide", {"events": [HEV, HEV]}, 422, "duplicate_event"),
     ("bandit", [("kafka", HEV)], "decide", HEV, 422, "duplicate_event"),
     # bandit /feedback
     ("bandit", [], "feedback", OVERSIZE, 413, "oversize"),
@@ -353,7 +350,6 @@ HTTP_CASES: list[tuple[str, list[tuple[str, Any]], str, Any, int, str]] = [
     ("paging", [], "access", OVERSIZE, 413, "oversize"),
     ("paging", [], "access", b"{nope", 400, "malformed_json"),
     ("paging", [], "access", {"requests": []}, 400, "bad_type"),
-    ("paging", [], "access", {"requests": [{"key": "a"}, 5]}, 400, "bad_type"),
     ("paging", [], "access", {"key": 1.5}, 400, "bad_type"),
     ("paging", [], "access", {"key": "a", "op": "evict"}, 400, "bad_type"),
     ("paging", [], "access", {"op": "resize", "capacity": 0}, 400, "bad_type"),
@@ -361,23 +357,18 @@ HTTP_CASES: list[tuple[str, list[tuple[str, Any]], str, Any, int, str]] = [
     ("paging", [], "access", {"op": "get"}, 400, "missing_field"),
     ("paging", [], "access", {"key": "a", "time": 1e300}, 400, "future_time"),
     ("paging-bytes", [], "access", {"key": "a"}, 400, "missing_field"),
-    ("paging", [], "access", {"requests": [{"key": "a", "id": "r1"}, {"key": "b", "id": "r1"}]}, 422,
-     "duplicate_event"),
     # groupwise /predict
     ("groupwise", [], "predict", OVERSIZE, 413, "oversize"),
     ("groupwise", [], "predict", b"{nope", 400, "malformed_json"),
     ("groupwise", [], "predict", {"events": []}, 400, "bad_type"),
-    ("groupwise", [], "predict", {"events": [GW, 5]}, 400, "bad_type"),
     ("groupwise", [], "predict", {**GW, "id": 5}, 400, "bad_type"),
     ("groupwise", [], "predict", {**GW, "features": {"age": [1]}}, 400, "bad_type"),
     ("groupwise", [], "predict", {**GW, "label": "yes"}, 400, "bad_type"),
     ("groupwise", [], "predict", {"id": "g1"}, 400, "missing_field"),
     ("groupwise", [], "predict", {**GW, "features": OVER16}, 400, "non_finite"),
-    ("groupwise", [], "predict", {"events": [GW, {**GW, "id": "g2", "features": OVER16}]}, 400, "non_finite"),
     ("groupwise", [], "predict", {**GW, "groups": ["segment-z"]}, 400, "unknown_group"),
     ("groupwise", [], "predict", {**GW, "time": 1e300}, 400, "future_time"),
     ("groupwise", [], "predict", b'{"id": "g1", "features": {"age": NaN}}', 400, "non_finite"),
-    ("groupwise", [], "predict", {"events": [GW, GW]}, 422, "duplicate_event"),
     ("groupwise", [("kafka", GW)], "predict", GW, 422, "duplicate_event"),
     # groupwise /label
     ("groupwise", [], "label", OVERSIZE, 413, "oversize"),
@@ -438,21 +429,6 @@ def test_batched_feedback_and_labels_answer_per_item_reasons(server):
         ("joined", None), ("rejected", "duplicate_label"), ("rejected", "unknown_event"),
         ("rejected", "missing_field")]
     assert counts(core, "eddy_errors") == {"duplicate_label": 1, "unknown_event": 1, "missing_field": 1}
-
-
-def test_a_rejected_predict_leaves_no_trace_and_can_be_retried(server):
-    """The valid events before the invalid one are not remembered: the corrected request is answered."""
-    cores, port = server
-    core = cores["pay"] = make_core(cfg("groupwise"), DaemonMetrics())
-    st, err = post(port, "predict", {"events": [GW, {**GW, "id": "g2", "groups": ["segment-z"]}]})
-    assert (st, err["error"]) == (400, "unknown_group")
-    assert all(not x.seen and not x.buffer and x.since_learn == 0 for x in core.lanes.values())
-    st, res = post(port, "predict", {"events": [GW, {**GW, "id": "g2"}]})
-    assert st == 200 and [p["id"] for p in res["predictions"]] == ["g1", "g2"]
-    core = cores["pay"] = make_core(cfg("bandit"), DaemonMetrics())
-    st, err = post(port, "decide", {"events": [HEV, {**HEV, "id": "h2", "actions": []}]})
-    assert (st, err["error"]) == (400, "bad_type") and all(not x.seen and not x.buffer for x in core.lanes.values())
-    assert post(port, "decide", {"events": [HEV, {**HEV, "id": "h2"}]})[0] == 200
 
 
 def test_one_far_future_time_does_not_expire_the_waiting_decisions():
