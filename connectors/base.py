@@ -14,6 +14,7 @@ class SourceRecord:
     offset: int = -1
     replay: bool = False
     timestamp_ms: int = 0  # the broker's record timestamp (CreateTime or LogAppendTime); 0: none
+    key: bytes | None = None  # the Kafka record key (None: none, or a file's record)
 
 
 def pos_key(topic: str, partition: int) -> str:

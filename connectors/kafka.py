@@ -190,7 +190,7 @@ class KafkaPythonSource(Source):
         for tp, recs in batches.items():
             for r in recs:
                 out.append(SourceRecord(r.value or b"", tp.topic, tp.partition, r.offset, False,
-                                        r.timestamp if r.timestamp and r.timestamp > 0 else 0))
+                                        r.timestamp if r.timestamp and r.timestamp > 0 else 0, r.key))
             if recs:
                 self._resume.consumed(pos_key(tp.topic, tp.partition), recs[-1].offset + 1)
         if self._resume.due():
@@ -393,7 +393,7 @@ class ConfluentSource(Source):
                 continue
             topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
             ts = m.timestamp()[1]
-            out.append(SourceRecord(m.value() or b"", topic, part, off, False, ts if ts > 0 else 0))
+            out.append(SourceRecord(m.value() or b"", topic, part, off, False, ts if ts > 0 else 0, m.key()))
             last[topic, part] = off
         for (topic, part), off in last.items():
             self._resume.consumed(pos_key(topic, part), off + 1)

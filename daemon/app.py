@@ -14,7 +14,7 @@ from connectors.embedded import EmbeddedBroker
 
 from . import __version__
 from .config import Config
-from .engine import Engine
+from .families import Core, make_core
 from .metrics import DaemonMetrics
 from .runner import PipelineRunner
 from .sidecar import Sidecar, serve_in_thread
@@ -29,7 +29,7 @@ class Daemon:
         self.metrics.build.info({"version": __version__})
         self.broker = broker
         self.owns_broker = False
-        self.cores: dict[str, Engine] = {}
+        self.cores: dict[str, Core] = {}
         self.runners: list[PipelineRunner] = []
         self.threads: list[threading.Thread] = []
         self.server = None
@@ -77,7 +77,7 @@ class Daemon:
                 topics += [p["input_topic"], p["output_topic"], p["dead_letter_topic"]]
             kafka_conn.create_topics(self.kafka_settings, topics, k["topic_partitions"])
         for p in self.cfg.pipelines:
-            self.cores[p["name"]] = Engine(p, self.metrics)
+            self.cores[p["name"]] = make_core(p, self.metrics)
         h = self.cfg.http
         if h["enabled"]:
             self.sidecar = Sidecar(self.cores, self.metrics, h["token"], h["max_body_bytes"])

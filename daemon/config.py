@@ -135,6 +135,13 @@ PIPELINE = [
     S("join_buffer_cap", int, 100_000, "cap on decisions waiting for a reward (oldest get the default reward)", minimum=1),
     S("dedup_cap", int, 200_000, "cap on remembered event ids (duplicates, retried /decide)", minimum=1),
     S("max_message_bytes", int, 65_536, "records larger than this are dead-lettered", minimum=64),
+    S("key_by", str, "", "keyed pipeline: one learner per value of this record field (or of the Kafka record "
+      "key when a record lacks it), created on first sight; feedback carries the same key; '' one learner"),
+    S("key_cap", int, 10_000, "keyed pipeline: keys live per input partition; the least recently used beyond "
+      "it is snapshotted out to the cold store and restored on its next record", minimum=1, maximum=10_000_000),
+    S("key_cold_bytes", int, 64 << 20, "keyed pipeline: bytes of snapshotted-out keys kept per partition; "
+      "beyond, the least recently used are dropped (state lost, eddy_key_evictions_total{outcome=\"dropped\"})",
+      minimum=0),
     S("redact_payloads", bool, False, "dead-letter records carry no original bytes"),
     S("shadow_learners", list, [], "learners of the same family run alongside on the same stream, never acting: "
       "evaluated off-policy, or replayed as baselines (each family's settings say which it adds by default)"),

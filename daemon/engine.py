@@ -73,8 +73,10 @@ class Engine:
     """
 
     def __init__(self, pc: dict[str, Any], metrics: DaemonMetrics | None = None,
-                 adapter: type[Adapter] | None = None):
+                 adapter: type[Adapter] | None = None, register: bool = True):
         self.pc = pc
+        self.registered = register  # False: a key's engine in a keyed pipeline (daemon.keyed), whose
+        # gauges and family metrics the keyed pipeline sets and reads
         self.name: str = pc["name"]
         self.metrics = metrics or DaemonMetrics()
         self.rules = RecordRules(pc["max_message_bytes"], pc["max_time_ahead_s"])
@@ -98,9 +100,10 @@ class Engine:
         self._c_replays = m.replays.labels(**lbl)
         self._c_cap = {c: m.cap_evictions.labels(cap=c, **lbl) for c in ("dedup", "join_buffer")}
         self._stage = {s: m.stage_seconds.labels(stage=s, **lbl) for s in ("decode", "features", "kernel", "encode")}
-        m.join_cap.labels(**lbl).set(self.join_cap)
-        m.force_default.labels(**lbl).set(int(a.force_default))
-        m.families.add(self)
+        if register:
+            m.join_cap.labels(**lbl).set(self.join_cap)
+            m.force_default.labels(**lbl).set(int(a.force_default))
+            m.families.add(self)
 
     def drain(self, timeout_s: float) -> int:
         """Waits (not holding the pipeline) for the adapter's work outside the loop; see
@@ -517,11 +520,14 @@ class Engine:
 
     def control(self, force_default: bool) -> bool:
         self.adapter.force_default = force_default
-        self.metrics.force_default.labels(pipeline=self.name).set(int(force_default))
+        if self.registered:
+            self.metrics.force_default.labels(pipeline=self.name).set(int(force_default))
         return force_default
 
     # -- gauges, reports --------------------------------------------------------------------------
     def update_gauges(self) -> None:
+        if not self.registered:
+            return
         m, lbl = self.metrics, self.name
         lanes = self.lanes.values()
         m.join_size.labels(pipeline=lbl).set(sum(len(x.buffer) for x in lanes))
@@ -570,6 +576,9 @@ class Engine:
         return out
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        if "keyed" in meta:
+            raise ValueError(f"checkpoint is of a pipeline keyed by {meta['keyed'].get('key_by')!r}, this one is "
+                             "not keyed; move it away to start fresh")
         if meta.get("format_version") != FORMAT_VERSION:  # the release before the engine
             arrays, meta = self.adapter.upgrade(dict(arrays), dict(meta))
             meta = {**meta, "format_version": FORMAT_VERSION, "family": self.family}

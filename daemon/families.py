@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import Engine
+from .keyed import KeyedEngine
 from .metrics import DaemonMetrics
 
-Core = Engine
+Core = Engine | KeyedEngine  # what a pipeline's runner, sidecar and replay drive
 
 
-def make_core(pc: dict[str, Any], metrics: DaemonMetrics | None = None) -> Engine:
-    """The engine of pipeline config ``pc``, with its family's adapter."""
+def make_core(pc: dict[str, Any], metrics: DaemonMetrics | None = None) -> Core:
+    """The engine of pipeline config ``pc``, with its family's adapter (one per key value when the
+    pipeline is keyed: ``key_by``)."""
+    if pc.get("key_by"):
+        return KeyedEngine(pc, metrics)
     return Engine(pc, metrics)

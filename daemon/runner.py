@@ -23,7 +23,7 @@ from typing import Any
 from connectors.base import DeliveryError, OffsetReset, Sink, Source
 
 from .checkpoint import CheckpointError, CheckpointStore
-from .engine import Engine
+from .families import Core
 
 log = logging.getLogger("eddy")
 DRAIN_S = 30.0  # at stop, how long the loop waits for work outside it (a family's solves)
@@ -31,7 +31,7 @@ STALL_S = 30.0  # a loop whose step has not ended for this long is not ready (ed
 
 
 class PipelineRunner:
-    def __init__(self, core: Engine, source: Source, sink: Sink, ckpt: dict[str, Any],
+    def __init__(self, core: Core, source: Source, sink: Sink, ckpt: dict[str, Any],
                  topics: dict[str, str], lock: threading.RLock | None = None, stop_at_end: bool = False):
         self.core = core
         self.source = source
