@@ -518,6 +518,10 @@ class Engine:
         self.update_gauges()
         return res
 
+    def view(self, name: str, query: dict[str, str]) -> Any:
+        """A view of the family (``adapter.views``: the state users see), answered by the adapter."""
+        return getattr(self.adapter, self.adapter.views[name])()
+
     def control(self, force_default: bool) -> bool:
         self.adapter.force_default = force_default
         if self.registered:

@@ -316,6 +316,17 @@ class KeyedEngine:
         self.update_gauges()
         return res
 
+    def view(self, name: str, query: dict[str, str]) -> Any:
+        """A key's view: ``?key=`` names it (restored from the cold store if it went cold);
+        BadRecord ``missing_key`` without it, ``unknown_key`` for a key never seen (or dropped)."""
+        key = query.get("key")
+        if not key:
+            raise BadRecord("missing_key", f"the pipeline is keyed by {self.key_by!r}: name the key, ?key=...")
+        if key not in self.cells and key not in self.home:
+            raise BadRecord("unknown_key", f"no state for key {key!r} (never seen, or dropped)")
+        c = self._cell(key, self.home[key])
+        return {"key": key, **getattr(c.adapter, c.adapter.views[name])()}
+
     def control(self, force_default: bool) -> bool:
         self.force_default = force_default
         for c in (self.template, *self.cells.values()):

@@ -166,9 +166,17 @@ def _verb(name: str, engine: Core, verb: str, v: Verb, auth: bool) -> dict[str, 
 
 
 def _view(name: str, engine: Core, view: str, auth: bool) -> dict[str, Any]:
-    return {"operationId": f"get_{name}_{view}", "summary": f"{view}: the {engine.family} state users see",
-            "tags": [name], "responses": {"200": {"description": view, "content": {JSON: {"schema": {
-                "type": "object"}}}}, **_errors("view", auth)}}
+    responses: dict[str, Any] = {"200": {"description": view, "content": {JSON: {"schema": {"type": "object"}}}},
+                                 **_errors("view", auth)}
+    op: dict[str, Any] = {"operationId": f"get_{name}_{view}", "tags": [name], "responses": responses,
+                          "summary": f"{view}: the {engine.family} state users see"}
+    key_by = engine.pc.get("key_by")
+    if key_by:  # a keyed pipeline: the view of one key
+        op["parameters"] = [{"name": "key", "in": "query", "required": True, "schema": {"type": "string"},
+                             "description": f"the value of {key_by!r} whose state to show"}]
+        responses["400"] = {"$ref": "#/components/responses/BadRequest"}
+        responses["404"] = {"$ref": "#/components/responses/NotFound"}
+    return op
 
 
 def _fixed(path: str, handler: str, needs: bool, auth: bool) -> dict[str, Any]:

@@ -10,7 +10,8 @@ formed is 200 even when every item is bad, and a malformed envelope (not JSON, `
 non-empty list) is a 400. An id repeated within one batch is a ``duplicate_event`` at its second
 position (so a batch and its retry are answered alike); a retried id gets its first output.
 ``GET /v1/pipelines/{name}/{view}`` with the views the family offers (each adapter's ``views``:
-the current state users see, e.g. a summary's current set), and
+the current state users see, e.g. a summary's current set; of one key, ``?key=``, on a keyed
+pipeline), and
 ``GET /v1/pipelines`` lists the pipelines with their learner, family and routes;
 ``GET /v1/openapi.json`` is the OpenAPI 3.1 document of these routes (:mod:`daemon.openapi`,
 generated from the tables the router dispatches on; with the bearer token, as the listing).
@@ -27,6 +28,7 @@ import asyncio
 import hmac
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -329,8 +331,13 @@ class Sidecar:
             return self._err(401, "unauthorized", "a valid bearer token is required")
         if not self.ready:
             return self._err(503, "not_ready", "kernels are compiling or state is being restored")
-        with engine.lock:
-            body = getattr(engine.adapter, engine.adapter.views[view])()
+        query = {k: v[0] for k, v in urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        try:
+            with engine.lock:
+                body = engine.view(view, query)
+        except BadRecord as e:
+            engine.metrics.errors.labels(pipeline=engine.name, reason=e.reason).inc()
+            return self._err(404 if e.reason == "unknown_key" else 400, e.reason, e.detail)
         return 200, JSON, orjson.dumps(body)
 
     def _control(self, engine: Core, obj: Any) -> Response:

@@ -222,3 +222,34 @@ def test_a_partitions_keys_move_to_another_owner_and_continue_as_if_they_never_m
         if not (family != "paging" and orjson.loads(r.value).get("type") == "feedback"):
             got.append(next(out_a if r.partition == 0 else out_b))
     assert got == whole
+
+
+def test_a_keyed_pipeline_over_http_decides_per_key_and_shows_one_keys_view():
+    import openapi_spec_validator
+
+    from .conftest import served
+    from .test_sidecar import call
+
+    m = DaemonMetrics()
+    raw = {"name": "sum", "learner": "submodular-dynamic", "input_topic": "in", "output_topic": "out",
+           "params": {"objective": "feature-based", "d": 3, "k": 2, "capacity": 64}, "key_by": "tenant",
+           "key_cap": 1}
+    core = KeyedEngine(config.load_dict({"pipelines": [raw]}, env=False).pipelines[0], m)
+    with served({"sum": core}) as port:
+        items = [{"tenant": t, "id": f"{t}-{i}", "time": float(i), "features": [i % 3, 1, 0]}
+                 for i in range(4) for t in ("acme", "zeta")]
+        st, res = call(port, "POST", "/v1/pipelines/sum/items", {"items": items}, token="")
+        assert st == 200 and len(res["results"]) == 8
+        st, view = call(port, "GET", "/v1/pipelines/sum/solution?key=acme", token="")
+        assert st == 200 and view["key"] == "acme" and view["solution"] and all(k.startswith("acme-") for k in view["solution"])
+        assert view["live_items"] == 4
+        assert core.restores >= 1  # acme had gone cold (key_cap 1): the view restored it
+        st, err = call(port, "GET", "/v1/pipelines/sum/solution", token="")
+        assert (st, err["error"]) == (400, "missing_key")
+        st, err = call(port, "GET", "/v1/pipelines/sum/solution?key=nobody", token="")
+        assert (st, err["error"]) == (404, "unknown_key")
+        st, doc = call(port, "GET", "/v1/openapi.json", token="")
+        assert st == 200
+        openapi_spec_validator.validate(doc)
+        (param,) = doc["paths"]["/v1/pipelines/sum/solution"]["get"]["parameters"]
+        assert param["name"] == "key" and param["required"]
