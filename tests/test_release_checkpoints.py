@@ -1,5 +1,5 @@
 """Checkpoints written by each earlier release (tests/data/releases/<version>, written at that
-release by tests/data/releases/generate.py) restore into this one and continue exactly as the
+release by tests/data/releases/write_checkpoints.py) restore into this one and continue exactly as the
 release that wrote them did: a rolling upgrade keeps every pipeline's state. A release that changes
 the format (daemon.engine.FORMAT_VERSION) must upgrade these, not drop them."""
 

@@ -1,7 +1,7 @@
 """Writes one release's checkpoints for tests/test_release_checkpoints.py: every later release must
 restore them and continue exactly as the release that wrote them did.
 
-Run at a release (from the repository root): ``python tests/data/releases/generate.py``. It writes
+Run at a release (from the repository root): ``python tests/data/releases/write_checkpoints.py``. It writes
 ``tests/data/releases/<version>/<case>/``: for each case (one pipeline of each family, and learners
 whose state differs in shape: hashed bandits with crosses, a learned paging policy), the first 60
 records are handled, a checkpoint saved, and the outputs of the remaining records written to

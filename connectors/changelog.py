@@ -1,0 +1,129 @@
+"""A changelog topic: the latest state of each input partition, chunked across records.
+
+A pipeline's state per input partition (opaque bytes to this module) is written as one generation:
+chunk records keyed ``<partition>/<generation>/<i>`` then a header keyed ``<partition>`` naming the
+generation, its chunk count, the SHA-256 of the whole, and the input position the state holds
+(records before it are in the state). The header is written last, so a reader that sees it has
+every chunk before it on the same changelog partition; the previous generation's chunks are then
+deleted with tombstones. On a compacted topic (``cleanup.policy=compact``, which
+:func:`create_changelog` sets) the log keeps one header and one generation per partition; where
+compaction is missing (the embedded broker) the reader reads the log to its end and keeps the last
+record of each key, with the same result.
+
+Chunks stay under ``chunk_bytes`` (Kafka's default maximum message size is 1 MB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+CHUNK_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """What a changelog holds for one input partition."""
+
+    partition: str  # topic:partition of the input
+    generation: int
+    position: int  # the input offset the state has consumed up to (next record to process)
+    state: bytes
+
+
+class ChangelogError(RuntimeError):
+    """A changelog whose records do not add up (a missing chunk, a checksum mismatch)."""
+
+
+def records(part: str, generation: int, state: bytes, position: int, previous: int | None = None,
+            previous_chunks: int = 0, chunk_bytes: int = CHUNK_BYTES) -> list[tuple[bytes, bytes | None]]:
+    """The (key, value) records of one generation of ``part``'s state, in the order to send them:
+    chunks, the header, then tombstones for the previous generation's chunks (value None)."""
+    if chunk_bytes < 1:
+        raise ValueError("chunk_bytes must be positive")
+    n = max(1, -(-len(state) // chunk_bytes))
+    out: list[tuple[bytes, bytes | None]] = [
+        (f"{part}/{generation}/{i}".encode(), state[i * chunk_bytes:(i + 1) * chunk_bytes]) for i in range(n)]
+    header = {"generation": generation, "chunks": n, "bytes": len(state), "position": position,
+              "sha256": hashlib.sha256(state).hexdigest(), "written_at": time.time()}
+    out.append((part.encode(), json.dumps(header).encode()))
+    if previous is not None and previous != generation:
+        out += [(f"{part}/{previous}/{i}".encode(), None) for i in range(previous_chunks)]
+    return out
+
+
+def fold(log: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, PartitionState]:
+    """The latest state of each partition from a changelog's records in log order (what compaction
+    would keep: the last value of each key; a None value deletes its key)."""
+    last: dict[str, bytes] = {}
+    for key, value in log:
+        if key is None:
+            continue
+        k = key.decode()
+        if value is None:
+            last.pop(k, None)
+        else:
+            last[k] = value
+    out: dict[str, PartitionState] = {}
+    for k, v in last.items():
+        if "/" in k:
+            continue
+        h = json.loads(v)
+        g = int(h["generation"])
+        try:
+            state = b"".join(last[f"{k}/{g}/{i}"] for i in range(int(h["chunks"])))
+        except KeyError as e:
+            raise ChangelogError(f"changelog of {k}: generation {g} misses chunk {e}") from None
+        if hashlib.sha256(state).hexdigest() != h["sha256"]:
+            raise ChangelogError(f"changelog of {k}: generation {g} does not match its checksum")
+        out[k] = PartitionState(k, g, int(h["position"]), state)
+    return out
+
+
+def create_changelog(settings: dict[str, Any], topic: str, partitions: int = 1) -> None:
+    """Creates the changelog topic, compacted, if it does not exist."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from .kafka import security_kwargs
+
+    admin = KafkaAdminClient(bootstrap_servers=settings["bootstrap_servers"], **security_kwargs(settings, False))
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+def read(settings: dict[str, Any], topic: str, timeout_s: float = 30.0) -> dict[str, PartitionState]:
+    """Reads the changelog topic from its beginning to the end it had when the read began, and
+    folds it (:func:`fold`). ChangelogError when the end is not reached within ``timeout_s``."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from .kafka import security_kwargs
+
+    c = KafkaConsumer(bootstrap_servers=settings["bootstrap_servers"], enable_auto_commit=False, group_id=None,
+                      **security_kwargs(settings, False))
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return {}
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        ends = c.end_offsets(tps)
+        log: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + timeout_s
+        while any(c.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise ChangelogError(f"changelog {topic}: its end was not reached in {timeout_s:.0f} s")
+            for recs in c.poll(timeout_ms=200).values():
+                log += [(r.key, r.value) for r in recs]
+        return fold(log)
+    finally:
+        c.close()

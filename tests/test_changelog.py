@@ -1,0 +1,73 @@
+"""The changelog topic's records (connectors.changelog): chunked generations, tombstones, and a
+round trip through a real broker."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+
+import pytest
+
+from connectors import changelog as cl
+
+
+def blob(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def test_a_generation_is_chunks_then_its_header_then_the_previous_ones_tombstones():
+    recs = cl.records("in:3", 2, blob(2500, 0), position=41, previous=1, previous_chunks=4, chunk_bytes=1000)
+    keys = [k.decode() for k, _ in recs]
+    assert keys == ["in:3/2/0", "in:3/2/1", "in:3/2/2", "in:3", "in:3/1/0", "in:3/1/1", "in:3/1/2", "in:3/1/3"]
+    assert all(v is None for _, v in recs[4:]) and max(len(v) for _, v in recs[:3] if v) == 1000
+    assert cl.records("p", 0, b"", 0)[0] == (b"p/0/0", b"")  # an empty state is one empty chunk
+
+
+def test_fold_keeps_each_partitions_latest_generation():
+    a1, a2, b1 = blob(3000, 1), blob(1200, 2), blob(10, 3)
+    log = (cl.records("a", 1, a1, 10, chunk_bytes=1000) + cl.records("b", 1, b1, 5, chunk_bytes=1000)
+           + cl.records("a", 2, a2, 20, previous=1, previous_chunks=3, chunk_bytes=1000))
+    got = cl.fold(log)
+    assert got["a"] == cl.PartitionState("a", 2, 20, a2) and got["b"].state == b1 and got["b"].position == 5
+    # what compaction keeps (the last record per key, tombstoned keys gone) folds the same
+    last = {}
+    for k, v in log:
+        last[k] = v
+    assert cl.fold([(k, v) for k, v in last.items() if v is not None]) == got
+
+
+def test_a_missing_chunk_or_a_wrong_checksum_is_an_error_not_a_silent_state():
+    recs = cl.records("a", 1, blob(3000, 4), 1, chunk_bytes=1000)
+    with pytest.raises(cl.ChangelogError, match="misses chunk"):
+        cl.fold([r for r in recs if r[0] != b"a/1/1"])
+    bad = [(k, (b"x" + v[1:]) if k == b"a/1/0" and v else v) for k, v in recs]
+    with pytest.raises(cl.ChangelogError, match="checksum"):
+        cl.fold(bad)
+    # a header whose generation's chunks were not all written is never read: the header comes last
+    assert cl.fold(recs[:2]) == {}
+
+
+def test_through_a_real_broker_state_larger_than_a_message_round_trips(broker):
+    from kafka import KafkaProducer
+
+    settings = {"bootstrap_servers": broker.bootstrap}
+    topic = f"changelog-{uuid.uuid4().hex[:8]}"
+    cl.create_changelog(settings, topic)
+    cl.create_changelog(settings, topic)  # idempotent
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, max_request_size=1 << 20)
+    first = {f"in:{i}": os.urandom(900_000 + i) for i in range(3)}  # chunked at 256 KiB
+    for part, state in first.items():
+        for k, v in cl.records(part, 1, state, 100, chunk_bytes=256 * 1024):
+            p.send(topic, key=k, value=v)
+    p.flush()
+    got = cl.read(settings, topic)
+    assert {k: s.state for k, s in got.items()} == first and all(s.position == 100 for s in got.values())
+    second = os.urandom(300_000)
+    for k, v in cl.records("in:1", 2, second, 250, previous=1, previous_chunks=4, chunk_bytes=256 * 1024):
+        p.send(topic, key=k, value=v)
+    p.flush()
+    p.close()
+    got = cl.read(settings, topic)
+    assert got["in:1"] == cl.PartitionState("in:1", 2, 250, second) and got["in:0"].state == first["in:0"]
+    assert cl.read(settings, f"absent-{uuid.uuid4().hex[:8]}") == {}
