@@ -120,8 +120,8 @@ def test_a_config_error_lists_every_problem_and_labels_pipelines():
 
 def test_topics_are_only_required_by_run(tmp_path):
     raw = {"pipelines": [{"name": "p", "default_action": "a"}]}
-    with pytest.raises(ConfigError, match=r"pipelines\[0\].input_topic: required .*`eddy replay --events` runs "
-                                          r"without it"):
+    with pytest.raises(ConfigError, match=r"pipelines\[0\].input_topic: required .*`eddy replay --events` and "
+                                          r"`eddy evaluate` run without it"):
         config.load_dict(raw, env=False)
     cfg = config.load_dict(raw, env=False, topics=False)
     assert cfg.pipelines[0]["input_topic"] == "file" and cfg.pipelines[0]["dead_letter_topic"] == "file.dlq"
