@@ -33,6 +33,7 @@ class PartitionState:
     generation: int
     position: int  # the input offset the state has consumed up to (next record to process)
     state: bytes
+    chunks: int = 1  # records the generation spans (its tombstones, once a newer one is written)
 
 
 class ChangelogError(RuntimeError):
@@ -80,7 +81,7 @@ def fold(log: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, Partitio
             raise ChangelogError(f"changelog of {k}: generation {g} misses chunk {e}") from None
         if hashlib.sha256(state).hexdigest() != h["sha256"]:
             raise ChangelogError(f"changelog of {k}: generation {g} does not match its checksum")
-        out[k] = PartitionState(k, g, int(h["position"]), state)
+        out[k] = PartitionState(k, g, int(h["position"]), state, int(h["chunks"]))
     return out
 
 

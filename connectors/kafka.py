@@ -129,7 +129,8 @@ class _Resume:
 
 # -- kafka-python ---------------------------------------------------------------------------------
 class KafkaPythonSource(Source):
-    def __init__(self, settings: dict[str, Any], topics: list[str], on_assign: Callable | None = None):
+    def __init__(self, settings: dict[str, Any], topics: list[str], on_assign: Callable | None = None,
+                 on_revoke: Callable | None = None):
         from kafka import KafkaConsumer
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
         from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
@@ -140,6 +141,8 @@ class KafkaPythonSource(Source):
 
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
+                if on_revoke and revoked:  # (before they go: the owner may hand their state over)
+                    on_revoke([pos_key(tp.topic, tp.partition) for tp in revoked])
                 for tp in revoked:
                     outer._resume.revoked(pos_key(tp.topic, tp.partition))
 
@@ -148,14 +151,14 @@ class KafkaPythonSource(Source):
                     outer._resume.lost(pos_key(tp.topic, tp.partition))
 
             def on_partitions_assigned(self, assigned):
+                if on_assign:  # first: it may restore their state and seek() where it resumes
+                    on_assign([pos_key(tp.topic, tp.partition) for tp in assigned])
                 for tp in assigned:
                     k = pos_key(tp.topic, tp.partition)
                     if k in outer._resume.at:
                         outer.consumer.seek(tp, outer._resume.at[k])
                     outer._resume.restored.add(k)
                 outer._resume.joined = True
-                if on_assign:
-                    on_assign([pos_key(tp.topic, tp.partition) for tp in assigned])
 
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings["bootstrap_servers"],
@@ -334,7 +337,8 @@ class KafkaPythonSink(Sink):
 
 # -- confluent-kafka ------------------------------------------------------------------------------
 class ConfluentSource(Source):
-    def __init__(self, settings: dict[str, Any], topics: list[str], on_assign: Callable | None = None):
+    def __init__(self, settings: dict[str, Any], topics: list[str], on_assign: Callable | None = None,
+                 on_revoke: Callable | None = None):
         from confluent_kafka import Consumer
 
         self._resume = _Resume(settings.get("auto_offset_reset", "earliest"))
@@ -355,6 +359,8 @@ class ConfluentSource(Source):
         resume = self._resume
 
         def assign(consumer, parts):  # called on every join, with an empty list for a spare member
+            if on_assign:  # first: it may restore their state and seek() where it resumes
+                on_assign([pos_key(p.topic, p.partition) for p in parts])
             for p in parts:
                 k = pos_key(p.topic, p.partition)
                 if k in resume.at:
@@ -362,10 +368,10 @@ class ConfluentSource(Source):
             consumer.incremental_assign(parts)
             resume.restored.update(pos_key(p.topic, p.partition) for p in parts)
             resume.joined = True
-            if on_assign:
-                on_assign([pos_key(p.topic, p.partition) for p in parts])
 
         def revoke(consumer, parts):
+            if on_revoke and parts:
+                on_revoke([pos_key(p.topic, p.partition) for p in parts])
             for p in parts:
                 resume.revoked(pos_key(p.topic, p.partition))
             consumer.incremental_unassign(parts)
@@ -547,9 +553,11 @@ class ConfluentSink(Sink):
         self._failed.clear()
 
 
-def make_source(settings, topics, on_assign=None) -> Source:
+def make_source(settings, topics, on_assign=None, on_revoke=None) -> Source:
+    """A consumer of ``topics``; ``on_assign(keys)`` runs when partitions are assigned, before they
+    are positioned (it may :meth:`~Source.seek` them), ``on_revoke(keys)`` before they are revoked."""
     cls = ConfluentSource if settings["client"] == "confluent-kafka" else KafkaPythonSource
-    return cls(settings, topics, on_assign)
+    return cls(settings, topics, on_assign, on_revoke)
 
 
 def make_sink(settings, on_rebuild=None) -> Sink:

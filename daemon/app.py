@@ -56,14 +56,29 @@ class Daemon:
             raise
 
     def _clients(self, pc: dict[str, Any]):
-        """A pipeline's source (in the pipeline's own consumer group) and sink."""
+        """A pipeline's source (in the pipeline's own consumer group) and sink; the source tells the
+        pipeline's runner of assignments and revocations (a keyed pipeline's changelog)."""
         settings = {**self.kafka_settings, "group_id": pc["group_id"]}
         name, client = pc["name"], settings["client"]
 
         def rebuilt() -> None:
             self.metrics.broker_reconnects.labels(pipeline=name, client=client).inc()
 
-        return kafka_conn.make_source(settings, [pc["input_topic"]]), kafka_conn.make_sink(settings, rebuilt)
+        def runner() -> PipelineRunner | None:
+            return next((r for r in self.runners if r.core.name == name), None)
+
+        def assigned(keys: list[str]) -> None:
+            r = runner()
+            if r is not None:
+                r.on_assigned(keys)
+
+        def revoked(keys: list[str]) -> None:
+            r = runner()
+            if r is not None:
+                r.on_revoked(keys)
+
+        source = kafka_conn.make_source(settings, [pc["input_topic"]], assigned, revoked)
+        return source, kafka_conn.make_sink(settings, rebuilt)
 
     def _start(self) -> Daemon:
         k = self.cfg.kafka
@@ -91,9 +106,15 @@ class Daemon:
             for s in core.shadows.values():
                 s.warm_up()
             log.info("%s: kernels compiled in %.1fs", p["name"], time.perf_counter() - t0)
+            changelog = None
+            if p["changelog_topic"]:
+                from connectors.changelog import create_changelog
+
+                create_changelog(self.kafka_settings, p["changelog_topic"])
+                changelog = {"topic": p["changelog_topic"], "settings": self.kafka_settings}
             source, sink = self._clients(p)
             runner = PipelineRunner(core, source, sink, self.cfg.checkpoint,
-                                    {"decision": p["output_topic"], "dlq": p["dead_letter_topic"]})
+                                    {"decision": p["output_topic"], "dlq": p["dead_letter_topic"]}, changelog=changelog)
             self.runners.append(runner)  # before restore: a failed start closes its clients too
             runner.restore()
             self._adopt_earlier_group_offsets(p, runner)

@@ -142,6 +142,9 @@ PIPELINE = [
     S("key_cold_bytes", int, 64 << 20, "keyed pipeline: bytes of snapshotted-out keys kept per partition; "
       "beyond, the least recently used are dropped (state lost, eddy_key_evictions_total{outcome=\"dropped\"})",
       minimum=0),
+    S("changelog_topic", str, "", "keyed pipeline: topic (compacted; created if missing) where each input "
+      "partition's keys are snapshotted at every checkpoint, so that a daemon assigned the partition restores "
+      "them before its first record; '' none"),
     S("redact_payloads", bool, False, "dead-letter records carry no original bytes"),
     S("shadow_learners", list, [], "learners of the same family run alongside on the same stream, never acting: "
       "evaluated off-policy, or replayed as baselines (each family's settings say which it adds by default)"),
@@ -315,6 +318,9 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True, top
             # (kafka-python starved pipelines for over a minute): one group per pipeline.
             problems.add(f"{where}.group_id: {pc['group_id']!r} is pipeline {other!r}'s consumer group "
                          "too; each pipeline needs a group of its own")
+        if pc["changelog_topic"] and not pc["key_by"]:
+            problems.add(f"{where}.changelog_topic: needs key_by (a keyed pipeline's state is per partition; "
+                         "an unkeyed pipeline has one learner for all its partitions)")
         if learner_ok:
             _check_learner(where, pc, problems)
         cfg.pipelines.append(pc)

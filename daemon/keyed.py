@@ -66,13 +66,16 @@ def record_key(obj: dict[str, Any], field: str, kafka_key: bytes | None = None) 
                     f"or an integer, got {type(k).__name__}")
 
 
-def _dump(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
+def dump(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
+    """A state (arrays and JSON metadata) as compressed ``.npz`` bytes (no pickle): a cold key, a
+    changelog record's partition state."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **{"__meta__": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays})  # type: ignore[arg-type]
     return buf.getvalue()
 
 
-def _load(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The state :func:`dump` wrote."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(arrays.pop("__meta__").tobytes())
@@ -167,7 +170,7 @@ class KeyedEngine:
             blob = self.cold[was].pop(key, None) if was is not None else None
             if blob is not None and was is not None:
                 self.cold_bytes[was] -= len(blob)
-                c.restore(*_load(blob))
+                c.restore(*load(blob))
                 c.adapter.force_default = self.force_default
                 counts: dict[tuple, Any] = {}
                 _summed(c.samples(), counts)  # what it reports again (a counter a checkpoint keeps) is
@@ -198,7 +201,7 @@ class KeyedEngine:
         for k, v in counts.items():
             self._retire(k, v)
         self.evictions["snapshotted"] += 1
-        blob = _dump(*c.snapshot())
+        blob = dump(*c.snapshot())
         c.close()
         if len(blob) > self.cold_cap:
             self._drop(key)
@@ -294,7 +297,8 @@ class KeyedEngine:
         self.validate(objs)
         out: list[dict] = [{}] * len(objs)
         for key, idx in groups.items():
-            for i, r in zip(idx, self._cell(key, HTTP_LANE).submit([objs[i] for i in idx]), strict=True):
+            cell = self._cell(key, self.home.get(key, HTTP_LANE))  # (a key of a partition stays that partition's)
+            for i, r in zip(idx, cell.submit([objs[i] for i in idx]), strict=True):
                 out[i] = r
         self.update_gauges()
         return out

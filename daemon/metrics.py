@@ -142,6 +142,14 @@ class DaemonMetrics:
                                "not) past the group's committed offsets", P + ["topic"], registry=r)
         self.checkpoint_damaged = Counter("eddy_checkpoint_damaged_total", "Checkpoints found damaged at start-up "
                                           "(skipped for an older intact one)", P, registry=r)
+        self.partition_restore = Gauge("eddy_partition_restore_seconds", "Seconds the last restore of an "
+                                       "assigned partition's state from the changelog took", P + ["partition"],
+                                       registry=r)
+        self.changelog_lag = Gauge("eddy_changelog_lag_messages", "Input records of an owned partition "
+                                   "processed since its state was last written to the changelog",
+                                   P + ["partition"], registry=r)
+        self.changelog_bytes = Counter("eddy_changelog_bytes_total", "State bytes written to the changelog", P,
+                                       registry=r)
         self.broker_reconnects = Counter("eddy_kafka_client_rebuilds_total",
                                          "Kafka clients rebuilt after a fatal error or broker loss",
                                          P + ["client"], registry=r)

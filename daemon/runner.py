@@ -32,8 +32,14 @@ STALL_S = 30.0  # a loop whose step has not ended for this long is not ready (ed
 
 class PipelineRunner:
     def __init__(self, core: Core, source: Source, sink: Sink, ckpt: dict[str, Any],
-                 topics: dict[str, str], lock: threading.RLock | None = None, stop_at_end: bool = False):
+                 topics: dict[str, str], lock: threading.RLock | None = None, stop_at_end: bool = False,
+                 changelog: dict[str, Any] | None = None):
         self.core = core
+        # A keyed pipeline's changelog ({"topic", "settings": Kafka settings to read it}): each owned
+        # partition's keys are written at every checkpoint and restored when a partition is assigned.
+        self.changelog = changelog
+        self._written: dict[str, tuple[int, int, int]] = {}  # partition -> changelog generation, chunks, position
+        self._restore_failed: str | None = None
         self.source = source
         self.sink = sink
         # {"decision": ..., "dlq": ...}; "input": an adapter's records for the pipeline's own input
@@ -141,6 +147,8 @@ class PipelineRunner:
         pc = self.core.pc
         t0 = time.perf_counter()
         recs = self.source.poll(pc["batch_max_events"], pc["batch_max_ms"] / 1000.0)
+        if self._restore_failed is not None:  # the rebuilt clients are assigned it again, and retry
+            raise RuntimeError(self._restore_failed)
         if t0 - self._observed >= 0.5:
             self._observed = t0
             self.observe_membership()
@@ -187,6 +195,11 @@ class PipelineRunner:
             st["checkpoint"].inc(t4 - t3)
         self._stepped = time.monotonic()
         self._checkpoint_age.set(self._stepped - self._last_ckpt)
+        if self.changelog is not None:
+            for k, (_, _, at) in self._written.items():
+                if k in self.positions:
+                    self.core.metrics.changelog_lag.labels(pipeline=self.core.name, partition=k).set(
+                        self.positions[k] - at)
         return len(recs)
 
     def _mark_replays(self, recs: list) -> None:
@@ -232,6 +245,85 @@ class PipelineRunner:
                     raise
                 log.warning("%s: %s; retrying", self.core.name, e)
 
+    # -- the changelog (keyed pipelines) ---------------------------------------------------------
+    def _owned(self) -> list[str]:
+        m = self.source.membership()
+        return sorted(self.positions) if m is None else sorted(k for k in m.assigned if k in self.positions)
+
+    def _write_changelog(self) -> None:
+        """Each owned partition's keys, where they moved since their last write, to the changelog;
+        acknowledged before the offsets are committed (a new owner finds the state of the offset)."""
+        from connectors import changelog
+
+        from .keyed import dump
+
+        topic, msgs, size = self.changelog["topic"], [], 0  # type: ignore[index]
+        for k in self._owned():
+            pos, prev = self.positions[k], self._written.get(k)
+            if prev is not None and prev[2] == pos:
+                continue
+            with self.lock:
+                blob = dump(*self.core.snapshot_partition(k))  # type: ignore[union-attr]
+            gen = time.time_ns()
+            recs = changelog.records(k, gen, blob, pos, previous=prev[0] if prev else None,
+                                     previous_chunks=prev[1] if prev else 0)
+            msgs += [(topic, key, value) for key, value in recs]
+            self._written[k] = (gen, max(1, -(-len(blob) // changelog.CHUNK_BYTES)), pos)
+            size += len(blob)
+        if msgs:
+            self.sink.send_all(msgs)  # type: ignore[arg-type]  # (tombstones: value None)
+            self._flush()
+            self.core.metrics.changelog_bytes.labels(pipeline=self.core.name).inc(size)
+
+    def on_assigned(self, keys: list[str]) -> None:
+        """Partitions assigned (called by the source before it positions them): each whose
+        changelog state is newer than what this daemon holds is restored, and resumes where that
+        state left off, before a record of it is processed."""
+        if self.changelog is None or not keys:
+            return
+        from connectors import changelog
+
+        from .keyed import load
+
+        t0 = time.perf_counter()
+        try:
+            states = changelog.read(self.changelog["settings"], self.changelog["topic"])
+        except Exception as e:  # processing without the state would lose it: the loop stops and retries
+            self._restore_failed = f"reading the changelog {self.changelog['topic']} failed: {e}"
+            log.error("%s: %s", self.core.name, self._restore_failed)
+            return
+        for k in keys:
+            st = states.get(k)
+            self.core.metrics.partition_restore.labels(pipeline=self.core.name, partition=k).set(
+                time.perf_counter() - t0)  # (the changelog's read, when it holds nothing of k)
+            if st is None:
+                continue
+            self._written[k] = (st.generation, st.chunks, st.position)
+            if st.position > self.positions.get(k, -1):
+                with self.lock:
+                    self.core.restore_partition(*load(st.state))  # type: ignore[union-attr]
+                self.positions[k] = st.position
+                self.source.seek({k: st.position})
+                log.info("%s: %s restored from the changelog at position %d", self.core.name, k, st.position)
+            self.core.metrics.partition_restore.labels(pipeline=self.core.name, partition=k).set(
+                time.perf_counter() - t0)
+
+    def on_revoked(self, keys: list[str]) -> None:
+        """Partitions revoked in an orderly rebalance: their state is written (a checkpoint) for
+        the next owner, then forgotten here (this daemon stops learning from them)."""
+        if self.changelog is None:
+            return
+        try:
+            self.checkpoint(commit=False)  # (the changelog holds the positions the next owner resumes from)
+        except Exception as e:
+            log.warning("%s: the hand-over checkpoint of %s failed (%s): the next owner resumes from the "
+                        "last changelog state", self.core.name, keys, e)
+        with self.lock:
+            for k in keys:
+                self.core.release(k)  # type: ignore[union-attr]
+                self.positions.pop(k, None)
+                self._written.pop(k, None)
+
     def _write_progress(self, positions: dict[str, int]) -> None:
         merged = {**self.published, **{k: max(v, self.published.get(k, 0)) for k, v in positions.items()}}
         self.published = merged
@@ -240,9 +332,10 @@ class PipelineRunner:
             json.dump(merged, f)
         os.replace(tmp, self._progress_path)
 
-    def checkpoint(self) -> int:
+    def checkpoint(self, commit: bool = True) -> int:
         """Publishes what is pending, waits for its acknowledgements, saves state and positions,
-        commits the positions; returns the number of outputs that were pending."""
+        commits the positions (not with ``commit=False``: inside a rebalance callback the consumer
+        cannot block); returns the number of outputs that were pending."""
         with self.lock:
             arrays, meta = self.core.snapshot()
             outs = self.core.pending_out
@@ -252,10 +345,14 @@ class PipelineRunner:
         self._unacked = False
         meta["positions"] = dict(self.positions)
         self.store.save(arrays, meta)
+        if self.changelog is not None:
+            self._write_changelog()
         self._since = 0
         self._last_ckpt = time.monotonic()
         m = self.core.metrics
         m.checkpoints.labels(pipeline=self.core.name).inc()
+        if not commit:
+            return len(outs)
         try:
             self.source.commit(self.positions)
             self.committed = dict(self.positions)

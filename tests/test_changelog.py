@@ -29,7 +29,7 @@ def test_fold_keeps_each_partitions_latest_generation():
     log = (cl.records("a", 1, a1, 10, chunk_bytes=1000) + cl.records("b", 1, b1, 5, chunk_bytes=1000)
            + cl.records("a", 2, a2, 20, previous=1, previous_chunks=3, chunk_bytes=1000))
     got = cl.fold(log)
-    assert got["a"] == cl.PartitionState("a", 2, 20, a2) and got["b"].state == b1 and got["b"].position == 5
+    assert got["a"] == cl.PartitionState("a", 2, 20, a2, 2) and got["b"].state == b1 and got["b"].position == 5
     # what compaction keeps (the last record per key, tombstoned keys gone) folds the same
     last = {}
     for k, v in log:
@@ -69,5 +69,5 @@ def test_through_a_real_broker_state_larger_than_a_message_round_trips(broker):
     p.flush()
     p.close()
     got = cl.read(settings, topic)
-    assert got["in:1"] == cl.PartitionState("in:1", 2, 250, second) and got["in:0"].state == first["in:0"]
+    assert got["in:1"] == cl.PartitionState("in:1", 2, 250, second, 2) and got["in:0"].state == first["in:0"]
     assert cl.read(settings, f"absent-{uuid.uuid4().hex[:8]}") == {}
