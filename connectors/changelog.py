@@ -11,6 +11,12 @@ compaction is missing (the embedded broker) the reader reads the log to its end 
 record of each key, with the same result.
 
 Chunks stay under ``chunk_bytes`` (Kafka's default maximum message size is 1 MB).
+
+**Published marks.** Beside the states, records keyed ``published/<partition>`` hold how far each
+partition's outputs may have been published (:func:`mark_records`): a pipeline writes the mark of
+a batch, and has it acknowledged, before it sends that batch's outputs. A new owner of the
+partition (another machine, after a crash) thereby knows which of the records it decides again
+were decided before, and marks their outputs ``replay``.
 """
 
 from __future__ import annotations
@@ -57,6 +63,25 @@ def records(part: str, generation: int, state: bytes, position: int, previous: i
     return out
 
 
+MARK = "published/"
+
+
+def mark_records(marks: dict[str, int]) -> list[tuple[bytes, bytes]]:
+    """The records of published marks: ``{partition: position}``, outputs of every record before
+    ``position`` may have been published."""
+    return [(f"{MARK}{k}".encode(), b"%d" % v) for k, v in sorted(marks.items())]
+
+
+def fold_marks(log: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, int]:
+    """The latest published mark of each partition in a changelog's records (log order)."""
+    out: dict[str, int] = {}
+    pre = MARK.encode()
+    for key, value in log:
+        if key is not None and key.startswith(pre) and value is not None:
+            out[key[len(pre):].decode()] = int(value)
+    return out
+
+
 def fold(log: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, PartitionState]:
     """The latest state of each partition from a changelog's records in log order (what compaction
     would keep: the last value of each key; a None value deletes its key)."""
@@ -71,7 +96,7 @@ def fold(log: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, Partitio
             last[k] = value
     out: dict[str, PartitionState] = {}
     for k, v in last.items():
-        if "/" in k:
+        if "/" in k:  # a chunk, or a published mark
             continue
         h = json.loads(v)
         g = int(h["generation"])
@@ -104,6 +129,20 @@ def create_changelog(settings: dict[str, Any], topic: str, partitions: int = 1) 
 def read(settings: dict[str, Any], topic: str, timeout_s: float = 30.0) -> dict[str, PartitionState]:
     """Reads the changelog topic from its beginning to the end it had when the read began, and
     folds it (:func:`fold`). ChangelogError when the end is not reached within ``timeout_s``."""
+    return fold(read_log(settings, topic, timeout_s))
+
+
+def read_all(settings: dict[str, Any], topic: str,
+             timeout_s: float = 30.0) -> tuple[dict[str, PartitionState], dict[str, int]]:
+    """The states (:func:`fold`) and the published marks (:func:`fold_marks`) of one read."""
+    log = read_log(settings, topic, timeout_s)
+    return fold(log), fold_marks(log)
+
+
+def read_log(settings: dict[str, Any], topic: str,
+             timeout_s: float = 30.0) -> list[tuple[bytes | None, bytes | None]]:
+    """The changelog's (key, value) records, from its beginning to the end it had when the read
+    began. ChangelogError when the end is not reached within ``timeout_s``."""
     from kafka import KafkaConsumer, TopicPartition
 
     from .kafka import security_kwargs
@@ -114,7 +153,7 @@ def read(settings: dict[str, Any], topic: str, timeout_s: float = 30.0) -> dict[
         parts = c.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
-            return {}
+            return []
         c.assign(tps)
         c.seek_to_beginning(*tps)
         ends = c.end_offsets(tps)
@@ -125,6 +164,6 @@ def read(settings: dict[str, Any], topic: str, timeout_s: float = 30.0) -> dict[
                 raise ChangelogError(f"changelog {topic}: its end was not reached in {timeout_s:.0f} s")
             for recs in c.poll(timeout_ms=200).values():
                 log += [(r.key, r.value) for r in recs]
-        return fold(log)
+        return log
     finally:
         c.close()

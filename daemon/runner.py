@@ -8,7 +8,11 @@ checkpoint (state + positions, atomically) → commit the same positions to Kafk
 therefore committed only once the decisions are acknowledged and the state that produced them is
 recoverable. After a restart the daemon restores the checkpoint, seeks to its positions and
 processes the records after it again; their decisions are published again, marked ``"replay":
-true`` (known from a small progress file, written for every batch before it is sent).
+true`` (known from a small progress file, written for every batch before it is sent). A keyed
+pipeline with a changelog also sends that mark to the changelog, acknowledged before the batch's
+outputs are sent, so a daemon on another machine that takes the partition over after a crash marks
+its replays too (a mark is an upper bound: a crash between the mark and the send leaves at most one
+batch marked ``replay`` that was never published).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class PipelineRunner:
         # partition's keys are written at every checkpoint and restored when a partition is assigned.
         self.changelog = changelog
         self._written: dict[str, tuple[int, int, int]] = {}  # partition -> changelog generation, chunks, position
+        self._marks: dict[str, int] = {}  # partition -> the published mark last sent to the changelog
         self._restore_failed: str | None = None
         self.source = source
         self.sink = sink
@@ -163,7 +168,13 @@ class PipelineRunner:
             self.core.pending_out = []
         t2 = time.perf_counter()
         self._batch_latency.observe(t2 - t1)
-        if self._unacked:
+        marked = False
+        if recs and self.changelog is not None:
+            # Where another machine may take a partition over after a crash, the mark that these
+            # records' outputs may be published goes to the changelog, acknowledged with the
+            # flush below, before an output of them is sent.
+            marked = self._send_marks(self.source.positions())
+        if self._unacked or marked:
             # The previous batch's decisions were acknowledged while this one was processed
             # (pipelined publishing): the next batch may go out.
             self._flush()
@@ -231,6 +242,7 @@ class PipelineRunner:
         topic, part = reset.key.rsplit(":", 1)
         self.core.metrics.offset_resets.labels(pipeline=self.core.name, topic=topic, partition=part).inc()
         self.positions.pop(reset.key, None)
+        self._marks.pop(reset.key, None)
         if reset.key in self.published:
             del self.published[reset.key]
             self._write_progress({})
@@ -275,6 +287,18 @@ class PipelineRunner:
             self._flush()
             self.core.metrics.changelog_bytes.labels(pipeline=self.core.name).inc(size)
 
+    def _send_marks(self, positions: dict[str, int]) -> bool:
+        """Sends the published marks of the partitions whose positions moved past their mark."""
+        from connectors.changelog import mark_records
+
+        moved = {k: v for k, v in positions.items() if v > self._marks.get(k, -1)}
+        if not moved:
+            return False
+        self.sink.send_all([(self.changelog["topic"], k, v)  # type: ignore[index]
+                            for k, v in mark_records(moved)])
+        self._marks.update(moved)
+        return True
+
     def on_assigned(self, keys: list[str]) -> None:
         """Partitions assigned (called by the source before it positions them): each whose
         changelog state is newer than what this daemon holds is restored, and resumes where that
@@ -287,11 +311,15 @@ class PipelineRunner:
 
         t0 = time.perf_counter()
         try:
-            states = changelog.read(self.changelog["settings"], self.changelog["topic"])
+            states, marks = changelog.read_all(self.changelog["settings"], self.changelog["topic"])
         except Exception as e:  # processing without the state would lose it: the loop stops and retries
             self._restore_failed = f"reading the changelog {self.changelog['topic']} failed: {e}"
             log.error("%s: %s", self.core.name, self._restore_failed)
             return
+        fresh = {k: marks[k] for k in keys if marks.get(k, -1) > self.published.get(k, -1)}
+        if fresh:  # outputs another owner may have published: decided again, they are replays
+            self._write_progress(fresh)
+            self._marks.update(fresh)
         for k in keys:
             st = states.get(k)
             self.core.metrics.partition_restore.labels(pipeline=self.core.name, partition=k).set(

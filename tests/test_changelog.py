@@ -37,6 +37,13 @@ def test_fold_keeps_each_partitions_latest_generation():
     assert cl.fold([(k, v) for k, v in last.items() if v is not None]) == got
 
 
+def test_published_marks_fold_to_each_partitions_latest_and_are_not_states():
+    log = (cl.mark_records({"in:0": 5, "in:1": 3}) + cl.records("in:0", 1, blob(10, 5), 4)
+           + cl.mark_records({"in:0": 9}))
+    assert cl.fold_marks(log) == {"in:0": 9, "in:1": 3}
+    assert set(cl.fold(log)) == {"in:0"} and cl.fold(log)["in:0"].position == 4
+
+
 def test_a_missing_chunk_or_a_wrong_checksum_is_an_error_not_a_silent_state():
     recs = cl.records("a", 1, blob(3000, 4), 1, chunk_bytes=1000)
     with pytest.raises(cl.ChangelogError, match="misses chunk"):

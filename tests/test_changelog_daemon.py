@@ -18,7 +18,7 @@ from daemon import config
 from daemon.app import Daemon
 from daemon.keyed import KeyedEngine
 
-from .test_kafka import consume
+from .test_kafka import consume, consume_until
 
 MERCHANTS = [f"m{i}" for i in range(6)]
 
@@ -134,7 +134,9 @@ def test_a_partition_moved_by_a_rebalance_takes_its_keys_to_the_new_member(broke
             time.sleep(0.5)
         assert owned(a) == 1 and owned(b) == 1, (owned(a), owned(b))
         produce_keyed(broker.bootstrap, pc["input_topic"], recs[half:])
-        outs = consume(broker.bootstrap, pc["output_topic"], 240, timeout=90)
+        ids = {r["id"] for _, r in recs}
+        outs = consume_until(broker.bootstrap, pc["output_topic"], lambda o: {x["id"] for x in o} >= ids,
+                             timeout=120)
         time.sleep(2.0)
         outs += consume(broker.bootstrap, pc["output_topic"], 10_000, timeout=3)[len(outs):]
     finally:

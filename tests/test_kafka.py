@@ -44,6 +44,20 @@ def consume(bootstrap, topic, n, timeout=60.0):
     return out
 
 
+def consume_until(bootstrap, topic, done, timeout=90.0):
+    """Every output of ``topic`` from its beginning, read until ``done(outputs)`` or the deadline
+    (a count is not enough where duplicates are expected)."""
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                      group_id=None, consumer_timeout_ms=500)
+    out, deadline = [], time.monotonic() + timeout
+    try:
+        while not done(out) and time.monotonic() < deadline:
+            out += [json.loads(r.value) for r in c]
+    finally:
+        c.close()
+    return out
+
+
 def file_reference(tmp_path, records, pc):
     ev = tmp_path / "log.jsonl"
     ev.write_bytes(b"\n".join(records) + b"\n")
