@@ -831,18 +831,22 @@ class NaiveBandit:
             self.b1 = np.zeros(hidden)
             self.W2 = np.zeros((0, hidden))
             self.b2 = np.zeros(0)
-        self.slots_of(self.actions, 0)
+        self.slots_of(self.actions, [0] * len(self.actions))
 
     @property
     def gamma(self):
         return self.gamma_scale * self.t ** self.gamma_exponent if self.t > 0 else 0.0
 
-    def slots_of(self, ids, tick):
-        for a in ids:
+    def slots_of(self, ids, ticks):
+        """The slots of one row's ``ids``, used at ``ticks`` (the row's tick: one per row, decided or
+        learned); a new id evicts the least recently used slot the row does not use."""
+        since = ticks[0] if ticks else 0
+        for a, tick in zip(ids, ticks, strict=True):
             if a in self.ids:
-                self.last[self.ids.index(a)] = tick
+                s = self.ids.index(a)
+                self.last[s] = max(self.last[s], tick)
         out = []
-        for a in ids:
+        for a, tick in zip(ids, ticks, strict=True):
             if a not in self.ids:
                 if len(self.ids) < self.cap:
                     self.ids.append(a)
@@ -852,7 +856,7 @@ class NaiveBandit:
                         self.W2 = np.vstack([self.W2, np.zeros(self.W2.shape[1])])
                         self.b2 = np.append(self.b2, 0.0)
                 else:
-                    s = min((s for s in range(len(self.ids)) if self.last[s] < tick), key=lambda s: (self.last[s], s))
+                    s = min((s for s in range(len(self.ids)) if self.last[s] < since), key=lambda s: (self.last[s], s))
                     self.ids[s] = a
                     self.evictions += 1
                     self.rows[s] = []
@@ -860,7 +864,7 @@ class NaiveBandit:
                         self.W2[s] = 0.0
                         self.b2[s] = 0.0
             s = self.ids.index(a)
-            self.last[s] = tick
+            self.last[s] = max(self.last[s], tick)
             out.append(s)
         return out
 
@@ -874,13 +878,25 @@ class NaiveBandit:
 
     def process(self, keys, X, sets=None, AF=None):
         """``sets``: each event's action ids (None: the configured actions); ``AF``: the flat action
-        features (shared oracle). Returns the learner's outputs."""
-        self.tick += 1
+        features (shared oracle). Returns the learner's outputs. A batch is its rows in sequence
+        (the learner must decide alike however it batches them)."""
+        if len(X) > 1:
+            outs, at = [], 0
+            for i in range(len(X)):
+                k = len(self.actions) if sets is None else len(sets[i])
+                outs.append(self.process(keys[i:i + 1], X[i:i + 1], None if sets is None else [sets[i]],
+                                         None if AF is None else AF[at:at + k]))
+                at += k
+            merged = {k: np.concatenate([o[k] for o in outs]) for k in ("probs", "scores", "chosen", "prob", "explored")}
+            merged["indptr"] = np.concatenate([[0], np.cumsum([o["indptr"][-1] for o in outs])]).astype(np.int64)
+            merged["chosen_action"] = [a for o in outs for a in o["chosen_action"]]
+            return merged
+        base, self.tick = self.tick, self.tick + len(X)
         if sets is None:
             sets = [self.actions] * len(X)
-            self.slots_of(self.actions, self.tick)
         flat = [a for s in sets for a in s]
-        slots = self.slots_of(flat, self.tick) if flat else []
+        ticks = [base + 1 + i for i, s in enumerate(sets) for _ in s]
+        slots = self.slots_of(flat, ticks) if flat else []
         indptr = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
         scores, widths = np.empty(len(flat)), np.empty(len(flat))
         if self.oracle == "ridge-shared":
@@ -921,8 +937,14 @@ class NaiveBandit:
     def learn(self, keys, X, actions, reward, AF=None):
         if len(X) == 0:
             return
-        self.tick += 1
-        slots = self.slots_of(list(actions), self.tick)
+        if len(X) > 1:  # a batch is its rows in sequence
+            for i in range(len(X)):
+                self.learn(keys[i:i + 1], X[i:i + 1], list(actions)[i:i + 1], reward[i:i + 1],
+                           None if AF is None else AF[i:i + 1])
+            return
+        ticks = [self.tick + 1 + i for i in range(len(actions))]
+        self.tick += len(actions)
+        slots = self.slots_of(list(actions), ticks)
         if self.oracle == "neural":
             self.W1, self.b1, self.W2, self.b2 = mlp_update(
                 X, np.array(slots), reward, keys, self.W1, self.b1, self.W2, self.b2, self.kl, self.sigma,

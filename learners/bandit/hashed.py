@@ -22,7 +22,7 @@ References
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -129,6 +129,8 @@ class HashedBanditLearner(BanditLearner):
                          version_interval=version_interval, seed=seed)
         self.oracle = "hashed"
         self._A_inv = self._theta = np.zeros(0)
+
+    _ragged: ClassVar[dict[str, str]] = {**BanditLearner._ragged, "x_index": "x_indptr", "x_value": "x_indptr"}
 
     # -- state ------------------------------------------------------------------------------------
     def _n_slots_alloc(self) -> int:

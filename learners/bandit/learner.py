@@ -36,8 +36,18 @@ POLICIES = ("squarecb", "fastcb", "epsilon-greedy", "linucb", "lints")
 ORACLES = ("ridge", "ridge-shared", "neural")
 
 
+class _RowByRow(Exception):
+    """A batch whose lookups must evict: it is decided one row at a time (see ``_by_row``)."""
+
+
 class ActionTable:
-    """Action id ↔ slot map with a cap; the least recently offered action is evicted when full."""
+    """Action id ↔ slot map with a cap; the least recently offered action is evicted when full.
+
+    Recency counts rows, not calls: each row of a batch (an event decided, a reward learned) has
+    its own tick, one after the previous row's, so the table after a stream of rows is the same
+    however the stream was cut into batches. A batch that must evict (more new ids than free
+    slots) is taken one row at a time by the learner, so each row evicts what it would alone: the
+    least recently used slot its own row does not offer."""
 
     def __init__(self, cap: int):
         self.cap = cap
@@ -46,27 +56,37 @@ class ActionTable:
         self.last_used = np.zeros(0, dtype=np.int64)
         self.evictions = 0
 
-    def lookup(self, ids, tick: int, allow_new: bool, on_reset) -> np.ndarray:
+    def lookup(self, ids, ticks: np.ndarray, allow_new: bool, on_reset) -> np.ndarray:
+        """The slots of ``ids``; ``ticks``: each id's row tick (non-decreasing)."""
         slot = self.slot
         found = [slot.get(a) for a in ids]
+        since = int(ticks[0]) if len(ticks) else 0  # the batch's first row
         if None in found:
-            self._check_room(ids, found, tick, allow_new)
+            self._check_room(ids, found, since, allow_new)
             # Slots already used by this batch are taken before any new id may evict one.
-            self.last_used[[f for f in found if f is not None]] = tick
+            known = [j for j, f in enumerate(found) if f is not None]
+            np.maximum.at(self.last_used, np.array([found[j] for j in known], dtype=np.int64), ticks[known])
             for j, a in enumerate(ids):
                 if found[j] is None:
                     s = slot.get(a)  # an id new in this batch may repeat
                     if s is None:
                         if not allow_new:
                             raise InvalidInput(f"unknown action id {a!r}")
-                        s = self._new(a, tick, on_reset)
+                        s = self._new(a, int(ticks[j]), since, on_reset)
                     found[j] = s
         out = np.array(found, dtype=np.int64)
         if len(out):
-            self.last_used[out] = tick
+            np.maximum.at(self.last_used, out, ticks)
         return out
 
-    def _check_room(self, ids, found: list, tick: int, allow_new: bool) -> None:
+    def evicts(self, ids, allow_new: bool) -> bool:
+        """Whether looking ``ids`` up would evict an action (more new ids than free slots)."""
+        free = self.cap - len(self.ids)
+        if not allow_new or len(ids) <= free:
+            return False
+        return len(set(ids).difference(self.slot)) > free
+
+    def _check_room(self, ids, found: list, since: int, allow_new: bool) -> None:
         """Raises before anything changes if the batch's new ids are not allowed or cannot all get a
         slot (a rejected batch leaves the table and the models as they were)."""
         new = list(dict.fromkeys(a for a, f in zip(ids, found, strict=True) if f is None))
@@ -74,17 +94,17 @@ class ActionTable:
             raise InvalidInput(f"unknown action id {new[0]!r}")
         taken = np.zeros(len(self.ids), dtype=np.bool_)
         taken[[f for f in found if f is not None]] = True
-        room = self.cap - len(self.ids) + int(((self.last_used < tick) & ~taken).sum())
+        room = self.cap - len(self.ids) + int(((self.last_used < since) & ~taken).sum())
         if len(new) > room:
             raise InvalidInput(f"more than max_actions={self.cap} distinct actions in one batch")
 
-    def _new(self, a: str, tick: int, on_reset) -> int:
+    def _new(self, a: str, tick: int, since: int, on_reset) -> int:
         if len(self.ids) < self.cap:
             s = len(self.ids)
             self.ids.append(a)
             self.last_used = np.append(self.last_used, tick)
         else:
-            candidates = np.flatnonzero(self.last_used < tick)
+            candidates = np.flatnonzero(self.last_used < since)
             if len(candidates) == 0:
                 raise InvalidInput(f"more than max_actions={self.cap} distinct actions in one batch")
             s = int(candidates[np.argmin(self.last_used[candidates])])
@@ -115,7 +135,8 @@ class BanditLearner(Decider):
 
     A :class:`~learners.base.Decider`: ``process`` decides, ``learn`` learns the chosen actions'
     rewards. ``process`` learns nothing, but it keeps the action table: it records when each
-    action was last offered (``tick``, ``action_last_used``), and an action id it has not seen
+    action was last offered (``tick``, ``action_last_used``: a count of rows, decided and learned,
+    so the same however the rows were batched), and an action id it has not seen
     takes a slot with a fresh model at the prior; when the table is full, that slot is the least
     recently offered action's, whose model is reset (forgotten: the one way ``process`` changes
     the models).
@@ -281,7 +302,8 @@ class BanditLearner(Decider):
             self._b1 = np.zeros(hidden)
             self._W2 = np.zeros((0, hidden))
             self._b2 = np.zeros(0)
-        self._all_slots = self._table.lookup(list(self.actions), 0, True, self._reset_slot)
+        self._all_slots = self._table.lookup(list(self.actions), np.zeros(len(self.actions), dtype=np.int64), True,
+                                              self._reset_slot)
         self._grow()
 
     # -- settings ---------------------------------------------------------------------------------
@@ -422,13 +444,15 @@ class BanditLearner(Decider):
             raise InvalidInput("action_features contain NaN or inf")
         return AF
 
-    def _action_sets(self, batch: Batch, n: int, tick: int) -> tuple[np.ndarray, np.ndarray, list | None, np.ndarray]:
+    def _action_sets(self, batch: Batch, n: int, base: int) -> tuple[np.ndarray, np.ndarray, list | None, np.ndarray]:
+        """The batch's action sets as slots; row ``j``'s actions offered at tick ``base + 1 + j``."""
         if "action_indptr" not in batch:
             if len(self._all_slots) == 0:
                 raise InvalidInput("events carry no action set and no actions are configured")
             k = len(self._all_slots)
             AF = self._check_af(batch, n * k)
-            self._table.last_used[self._all_slots] = tick
+            if n:
+                self._table.last_used[self._all_slots] = base + n
             return np.arange(0, n * k + 1, k, dtype=np.int64), np.tile(self._all_slots, n), None, AF
         if "action_ids" not in batch:
             raise InvalidInput("missing column 'action_ids' (the action sets that action_indptr delimits)")
@@ -443,9 +467,45 @@ class BanditLearner(Decider):
         if set(map(type, ids)) != {str} and not all(isinstance(a, str) for a in ids):
             raise InvalidInput("action ids must be strings")
         AF = self._check_af(batch, len(ids))
-        slots = self._table.lookup(ids, tick, not self.strict_actions, self._reset_slot)
+        if n > 1 and self._table.evicts(ids, not self.strict_actions):
+            for lo, hi in zip(indptr[:-1], indptr[1:], strict=True):
+                if len(set(ids[lo:hi])) > self._table.cap:
+                    raise InvalidInput(f"more than max_actions={self._table.cap} distinct actions in one event")
+            raise _RowByRow  # checked whole: each row is valid on its own
+        ticks = np.repeat(np.arange(base + 1, base + n + 1, dtype=np.int64), sizes)
+        slots = self._table.lookup(ids, ticks, not self.strict_actions, self._reset_slot)
         self._grow()
         return indptr, slots, ids, AF
+
+    # -- evictions: one row at a time ---------------------------------------------------------------
+    #: ragged columns and the offsets column that delimits each row's entries (an oracle with
+    #: sparse contexts adds its own)
+    _ragged: ClassVar[dict[str, str]] = {"action_ids": "action_indptr"}
+
+    def _by_row(self, batch: Batch, n: int, step) -> Any:
+        """``step`` on each row of ``batch`` in turn: where a batch must evict, a later row's new
+        action could otherwise reset a model an earlier row is scored or learned with; one row at
+        a time, the result is the rows' in sequence, however they were batched."""
+        ragged = dict(self._ragged)
+        if "action_indptr" in batch and "action_features" in batch:
+            ragged["action_features"] = "action_indptr"
+        outs = []
+        for j in range(n):
+            row: dict[str, Any] = {}
+            for k, v in batch.items():
+                if k in ragged:
+                    ptr = batch[ragged[k]]
+                    row[k] = v[ptr[j]:ptr[j + 1]]
+                elif k in ragged.values():
+                    row[k] = np.array([0, v[j + 1] - v[j]], dtype=np.int64)
+                else:
+                    row[k] = v[j:j + 1]
+            outs.append(step(row))
+        if outs[0] is None:
+            return None
+        merged = {k: np.concatenate([o[k] for o in outs]) for k in outs[0] if k != "indptr"}
+        merged["indptr"] = np.concatenate([[0], np.cumsum([o["indptr"][-1] for o in outs])]).astype(np.int64)
+        return merged
 
     # -- the two operations -----------------------------------------------------------------------
     def _process(self, batch: Batch) -> dict[str, np.ndarray]:
@@ -453,9 +513,11 @@ class BanditLearner(Decider):
         ctx, keys = self._context(batch)
         n = keys.shape[0]
         # Every check runs before any state changes: a rejected batch leaves the learner as it was.
-        tick = self._tick + 1
-        indptr, slots, ids, AF = self._action_sets(batch, n, tick)
-        self._tick = tick
+        try:
+            indptr, slots, ids, AF = self._action_sets(batch, n, self._tick)
+        except _RowByRow:
+            return self._by_row(batch, n, self._process)
+        self._tick += n
         nnz = len(slots)
         scores = np.empty(nnz)
         widths = np.empty(nnz)
@@ -509,9 +571,12 @@ class BanditLearner(Decider):
         omega = self._importance(batch, n)
         if n == 0:
             return
-        tick = self._tick + 1
-        slots = self._table.lookup(actions, tick, not self.strict_actions, self._reset_slot)
-        self._tick = tick
+        if n > 1 and self._table.evicts(actions, not self.strict_actions):
+            self._by_row(batch, n, self._learn)
+            return
+        ticks = np.arange(self._tick + 1, self._tick + n + 1, dtype=np.int64)
+        slots = self._table.lookup(actions, ticks, not self.strict_actions, self._reset_slot)
+        self._tick += n
         self._grow()
         self._fit(ctx, keys, slots, reward, omega, AF)
         self._t += n
@@ -644,8 +709,8 @@ class BanditLearner(Decider):
         yield "process", {**ok, "X": ok["X"][:, :3]}
         yield "process", {k: v for k, v in ok.items() if k != "event_key"}
         yield "process", {**ok, "action_indptr": ok["action_indptr"] * 0}
-        # More new action ids than max_actions (8 in the conformance parameters) in one batch: the
-        # table must not keep the ones it had room for.
+        # One event offering more action ids than max_actions (8 in the conformance parameters):
+        # the table must not keep the ones it had room for.
         many = np.array([f"new{j}" for j in range(9)], dtype=object)
         yield "process", {"event_key": ok["event_key"][:1], "X": ok["X"][:1],
                           "action_indptr": np.array([0, 9], dtype=np.int64), "action_ids": many,
@@ -653,7 +718,7 @@ class BanditLearner(Decider):
         _, fb = list(cls._conformance_stream(0))[1]
         yield "learn", {**fb, "reward": np.full(len(fb["reward"]), np.inf)}
         yield "learn", {k: v for k, v in fb.items() if k != "reward"}
-        yield "learn", {"event_key": np.arange(1, 10, dtype=np.uint64), "X": np.ones((9, 4)), "action": many,
+        yield "learn", {"event_key": np.arange(1, 10, dtype=np.uint64), "X": np.ones((9, 4)), "action": many[:8],
                         "reward": np.full(9, 0.5), "prob": np.full(9, 0.5), "action_features": np.zeros((9, 2))}
 
 
