@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -167,3 +168,82 @@ def read_log(settings: dict[str, Any], topic: str,
         return log
     finally:
         c.close()
+
+
+class Reader:
+    """A changelog read once from its beginning, then only what was appended since (one consumer,
+    kept open): :meth:`catch_up` reads to the end the topic has when it is called, keeping the last
+    value of each key (what compaction keeps, tombstoned keys gone), so a restore after the first
+    costs the records written since the previous one, however long the log (on a broker that does
+    not compact, such as the embedded one, the log only grows). Thread-safe: a standby thread may
+    catch up while the pipeline's loop restores."""
+
+    def __init__(self, settings: dict[str, Any], topic: str):
+        self.settings, self.topic = settings, topic
+        self._last: dict[bytes, bytes] = {}
+        self._consumer: Any = None
+        self._tps: list[Any] = []
+        self._lock = threading.RLock()
+        self.records_read = 0
+
+    def catch_up(self, timeout_s: float = 30.0) -> tuple[dict[str, PartitionState], dict[str, int]]:
+        """The states (:func:`fold`) and published marks (:func:`fold_marks`) as of the topic's
+        end now. ChangelogError when that end is not reached within ``timeout_s`` (the reader
+        then starts over from the beginning at the next call)."""
+        with self._lock:
+            try:
+                self._read(timeout_s)
+            except BaseException:
+                self.close()
+                raise
+            log = list(self._last.items())
+        return fold(log), fold_marks(log)
+
+    def _read(self, timeout_s: float) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        from .kafka import security_kwargs
+
+        c = self._consumer
+        if c is None:
+            c = KafkaConsumer(bootstrap_servers=self.settings["bootstrap_servers"], enable_auto_commit=False,
+                              group_id=None, auto_offset_reset="earliest", **security_kwargs(self.settings, False))
+            self._consumer, self._last, self._tps = c, {}, []
+        parts = c.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        if tps != self._tps:
+            new = [tp for tp in tps if tp not in self._tps]
+            c.assign(tps)
+            if new:
+                c.seek_to_beginning(*new)
+            self._tps = tps
+        if not tps:
+            return
+        ends = c.end_offsets(tps)
+        if any(ends[tp] < c.position(tp) for tp in tps):  # the log was lost (a memory broker restarted)
+            self._last = {}
+            c.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout_s
+        last = self._last
+        while any(c.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise ChangelogError(f"changelog {self.topic}: its end was not reached in {timeout_s:.0f} s")
+            for recs in c.poll(timeout_ms=200).values():
+                for r in recs:
+                    if r.key is None:
+                        continue
+                    if r.value is None:
+                        last.pop(r.key, None)
+                    else:
+                        last[r.key] = r.value
+                self.records_read += len(recs)
+
+    def close(self) -> None:
+        with self._lock:
+            c, self._consumer = self._consumer, None
+            self._last, self._tps = {}, []
+        if c is not None:
+            try:
+                c.close()
+            except Exception:
+                pass

@@ -145,6 +145,10 @@ PIPELINE = [
     S("changelog_topic", str, "", "keyed pipeline: topic (compacted; created if missing) where each input "
       "partition's keys are snapshotted at every checkpoint, so that a daemon assigned the partition restores "
       "them before its first record; '' none"),
+    S("changelog_standby", bool, False, "keyed pipeline with a changelog: follow the changelog all the time "
+      "(a warm standby: every partition's latest state kept in memory, caught up every second), so that a "
+      "partition assigned after a crash is restored from the records of the last second only; off, the "
+      "changelog is followed only at assignments"),
     S("redact_payloads", bool, False, "dead-letter records carry no original bytes"),
     S("shadow_learners", list, [], "learners of the same family run alongside on the same stream, never acting: "
       "evaluated off-policy, or replayed as baselines (each family's settings say which it adds by default)"),
@@ -318,6 +322,8 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True, top
             # (kafka-python starved pipelines for over a minute): one group per pipeline.
             problems.add(f"{where}.group_id: {pc['group_id']!r} is pipeline {other!r}'s consumer group "
                          "too; each pipeline needs a group of its own")
+        if pc["changelog_standby"] and not pc["changelog_topic"]:
+            problems.add(f"{where}.changelog_standby: needs changelog_topic (the log a standby follows)")
         if pc["changelog_topic"] and not pc["key_by"]:
             problems.add(f"{where}.changelog_topic: needs key_by (a keyed pipeline's state is per partition; "
                          "an unkeyed pipeline has one learner for all its partitions)")

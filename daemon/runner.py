@@ -44,6 +44,8 @@ class PipelineRunner:
         self.changelog = changelog
         self._written: dict[str, tuple[int, int, int]] = {}  # partition -> changelog generation, chunks, position
         self._marks: dict[str, int] = {}  # partition -> the published mark last sent to the changelog
+        self._reader: Any = None  # the changelog, read incrementally (connectors.changelog.Reader)
+        self._standby_thread: threading.Thread | None = None
         self._restore_failed: str | None = None
         self.source = source
         self.sink = sink
@@ -128,6 +130,10 @@ class PipelineRunner:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
+        if self.changelog is not None and self.core.pc.get("changelog_standby") and self._standby_thread is None:
+            self._standby_thread = threading.Thread(target=self._standby, name=f"{self.core.name}-standby",
+                                                    daemon=True)
+            self._standby_thread.start()
         try:
             while not self.stop_event.is_set():
                 self.step()
@@ -139,6 +145,8 @@ class PipelineRunner:
                             left, DRAIN_S)
             flushed = self.checkpoint()
             self.core.close()
+            if self._reader is not None:
+                self._reader.close()
             log.info("%s: stopped: %d outputs flushed and acknowledged, state checkpointed at positions %s, "
                      "offsets committed %s", self.core.name, flushed, self.positions,
                      self.committed if self.committed == self.positions else f"{self.committed} (the commit failed; "
@@ -310,8 +318,11 @@ class PipelineRunner:
         from .keyed import load
 
         t0 = time.perf_counter()
+        read_before = self._reader.records_read if self._reader is not None else 0
         try:
-            states, marks = changelog.read_all(self.changelog["settings"], self.changelog["topic"])
+            if self._reader is None:
+                self._reader = changelog.Reader(self.changelog["settings"], self.changelog["topic"])
+            states, marks = self._reader.catch_up()
         except Exception as e:  # processing without the state would lose it: the loop stops and retries
             self._restore_failed = f"reading the changelog {self.changelog['topic']} failed: {e}"
             log.error("%s: %s", self.core.name, self._restore_failed)
@@ -335,6 +346,20 @@ class PipelineRunner:
                 log.info("%s: %s restored from the changelog at position %d", self.core.name, k, st.position)
             self.core.metrics.partition_restore.labels(pipeline=self.core.name, partition=k).set(
                 time.perf_counter() - t0)
+        log.info("%s: assigned %s: changelog caught up in %.2f s (%d records read)", self.core.name, keys,
+                 time.perf_counter() - t0, self._reader.records_read - read_before)
+
+    def _standby(self) -> None:
+        """A warm standby: the changelog followed every second while the pipeline runs."""
+        from connectors import changelog
+
+        while not self.stop_event.wait(1.0):
+            try:
+                if self._reader is None:
+                    self._reader = changelog.Reader(self.changelog["settings"], self.changelog["topic"])  # type: ignore[index]
+                self._reader.catch_up()
+            except Exception as e:  # the next assignment reads what it needs itself
+                log.debug("%s: standby catch-up: %s", self.core.name, e)
 
     def on_revoked(self, keys: list[str]) -> None:
         """Partitions revoked in an orderly rebalance: their state is written (a checkpoint) for

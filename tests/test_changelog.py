@@ -78,3 +78,37 @@ def test_through_a_real_broker_state_larger_than_a_message_round_trips(broker):
     got = cl.read(settings, topic)
     assert got["in:1"] == cl.PartitionState("in:1", 2, 250, second, 2) and got["in:0"].state == first["in:0"]
     assert cl.read(settings, f"absent-{uuid.uuid4().hex[:8]}") == {}
+
+
+def test_a_reader_reads_the_log_once_then_only_what_was_appended(broker):
+    from kafka import KafkaProducer
+
+    settings = {"bootstrap_servers": broker.bootstrap}
+    topic = f"changelog-{uuid.uuid4().hex[:8]}"
+    cl.create_changelog(settings, topic)
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+
+    def send(recs):
+        for k, v in recs:
+            p.send(topic, key=k, value=v)
+        p.flush()
+
+    reader = cl.Reader(settings, topic)
+    try:
+        assert reader.catch_up() == ({}, {})
+        a1, b1 = blob(3000, 6), blob(500, 7)
+        first = cl.records("a", 1, a1, 10, chunk_bytes=1000) + cl.records("b", 1, b1, 4) + cl.mark_records({"a": 12})
+        send(first)
+        states, marks = reader.catch_up()
+        assert states["a"].state == a1 and states["b"].state == b1 and marks == {"a": 12}
+        assert reader.records_read == len(first)
+        a2 = blob(1500, 8)  # a new generation of a: its old chunks tombstoned
+        second = cl.records("a", 2, a2, 30, previous=1, previous_chunks=3, chunk_bytes=1000) + cl.mark_records({"a": 31})
+        send(second)
+        states, marks = reader.catch_up()
+        assert reader.records_read == len(first) + len(second)  # only the appended records
+        assert (states, marks) == cl.read_all(settings, topic) and states["a"].position == 30
+        assert not any(k.startswith(b"a/1/") for k in reader._last)  # tombstoned keys are not kept
+    finally:
+        reader.close()
+        p.close()
