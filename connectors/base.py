@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -95,6 +96,17 @@ class Source(abc.ABC):
 
 
 class Sink(abc.ABC):
+    #: The value a message goes out with when it is sent again after a send that may already have
+    #: reached the broker (it failed or timed out after it was handed to the client, or its
+    #: acknowledgement named no offset): ``resent(topic, key, value)``; ``None`` resends it as it
+    #: was. The daemon marks its decisions ``"replay": true`` there, so that a copy the broker may
+    #: hold twice is told from a first publication.
+    resent: Callable[[str, bytes | None, bytes], bytes] | None = None
+
+    def again(self, topic: str, key: bytes | None, value: bytes) -> bytes:
+        """The value of a message sent again that may already have reached the broker."""
+        return value if self.resent is None or value is None else self.resent(topic, key, value)
+
     @abc.abstractmethod
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queues a message (non-blocking)."""

@@ -5,7 +5,13 @@ seeks each newly assigned partition to its checkpointed offset. Commits happen o
 decisions are acknowledged and the state that produced them is checkpointed. Groups use
 cooperative-sticky assignment. Producers are idempotent with ``acks=all``; a producer that fails
 (for kafka-python, the ``UnknownProducerIdError`` that follows a broker restart and never clears by
-itself) is closed, rebuilt, and the undelivered messages are sent again.
+itself) is closed, rebuilt, and the undelivered messages are sent again. kafka-python takes a
+DUPLICATE_SEQUENCE_NUMBER answer for success, with offset -1; Tansu gives that answer after a
+restart for a batch it never stored (it advances the producer's sequence first), so the
+kafka-python sink treats an acknowledgement without an offset as undelivered. A message sent again
+that may have reached the broker goes out through :attr:`Sink.resent` (the daemon marks its
+decisions ``replay`` there). Whether librdkafka answers the same way was not measured: the
+confluent-kafka sink asks for delivery reports of failures only.
 
 Every client a source or sink builds is released when it is replaced, closed or abandoned: a
 confluent-kafka client left to the garbage collector goes on reconnecting to a broker that is gone
@@ -266,6 +272,16 @@ def _kafka_python_joined(consumer) -> bool:
         return bool(consumer._coordinator.state is MemberState.STABLE)
 
 
+def _maybe_written(exc: BaseException | None) -> bool:
+    """Whether a kafka-python send that failed with ``exc`` may still have been written: yes after
+    a timeout or a lost connection (the broker's answer was not heard) and after the two broker
+    answers that come after an append; no after the broker refused it (e.g. ``UnknownProducerId``)."""
+    from kafka import errors
+
+    maybe = (errors.RequestTimedOutError, errors.NotEnoughReplicasAfterAppendError)
+    return not isinstance(exc, errors.BrokerResponseError) or isinstance(exc, maybe)
+
+
 class KafkaPythonSink(Sink):
     def __init__(self, settings: dict[str, Any], on_rebuild: Callable[[], None] | None = None):
         self.settings = settings
@@ -307,15 +323,23 @@ class KafkaPythonSink(Sink):
                 log.warning("flush failed: %s", e)
             failed = []
             for fut, topic, key, value in self._inflight:
-                if fut is None or not fut.is_done or fut.failed():
-                    failed.append((topic, key, value))
+                if fut is None or (fut.is_done and fut.failed() and not _maybe_written(fut.exception)):
+                    failed.append((topic, key, value))  # never handed to the client, or refused by the broker
+                elif not fut.is_done or fut.failed() or fut.value.offset < 0:
+                    # With acks=all a written record has an offset. An acknowledgement without one
+                    # (a DUPLICATE_SEQUENCE_NUMBER answer to a retry, which the client takes for
+                    # success) is no proof of a write: Tansu advances a producer's sequence before
+                    # it stores the batch, so a batch in flight when it is killed is answered so
+                    # after the restart and is lost. Sent again, marked as a possible copy.
+                    failed.append((topic, key, self.again(topic, key, value)))
             self._inflight = []
             if not failed:
                 return
             if time.monotonic() > deadline:
                 self._inflight = [(None, t, k, v) for t, k, v in failed]
                 raise DeliveryError(f"{len(failed)} messages undelivered after {timeout_s}s")
-            log.warning("%d messages undelivered; rebuilding the producer and resending", len(failed))
+            log.warning("%d messages undelivered or unconfirmed (acknowledged without an offset); rebuilding "
+                        "the producer and resending", len(failed))
             time.sleep(0.5)
             self.rebuild()
             for t, k, v in failed:
@@ -463,11 +487,26 @@ class ConfluentSource(Source):
         self.consumer.close()
 
 
+def _ck_maybe_written(err) -> bool:
+    """Whether a confluent-kafka delivery that failed with ``err`` may still have been written:
+    librdkafka's own errors (negative codes: a message timeout, a lost connection, an in-flight
+    purge) leave it open, except those raised before a send; of the broker's answers, only the two
+    that come after an append do."""
+    from confluent_kafka import KafkaError
+
+    code = err.code()
+    if code < 0:
+        return code not in (KafkaError._PURGE_QUEUE, KafkaError._QUEUE_FULL, KafkaError._TIMED_OUT_QUEUE,
+                            KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION)
+    return code in (KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND)
+
+
 class ConfluentSink(Sink):
     def __init__(self, settings: dict[str, Any], on_rebuild: Callable[[], None] | None = None):
         self.settings = settings
         self.on_rebuild = on_rebuild
-        self._failed: list[tuple[str, bytes | None, bytes]] = []  # filled by the delivery callback
+        # (topic, key, value, whether it may have been written), filled by the delivery callback
+        self._failed: list[tuple[str, bytes | None, bytes, bool]] = []
         self.producer = self._build()
 
     def _build(self):
@@ -477,7 +516,9 @@ class ConfluentSink(Sink):
 
         def on_delivery(err, msg) -> None:  # holds the list, not the sink: no cycle through the client
             if err is not None:
-                failed.append((msg.topic(), msg.key(), msg.value()))
+                maybe = _ck_maybe_written(err)
+                log.debug("delivery failed (%s): %s", "may have been written" if maybe else "not written", err)
+                failed.append((msg.topic(), msg.key(), msg.value(), maybe))
 
         # Delivery reports for failures only: a successful send costs no Python callback.
         return Producer({"bootstrap.servers": self.settings["bootstrap_servers"], "acks": "all",
@@ -485,7 +526,7 @@ class ConfluentSink(Sink):
                          "delivery.report.only.error": True, "on_delivery": on_delivery,
                          **security_kwargs(self.settings, confluent=True)})
 
-    def _take_failed(self) -> list[tuple[str, bytes | None, bytes]]:
+    def _take_failed(self) -> list[tuple[str, bytes | None, bytes, bool]]:
         out = list(self._failed)
         self._failed.clear()
         return out
@@ -541,8 +582,8 @@ class ConfluentSink(Sink):
             self.producer = self._build()
             if self.on_rebuild:
                 self.on_rebuild()
-            for t, k, v in failed:
-                self.send(t, k, v)
+            for t, k, v, maybe in failed:
+                self.send(t, k, self.again(t, k, v) if maybe else v)
 
     def close(self) -> None:
         self._release(self.producer, 5.0)

@@ -109,6 +109,9 @@ class DaemonMetrics:
                                     P + ["reason"], registry=r)
         self.replays = Counter("eddy_replayed_decisions_total",
                                "Decisions published again after a restart (marked replay)", P, registry=r)
+        self.resent = Counter("eddy_resent_decisions_total",
+                              "Decisions sent again after a delivery that may have reached the broker (a timeout, a "
+                              "lost connection, an acknowledgement without an offset), marked replay", P, registry=r)
         self.batch_latency = Histogram("eddy_batch_duration_seconds",
                                        "Wall time to process one micro-batch (decode, decide, learn)",
                                        P, buckets=BATCH_BUCKETS, registry=r)

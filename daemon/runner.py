@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Any
 
+import orjson
+
 from connectors.base import DeliveryError, OffsetReset, Sink, Source
 
 from .checkpoint import CheckpointError, CheckpointStore
@@ -48,9 +50,9 @@ class PipelineRunner:
         self._standby_thread: threading.Thread | None = None
         self._restore_failed: str | None = None
         self.source = source
-        self.sink = sink
         # {"decision": ..., "dlq": ...}; "input": an adapter's records for the pipeline's own input
         self.topics = {"input": core.pc["input_topic"], **topics}
+        self.sink = sink
         self.lock = lock or core.lock
         self.store = CheckpointStore(os.path.join(ckpt["dir"], core.name), ckpt["keep"])
         self.every_events = ckpt["every_events"]
@@ -79,6 +81,29 @@ class PipelineRunner:
         m.ready.labels(pipeline=name).set_function(lambda: float(self.readiness()["ready"]))
 
     # -- start-up ---------------------------------------------------------------------------------
+    @property
+    def sink(self) -> Sink:
+        return self._sink
+
+    @sink.setter
+    def sink(self, sink: Sink) -> None:  # a rebuilt sink too marks what it sends again
+        sink.resent = self._resent
+        self._sink = sink
+
+    def _resent(self, topic: str, key: bytes | None, value: bytes) -> bytes:
+        """A decision sent again that the broker may already hold goes out marked ``replay``."""
+        if topic != self.topics.get("decision"):
+            return value
+        try:
+            o = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+        if not isinstance(o, dict) or o.get("replay") is not False:
+            return value
+        o["replay"] = True
+        self.core.metrics.resent.labels(pipeline=self.core.name).inc()
+        return orjson.dumps(o)
+
     def restore(self) -> bool:
         """Restores the newest intact checkpoint (state and positions); damaged ones are skipped
         with a warning naming each and counted; :class:`CheckpointError` when none is intact."""
