@@ -130,44 +130,18 @@ def create_changelog(settings: dict[str, Any], topic: str, partitions: int = 1) 
 def read(settings: dict[str, Any], topic: str, timeout_s: float = 30.0) -> dict[str, PartitionState]:
     """Reads the changelog topic from its beginning to the end it had when the read began, and
     folds it (:func:`fold`). ChangelogError when the end is not reached within ``timeout_s``."""
-    return fold(read_log(settings, topic, timeout_s))
+    return read_all(settings, topic, timeout_s)[0]
 
 
 def read_all(settings: dict[str, Any], topic: str,
              timeout_s: float = 30.0) -> tuple[dict[str, PartitionState], dict[str, int]]:
-    """The states (:func:`fold`) and the published marks (:func:`fold_marks`) of one read."""
-    log = read_log(settings, topic, timeout_s)
-    return fold(log), fold_marks(log)
-
-
-def read_log(settings: dict[str, Any], topic: str,
-             timeout_s: float = 30.0) -> list[tuple[bytes | None, bytes | None]]:
-    """The changelog's (key, value) records, from its beginning to the end it had when the read
-    began. ChangelogError when the end is not reached within ``timeout_s``."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    from .kafka import security_kwargs
-
-    c = KafkaConsumer(bootstrap_servers=settings["bootstrap_servers"], enable_auto_commit=False, group_id=None,
-                      **security_kwargs(settings, False))
+    """The states (:func:`fold`) and the published marks (:func:`fold_marks`) of one read from the
+    topic's beginning to the end it has when the read begins (a :class:`Reader` used once)."""
+    reader = Reader(settings, topic)
     try:
-        parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        log: list[tuple[bytes | None, bytes | None]] = []
-        deadline = time.monotonic() + timeout_s
-        while any(c.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise ChangelogError(f"changelog {topic}: its end was not reached in {timeout_s:.0f} s")
-            for recs in c.poll(timeout_ms=200).values():
-                log += [(r.key, r.value) for r in recs]
-        return log
+        return reader.catch_up(timeout_s)
     finally:
-        c.close()
+        reader.close()
 
 
 class Reader:
@@ -191,13 +165,18 @@ class Reader:
         end now. ChangelogError when that end is not reached within ``timeout_s`` (the reader
         then starts over from the beginning at the next call)."""
         with self._lock:
+            self.follow(timeout_s)
+            log = list(self._last.items())
+        return fold(log), fold_marks(log)
+
+    def follow(self, timeout_s: float = 30.0) -> None:
+        """Reads to the topic's end now, without folding what was read (a warm standby's step)."""
+        with self._lock:
             try:
                 self._read(timeout_s)
             except BaseException:
                 self.close()
                 raise
-            log = list(self._last.items())
-        return fold(log), fold_marks(log)
 
     def _read(self, timeout_s: float) -> None:
         from kafka import KafkaConsumer, TopicPartition

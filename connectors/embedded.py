@@ -106,15 +106,30 @@ class LocalS3:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        _stop_guarded(proc, kill=False, wait_s=15)
+
+
+def _stop_guarded(proc: subprocess.Popen | None, kill: bool, wait_s: float) -> None:
+    """Stops a process started under the guard (which shares a process group of its own with its
+    child): SIGTERM (the guard terminates the child and exits with it), or SIGKILL to the group at
+    once with ``kill``; the group is killed if it outlives ``wait_s``."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        if kill:
             try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        if proc is not None and proc.stdin is not None:
-            proc.stdin.close()
+            except ProcessLookupError:
+                pass
+        else:
+            proc.terminate()
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    if proc.stdin is not None:
+        proc.stdin.close()
 
 
 class EmbeddedBroker:
@@ -182,24 +197,8 @@ class EmbeddedBroker:
 
     def stop(self, kill: bool = False) -> None:
         """Stops the broker; ``kill``: at once with SIGKILL (a crash, for tests)."""
-        if self.proc is None:
-            return
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            if kill:  # the guard and the broker share a process group of their own
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            else:
-                proc.terminate()  # the guard terminates the broker and exits with it
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        if proc.stdin is not None:
-            proc.stdin.close()
+        _stop_guarded(proc, kill=kill, wait_s=10)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
