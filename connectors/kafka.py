@@ -176,6 +176,8 @@ class KafkaPythonSource(Source):
             partition_assignment_strategy=[CooperativeStickyAssignor],
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=settings.get("fetch_max_wait_ms", 500),
+            # exactly-once reads what committed transactions wrote, and nothing of aborted ones
+            isolation_level="read_committed" if settings.get("exactly_once") else "read_uncommitted",
             **security_kwargs(settings, confluent=False),
         )
         self.topics = list(topics)
@@ -183,6 +185,10 @@ class KafkaPythonSource(Source):
 
     def seek(self, positions: dict[str, int]) -> None:
         self._resume.at.update(positions)
+
+    def group_metadata(self) -> Any:
+        """The consumer's group metadata (member, generation), for a transaction's offsets."""
+        return self.consumer.group_metadata()
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         if _kafka_python_joined(self.consumer):

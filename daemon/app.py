@@ -78,7 +78,35 @@ class Daemon:
                 r.on_revoked(keys)
 
         source = kafka_conn.make_source(settings, [pc["input_topic"]], assigned, revoked)
+        if settings["exactly_once"]:
+            from connectors.transactions import KafkaPythonTransactionalSink
+
+            return source, KafkaPythonTransactionalSink(settings, self._transactional_id(pc), rebuilt)
         return source, kafka_conn.make_sink(settings, rebuilt)
+
+    def _transactional_id(self, pc: dict[str, Any]) -> str:
+        """Stable per daemon instance and pipeline: a restart fences its previous incarnation."""
+        import socket
+
+        return f"{self.cfg.kafka['transactional_id'] or socket.gethostname()}.{pc['name']}"
+
+    def _committed(self, pc: dict[str, Any]):
+        """The pipeline's group's committed offsets on its input topic (read at each restore)."""
+        settings, group, topic = self.kafka_settings, pc["group_id"], pc["input_topic"]
+        return lambda: kafka_conn.committed_offsets(settings, group, topic)
+
+    def _check_exactly_once(self) -> None:
+        from connectors.transactions import isolation_problem
+
+        from .config import ConfigError
+
+        problem = isolation_problem(self.kafka_settings)
+        if problem is not None:
+            raise ConfigError([f"kafka.exactly_once: refused: the broker at {self.kafka_settings['bootstrap_servers']}"
+                               f" does not isolate transactions ({problem}; probe: a record written in an "
+                               "aborted transaction, then one in a committed one, read back read_committed). "
+                               "Use a Kafka >= 2.5 broker, or run at least once (exactly_once = false)"])
+        log.info("exactly-once: the broker isolates transactions (probe passed)")
 
     def _start(self) -> Daemon:
         k = self.cfg.kafka
@@ -91,6 +119,8 @@ class Daemon:
             for p in self.cfg.pipelines:
                 topics += [p["input_topic"], p["output_topic"], p["dead_letter_topic"]]
             kafka_conn.create_topics(self.kafka_settings, topics, k["topic_partitions"])
+        if k["exactly_once"]:
+            self._check_exactly_once()
         for p in self.cfg.pipelines:
             self.cores[p["name"]] = make_core(p, self.metrics)
         h = self.cfg.http
@@ -114,7 +144,8 @@ class Daemon:
                 changelog = {"topic": p["changelog_topic"], "settings": self.kafka_settings}
             source, sink = self._clients(p)
             runner = PipelineRunner(core, source, sink, self.cfg.checkpoint,
-                                    {"decision": p["output_topic"], "dlq": p["dead_letter_topic"]}, changelog=changelog)
+                                    {"decision": p["output_topic"], "dlq": p["dead_letter_topic"]}, changelog=changelog,
+                                    committed_offsets=self._committed(p) if k["exactly_once"] else None)
             self.runners.append(runner)  # before restore: a failed start closes its clients too
             runner.restore()
             self._adopt_earlier_group_offsets(p, runner)

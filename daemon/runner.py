@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -39,14 +40,21 @@ STALL_S = 30.0  # a loop whose step has not ended for this long is not ready (ed
 class PipelineRunner:
     def __init__(self, core: Core, source: Source, sink: Sink, ckpt: dict[str, Any],
                  topics: dict[str, str], lock: threading.RLock | None = None, stop_at_end: bool = False,
-                 changelog: dict[str, Any] | None = None):
+                 changelog: dict[str, Any] | None = None,
+                 committed_offsets: Callable[[], dict[str, int]] | None = None):
         self.core = core
+        # Exactly-once (a transactional sink): the group's committed offsets, read at each restore;
+        # the checkpoint restored is the one of the last committed transaction.
+        self.committed_offsets = committed_offsets
+        self.exactly_once = committed_offsets is not None
+        self._revoking: set[str] = set()  # exactly-once: partitions revoked, their offsets not committed yet
         # A keyed pipeline's changelog ({"topic", "settings": Kafka settings to read it}): each owned
         # partition's keys are written at every checkpoint and restored when a partition is assigned.
         self.changelog = changelog
         self._written: dict[str, tuple[int, int, int]] = {}  # partition -> changelog generation, chunks, position
         self._marks: dict[str, int] = {}  # partition -> the published mark last sent to the changelog
         self._reader: Any = None  # the changelog, read incrementally (connectors.changelog.Reader)
+        self._reader_lock = threading.Lock()
         self._standby_thread: threading.Thread | None = None
         self._restore_failed: str | None = None
         self.source = source
@@ -108,11 +116,22 @@ class PipelineRunner:
         """Restores the newest intact checkpoint (state and positions); damaged ones are skipped
         with a warning naming each and counted; :class:`CheckpointError` when none is intact."""
         self._unacked = False  # a resumed runner publishes again from the checkpoint
+        self._restore_failed = None  # (the rebuilt clients' assignment restores its partitions anew)
+        self._revoking = set()  # (an aborted transaction: the restored positions are the committed ones)
         self._since = 0
         self._standing = {"ready": False, "joined": False, "assigned": []}  # until the new clients join
         self._observed = -1e9
         restored = None
+        committed = self.committed_offsets() if self.committed_offsets is not None else None
         for path, arrays, meta in self.store.intact():
+            topic = self.topics["input"]
+            if committed is not None and not _same_positions(meta.get("positions", {}), committed, topic):
+                # past the last committed transaction (it was aborted or never committed): its
+                # outputs were never visible, so the records after the committed offsets are
+                # decided again from the state of the transaction that committed them
+                log.info("%s: checkpoint %s (positions %s) is not the last committed transaction's (offsets %s): "
+                         "skipped", self.core.name, meta.get("seq"), meta.get("positions"), committed)
+                continue
             try:
                 self.core.restore(arrays, meta)
             except (ValueError, KeyError, TypeError, IndexError) as e:  # intact file, unusable state
@@ -128,7 +147,12 @@ class PipelineRunner:
             self.positions = dict(restored.get("positions", {}))
             self.source.seek(self.positions)
             log.info("%s: restored checkpoint %s (positions %s)", self.core.name, restored.get("seq"), self.positions)
-        self.published = _read_progress(self._progress_path)
+        elif committed:
+            log.warning("%s: no checkpoint holds the state of the last committed transaction (offsets %s): "
+                        "resuming there with a fresh learner", self.core.name, committed)
+            self.positions = dict(committed)
+            self.source.seek(self.positions)
+        self.published = {} if self.exactly_once else _read_progress(self._progress_path)
         return restored is not None
 
     def readiness(self) -> dict[str, Any]:
@@ -187,12 +211,14 @@ class PipelineRunner:
         recs = self.source.poll(pc["batch_max_events"], pc["batch_max_ms"] / 1000.0)
         if self._restore_failed is not None:  # the rebuilt clients are assigned it again, and retry
             raise RuntimeError(self._restore_failed)
+        if self._revoking:
+            recs = self._hand_over(recs)
         if t0 - self._observed >= 0.5:
             self._observed = t0
             self.observe_membership()
         for reset in self.source.take_resets():
             self._reset(reset)
-        if recs and self.published:
+        if recs and self.published and not self.exactly_once:
             self._mark_replays(recs)
         t1 = time.perf_counter()
         with self.lock:
@@ -218,8 +244,10 @@ class PipelineRunner:
             # Marked published before a single decision of the batch is sent: a kill -9 at any
             # moment after that finds these records marked, and their decisions published again
             # after the restart carry "replay": true (some may not have reached the broker: a
-            # replay mark means "may have been published before").
-            self._write_progress(self.positions)
+            # replay mark means "may have been published before"). Under exactly-once there are no
+            # replays to mark: an aborted transaction's outputs are never read.
+            if not self.exactly_once:
+                self._write_progress(self.positions)
         if outs:
             topics = self.topics
             self.sink.send_all([(topics[o.kind], o.key, o.value) for o in outs])
@@ -286,9 +314,26 @@ class PipelineRunner:
                 self.sink.flush(timeout_s=30.0)
                 return
             except DeliveryError as e:
-                if self.stop_event.is_set():
+                if self.stop_event.is_set() or self.exactly_once:  # (the transaction is aborted)
                     raise
                 log.warning("%s: %s; retrying", self.core.name, e)
+
+    def _hand_over(self, recs: list) -> list:
+        """Exactly-once, partitions revoked: the open transaction commits with their offsets (the
+        next owner starts where this one's outputs end), and the records just read of them go."""
+        keys = set(self._revoking)
+        self.checkpoint(also=tuple(keys))
+        self._revoking -= keys
+        for k in keys:
+            self.positions.pop(k, None)
+        return [r for r in recs if f"{r.topic}:{r.partition}" not in keys]
+
+    def _commit_transaction(self, also: tuple[str, ...] = ()) -> None:
+        """Commits the open transaction with the positions of the owned partitions and ``also``."""
+        keys = set(self._owned()) | {k for k in also if k in self.positions}
+        positions = {k: self.positions[k] for k in sorted(keys)}
+        self.sink.commit(positions, self.source.group_metadata())  # type: ignore[attr-defined]
+        self.committed = {**self.committed, **positions}
 
     # -- the changelog (keyed pipelines) ---------------------------------------------------------
     def _owned(self) -> list[str]:
@@ -338,16 +383,14 @@ class PipelineRunner:
         state left off, before a record of it is processed."""
         if self.changelog is None or not keys:
             return
-        from connectors import changelog
 
         from .keyed import load
 
         t0 = time.perf_counter()
-        read_before = self._reader.records_read if self._reader is not None else 0
+        reader = self._changelog_reader()
+        read_before = reader.records_read
         try:
-            if self._reader is None:
-                self._reader = changelog.Reader(self.changelog["settings"], self.changelog["topic"])
-            states, marks = self._reader.catch_up()
+            states, marks = reader.catch_up()
         except Exception as e:  # processing without the state would lose it: the loop stops and retries
             self._restore_failed = f"reading the changelog {self.changelog['topic']} failed: {e}"
             log.error("%s: %s", self.core.name, self._restore_failed)
@@ -372,23 +415,37 @@ class PipelineRunner:
             self.core.metrics.partition_restore.labels(pipeline=self.core.name, partition=k).set(
                 time.perf_counter() - t0)
         log.info("%s: assigned %s: changelog caught up in %.2f s (%d records read)", self.core.name, keys,
-                 time.perf_counter() - t0, self._reader.records_read - read_before)
+                 time.perf_counter() - t0, reader.records_read - read_before)
 
-    def _standby(self) -> None:
-        """A warm standby: the changelog followed every second while the pipeline runs."""
+    def _changelog_reader(self) -> Any:
+        """The pipeline's one changelog reader (the loop's restores and the standby thread share it)."""
         from connectors import changelog
 
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = changelog.Reader(self.changelog["settings"], self.changelog["topic"])  # type: ignore[index]
+            return self._reader
+
+    def _standby(self) -> None:
+        """A warm standby: the changelog followed every second while the pipeline runs (read, not
+        folded: the fold is the restore's)."""
         while not self.stop_event.wait(1.0):
             try:
-                if self._reader is None:
-                    self._reader = changelog.Reader(self.changelog["settings"], self.changelog["topic"])  # type: ignore[index]
-                self._reader.catch_up()
+                self._changelog_reader().follow()
             except Exception as e:  # the next assignment reads what it needs itself
                 log.debug("%s: standby catch-up: %s", self.core.name, e)
 
     def on_revoked(self, keys: list[str]) -> None:
         """Partitions revoked in an orderly rebalance: their state is written (a checkpoint) for
-        the next owner, then forgotten here (this daemon stops learning from them)."""
+        the next owner, then forgotten here (this daemon stops learning from them). Under
+        exactly-once the open transaction commits first, with their offsets: the next owner
+        starts where this one's published outputs end."""
+        if self.exactly_once:
+            # kafka-python calls this on its network thread: the pipeline's own loop commits, at
+            # once after its poll returns, and drops what that poll read of these partitions
+            if not self.stop_event.is_set():  # (at shutdown the last checkpoint has committed)
+                self._revoking.update(keys)
+            return
         if self.changelog is None:
             return
         try:
@@ -410,10 +467,13 @@ class PipelineRunner:
             json.dump(merged, f)
         os.replace(tmp, self._progress_path)
 
-    def checkpoint(self, commit: bool = True) -> int:
+    def checkpoint(self, commit: bool = True, also: tuple[str, ...] = ()) -> int:
         """Publishes what is pending, waits for its acknowledgements, saves state and positions,
         commits the positions (not with ``commit=False``: inside a rebalance callback the consumer
-        cannot block); returns the number of outputs that were pending."""
+        cannot block); returns the number of outputs that were pending. Under exactly-once the
+        positions of the owned partitions (and of ``also``: partitions being revoked) are committed
+        with the open transaction, after the checkpoint is saved: a crash between the two leaves a
+        checkpoint past the committed offsets, which the restore skips."""
         with self.lock:
             arrays, meta = self.core.snapshot()
             outs = self.core.pending_out
@@ -425,17 +485,20 @@ class PipelineRunner:
         self.store.save(arrays, meta)
         if self.changelog is not None:
             self._write_changelog()
+        if self.exactly_once:  # (by the producer: also inside a rebalance callback)
+            self._commit_transaction(also)
         self._since = 0
         self._last_ckpt = time.monotonic()
         m = self.core.metrics
         m.checkpoints.labels(pipeline=self.core.name).inc()
         if not commit:
             return len(outs)
-        try:
-            self.source.commit(self.positions)
-            self.committed = dict(self.positions)
-        except Exception as e:  # commits serve monitoring; the checkpoint holds the truth
-            log.warning("%s: offset commit failed: %s", self.core.name, e)
+        if not self.exactly_once:
+            try:
+                self.source.commit(self.positions)
+                self.committed = dict(self.positions)
+            except Exception as e:  # commits serve monitoring; the checkpoint holds the truth
+                log.warning("%s: offset commit failed: %s", self.core.name, e)
         try:
             for k, v in self.source.lag().items():
                 topic, part = k.rsplit(":", 1)
@@ -450,6 +513,12 @@ class PipelineRunner:
             except Exception as e:
                 log.debug("topic lag unavailable: %s", e)
         return len(outs)
+
+
+def _same_positions(positions: dict[str, int], committed: dict[str, int], topic: str) -> bool:
+    """Whether a checkpoint's positions on ``topic`` are the committed offsets."""
+    mine = {k: v for k, v in positions.items() if k.rsplit(":", 1)[0] == topic}
+    return mine == {k: v for k, v in committed.items() if k.rsplit(":", 1)[0] == topic}
 
 
 def _read_progress(path: str) -> dict[str, int]:

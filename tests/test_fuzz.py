@@ -6,8 +6,10 @@ never raises; every record is accounted for exactly once (an output, a dead lett
 and offset, or joined feedback); the pipeline still decides a valid record afterwards. Over HTTP
 (the ASGI app, in-process): every answer is 200 or a 4xx with ``error`` and ``detail``, never a 5xx.
 
-``EDDY_FUZZ_EXAMPLES`` sets the examples per family (default 150: about 1,500 records each; the
-100,000-input run of issue 16 is ``EDDY_FUZZ_EXAMPLES=10000``, in benchmarks/RESULTS.md).
+``EDDY_FUZZ_EXAMPLES`` sets the examples per family (default 150: about 1,000 records and 150
+bodies each; the 100,000-input run of issue 16 is ``EDDY_FUZZ_EXAMPLES=14000``, in
+benchmarks/RESULTS.md). With ``EDDY_FUZZ_REPORT=path.json`` the counts (records, dead letters,
+decisions, joins, bodies by status) are written there, per family.
 """
 
 from __future__ import annotations
@@ -28,6 +30,22 @@ from daemon.metrics import DaemonMetrics
 from daemon.sidecar import Sidecar
 
 EXAMPLES = int(os.environ.get("EDDY_FUZZ_EXAMPLES", "150"))
+COUNTS: dict[str, dict[str, int]] = {}  # family -> what the fuzz fed and saw
+
+
+def count(family: str, **n: int) -> None:
+    c = COUNTS.setdefault(family, {})
+    for k, v in n.items():
+        c[k] = c.get(k, 0) + v
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    path = os.environ.get("EDDY_FUZZ_REPORT")
+    if path:
+        with open(path, "w") as f:
+            json.dump({"examples": EXAMPLES, "families": COUNTS}, f, indent=1, sort_keys=True)
 IDS = [f"e{i}" for i in range(6)]  # few ids: duplicates, and feedback that finds its event
 
 PIPES = {
@@ -111,6 +129,7 @@ def test_every_fuzzed_record_is_decided_dead_lettered_or_joined_and_nothing_rais
         assert len({d["offset"] for d in dead}) == len(dead)
         decided = sum(o.kind == "decision" for o in outs)
         assert decided + len(dead) + joined(core) - before == len(recs), (batch, outs)
+        count(family, records=len(recs), dead_letters=len(dead), decisions=decided, joined=joined(core) - before)
 
     check()
     good = [json.dumps({**VALID[family][0], "id": "fresh-1"} if "id" in VALID[family][0] else VALID[family][0])]
@@ -155,5 +174,6 @@ def test_every_fuzzed_sidecar_body_is_answered_200_or_4xx_with_a_reason(family):
         if status != 200:
             err = orjson.loads(answer)
             assert err["error"] and err["detail"], err
+        count(family, bodies=1, **{f"bodies_{status // 100}xx": 1})
 
     check()

@@ -1,0 +1,130 @@
+"""Exactly-once (``kafka.exactly_once``): the isolation probe, the refusal, the transactional path.
+
+The embedded broker (Tansu 0.6) accepts transactions but shows aborted records to read_committed
+consumers, so here the probe must refuse; the transactional code path itself is exercised on it
+with the probe set aside (its commits and offsets are real; the isolation is not).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from connectors.files import JsonLinesSink, JsonLinesSource
+from daemon import config
+from daemon.app import Daemon
+from daemon.config import ConfigError
+from daemon.families import make_core
+from daemon.runner import PipelineRunner
+
+from .conftest import make_records, pipeline_cfg
+from .test_kafka import consume_until, produce, small_events
+
+pytestmark = pytest.mark.kafka
+
+
+def test_the_probe_finds_that_the_embedded_broker_does_not_isolate_transactions(broker):
+    from connectors.transactions import isolation_problem
+
+    problem = isolation_problem({"bootstrap_servers": broker.bootstrap}, topic="probe-test")
+    assert problem == "a read_committed consumer received a record of an aborted transaction"
+
+
+def _cfg(broker, tmp_path, name, **kafka):
+    from connectors.kafka import create_topics
+
+    pc = pipeline_cfg(name, batch_max_events=10)
+    cfg = config.load_dict({"kafka": {"bootstrap_servers": broker.bootstrap, "group_id": name, "exactly_once": True,
+                                      "transactional_id": f"test-{name}", **kafka},
+                            "http": {"enabled": False},
+                            "checkpoint": {"dir": str(tmp_path / "state"), "every_events": 10},
+                            "pipelines": [pc]}, env=False)
+    create_topics(cfg.kafka, [pc["input_topic"], pc["output_topic"], cfg.pipelines[0]["dead_letter_topic"]])
+    return pc, cfg
+
+
+def test_exactly_once_is_refused_at_start_on_a_broker_that_does_not_isolate(broker, tmp_path):
+    _, cfg = _cfg(broker, tmp_path, "eosrefused")
+    d = Daemon(cfg)
+    with pytest.raises(ConfigError, match="does not isolate transactions .a read_committed consumer received"):
+        d.start()
+    assert not d.runners and not d.threads  # nothing started
+
+
+def test_the_settings_exactly_once_needs_are_checked():
+    base = {"pipelines": [pipeline_cfg("e")]}
+    with pytest.raises(ConfigError) as e:
+        config.load_dict({**base, "kafka": {"exactly_once": True, "client": "confluent-kafka"},
+                          "checkpoint": {"keep": 1}}, env=False)
+    assert "needs client = 'kafka-python'" in str(e.value) and "needs checkpoint.keep >= 2" in str(e.value)
+    keyed = pipeline_cfg("k", learner="epsilon-greedy", key_by="m", changelog_topic="k-changelog")
+    with pytest.raises(ConfigError, match="changelog_topic: not with kafka.exactly_once"):
+        config.load_dict({"kafka": {"exactly_once": True}, "pipelines": [keyed]}, env=False)
+
+
+def test_the_transactional_path_commits_decisions_and_offsets_together(broker, tmp_path, monkeypatch):
+    """Probe set aside: every decision published once, in transactions, the offsets committed by
+    them (none by the consumer); a daemon started again resumes at the committed offsets from the
+    checkpoint of the last committed transaction and decides what an uninterrupted one decides."""
+    from connectors import transactions
+    from connectors.kafka import committed_offsets
+
+    monkeypatch.setattr(transactions, "isolation_problem", lambda settings, **kw: None)
+    pc, cfg = _cfg(broker, tmp_path, "eospath")
+    key = f"{pc['input_topic']}:0"
+    events = small_events("a-", 40)
+    d = Daemon(cfg).start()
+    try:
+        produce(broker.bootstrap, pc["input_topic"], events)
+        got = consume_until(broker.bootstrap, pc["output_topic"], lambda out: len(out) >= 40)
+        deadline = time.monotonic() + 30
+        while committed_offsets(cfg.kafka, cfg.pipelines[0]["group_id"], pc["input_topic"]).get(key) != 40:
+            assert time.monotonic() < deadline, "the transactions did not commit the offsets"
+            time.sleep(0.2)
+    finally:
+        d.stop()
+    assert sorted(x["id"] for x in got) == sorted(f"a-{i}" for i in range(40)) and not any(x["replay"] for x in got)
+    first = {x["id"]: (x["action"], x["prob"]) for x in got}
+    d = Daemon(cfg).start()  # a new incarnation of the same transactional id
+    try:
+        assert d.runners[0].positions == {key: 40}  # the committed transaction's checkpoint
+        produce(broker.bootstrap, pc["input_topic"], small_events("b-", 20))
+        got = consume_until(broker.bootstrap, pc["output_topic"], lambda out: len(out) >= 60)
+    finally:
+        d.stop()
+    assert sorted(x["id"] for x in got) == sorted([f"a-{i}" for i in range(40)] + [f"b-{i}" for i in range(20)])
+    assert {x["id"]: (x["action"], x["prob"]) for x in got if x["id"].startswith("a-")} == first
+    assert not any(x["replay"] for x in got)
+
+
+def _file_runner(cfg, events, out, committed):
+    core = make_core(cfg.pipelines[0])
+    return PipelineRunner(core, JsonLinesSource(str(events), topic=cfg.pipelines[0]["input_topic"]),
+                          JsonLinesSink({"d": str(out)}), cfg.checkpoint, {"decision": "d", "dlq": "d"},
+                          stop_at_end=True, committed_offsets=committed)
+
+
+def test_a_restore_under_exactly_once_takes_the_checkpoint_of_the_committed_offsets(tmp_path):
+    """The checkpoint saved before a transaction that never committed is passed over; without a
+    checkpoint of the committed offsets the learner starts fresh there; with no commit at all, from
+    the beginning."""
+    events = tmp_path / "in.jsonl"
+    events.write_bytes(b"\n".join(make_records(300)) + b"\n")
+    cfg = config.load_dict({"checkpoint": {"dir": str(tmp_path / "state"), "every_events": 60, "keep": 3},
+                            "pipelines": [pipeline_cfg("eos")]}, env=False)
+    topic = cfg.pipelines[0]["input_topic"]
+    r = _file_runner(cfg, events, tmp_path / "out.jsonl", None)
+    r.restore()
+    r.run()
+    saved = [meta["positions"][f"{topic}:0"] for _, _, meta in r.store.intact()]
+    assert len(saved) == 3 and saved == sorted(saved, reverse=True)
+    older = saved[1]
+    r = _file_runner(cfg, events, tmp_path / "o2.jsonl", lambda: {f"{topic}:0": older})
+    assert r.restore() and r.positions == {f"{topic}:0": older}
+    r = _file_runner(cfg, events, tmp_path / "o3.jsonl", lambda: {f"{topic}:0": older + 1})
+    assert not r.restore() and r.positions == {f"{topic}:0": older + 1}  # no such checkpoint: fresh, there
+    r = _file_runner(cfg, events, tmp_path / "o4.jsonl", lambda: {})
+    assert not r.restore() and r.positions == {}
+    assert json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])["replay"] is False
