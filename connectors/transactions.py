@@ -34,7 +34,10 @@ def isolation_problem(settings: dict[str, Any], topic: str = PROBE_TOPIC, timeou
     """``None`` where the broker isolates transactions; otherwise what the probe saw."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    create_topics(settings, [topic], partitions=1)
+    try:
+        create_topics(settings, [topic], partitions=1)
+    except Exception as e:  # (an ACL may forbid it: the probe cannot run, the mode is refused)
+        return f"the probe topic {topic!r} could not be created: {e}"
     token = uuid.uuid4().hex
     aborted, committed = f"aborted {token}".encode(), f"committed {token}".encode()
     try:

@@ -13,6 +13,12 @@ pipeline with a changelog also sends that mark to the changelog, acknowledged be
 outputs are sent, so a daemon on another machine that takes the partition over after a crash marks
 its replays too (a mark is an upper bound: a crash between the mark and the send leaves at most one
 batch marked ``replay`` that was never published).
+
+Exactly-once (a transactional sink, ``committed_offsets`` given): the outputs between two
+checkpoints form one transaction; the checkpoint is saved, then the transaction commits with the
+owned partitions' positions (the consumer commits nothing). A restore takes the checkpoint whose
+positions are the group's committed offsets, skipping a newer one whose transaction did not
+commit; there are no replay marks (an aborted transaction's outputs are never read).
 """
 
 from __future__ import annotations

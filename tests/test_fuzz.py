@@ -6,8 +6,8 @@ never raises; every record is accounted for exactly once (an output, a dead lett
 and offset, or joined feedback); the pipeline still decides a valid record afterwards. Over HTTP
 (the ASGI app, in-process): every answer is 200 or a 4xx with ``error`` and ``detail``, never a 5xx.
 
-``EDDY_FUZZ_EXAMPLES`` sets the examples per family (default 150: about 1,000 records and 150
-bodies each; the 100,000-input run of issue 16 is ``EDDY_FUZZ_EXAMPLES=14000``, in
+``EDDY_FUZZ_EXAMPLES`` sets the examples per family (default 150: about 750 records and 150
+bodies each; the 100,000-input run of issue 16 is ``EDDY_FUZZ_EXAMPLES=17000``, in
 benchmarks/RESULTS.md). With ``EDDY_FUZZ_REPORT=path.json`` the counts (records, dead letters,
 decisions, joins, bodies by status) are written there, per family.
 """
