@@ -104,6 +104,11 @@ class KafkaPythonTransactionalSink(Sink):
         p.init_transactions()  # fences an earlier producer of this id, aborting what it left open
         return p
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (something was sent since the last commit)."""
+        return self._open
+
     def _begin(self) -> None:
         if not self._open:
             self.producer.begin_transaction()

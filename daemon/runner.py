@@ -338,6 +338,8 @@ class PipelineRunner:
         """Commits the open transaction with the positions of the owned partitions and ``also``."""
         keys = set(self._owned()) | {k for k in also if k in self.positions}
         positions = {k: self.positions[k] for k in sorted(keys)}
+        if not self.sink.in_transaction and all(self.committed.get(k) == v for k, v in positions.items()):  # type: ignore[attr-defined]
+            return  # nothing sent, nothing consumed since the last commit: no empty transaction
         self.sink.commit(positions, self.source.group_metadata())  # type: ignore[attr-defined]
         self.committed = {**self.committed, **positions}
 
