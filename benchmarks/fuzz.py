@@ -30,7 +30,7 @@ def rows_of(report: dict, failed: int, seconds: float | None) -> list[dict]:
         inputs = c.get("records", 0) + c.get("bodies", 0)
         rows.append({"system": "eddy", "workload": f"fuzz {family}", "examples": report["examples"],
                      "inputs": inputs, "records": c.get("records", 0), "dead_letters": c.get("dead_letters", 0),
-                     "decisions": c.get("decisions", 0), "joined": c.get("joined", 0),
+                     "decisions": c.get("decisions", 0), "joined": int(c.get("joined", 0)),
                      "bodies": c.get("bodies", 0), "bodies_2xx": c.get("bodies_2xx", 0),
                      "bodies_4xx": c.get("bodies_4xx", 0), "bodies_5xx": c.get("bodies_5xx", 0),
                      "failed_tests": failed, **({"seconds": round(seconds, 1)} if seconds is not None else {})})
