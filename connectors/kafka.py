@@ -288,6 +288,13 @@ def _maybe_written(exc: BaseException | None) -> bool:
     return not isinstance(exc, errors.BrokerResponseError) or isinstance(exc, maybe)
 
 
+def producer_kwargs(settings: dict[str, Any], **over: Any) -> dict[str, Any]:
+    """The daemon's kafka-python producer settings (``over`` replaces or adds some)."""
+    return {"bootstrap_servers": settings["bootstrap_servers"], "acks": "all", "linger_ms": 2,
+            "batch_size": 256 * 1024, "max_request_size": 4 * 1024 * 1024, "request_timeout_ms": 10000,
+            "max_block_ms": 10000, **security_kwargs(settings, confluent=False), **over}
+
+
 class KafkaPythonSink(Sink):
     def __init__(self, settings: dict[str, Any], on_rebuild: Callable[[], None] | None = None):
         self.settings = settings
@@ -298,10 +305,7 @@ class KafkaPythonSink(Sink):
     def _build(self):
         from kafka import KafkaProducer
 
-        return KafkaProducer(
-            bootstrap_servers=self.settings["bootstrap_servers"], acks="all", linger_ms=2,
-            batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, request_timeout_ms=10000,
-            max_block_ms=10000, **security_kwargs(self.settings, confluent=False))
+        return KafkaProducer(**producer_kwargs(self.settings))
 
     def rebuild(self) -> None:
         try:

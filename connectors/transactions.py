@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import DeliveryError, Sink
-from .kafka import _split, create_topics, security_kwargs
+from .kafka import _split, create_topics, producer_kwargs, security_kwargs
 
 log = logging.getLogger("eddy.kafka")
 
@@ -97,10 +97,7 @@ class KafkaPythonTransactionalSink(Sink):
     def _build(self):
         from kafka import KafkaProducer
 
-        p = KafkaProducer(bootstrap_servers=self.settings["bootstrap_servers"], acks="all", linger_ms=2,
-                          batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, request_timeout_ms=10000,
-                          max_block_ms=30000, transactional_id=self.transactional_id,
-                          **security_kwargs(self.settings, confluent=False))
+        p = KafkaProducer(**producer_kwargs(self.settings, max_block_ms=30000, transactional_id=self.transactional_id))
         p.init_transactions()  # fences an earlier producer of this id, aborting what it left open
         return p
 

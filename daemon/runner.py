@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from connectors.base import DeliveryError, OffsetReset, Sink, Source
+from connectors.base import DeliveryError, OffsetReset, Sink, Source, pos_key
 
 from .checkpoint import CheckpointError, CheckpointStore
 from .families import Core
@@ -128,10 +128,11 @@ class PipelineRunner:
         self._standing = {"ready": False, "joined": False, "assigned": []}  # until the new clients join
         self._observed = -1e9
         restored = None
+        topic = self.topics["input"]
         committed = self.committed_offsets() if self.committed_offsets is not None else None
+        on_topic = _on_topic(committed, topic) if committed is not None else None
         for path, arrays, meta in self.store.intact():
-            topic = self.topics["input"]
-            if committed is not None and not _same_positions(meta.get("positions", {}), committed, topic):
+            if on_topic is not None and _on_topic(meta.get("positions", {}), topic) != on_topic:
                 # past the last committed transaction (it was aborted or never committed): its
                 # outputs were never visible, so the records after the committed offsets are
                 # decided again from the state of the transaction that committed them
@@ -332,7 +333,7 @@ class PipelineRunner:
         self._revoking -= keys
         for k in keys:
             self.positions.pop(k, None)
-        return [r for r in recs if f"{r.topic}:{r.partition}" not in keys]
+        return [r for r in recs if pos_key(r.topic, r.partition) not in keys]
 
     def _commit_transaction(self, also: tuple[str, ...] = ()) -> None:
         """Commits the open transaction with the positions of the owned partitions and ``also``."""
@@ -493,7 +494,7 @@ class PipelineRunner:
         self.store.save(arrays, meta)
         if self.changelog is not None:
             self._write_changelog()
-        if self.exactly_once:  # (by the producer: also inside a rebalance callback)
+        if self.exactly_once:  # (by the producer: the consumer commits nothing)
             self._commit_transaction(also)
         self._since = 0
         self._last_ckpt = time.monotonic()
@@ -523,10 +524,9 @@ class PipelineRunner:
         return len(outs)
 
 
-def _same_positions(positions: dict[str, int], committed: dict[str, int], topic: str) -> bool:
-    """Whether a checkpoint's positions on ``topic`` are the committed offsets."""
-    mine = {k: v for k, v in positions.items() if k.rsplit(":", 1)[0] == topic}
-    return mine == {k: v for k, v in committed.items() if k.rsplit(":", 1)[0] == topic}
+def _on_topic(positions: dict[str, int], topic: str) -> dict[str, int]:
+    """The positions of ``topic``'s partitions (a checkpoint's, or the committed offsets)."""
+    return {k: v for k, v in positions.items() if k.rsplit(":", 1)[0] == topic}
 
 
 def _read_progress(path: str) -> dict[str, int]:
