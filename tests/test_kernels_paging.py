@@ -591,6 +591,36 @@ def test_the_s3fifo_ghost_packs_its_ring_and_frees_a_place_on_each_ghost_hit():
     assert (c._st["real/ring"] != T.EMPTY).sum() == g[2]
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_the_ghost_ring_packs_in_place_keeping_its_live_keys_in_order(seed):
+    # The pack rotates the ring so that its oldest slot comes first and slides the live keys
+    # down, allocating nothing; the reference lists the live keys from the head, in order.
+    from learners.paging import _kernels as K
+
+    rng = np.random.default_rng(seed)
+    g = int(rng.integers(1, 40))
+    R = 2 * g
+    ring, gsize = np.full(R, T.EMPTY, dtype=np.int64), np.zeros(R, dtype=np.int64)
+    gtk, gtv = T.new_table(g)
+    head = int(rng.integers(0, R))
+    live = sorted(rng.choice(R, size=int(rng.integers(0, g + 1)), replace=False).tolist())
+    expect = []
+    for j in range(R):  # slots in ring order from the head
+        pos = (head + j) % R
+        if pos in live:
+            key = int(rng.integers(0, 10**6)) * R + pos  # distinct keys
+            ring[pos], gsize[pos] = key, int(rng.integers(1, 100))
+            T.ht_put(gtk, gtv, key, pos)
+            expect.append((key, int(gsize[pos])))
+    gmeta = np.array([head, R, len(live), 1, sum(s for _, s in expect)], dtype=np.int64)
+    K._ghost_pack(gtk, gtv, ring, gsize, gmeta)
+    m = len(expect)
+    assert [(int(ring[j]), int(gsize[j])) for j in range(m)] == expect
+    assert (ring[m:] == T.EMPTY).all()
+    assert gmeta[:3].tolist() == [0, m, m]
+    assert all(T.ht_get(gtk, gtv, key) == j for j, (key, _) in enumerate(expect))
+
+
 def test_an_s3fifo_snapshot_of_the_earlier_ghost_layout_restores():
     # Before S3-FIFO followed libCacheSim, its ghost was a ring of one slot per key with
     # gmeta = [head, count]; such a snapshot restores with its live ghost keys and goes on.

@@ -171,7 +171,7 @@ def _hold(s, sz, fsize, meta):
         meta[M_BYTES] += sz
 
 
-@jit
+@jit(refcounts=False)
 def queue_run(policy, keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit,
               meta, fsize, hit, evicted, nev, evk, evpos):
     """LRU (policy 0), FIFO (1) and SIEVE (2) over one list, unit-size pages or sized objects.
@@ -244,7 +244,7 @@ G_HEAD, G_SPAN, G_LIVE, G_EVICTED, G_BYTES = 0, 1, 2, 3, 4
 N_GMETA = 5
 
 
-@jit
+@jit(refcounts=False)
 def _ghost_pop(gtk, gtv, ring, gsize, gmeta):
     """Drops the oldest live key of the ghost."""
     R = ring.shape[0]
@@ -261,28 +261,40 @@ def _ghost_pop(gtk, gtv, ring, gsize, gmeta):
             return
 
 
-@jit
+@jit(inline="always")
+def _reverse(a, lo, hi):
+    """Reverses a[lo:hi] in place."""
+    hi -= 1
+    while lo < hi:
+        a[lo], a[hi] = a[hi], a[lo]
+        lo += 1
+        hi -= 1
+
+
+@jit(refcounts=False)
 def _ghost_pack(gtk, gtv, ring, gsize, gmeta):
-    """Moves the live keys, in order, to the start of the ring."""
-    R = ring.shape[0]
-    keys = np.empty(gmeta[G_LIVE], dtype=np.int64)
-    sizes = np.empty(gmeta[G_LIVE], dtype=np.int64)
+    """Moves the live keys, in order, to the start of the ring, in place (the ring is rotated so that
+    its oldest slot comes first, then its live keys are slid down)."""
+    R, head = ring.shape[0], gmeta[G_HEAD]
+    if head:
+        for a in (ring, gsize):
+            _reverse(a, 0, head)
+            _reverse(a, head, R)
+            _reverse(a, 0, R)
     m = 0
     for j in range(gmeta[G_SPAN]):
-        pos = (gmeta[G_HEAD] + j) % R
-        if ring[pos] != EMPTY:
-            keys[m] = ring[pos]
-            sizes[m] = gsize[pos]
+        key = ring[j]
+        if key != EMPTY:
+            ring[m] = key
+            gsize[m] = gsize[j]
+            ht_put(gtk, gtv, key, m)
             m += 1
-    ring[:] = EMPTY
-    for j in range(m):
-        ring[j] = keys[j]
-        gsize[j] = sizes[j]
-        ht_put(gtk, gtv, keys[j], j)
+    for j in range(m, R):
+        ring[j] = EMPTY
     gmeta[G_HEAD], gmeta[G_SPAN] = 0, m
 
 
-@jit
+@jit(refcounts=False)
 def ghost_add(gtk, gtv, ring, gsize, gmeta, key, size, cap_bytes):
     """Adds a key of ``size`` to the ghost FIFO (at most ``ring.shape[0] // 2`` keys weighing at
     most ``cap_bytes``), dropping the oldest while it would not fit; a key heavier than the whole
@@ -320,7 +332,7 @@ def ghost_take(gtk, gtv, ring, gsize, gmeta, key):
     return True
 
 
-@jit
+@jit(refcounts=False)
 def s3fifo_run(keys, ops, sizes, cap, k, small_k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit,
                meta, fsize, gtk, gtv, ring, gsize, gmeta, lbits, lbit, hit, evicted, nev, evk, evpos):
     """S3-FIFO (Yang et al., SOSP'23) as libCacheSim's ``S3FIFO.c`` runs it: a small FIFO S
@@ -464,7 +476,7 @@ def _ghost_drop_lru(L, tkeys, tvals, gkey, gfree, gprv, gnxt, glst, ghead, gtail
     _give(gkey, gfree, gmeta, g)
 
 
-@jit
+@jit(refcounts=False)
 def arc_run(keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
             gkey, gfree, gprv, gnxt, glst, ghead, gtail, gcnt, gmeta, pf, hit, evicted):
     """ARC (Megiddo & Modha, FAST'03): T1/T2 (lists 0/1 of the cache frames) hold pages seen once /
@@ -535,7 +547,7 @@ def arc_run(keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail,
 
 
 # -- randomized Marker --------------------------------------------------------------------------------
-@jit
+@jit(refcounts=False)
 def _unm_remove(unm, upos, meta, s):
     j = upos[s]
     last = unm[meta[M_NUNM] - 1]
@@ -545,7 +557,7 @@ def _unm_remove(unm, upos, meta, s):
     upos[s] = -1
 
 
-@jit
+@jit(refcounts=False)
 def marker_run(seed, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
                unm, upos, hit, evicted):
     """Randomized Marker (Fiat et al. 1991): phases; a requested page is marked; a fault evicts a
@@ -598,7 +610,7 @@ def marker_run(seed, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhea
 
 
 # -- predictions: follow the discard bits -------------------------------------------------------------
-@jit
+@jit(refcounts=False)
 def ftp_discard_run(keys, ops, sizes, cap, bits, grace, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt,
                     bit, meta, fsize, ltime, hit, evicted, nev, evk, evpos):
     """Follow-the-prediction with discard bits (reconstructed, see :mod:`learners.paging`).
@@ -648,7 +660,7 @@ def ftp_discard_run(keys, ops, sizes, cap, bits, grace, k, tkeys, tvals, fkey, f
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, b)
 
 
-@jit
+@jit(refcounts=False)
 def marker_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta,
                        hit, evicted):
     """The robust marking variant with one-bit predictions (reconstructed, see :mod:`learners.paging`).
@@ -694,7 +706,7 @@ def marker_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, l
 
 
 # -- following the leader among shadows --------------------------------------------------------------
-@jit
+@jit(refcounts=False)
 def follow_run(keys, ops, sizes, cap, lead_ev, lead_nev, lead_evk, tkeys, tvals, fkey, free, prv, nxt, lst, lhead,
                ltail, lcnt, bit, meta, fsize, hit, evicted, nev, evk, evpos):
     """The real cache of a follow-the-leader combiner, over requests that the leading shadow has
@@ -755,7 +767,7 @@ def _unheld(q, tkeys, tvals, prv, nxt, lst, lhead, ltail, lcnt):
         _push_head(prv, nxt, lst, lhead, ltail, lcnt, s, 0)
 
 
-@jit
+@jit(refcounts=False)
 def resort(ltk, ltv, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, bit, meta):
     """After a switch: re-sorts the real pages into list 1 (held by the new leader, whose key table
     is ``ltk``/``ltv``, values < k) and list 0 (not held), keeping least-recently-used order within each."""
@@ -776,14 +788,14 @@ N_CM = 7
 LEAST_STRETCH = 64
 
 
-@jit
+@jit(refcounts=False)
 def first_check(k, most):
     """Where the first check of the switching rule falls: after max(k, ``LEAST_STRETCH``) requests,
     at most ``most``."""
     return min(most, max(LEAST_STRETCH, k))
 
 
-@jit
+@jit(refcounts=False)
 def leader_after(faults, cm, margin, k, most, t):
     """The switching rule, checked at request t = ``cm[CM_NEXT]`` (an absolute position, so that
     the outcome does not depend on how a stream is cut into batches).

@@ -68,7 +68,7 @@ H_KEY, H_LAST, H_COUNT, H_GAP, H_PEND_T, H_PEND_F, H_PEND_BIT, H_OPT, H_PEND_SIZ
 N_HIST = 9
 
 
-@jit
+@jit(refcounts=False)
 def _bucket(x, top):
     b = 0
     while x > 1 and b < top:
@@ -77,7 +77,7 @@ def _bucket(x, top):
     return b
 
 
-@jit
+@jit(refcounts=False)
 def _cell(f, q):
     """Cell of table q for the packed features f = ((r*16 + gap)*16 + count)*8 + counter."""
     o = f & 7
@@ -99,7 +99,7 @@ def _cell(f, q):
     return o * 16 + r
 
 
-@jit
+@jit(refcounts=False)
 def _prob(f, w, wb):
     z = wb[0]
     for q in range(N_TABLES):
@@ -115,7 +115,7 @@ def _apply(occ, lazy, p, v, m):
         lazy[p] += v
 
 
-@jit
+@jit(refcounts=False)
 def _build(occ, lazy, p):
     while p > 1:
         p >>= 1
@@ -123,7 +123,7 @@ def _build(occ, lazy, p):
         occ[p] = (a if a > b else b) + lazy[p]
 
 
-@jit
+@jit(refcounts=False)
 def _height(m):
     h = 0
     while (1 << h) < m:
@@ -131,7 +131,7 @@ def _height(m):
     return h
 
 
-@jit
+@jit(refcounts=False)
 def _push(occ, lazy, p, m, h):
     """Pushes the lazy adds of leaf p's ancestors (from the root, the tree's height ``h``) down."""
     s = h
@@ -144,7 +144,7 @@ def _push(occ, lazy, p, m, h):
         s -= 1
 
 
-@jit
+@jit(refcounts=False)
 def _range_add(occ, lazy, l, r, v):
     m = occ.shape[0] // 2
     l += m
@@ -163,7 +163,7 @@ def _range_add(occ, lazy, l, r, v):
     _build(occ, lazy, r0 - 1)
 
 
-@jit
+@jit(refcounts=False)
 def _range_max(occ, lazy, l, r, h):
     m = occ.shape[0] // 2
     l += m
@@ -183,7 +183,7 @@ def _range_max(occ, lazy, l, r, h):
     return res
 
 
-@jit
+@jit(refcounts=False)
 def _clear_block(occ, lazy, a, h):
     """Zeroes the ``BLOCK`` slots from a (a multiple of ``BLOCK``): they held times that have left
     the window. The block is one subtree: its ancestors' lazy adds go down first, then it is
@@ -204,7 +204,7 @@ def _clear_block(occ, lazy, a, h):
     _build(occ, lazy, root)
 
 
-@jit
+@jit(refcounts=False)
 def keep_fits(occ, lazy, a, b, size, cap_units):
     """OPTgen: can ``size`` more units be kept over times a..b-1 (absolute, b - a below the ring's
     slots)? If so they are added. Returns (whether they fit, the most units already kept over
@@ -240,7 +240,7 @@ def tree_slots(k: int) -> int:
     return m
 
 
-@jit
+@jit(refcounts=False)
 def _reveal(s, label, hist, w, g2sum, wb, conf, weight=1.0):
     f = hist[s, H_PEND_F]
     g = (_prob(f, w, wb) - label) * weight
@@ -257,7 +257,7 @@ def _reveal(s, label, hist, w, g2sum, wb, conf, weight=1.0):
     hist[s, H_OPT] = max(o - 1, 0) if label == 1 else min(o + 1, 7)
 
 
-@jit
+@jit(refcounts=False)
 def predict_step(key, size, k, cap_units, reach, ht, hv, hist, qt, qs, w, g2sum, wb, conf, pm, occ, lazy):
     """One request (of ``size`` units): learns from the labels it reveals, then returns
     (P(safe), horizon)."""
@@ -316,7 +316,7 @@ def predict_step(key, size, k, cap_units, reach, ht, hv, hist, qt, qs, w, g2sum,
     return p, horizon
 
 
-@jit
+@jit(refcounts=False)
 def predict_run(keys, ops, sizes, k, cap_units, reach, ht, hv, hist, qt, qs, w, g2sum, wb, conf, pm, occ, lazy,
                 prob, horizon):
     """Runs :func:`predict_step` over requests (a delete, ``ops[i] == 1``, is not a request: 0, 0);

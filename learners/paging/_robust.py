@@ -38,7 +38,7 @@ LEARNED_SHADOWS_BYTES = ("lru", "s3fifo", "ftp-0.3-quarter", "ftp-0.5")  # byte-
 ROBUST_SHADOWS = ("ftp", "lru")
 
 
-@jit
+@jit(refcounts=False)
 def _count_faults(hits, faults, m):
     for e in range(hits.shape[0]):
         for j in range(m):
@@ -46,7 +46,7 @@ def _count_faults(hits, faults, m):
                 faults[e] += 1
 
 
-@jit
+@jit(refcounts=False)
 def robust_run(keys, ops, bits, most, margin, fa, fa_time, fb, real, cm, faults, hits, evs, grace, hit, evicted):
     """``robust-discard``: FtP over ``bits`` (shadow ``fa``) against LRU (``fb``); stretches of at
     most ``most`` requests (the scratch arrays' length)."""
@@ -73,7 +73,7 @@ def robust_run(keys, ops, bits, most, margin, fa, fa_time, fb, real, cm, faults,
         i = b
 
 
-@jit
+@jit(refcounts=False)
 def learned_predictions(keys, ops, k, reach, ps, f1, ftime, s3l, s3l_ghost, s3l_bit, small_k, prob, horizon, bits,
                         grace, hits, evs):
     """``learned-discard``, first half of a stretch: the predictor's outputs (into ``prob`` and
@@ -98,7 +98,7 @@ def learned_predictions(keys, ops, k, reach, ps, f1, ftime, s3l, s3l_ghost, s3l_
                  s3l_ghost[4], bits[:m], s3l_bit, hits[4, :m], evs[4, :m], None, None, None)
 
 
-@jit
+@jit(refcounts=False)
 def learned_classical(keys, ops, k, lru, arc, arc_ghost, arc_p, s3, s3_ghost, small_k, hits, evs):
     """``learned-discard``, second half of a stretch (independent of the first): the LRU, ARC and
     S3-FIFO shadows (rows 0-2 of ``hits``/``evs``)."""
@@ -113,7 +113,7 @@ def learned_classical(keys, ops, k, lru, arc, arc_ghost, arc_p, s3, s3_ghost, sm
                  hits[2, :m], evs[2, :m], None, None, None)
 
 
-@jit
+@jit(refcounts=False)
 def learned_follow(keys, ops, most, margin, lru, arc, s3, f1, s3l, real, cm, faults, hits, evs, hit, evicted):
     """``learned-discard``, end of a stretch: the real cache follows its leader over the stretch,
     then the switching rule runs if the stretch ends where it is checked next."""
