@@ -10,7 +10,9 @@ State of a cache of ``k`` frames (all plain arrays, updated in place):
 * ``meta``: counters (see the ``M_*`` indices).
 
 Requests: ``keys[i]`` with ``ops[i]`` 0 = access, 1 = delete (invalidate). Outputs per request:
-``hit[i]`` (1 hit, 0 miss, -1 for a delete) and ``evicted[i]`` (the key evicted on that miss, or
+``hit[i]`` (1 hit, 0 miss; a delete -2 when it removed a cached key, else -1, which
+:class:`~learners.paging.cache.PagingCache` reports as -1 both: the race needs to know what a
+shadow held, :func:`._robust.learned_follow`) and ``evicted[i]`` (the key evicted on that miss, or
 ``EMPTY``). Misses include cold misses, as libCacheSim counts them.
 
 **Byte-capacity mode.** LRU/FIFO/SIEVE, S3-FIFO, FtP and the follow-the-leader real cache also
@@ -193,7 +195,7 @@ def queue_run(policy, keys, ops, sizes, cap, k, tkeys, tvals, fkey, free, prv, n
         _begin(i, evicted, nev)
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:  # delete
-            hit[i] = -1
+            hit[i] = -1 if s < 0 else -2
             if s >= 0:
                 if meta[M_HAND] == s:
                     meta[M_HAND] = prv[s]
@@ -374,7 +376,7 @@ def s3fifo_run(keys, ops, sizes, cap, k, small_k, tkeys, tvals, fkey, free, prv,
         _begin(i, evicted, nev)
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:
-            hit[i] = -1
+            hit[i] = -1 if s < 0 else -2
             if s >= 0:
                 if fsize is not None:
                     if lst[s] == 0:
@@ -492,7 +494,7 @@ def arc_run(keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail,
         s = v if v < c else -1
         g = v - c if v >= c else -1
         if ops[i] == 1:
-            hit[i] = -1
+            hit[i] = -1 if s < 0 else -2
             if s >= 0:
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
                 _release(fkey, free, meta, tkeys, tvals, s)
@@ -574,7 +576,7 @@ def marker_run(seed, keys, ops, k, tkeys, tvals, fkey, free, prv, nxt, lst, lhea
         evicted[i] = EMPTY
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:
-            hit[i] = -1
+            hit[i] = -1 if s < 0 else -2
             if s >= 0:
                 if bit[s] == 0:
                     _unm_remove(unm, upos, meta, s)
@@ -635,7 +637,7 @@ def ftp_discard_run(keys, ops, sizes, cap, bits, grace, k, tkeys, tvals, fkey, f
         _begin(i, evicted, nev)
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:
-            hit[i] = -1
+            hit[i] = -1 if s < 0 else -2
             if s >= 0:
                 _remove(s, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize)
             continue
@@ -677,7 +679,7 @@ def marker_discard_run(keys, ops, bits, k, tkeys, tvals, fkey, free, prv, nxt, l
         evicted[i] = EMPTY
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:
-            hit[i] = -1
+            hit[i] = -1 if s < 0 else -2
             if s >= 0:
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, s)
                 _release(fkey, free, meta, tkeys, tvals, s)
@@ -737,7 +739,7 @@ def follow_run(keys, ops, sizes, cap, lead_ev, lead_nev, lead_evk, tkeys, tvals,
             p += lead_nev[i]
         s = ht_get(tkeys, tvals, key)
         if ops[i] == 1:
-            hit[i] = -1
+            hit[i] = -1 if s < 0 else -2
             if s >= 0:
                 _remove(s, fkey, free, prv, nxt, lst, lhead, ltail, lcnt, meta, tkeys, tvals, fsize)
             continue
@@ -781,6 +783,42 @@ def resort(ltk, ltv, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail, lcnt
                 _unlink(prv, nxt, lst, lhead, ltail, lcnt, f)
                 _push_head(prv, nxt, lst, lhead, ltail, lcnt, f, want)
             f = p
+
+
+@jit(refcounts=False)
+def resort_at(keys, hits, evs, e, j, end, stk, stv, ltk, ltv, tkeys, tvals, fkey, free, prv, nxt, lst, lhead, ltail,
+              lcnt, bit, meta):
+    """:func:`resort` as of request j of a chunk whose requests j..end-1 the new leader (row e of
+    ``hits``/``evs``, its key table ``ltk``/``ltv`` as of ``end``) has already replayed: whether it
+    held a key at j is read from the key's first event after j (a hit, or an eviction, or a delete
+    that removed it, hit -2: held; a miss: not held; none: as at ``end``). Unit-size pages (a
+    request evicts at most one page). ``stk``/``stv``: an empty scratch table for 2 (end - j) keys,
+    left empty."""
+    for r in range(end - 1, j - 1, -1):  # backwards: the first event after j is written last
+        h = hits[e, r]
+        if h == 0:
+            ht_put(stk, stv, keys[r], 0)
+        elif h == 1 or h == -2:
+            ht_put(stk, stv, keys[r], 1)
+        if evs[e, r] != EMPTY:
+            ht_put(stk, stv, evs[e, r], 1)
+    c = fkey.shape[0]
+    for L in range(2):
+        f = ltail[L]
+        while f >= 0:
+            p = prv[f]
+            want = ht_get(stk, stv, fkey[f])
+            if want < 0:
+                v = ht_get(ltk, ltv, fkey[f])
+                want = 1 if 0 <= v < c else 0  # (ARC's table also maps its ghosts, to k and up)
+            if want != L:
+                _unlink(prv, nxt, lst, lhead, ltail, lcnt, f)
+                _push_head(prv, nxt, lst, lhead, ltail, lcnt, f, want)
+            f = p
+    for r in range(j, end):
+        ht_del(stk, stv, keys[r])
+        if evs[e, r] != EMPTY:
+            ht_del(stk, stv, evs[e, r])
 
 
 CM_LEADER, CM_SWITCHES, CM_MARGIN, CM_NEXT, CM_DMAX, CM_FAULTS_AT, CM_T_AT = range(7)

@@ -9,8 +9,10 @@ stretch's end and sets the next one's length from the cache size and the leader'
 (about k of its faults per stretch, between 64 and ``most`` requests). Its docstring states and
 proves the bound: the real cache faults at most as often as the best shadow plus, per switch,
 k + the margin + the most faults of the leader in one stretch (and one margin and stretch more).
-The learned policy's shadows come in two independent halves (predictor + learned shadows,
-classical shadows) that the caller may run on two threads (the kernels release the GIL).
+The learned policy goes in chunks of requests: the predictor's bits, then the shadows over them,
+then the real cache following the leader stretch by stretch; with two threads the predictor works
+on the next chunk while the shadows and the real cache replay this one (the kernels release the
+GIL).
 
 Shadows of ``robust-discard``: FtP over the given bits, LRU. Shadows of ``learned-discard``: LRU,
 ARC, S3-FIFO, FtP over the learned bit ``p > 0.3`` with a grace of a quarter of the predicted
@@ -74,14 +76,11 @@ def robust_run(keys, ops, bits, most, margin, fa, fa_time, fb, real, cm, faults,
 
 
 @jit(refcounts=False)
-def learned_predictions(keys, ops, k, reach, ps, f1, ftime, s3l, s3l_ghost, s3l_bit, small_k, prob, horizon, bits,
-                        grace, hits, evs):
-    """``learned-discard``, first half of a stretch: the predictor's outputs (into ``prob`` and
-    ``horizon``) and the two learned shadows over them (rows 3 and 4 of ``hits``/``evs``): FtP
-    (``ftime``: its frames' last request times) and the learned S3-FIFO (``s3l_bit``: its frames'
-    latest bits); ``bits``/``grace`` scratch (n)."""
-    m = keys.shape[0]
-    for j in range(m):
+def learned_bits(keys, ops, k, reach, ps, prob, horizon, bits, grace):
+    """``learned-discard``, first step of a chunk: the predictor's outputs (into ``prob`` and
+    ``horizon``) and the learned shadows' inputs: the bit p > 0.3 and a grace of a quarter of the
+    horizon (into ``bits``/``grace``, at least as long as the chunk)."""
+    for j in range(keys.shape[0]):
         if ops[j] == 1:  # a delete is not a request: no prediction
             p, h = 0.0, 0
         else:
@@ -91,6 +90,14 @@ def learned_predictions(keys, ops, k, reach, ps, f1, ftime, s3l, s3l_ghost, s3l_
         horizon[j] = h
         bits[j] = 1 if p > 0.3 else 0
         grace[j] = h // 4
+
+
+@jit(refcounts=False)
+def learned_shadows(keys, ops, k, f1, ftime, s3l, s3l_ghost, s3l_bit, small_k, bits, grace, hits, evs):
+    """``learned-discard``: the two learned shadows over a chunk's bits (rows 3 and 4 of
+    ``hits``/``evs``): FtP (``ftime``: its frames' last request times) and the learned S3-FIFO
+    (``s3l_bit``: its frames' latest bits)."""
+    m = keys.shape[0]
     K.ftp_discard_run(keys, ops, None, k, bits[:m], grace[:m], k, f1[0], f1[1], f1[2], f1[3], f1[4], f1[5], f1[6],
                       f1[7], f1[8], f1[9], f1[10], f1[11], None, ftime, hits[3, :m], evs[3, :m], None, None, None)
     K.s3fifo_run(keys, ops, None, k, k, small_k, s3l[0], s3l[1], s3l[2], s3l[3], s3l[4], s3l[5], s3l[6], s3l[7],
@@ -100,8 +107,8 @@ def learned_predictions(keys, ops, k, reach, ps, f1, ftime, s3l, s3l_ghost, s3l_
 
 @jit(refcounts=False)
 def learned_classical(keys, ops, k, lru, arc, arc_ghost, arc_p, s3, s3_ghost, small_k, hits, evs):
-    """``learned-discard``, second half of a stretch (independent of the first): the LRU, ARC and
-    S3-FIFO shadows (rows 0-2 of ``hits``/``evs``)."""
+    """``learned-discard``: the LRU, ARC and S3-FIFO shadows over a chunk (rows 0-2 of
+    ``hits``/``evs``)."""
     m = keys.shape[0]
     K.queue_run(0, keys, ops, None, k, k, lru[0], lru[1], lru[2], lru[3], lru[4], lru[5], lru[6], lru[7], lru[8],
                 lru[9], lru[10], lru[11], None, hits[0, :m], evs[0, :m], None, None, None)
@@ -114,16 +121,29 @@ def learned_classical(keys, ops, k, lru, arc, arc_ghost, arc_p, s3, s3_ghost, sm
 
 
 @jit(refcounts=False)
-def learned_follow(keys, ops, most, margin, lru, arc, s3, f1, s3l, real, cm, faults, hits, evs, hit, evicted):
-    """``learned-discard``, end of a stretch: the real cache follows its leader over the stretch,
-    then the switching rule runs if the stretch ends where it is checked next."""
-    m = keys.shape[0]
-    _count_faults(hits, faults, m)
-    K.follow_run(keys, ops, None, 0, evs[cm[0], :m], None, None, real[0], real[1], real[2], real[3], real[4], real[5],
-                 real[6], real[7], real[8], real[9], real[10], real[11], None, hit, evicted, None, None, None)
-    t = real[11][K.M_T]
-    if t == cm[K.CM_NEXT] and K.leader_after(faults, cm, margin, real[2].shape[0], most, t):
-        e = cm[0]
-        lead = lru if e == 0 else arc if e == 1 else s3 if e == 2 else f1 if e == 3 else s3l
-        K.resort(lead[0], lead[1], real[0], real[1], real[2], real[3], real[4], real[5], real[6], real[7],
-                 real[8], real[9], real[10], real[11])
+def learned_follow(keys, ops, most, margin, lru, arc, s3, f1, s3l, real, cm, faults, hits, evs, hit, evicted, stk, stv):
+    """``learned-discard``, after both halves replayed a chunk of requests (any length): the real
+    cache follows its leader stretch by stretch, each stretch ending where the switching rule is
+    checked next; after a switch inside the chunk the real pages are sorted by what the new
+    leader held then (:func:`._kernels.resort_at`; ``stk``/``stv`` its scratch table), so a chunk
+    gives the outputs the stretches would have given one by one, however the stream is cut."""
+    n = keys.shape[0]
+    k = real[2].shape[0]
+    meta = real[11]
+    i = 0
+    while i < n:
+        b = min(n, i + cm[K.CM_NEXT] - meta[K.M_T])  # (the next check lies ahead: b > i)
+        for e in range(hits.shape[0]):
+            for j in range(i, b):
+                if hits[e, j] == 0:
+                    faults[e] += 1
+        K.follow_run(keys[i:b], ops[i:b], None, 0, evs[cm[0], i:b], None, None, real[0], real[1], real[2], real[3],
+                     real[4], real[5], real[6], real[7], real[8], real[9], real[10], real[11], None, hit[i:b],
+                     evicted[i:b], None, None, None)
+        t = meta[K.M_T]
+        if t == cm[K.CM_NEXT] and K.leader_after(faults, cm, margin, k, most, t):
+            e = cm[0]
+            lead = lru if e == 0 else arc if e == 1 else s3 if e == 2 else f1 if e == 3 else s3l
+            K.resort_at(keys, hits, evs, e, b, n, stk, stv, lead[0], lead[1], real[0], real[1], real[2], real[3],
+                        real[4], real[5], real[6], real[7], real[8], real[9], real[10], real[11])
+        i = b

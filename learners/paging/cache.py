@@ -28,6 +28,7 @@ _PREFIX = {"ftp": "ftp", "lru": "lru", "arc": "arc", "s3fifo": "s3", "ftp-0.3-qu
 _ONE = np.ones(1, dtype=np.int64)  # every request one unit (page mode)
 _S3_GHOST = ("gtk", "gtv", "ring", "gsize", "gmeta")
 _GHOST = ("fkey", "free", "prv", "nxt", "lst", "lhead", "ltail", "lcnt", "meta")
+_CHUNK = 8192  # learned-discard: requests its shadows replay before the real cache follows them
 
 
 def _frames(prefix: str, k: int, arc: bool = False) -> dict[str, np.ndarray]:
@@ -360,44 +361,51 @@ class PagingCache(Tracker):
             out["prob"] = prob
         evicts = ev != EMPTY
         ev[~evicts] = 0
+        hit[hit < -1] = -1  # (a delete of a cached key: -2 from the kernels)
         counts = self._st["counts"]
         counts[0] += int((hit == 1).sum())
         counts[1] += int((hit == 0).sum())
         return {"hit": hit, "evicts": evicts, "evicted": ev, **out}
 
     def _learned(self, keys, ops, ps, real, prob, horizon, hit, ev) -> None:
-        """learned-discard over one batch, in stretches ending where the switching rule is checked
-        next; the two independent halves of each stretch run on two threads when ``threads`` is 2
-        and the stretch is long enough to pay for the hand-over."""
+        """learned-discard over one batch, in chunks of at most ``_CHUNK`` requests: the predictor's
+        bits for a chunk, then the shadows over it, then the real cache following the leader stretch
+        by stretch (:func:`._robust.learned_follow`). With ``threads`` 2 the predictor runs one
+        chunk ahead on a second thread (each step only reads what the steps before it wrote)."""
         k, c, n = int(self.capacity), int(self.switch_every), keys.shape[0]
-        e = len(R.LEARNED_SHADOWS)
-        hits, evs = np.empty((e, c), dtype=np.int8), np.empty((e, c), dtype=np.int64)
-        bits, grace = np.empty(c, dtype=np.int64), np.empty(c, dtype=np.int64)
+        w = min(n, _CHUNK)
+        hits = np.empty((len(R.LEARNED_SHADOWS), w), dtype=np.int8)
+        evs = np.empty((len(R.LEARNED_SHADOWS), w), dtype=np.int64)
+        bits, grace = np.empty((2, w), dtype=np.int64), np.empty((2, w), dtype=np.int64)  # (two chunks' worth)
+        stk, stv = new_table(2 * w)
         lru, arc, s3, f1, s3l = (self._t(p) for p in ("lru", "arc", "s3", "ftp1", "s3l"))
         ghost, s3g, s3lg = self._t("arc/ghost", _GHOST), self._t("s3", _S3_GHOST), self._t("s3l", _S3_GHOST)
-        meta, cm = self._st["real/meta"], self._st["follow/cm"]
-        small = max(1, k // 10)
-        i = 0
-        while i < n:
-            b = min(n, i + int(cm[K.CM_NEXT] - meta[K.M_T]))
-            ks, os_ = keys[i:b], ops[i:b]
-            first = (ks, os_, k, float(self.reach), ps, f1, self._st["ftp/time"], s3l, s3lg, self._st["s3l/lbit"],
-                     small, prob[i:b], horizon[i:b], bits, grace, hits, evs)
-            second = (ks, os_, k, lru, arc, ghost, self._st["arc/target"], s3, s3g, small, hits, evs)
-            if self.threads == 2 and b - i >= 512:
-                if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
+        cm, reach, small = self._st["follow/cm"], float(self.reach), max(1, k // 10)
+        starts = range(0, n, w)
 
-                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="eddy-paging")
-                job = self._pool.submit(R.learned_predictions, *first)
-                R.learned_classical(*second)
-                job.result()
-            else:
-                R.learned_predictions(*first)
-                R.learned_classical(*second)
+        def predict(j: int) -> None:
+            i, b = starts[j], min(n, starts[j] + w)
+            R.learned_bits(keys[i:b], ops[i:b], k, reach, ps, prob[i:b], horizon[i:b], bits[j % 2], grace[j % 2])
+
+        ahead = self.threads == 2 and len(starts) > 1
+        if ahead and self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="eddy-paging")
+        predict(0)
+        for j, i in enumerate(starts):
+            b = min(n, i + w)
+            job = self._pool.submit(predict, j + 1) if ahead and j + 1 < len(starts) else None
+            if not ahead and j > 0:
+                predict(j)
+            ks, os_ = keys[i:b], ops[i:b]
+            R.learned_shadows(ks, os_, k, f1, self._st["ftp/time"], s3l, s3lg, self._st["s3l/lbit"], small,
+                              bits[j % 2], grace[j % 2], hits, evs)
+            R.learned_classical(ks, os_, k, lru, arc, ghost, self._st["arc/target"], s3, s3g, small, hits, evs)
             R.learned_follow(ks, os_, c, max(1, k // 16), lru, arc, s3, f1, s3l, real, cm, self._st["follow/faults"],
-                             hits, evs, hit[i:b], ev[i:b])
-            i = b
+                             hits, evs, hit[i:b], ev[i:b], stk, stv)
+            if job is not None:
+                job.result()
 
     def _process_bytes(self, batch: Batch, keys: np.ndarray, ops: np.ndarray) -> dict[str, np.ndarray]:
         """Byte-capacity mode: ``size`` per request; outputs ``hit``, ``evicted_count`` per request
@@ -428,6 +436,7 @@ class PagingCache(Tracker):
                               self._st["real/time"], hit, None, nev, evk, evpos)
         else:
             out = self._race_bytes(batch, keys, ops, sizes, real, hit, nev, evk, evpos)
+        hit[hit < -1] = -1
         counts = self._st["counts"]
         counts[0] += int((hit == 1).sum())
         counts[1] += int((hit == 0).sum())
