@@ -185,8 +185,11 @@ class Reader:
 
         c = self._consumer
         if c is None:
+            # (exactly-once: only what committed transactions wrote; an aborted generation is not a state)
+            isolation = "read_committed" if self.settings.get("exactly_once") else "read_uncommitted"
             c = KafkaConsumer(bootstrap_servers=self.settings["bootstrap_servers"], enable_auto_commit=False,
-                              group_id=None, auto_offset_reset="earliest", **security_kwargs(self.settings, False))
+                              group_id=None, auto_offset_reset="earliest", isolation_level=isolation,
+                              **security_kwargs(self.settings, False))
             self._consumer, self._last, self._tps = c, {}, []
         parts = c.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]

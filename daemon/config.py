@@ -358,10 +358,6 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True, top
         if cfg.checkpoint["keep"] < 2:
             problems.add("kafka.exactly_once: needs checkpoint.keep >= 2 (a restart resumes from the checkpoint "
                          "of the last committed transaction, which the newest may have passed)")
-        for pc in cfg.pipelines:
-            if pc["changelog_topic"]:
-                problems.add(f"pipelines ({pc['name']}).changelog_topic: not with kafka.exactly_once yet (the "
-                             "changelog is written outside the transaction)")
     if problems.errors:
         raise ConfigError(problems.errors, labels)
     return cfg

@@ -54,6 +54,7 @@ class PipelineRunner:
         self.committed_offsets = committed_offsets
         self.exactly_once = committed_offsets is not None
         self._revoking: set[str] = set()  # exactly-once: partitions revoked, their offsets not committed yet
+        self._stateless: set[str] = set()  # exactly-once: positions resumed without the state that reached them
         # A keyed pipeline's changelog ({"topic", "settings": Kafka settings to read it}): each owned
         # partition's keys are written at every checkpoint and restored when a partition is assigned.
         self.changelog = changelog
@@ -152,12 +153,14 @@ class PipelineRunner:
             raise CheckpointError(self.store.none_intact())
         if restored is not None:
             self.positions = dict(restored.get("positions", {}))
+            self._stateless = set()
             self.source.seek(self.positions)
             log.info("%s: restored checkpoint %s (positions %s)", self.core.name, restored.get("seq"), self.positions)
         elif committed:
             log.warning("%s: no checkpoint holds the state of the last committed transaction (offsets %s): "
                         "resuming there with a fresh learner", self.core.name, committed)
             self.positions = dict(committed)
+            self._stateless = set(committed)  # (a changelog state at these positions restores on assignment)
             self.source.seek(self.positions)
         self.published = {} if self.exactly_once else _read_progress(self._progress_path)
         return restored is not None
@@ -235,10 +238,11 @@ class PipelineRunner:
         t2 = time.perf_counter()
         self._batch_latency.observe(t2 - t1)
         marked = False
-        if recs and self.changelog is not None:
+        if recs and self.changelog is not None and not self.exactly_once:
             # Where another machine may take a partition over after a crash, the mark that these
             # records' outputs may be published goes to the changelog, acknowledged with the
-            # flush below, before an output of them is sent.
+            # flush below, before an output of them is sent. (Under exactly-once an output is
+            # read only once its transaction, with the state and offsets, has committed.)
             marked = self._send_marks(self.source.positions())
         if self._unacked or marked:
             # The previous batch's decisions were acknowledged while this one was processed
@@ -329,10 +333,14 @@ class PipelineRunner:
         """Exactly-once, partitions revoked: the open transaction commits with their offsets (the
         next owner starts where this one's outputs end), and the records just read of them go."""
         keys = set(self._revoking)
-        self.checkpoint(also=tuple(keys))
+        self.checkpoint(also=tuple(keys))  # (with the changelog: their state in the same transaction)
         self._revoking -= keys
         for k in keys:
             self.positions.pop(k, None)
+            if self.changelog is not None:
+                with self.lock:
+                    self.core.release(k)  # type: ignore[union-attr]
+                self._written.pop(k, None)
         return [r for r in recs if pos_key(r.topic, r.partition) not in keys]
 
     def _commit_transaction(self, also: tuple[str, ...] = ()) -> None:
@@ -349,15 +357,17 @@ class PipelineRunner:
         m = self.source.membership()
         return sorted(self.positions) if m is None else sorted(k for k in m.assigned if k in self.positions)
 
-    def _write_changelog(self) -> None:
-        """Each owned partition's keys, where they moved since their last write, to the changelog;
-        acknowledged before the offsets are committed (a new owner finds the state of the offset)."""
+    def _write_changelog(self, also: tuple[str, ...] = ()) -> None:
+        """Each owned partition's keys (and those of ``also``, partitions being revoked), where they
+        moved since their last write, to the changelog; acknowledged before the offsets are
+        committed (a new owner finds the state of the offset). Under exactly-once they go in the
+        open transaction, which commits them with the decisions and the offsets."""
         from connectors import changelog
 
         from .keyed import dump
 
         topic, msgs, size = self.changelog["topic"], [], 0  # type: ignore[index]
-        for k in self._owned():
+        for k in sorted(set(self._owned()) | {k for k in also if k in self.positions}):
             pos, prev = self.positions[k], self._written.get(k)
             if prev is not None and prev[2] == pos:
                 continue
@@ -415,10 +425,12 @@ class PipelineRunner:
             if st is None:
                 continue
             self._written[k] = (st.generation, st.chunks, st.position)
-            if st.position > self.positions.get(k, -1):
+            held = self.positions.get(k, -1)
+            if st.position > held or (k in self._stateless and st.position == held):
                 with self.lock:
                     self.core.restore_partition(*load(st.state))  # type: ignore[union-attr]
                 self.positions[k] = st.position
+                self._stateless.discard(k)
                 self.source.seek({k: st.position})
                 log.info("%s: %s restored from the changelog at position %d", self.core.name, k, st.position)
             self.core.metrics.partition_restore.labels(pipeline=self.core.name, partition=k).set(
@@ -493,7 +505,7 @@ class PipelineRunner:
         meta["positions"] = dict(self.positions)
         self.store.save(arrays, meta)
         if self.changelog is not None:
-            self._write_changelog()
+            self._write_changelog(also)
         if self.exactly_once:  # (by the producer: the consumer commits nothing)
             self._commit_transaction(also)
         self._since = 0

@@ -60,8 +60,7 @@ def test_the_settings_exactly_once_needs_are_checked():
                           "checkpoint": {"keep": 1}}, env=False)
     assert "needs checkpoint.keep >= 2" in str(e.value) and "client" not in str(e.value)  # (both clients do)
     keyed = pipeline_cfg("k", learner="epsilon-greedy", key_by="m", changelog_topic="k-changelog")
-    with pytest.raises(ConfigError, match="changelog_topic: not with kafka.exactly_once"):
-        config.load_dict({"kafka": {"exactly_once": True}, "pipelines": [keyed]}, env=False)
+    config.load_dict({"kafka": {"exactly_once": True}, "pipelines": [keyed]}, env=False)  # (with a changelog too)
 
 
 @pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
@@ -171,3 +170,61 @@ def test_a_failed_commit_aborts_and_the_daemon_decides_again_from_the_committed_
     for x in got:
         assert seen.setdefault(x["id"], (x["action"], x["prob"])) == (x["action"], x["prob"])
     assert not any(x["replay"] for x in got)
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_with_a_changelog_the_keyed_state_commits_in_the_transaction_and_a_new_owner_resumes_from_it(
+        broker, tmp_path, monkeypatch, client):
+    """Probe set aside. A keyed pipeline's changelog records go in the transaction that commits its
+    decisions and offsets (no published marks: nothing is marked replay). A daemon on another
+    machine (no local checkpoint) resumes at the committed offsets with each partition's keys from
+    the changelog, and decides exactly as one daemon that never stopped."""
+    import uuid
+
+    from connectors import transactions
+    from connectors.changelog import read_all
+    from connectors.kafka import committed_offsets, create_topics
+
+    from .test_changelog_daemon import _reference, consume, pipeline, produce_keyed, stream
+
+    monkeypatch.setattr(transactions, "isolation_problem", lambda settings, **kw: None)
+    tag = f"eoscl{uuid.uuid4().hex[:6]}"
+    pc = pipeline(tag)
+    settings = {"bootstrap_servers": broker.bootstrap}
+    create_topics(settings, [pc["input_topic"], pc["output_topic"], f"{pc['name']}.dead-letter"], partitions=2)
+
+    def daemon(state: str) -> Daemon:
+        cfg = config.load_dict({"kafka": {"bootstrap_servers": broker.bootstrap, "group_id": tag, "client": client,
+                                          "fetch_max_wait_ms": 50, "exactly_once": True,
+                                          "transactional_id": f"{tag}-{state}"},
+                                "http": {"enabled": False},
+                                "checkpoint": {"dir": str(tmp_path / state), "every_events": 25},
+                                "pipelines": [pc]}, env=False)
+        return Daemon(cfg).start()
+
+    recs = stream(200)
+    half = next(i for i, (_, r) in enumerate(recs) if r.get("id") == "e100")
+    n_first = sum(1 for _, r in recs[:half] if "type" not in r)
+    produce_keyed(broker.bootstrap, pc["input_topic"], recs[:half])
+    a = daemon("machine-a")
+    try:
+        assert len(consume(broker.bootstrap, pc["output_topic"], n_first, timeout=90)) == n_first
+        time.sleep(1.0)  # the feedback after the last event of the first half is consumed too
+    finally:
+        a.stop()  # its last transaction commits each partition's keys with the offsets
+    group = a.cfg.pipelines[0]["group_id"]
+    offsets = committed_offsets(settings, group, pc["input_topic"])
+    states, marks = read_all(settings, pc["changelog_topic"])
+    assert not marks  # (no published marks under exactly-once)
+    assert {k: st.position for k, st in states.items()} == offsets and sum(offsets.values()) == half
+    produce_keyed(broker.bootstrap, pc["input_topic"], recs[half:])
+    b = daemon("machine-b")  # another machine, another transactional id
+    try:
+        outs = consume(broker.bootstrap, pc["output_topic"], 200, timeout=90)
+    finally:
+        b.stop()
+    got = {o["id"]: o for o in outs}
+    assert len(outs) == 200 and len(got) == 200 and not any(o["replay"] for o in outs)
+    want = _reference(pc, recs)
+    mismatched = [w["id"] for w in want if (got[w["id"]]["action"], got[w["id"]]["probs"]) != (w["action"], w["probs"])]
+    assert not mismatched, mismatched[:5]
