@@ -72,6 +72,11 @@ class Source(abc.ABC):
         """The partitions moved since the last call because their position lay beyond the log."""
         return []
 
+    def take_lost(self) -> list[str]:
+        """The partitions lost since the last call (taken away without an orderly revocation: a
+        session timeout), which another member may already be consuming."""
+        return []
+
     def commit(self, positions: dict[str, int]) -> None:
         """Records positions with the broker (for lag monitoring and clean hand-over)."""
 

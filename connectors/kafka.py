@@ -83,6 +83,7 @@ class _Resume:
         self.at: dict[str, int] = {}  # next offset per partition, seeked or consumed
         self.pos: dict[str, int] = {}  # reported positions: assigned partitions that returned records
         self.resets: list[OffsetReset] = []
+        self.lost_keys: list[str] = []  # lost since the last take_lost()
         self.restored: set[str] = set()  # assigned partitions already positioned where they resume
         self.joined = False  # the group was joined since the client was built
         self._checked = 0.0
@@ -100,6 +101,7 @@ class _Resume:
         """Kept in ``at``: the partition resumes where the state left it if it comes back."""
         self.pos.pop(key, None)
         self.restored.discard(key)
+        self.lost_keys.append(key)
 
     def membership(self, assigned: list[str]) -> Membership:
         return Membership(self.joined, assigned, all(k in self.restored for k in assigned))
@@ -224,6 +226,10 @@ class KafkaPythonSource(Source):
 
     def take_resets(self) -> list[OffsetReset]:
         return self._resume.take()
+
+    def take_lost(self) -> list[str]:
+        out, self._resume.lost_keys = self._resume.lost_keys, []
+        return out
 
     def membership(self) -> Membership:
         return self._resume.membership([pos_key(tp.topic, tp.partition) for tp in self.consumer.assignment()])
@@ -460,6 +466,10 @@ class ConfluentSource(Source):
 
     def take_resets(self) -> list[OffsetReset]:
         return self._resume.take()
+
+    def take_lost(self) -> list[str]:
+        out, self._resume.lost_keys = self._resume.lost_keys, []
+        return out
 
     def membership(self) -> Membership:
         return self._resume.membership([pos_key(p.topic, p.partition) for p in self.consumer.assignment()])

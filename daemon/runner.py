@@ -55,6 +55,10 @@ class PipelineRunner:
         self.exactly_once = committed_offsets is not None
         self._revoking: set[str] = set()  # exactly-once: partitions revoked, their offsets not committed yet
         self._stateless: set[str] = set()  # exactly-once: positions resumed without the state that reached them
+        self._dropping: set[str] = set()  # exactly-once: handed over inside the poll, its records go
+        self._loop_ident: int | None = None  # the thread of the pipeline's loop (its last step)
+        # exactly-once: the learner a resume without its checkpoint starts from
+        self._fresh = core.snapshot() if self.exactly_once else None
         # A keyed pipeline's changelog ({"topic", "settings": Kafka settings to read it}): each owned
         # partition's keys are written at every checkpoint and restored when a partition is assigned.
         self.changelog = changelog
@@ -125,6 +129,8 @@ class PipelineRunner:
         self._unacked = False  # a resumed runner publishes again from the checkpoint
         self._restore_failed = None  # (the rebuilt clients' assignment restores its partitions anew)
         self._revoking = set()  # (an aborted transaction: the restored positions are the committed ones)
+        self._dropping = set()
+        self._written = {}  # (what an aborted transaction wrote to the changelog never counted)
         self._since = 0
         self._standing = {"ready": False, "joined": False, "assigned": []}  # until the new clients join
         self._observed = -1e9
@@ -133,10 +139,12 @@ class PipelineRunner:
         committed = self.committed_offsets() if self.committed_offsets is not None else None
         on_topic = _on_topic(committed, topic) if committed is not None else None
         for path, arrays, meta in self.store.intact():
-            if on_topic is not None and _on_topic(meta.get("positions", {}), topic) != on_topic:
+            mine = _on_topic(meta.get("positions", {}), topic)
+            if on_topic is not None and any(on_topic.get(k) != v for k, v in mine.items()):
                 # past the last committed transaction (it was aborted or never committed): its
                 # outputs were never visible, so the records after the committed offsets are
-                # decided again from the state of the transaction that committed them
+                # decided again from the state of the transaction that committed them. (Its
+                # partitions' offsets must match; other daemons of the group commit the others.)
                 log.info("%s: checkpoint %s (positions %s) is not the last committed transaction's (offsets %s): "
                          "skipped", self.core.name, meta.get("seq"), meta.get("positions"), committed)
                 continue
@@ -159,6 +167,8 @@ class PipelineRunner:
         elif committed:
             log.warning("%s: no checkpoint holds the state of the last committed transaction (offsets %s): "
                         "resuming there with a fresh learner", self.core.name, committed)
+            if self._fresh is not None:
+                self.core.restore(*self._fresh)  # (not what an aborted run had learned)
             self.positions = dict(committed)
             self._stateless = set(committed)  # (a changelog state at these positions restores on assignment)
             self.source.seek(self.positions)
@@ -218,9 +228,19 @@ class PipelineRunner:
     def step(self) -> int:
         pc = self.core.pc
         t0 = time.perf_counter()
+        self._loop_ident = threading.get_ident()
         recs = self.source.poll(pc["batch_max_events"], pc["batch_max_ms"] / 1000.0)
         if self._restore_failed is not None:  # the rebuilt clients are assigned it again, and retry
             raise RuntimeError(self._restore_failed)
+        lost = self.source.take_lost()
+        if lost and self.exactly_once:
+            # The open transaction holds outputs of partitions another member may now consume:
+            # committing it would publish them twice. It is aborted (the daemon rebuilds its
+            # clients and resumes from the checkpoint of the last committed transaction).
+            raise DeliveryError(f"partitions {sorted(lost)} lost from the group: the open transaction is aborted")
+        if self._dropping:
+            recs = [r for r in recs if pos_key(r.topic, r.partition) not in self._dropping]
+            self._dropping = set()
         if self._revoking:
             recs = self._hand_over(recs)
         if t0 - self._observed >= 0.5:
@@ -462,10 +482,18 @@ class PipelineRunner:
         exactly-once the open transaction commits first, with their offsets: the next owner
         starts where this one's published outputs end."""
         if self.exactly_once:
-            # kafka-python calls this on its network thread: the pipeline's own loop commits, at
-            # once after its poll returns, and drops what that poll read of these partitions
-            if not self.stop_event.is_set():  # (at shutdown the last checkpoint has committed)
-                self._revoking.update(keys)
+            if self.stop_event.is_set():  # (at shutdown the last checkpoint has committed)
+                return
+            self._revoking.update(keys)
+            if threading.get_ident() == self._loop_ident:
+                # confluent-kafka calls this inside the loop's poll, before the partitions go: the
+                # open transaction commits with their offsets now, so the next owner, which reads
+                # the committed offsets, starts where this one's outputs end; what the poll
+                # returns of them is dropped
+                self._hand_over([])
+                self._dropping.update(keys)
+            # (kafka-python calls this on its network thread: the loop commits at once after its
+            # poll returns, and drops what that poll read of these partitions)
             return
         if self.changelog is None:
             return

@@ -132,3 +132,25 @@ def test_the_base_survives_a_checkpoint_and_bad_deltas_or_learners_are_refused()
     strict = RidgeMerge(BanditLearner(n_features=d, actions=("a",), strict_actions=True))
     with pytest.raises(InvalidInput, match="unknown action"):
         strict.merge({"ids": np.array(["zz"]), "dA": np.zeros((1, d, d)), "db": np.zeros((1, d)), "dt": np.array(0)})
+
+
+def test_an_action_evicted_and_back_ships_only_what_its_new_slot_learned_and_a_refused_merge_changes_nothing():
+    d = 3
+    X, acts, reward = rows(9, 60, d, ["a", "b", "c"])
+    bl = BanditLearner(n_features=d, max_actions=2)
+    m = RidgeMerge(bl)
+    learn(bl, X[:10], ["a"] * 10, reward[:10])
+    m.delta()  # a's ten rows shipped
+    learn(bl, X[10:20], ["b"] * 10, reward[10:20])
+    learn(bl, X[20:30], ["c"] * 10, reward[20:30])  # evicts a
+    learn(bl, X[30:40], ["a"] * 10, reward[30:40])  # a again, in a reset slot (evicts b)
+    out = m.delta()
+    got = dict(zip(out["ids"].tolist(), zip(out["dA"], out["db"], strict=True), strict=True))
+    assert np.allclose(got["a"][0], X[30:40].T @ X[30:40]) and np.allclose(got["a"][1], X[30:40].T @ reward[30:40])
+    strict = BanditLearner(n_features=d, actions=("a", "b"), strict_actions=True)
+    ms = RidgeMerge(strict)
+    before = {k: v.copy() for k, v in strict.snapshot().items()}
+    bad = {"ids": np.array(["a", "zz"]), "dA": np.ones((2, d, d)), "db": np.ones((2, d)), "dt": np.array(2)}
+    with pytest.raises(InvalidInput, match="unknown action"):
+        ms.merge(bad)
+    assert all(np.array_equal(before[k], v) for k, v in strict.snapshot().items())

@@ -228,3 +228,66 @@ def test_with_a_changelog_the_keyed_state_commits_in_the_transaction_and_a_new_o
     want = _reference(pc, recs)
     mismatched = [w["id"] for w in want if (got[w["id"]]["action"], got[w["id"]]["probs"]) != (w["action"], w["probs"])]
     assert not mismatched, mismatched[:5]
+
+
+def test_a_checkpoint_matches_on_its_own_partitions_and_a_resume_without_one_starts_from_a_fresh_learner(tmp_path):
+    """Other daemons of the group commit the partitions this one does not own: a checkpoint is
+    the committed transaction's when its own partitions' positions equal the committed offsets.
+    Where none is, the learner restarts fresh at the committed offsets, not with what this runner
+    had learned in the aborted run."""
+    import numpy as np
+
+    events = tmp_path / "in.jsonl"
+    events.write_bytes(b"\n".join(make_records(200)) + b"\n")
+    cfg = config.load_dict({"checkpoint": {"dir": str(tmp_path / "state"), "every_events": 50, "keep": 3},
+                            "pipelines": [pipeline_cfg("eos2")]}, env=False)
+    topic = cfg.pipelines[0]["input_topic"]
+    r = _file_runner(cfg, events, tmp_path / "out.jsonl", None)
+    r.restore()
+    r.run()
+    newest = next(iter(r.store.intact()))[2]["positions"][f"{topic}:0"]
+    others = {f"{topic}:1": 7, f"{topic}:2": 9}  # another daemon's partitions
+    r2 = _file_runner(cfg, events, tmp_path / "o2.jsonl", lambda: {f"{topic}:0": newest, **others})
+    assert r2.restore() and r2.positions == {f"{topic}:0": newest}
+    fresh = {k: v.copy() for k, v in make_core(cfg.pipelines[0]).snapshot()[0].items()}
+    learned = r2.core.snapshot()[0]
+    assert any(not np.array_equal(learned[k], fresh[k]) for k in fresh)
+    r2.committed_offsets = lambda: {f"{topic}:0": newest + 1, **others}  # (a commit no checkpoint holds)
+    assert not r2.restore()
+    now = r2.core.snapshot()[0]
+    assert all(np.array_equal(now[k], fresh[k]) for k in fresh)
+    assert r2.positions == {f"{topic}:0": newest + 1, **others}
+
+
+def test_a_partition_lost_from_the_group_aborts_the_open_transaction(tmp_path):
+    """A lost partition (a session timeout: another member may consume it already) has outputs in
+    the open transaction: the step raises, so the daemon aborts and resumes from the checkpoint of
+    the last committed transaction, rather than commit them."""
+    from connectors.base import DeliveryError
+
+    events = tmp_path / "in.jsonl"
+    events.write_bytes(b"\n".join(make_records(30)) + b"\n")
+    cfg = config.load_dict({"checkpoint": {"dir": str(tmp_path / "state"), "every_events": 1000, "keep": 2},
+                            "pipelines": [pipeline_cfg("eos3")]}, env=False)
+    topic = cfg.pipelines[0]["input_topic"]
+
+    class Losing(JsonLinesSource):
+        lost: list[str] = []
+
+        def take_lost(self):
+            out, self.lost = self.lost, []
+            return out
+
+    src = Losing(str(events), topic=topic)
+    r = PipelineRunner(make_core(cfg.pipelines[0]), src, JsonLinesSink({"d": str(tmp_path / "out.jsonl")}),
+                       cfg.checkpoint, {"decision": "d", "dlq": "d"}, stop_at_end=True, committed_offsets=lambda: {})
+    r.restore()
+    assert r.step() > 0
+    src.lost = [f"{topic}:0"]
+    with pytest.raises(DeliveryError, match="lost from the group: the open transaction is aborted"):
+        r.step()
+    plain = PipelineRunner(make_core(cfg.pipelines[0]), Losing(str(events), topic=topic),
+                           JsonLinesSink({"d": str(tmp_path / "o2.jsonl")}), cfg.checkpoint,
+                           {"decision": "d", "dlq": "d"}, stop_at_end=True)
+    plain.source.lost = [f"{topic}:0"]  # at least once: a lost partition is not an error
+    plain.step()

@@ -59,6 +59,15 @@ class RidgeMerge:
         self._base: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._base_t = 0
         self._take_base()
+        reset = learner._reset_slot
+
+        def reset_slot(s: int) -> None:  # an id that takes a reset slot starts from the prior: so does its base
+            reset(s)
+            a = learner._table.ids[s]
+            if a is not None:
+                self._base.pop(a, None)
+
+        learner._reset_slot = reset_slot  # type: ignore[method-assign]
 
     # -- statistics -------------------------------------------------------------------------------
     def _stats(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -114,21 +123,23 @@ class RidgeMerge:
                                f"and db {(len(ids), dim)}, got {dA.shape} and {db.shape}")
         if not (np.isfinite(dA).all() and np.isfinite(db).all()):
             raise InvalidInput("a delta holds NaN or inf")
+        if lr.oracle == "ridge-shared" and any(a != SHARED for a in ids):
+            raise InvalidInput("a ridge-shared model merges the shared model's delta, got action ids")
+        new = [a for a in dict.fromkeys(ids) if a not in lr._table.slot] if lr.oracle == "ridge" else []
+        if new:  # (every id gets its slot first: a refusal changes nothing)
+            if lr.strict_actions:
+                raise InvalidInput(f"unknown action id {new[0]!r} (strict_actions)")
+            every = list(dict.fromkeys(ids))  # (the delta's known ids too, so that none of them is evicted)
+            lr._table.lookup(every, np.full(len(every), lr._tick, dtype=np.int64), True, lr._reset_slot)
+            lr._grow()
         prior = self._prior()
         for a, dAi, dbi in zip(ids, dA, db, strict=True):
             if lr.oracle == "ridge-shared":
-                if a != SHARED:
-                    raise InvalidInput(f"a ridge-shared model merges the shared model's delta, got action {a!r}")
                 A_old = np.linalg.inv(lr._A_inv)
                 b = A_old @ lr._theta + dbi
                 lr._A_inv = np.linalg.inv(A_old + dAi)
                 lr._theta = lr._A_inv @ b
             else:
-                if a not in lr._table.slot:
-                    if lr.strict_actions:
-                        raise InvalidInput(f"unknown action id {a!r} (strict_actions)")
-                    lr._table.lookup([a], np.array([lr._tick], dtype=np.int64), True, lr._reset_slot)
-                    lr._grow()
                 s = lr._table.slot[a]
                 A_old = np.linalg.inv(lr._A_inv[s])
                 b = A_old @ lr._theta[s] + dbi

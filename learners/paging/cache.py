@@ -373,6 +373,8 @@ class PagingCache(Tracker):
         by stretch (:func:`._robust.learned_follow`). With ``threads`` 2 the predictor runs one
         chunk ahead on a second thread (each step only reads what the steps before it wrote)."""
         k, c, n = int(self.capacity), int(self.switch_every), keys.shape[0]
+        if n == 0:
+            return
         w = min(n, _CHUNK)
         hits = np.empty((len(R.LEARNED_SHADOWS), w), dtype=np.int8)
         evs = np.empty((len(R.LEARNED_SHADOWS), w), dtype=np.int64)
@@ -396,16 +398,18 @@ class PagingCache(Tracker):
         for j, i in enumerate(starts):
             b = min(n, i + w)
             job = self._pool.submit(predict, j + 1) if ahead and j + 1 < len(starts) else None
-            if not ahead and j > 0:
-                predict(j)
-            ks, os_ = keys[i:b], ops[i:b]
-            R.learned_shadows(ks, os_, k, f1, self._st["ftp/time"], s3l, s3lg, self._st["s3l/lbit"], small,
-                              bits[j % 2], grace[j % 2], hits, evs)
-            R.learned_classical(ks, os_, k, lru, arc, ghost, self._st["arc/target"], s3, s3g, small, hits, evs)
-            R.learned_follow(ks, os_, c, max(1, k // 16), lru, arc, s3, f1, s3l, real, cm, self._st["follow/faults"],
-                             hits, evs, hit[i:b], ev[i:b], stk, stv)
-            if job is not None:
-                job.result()
+            try:
+                if not ahead and j > 0:
+                    predict(j)
+                ks, os_ = keys[i:b], ops[i:b]
+                R.learned_shadows(ks, os_, k, f1, self._st["ftp/time"], s3l, s3lg, self._st["s3l/lbit"], small,
+                                  bits[j % 2], grace[j % 2], hits, evs)
+                R.learned_classical(ks, os_, k, lru, arc, ghost, self._st["arc/target"], s3, s3g, small, hits, evs)
+                R.learned_follow(ks, os_, c, max(1, k // 16), lru, arc, s3, f1, s3l, real, cm,
+                                 self._st["follow/faults"], hits, evs, hit[i:b], ev[i:b], stk, stv)
+            finally:  # (the predictor's thread never outlives the call)
+                if job is not None:
+                    job.result()
 
     def _process_bytes(self, batch: Batch, keys: np.ndarray, ops: np.ndarray) -> dict[str, np.ndarray]:
         """Byte-capacity mode: ``size`` per request; outputs ``hit``, ``evicted_count`` per request
