@@ -106,18 +106,24 @@ def _file_runner(cfg, events, out, committed):
                           stop_at_end=True, committed_offsets=committed)
 
 
+def _ran_once(tmp_path, name: str, n: int, every: int):
+    """A file runner over ``n`` records, run to their end without exactly-once (checkpoints every
+    ``every``, three kept): (the records' file, the config, the input topic, the runner)."""
+    events = tmp_path / "in.jsonl"
+    events.write_bytes(b"\n".join(make_records(n)) + b"\n")
+    cfg = config.load_dict({"checkpoint": {"dir": str(tmp_path / "state"), "every_events": every, "keep": 3},
+                            "pipelines": [pipeline_cfg(name)]}, env=False)
+    r = _file_runner(cfg, events, tmp_path / "out.jsonl", None)
+    r.restore()
+    r.run()
+    return events, cfg, cfg.pipelines[0]["input_topic"], r
+
+
 def test_a_restore_under_exactly_once_takes_the_checkpoint_of_the_committed_offsets(tmp_path):
     """The checkpoint saved before a transaction that never committed is passed over; without a
     checkpoint of the committed offsets the learner starts fresh there; with no commit at all, from
     the beginning."""
-    events = tmp_path / "in.jsonl"
-    events.write_bytes(b"\n".join(make_records(300)) + b"\n")
-    cfg = config.load_dict({"checkpoint": {"dir": str(tmp_path / "state"), "every_events": 60, "keep": 3},
-                            "pipelines": [pipeline_cfg("eos")]}, env=False)
-    topic = cfg.pipelines[0]["input_topic"]
-    r = _file_runner(cfg, events, tmp_path / "out.jsonl", None)
-    r.restore()
-    r.run()
+    events, cfg, topic, r = _ran_once(tmp_path, "eos", 300, 60)
     saved = [meta["positions"][f"{topic}:0"] for _, _, meta in r.store.intact()]
     assert len(saved) == 3 and saved == sorted(saved, reverse=True)
     older = saved[1]
@@ -237,14 +243,7 @@ def test_a_checkpoint_matches_on_its_own_partitions_and_a_resume_without_one_sta
     had learned in the aborted run."""
     import numpy as np
 
-    events = tmp_path / "in.jsonl"
-    events.write_bytes(b"\n".join(make_records(200)) + b"\n")
-    cfg = config.load_dict({"checkpoint": {"dir": str(tmp_path / "state"), "every_events": 50, "keep": 3},
-                            "pipelines": [pipeline_cfg("eos2")]}, env=False)
-    topic = cfg.pipelines[0]["input_topic"]
-    r = _file_runner(cfg, events, tmp_path / "out.jsonl", None)
-    r.restore()
-    r.run()
+    events, cfg, topic, r = _ran_once(tmp_path, "eos2", 200, 50)
     newest = next(iter(r.store.intact()))[2]["positions"][f"{topic}:0"]
     others = {f"{topic}:1": 7, f"{topic}:2": 9}  # another daemon's partitions
     r2 = _file_runner(cfg, events, tmp_path / "o2.jsonl", lambda: {f"{topic}:0": newest, **others})
