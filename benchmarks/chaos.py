@@ -443,6 +443,9 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
            "daemons": daemons, "partitions": partitions, "kills": len(kill_log), "broker_kills": len(broker_log_times),
            "events": len(event_ids), "records": sum(len(r) for r in log_back.values()), "keys": keys,
            "decisions": len(outputs.rows), "lost_events": len(acked_ids - seen),
+           # acknowledged to the producer of the input, yet absent from the broker's log when read
+           # back: the broker lost them (no consumer can decide them); counted in lost_events too
+           "broker_lost_events": len(acked_ids - event_ids),
            "undecided_events": len(event_ids - seen), "unmarked_duplicates": unmarked, "false_replays": false_replays,
            "duplicates": len(outputs.rows) - len(seen), "wrong_decisions": wrong, "state_differences": differences,
            "acknowledged_sends": len(acked), "failed_sends": len(failed), "unexpected_daemon_exits": unexpected_exits,

@@ -130,7 +130,8 @@ class PipelineRunner:
         self._restore_failed = None  # (the rebuilt clients' assignment restores its partitions anew)
         self._revoking = set()  # (an aborted transaction: the restored positions are the committed ones)
         self._dropping = set()
-        self._written = {}  # (what an aborted transaction wrote to the changelog never counted)
+        if self.exactly_once:
+            self._written = {}  # (what an aborted transaction wrote to the changelog never counted)
         self._since = 0
         self._standing = {"ready": False, "joined": False, "assigned": []}  # until the new clients join
         self._observed = -1e9

