@@ -78,7 +78,24 @@ def isolation_problem(settings: dict[str, Any], topic: str = PROBE_TOPIC, timeou
         c.close()
 
 
-class KafkaPythonTransactionalSink(Sink):
+class _Transactional(Sink):
+    """What both clients' transactional sinks share: a transaction opens with its first message."""
+
+    _open = False
+    producer: Any
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (something was sent since the last commit)."""
+        return self._open
+
+    def _begin(self) -> None:
+        if not self._open:
+            self.producer.begin_transaction()
+            self._open = True
+
+
+class KafkaPythonTransactionalSink(_Transactional):
     """Every message inside a transaction, committed with the consumed offsets by :meth:`commit`.
 
     A transaction opens with its first message (or with the commit, for offsets alone). Nothing
@@ -100,16 +117,6 @@ class KafkaPythonTransactionalSink(Sink):
         p = KafkaProducer(**producer_kwargs(self.settings, max_block_ms=30000, transactional_id=self.transactional_id))
         p.init_transactions()  # fences an earlier producer of this id, aborting what it left open
         return p
-
-    @property
-    def in_transaction(self) -> bool:
-        """Whether a transaction is open (something was sent since the last commit)."""
-        return self._open
-
-    def _begin(self) -> None:
-        if not self._open:
-            self.producer.begin_transaction()
-            self._open = True
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         self._begin()
@@ -154,7 +161,7 @@ class KafkaPythonTransactionalSink(Sink):
             pass
 
 
-class ConfluentTransactionalSink(Sink):
+class ConfluentTransactionalSink(_Transactional):
     """:class:`KafkaPythonTransactionalSink` over confluent-kafka (librdkafka's transactions, the
     offsets sent with the consumer's group metadata, KIP-447). A failed delivery inside the
     transaction, a failed commit or a fenced producer raises; the daemon then aborts
@@ -183,16 +190,6 @@ class ConfluentTransactionalSink(Sink):
                       "on_delivery": on_delivery, **security_kwargs(self.settings, confluent=True)})
         p.init_transactions(self.timeout_s)  # fences an earlier producer of this id, aborting what it left open
         return p
-
-    @property
-    def in_transaction(self) -> bool:
-        """Whether a transaction is open (something was sent since the last commit)."""
-        return self._open
-
-    def _begin(self) -> None:
-        if not self._open:
-            self.producer.begin_transaction()
-            self._open = True
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         self._begin()
