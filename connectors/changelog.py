@@ -86,29 +86,69 @@ def fold_marks(log: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, in
 def fold(log: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, PartitionState]:
     """The latest state of each partition from a changelog's records in log order (what compaction
     would keep: the last value of each key; a None value deletes its key)."""
-    last: dict[str, bytes] = {}
+    last: dict[bytes, bytes] = {}
     for key, value in log:
         if key is None:
             continue
-        k = key.decode()
         if value is None:
-            last.pop(k, None)
+            last.pop(key, None)
         else:
-            last[k] = value
+            last[key] = value
     out: dict[str, PartitionState] = {}
-    for k, v in last.items():
-        if "/" in k:  # a chunk, or a published mark
+    for key in last:
+        k = key.decode()
+        if "/" in k:  # a chunk, a published mark, or a record of another kind (with its own prefix)
             continue
-        h = json.loads(v)
-        g = int(h["generation"])
-        try:
-            state = b"".join(last[f"{k}/{g}/{i}"] for i in range(int(h["chunks"])))
-        except KeyError as e:
-            raise ChangelogError(f"changelog of {k}: generation {g} misses chunk {e}") from None
-        if hashlib.sha256(state).hexdigest() != h["sha256"]:
-            raise ChangelogError(f"changelog of {k}: generation {g} does not match its checksum")
-        out[k] = PartitionState(k, g, int(h["position"]), state, int(h["chunks"]))
+        st = state_of(last, k)
+        if st is not None:
+            out[k] = st
     return out
+
+
+def state_of(last: dict[bytes, bytes], header: str) -> PartitionState | None:
+    """The generation a header names, from the last value of each key (None: no such header);
+    ChangelogError where a chunk is missing or the whole does not match its checksum."""
+    raw = last.get(header.encode())
+    if raw is None:
+        return None
+    h = json.loads(raw)
+    g = int(h["generation"])
+    try:
+        state = b"".join(last[f"{header}/{g}/{i}".encode()] for i in range(int(h["chunks"])))
+    except KeyError as e:
+        raise ChangelogError(f"changelog of {header}: generation {g} misses chunk {e}") from None
+    if hashlib.sha256(state).hexdigest() != h["sha256"]:
+        raise ChangelogError(f"changelog of {header}: generation {g} does not match its checksum")
+    return PartitionState(header, g, int(h["position"]), state, int(h["chunks"]))
+
+
+class Latest:
+    """The last value of each key of a changelog's records (what compaction keeps), with the lookups
+    a merging pipeline makes (:mod:`daemon.merged`); :class:`Reader` reads a topic into one."""
+
+    def __init__(self, last: dict[bytes, bytes] | None = None):
+        self._last = {} if last is None else last
+
+    def apply(self, log: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        for key, value in log:
+            if key is None:
+                continue
+            if value is None:
+                self._last.pop(key, None)
+            else:
+                self._last[key] = value
+
+    def state(self, header: str) -> PartitionState | None:
+        return state_of(self._last, header)
+
+    def headers(self, prefix: str) -> list[str]:
+        """The header keys under ``prefix``: the keys after it that hold no further ``/``."""
+        pre = prefix.encode()
+        return sorted(k.decode() for k in self._last if k.startswith(pre) and b"/" not in k[len(pre):])
+
+    def keys(self, prefix: str) -> list[str]:
+        pre = prefix.encode()
+        return sorted(k.decode() for k in self._last if k.startswith(pre))
 
 
 def create_changelog(settings: dict[str, Any], topic: str, partitions: int = 1) -> None:
@@ -168,6 +208,21 @@ class Reader:
             self.follow(timeout_s)
             log = list(self._last.items())
         return fold(log), fold_marks(log)
+
+    def state(self, header: str) -> PartitionState | None:
+        """One generation by its header key, as of the last read (:func:`state_of`)."""
+        with self._lock:
+            return state_of(self._last, header)
+
+    def headers(self, prefix: str) -> list[str]:
+        """The header keys under ``prefix`` as of the last read (:meth:`Latest.headers`)."""
+        with self._lock:
+            return Latest(self._last).headers(prefix)
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (headers and chunks), as of the last read."""
+        with self._lock:
+            return Latest(self._last).keys(prefix)
 
     def follow(self, timeout_s: float = 30.0) -> None:
         """Reads to the topic's end now, without folding what was read (a warm standby's step)."""

@@ -154,6 +154,14 @@ PIPELINE = [
       "(a warm standby: every partition's latest state kept in memory, caught up every second), so that a "
       "partition assigned after a crash is restored from the records of the last second only; off, the "
       "changelog is followed only at assignments"),
+    S("global_model", str, "per-partition", "one model across the input partitions: 'per-partition' (each "
+      "owner learns from its own partitions; one model for the whole topic only with one partition, the scaling "
+      "limit), or 'merge': one replica per input partition, each shipping what it learned to the changelog and "
+      "adding the others' at every merge_every records of its partition (ridge bandits only: their statistics "
+      "add up exactly); needs changelog_topic", ("per-partition", "merge")),
+    S("merge_every", int, 1000, "global_model merge: a partition's replica ships its learning and merges the "
+      "others' after each record whose offset + 1 is a multiple of this (log positions: a replay merges the "
+      "same)", minimum=1),
     S("redact_payloads", bool, False, "dead-letter records carry no original bytes"),
     S("shadow_learners", list, [], "learners of the same family run alongside on the same stream, never acting: "
       "evaluated off-policy, or replayed as baselines (each family's settings say which it adds by default)"),
@@ -329,9 +337,16 @@ def load_dict(raw: dict[str, Any], source: str = "<dict>", env: bool = True, top
                          "too; each pipeline needs a group of its own")
         if pc["changelog_standby"] and not pc["changelog_topic"]:
             problems.add(f"{where}.changelog_standby: needs changelog_topic (the log a standby follows)")
-        if pc["changelog_topic"] and not pc["key_by"]:
-            problems.add(f"{where}.changelog_topic: needs key_by (a keyed pipeline's state is per partition; "
-                         "an unkeyed pipeline has one learner for all its partitions)")
+        merge = pc["global_model"] == "merge"
+        if pc["changelog_topic"] and not pc["key_by"] and not merge:
+            problems.add(f"{where}.changelog_topic: needs key_by or global_model = 'merge' (a keyed pipeline's "
+                         "state is per partition; an unkeyed pipeline has one learner for all its partitions)")
+        if merge and not pc["changelog_topic"]:
+            problems.add(f"{where}.global_model: 'merge' needs changelog_topic (the replicas' learning and the "
+                         "merge positions travel through it)")
+        if merge and pc["key_by"]:
+            problems.add(f"{where}.global_model: 'merge' merges one model across partitions; key_by keeps one "
+                         "model per key, on one partition: choose one")
         if learner_ok:
             _check_learner(where, pc, problems)
         cfg.pipelines.append(pc)
@@ -432,6 +447,9 @@ def _check_learner(where: str, pc: dict[str, Any], problems: _Problems) -> None:
             cls.check(pc)
         except (TypeError, ValueError) as e:
             problems.add(f"{where}.params: {e}")
+    if pc["global_model"] == "merge" and not cls.mergeable(pc):
+        problems.add(f"{where}.global_model: learner {pc['learner']!r} cannot merge replicas (only learners "
+                     "with additive sufficient statistics can: the bandits with the ridge or ridge-shared oracle)")
 
 
 def _check_param_types(where: str, learner: str, params: dict[str, Any], problems: _Problems) -> bool:

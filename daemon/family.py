@@ -188,6 +188,18 @@ class Adapter(abc.ABC):
     def check(cls, pc: dict[str, Any]) -> None:
         """Raises ValueError for a pipeline setting this family cannot run with (at config check)."""
 
+    @classmethod
+    def mergeable(cls, pc: dict[str, Any]) -> bool:
+        """Whether replicas of the pipeline's learner can merge what each learned
+        (``global_model = "merge"``): the learner has sufficient statistics that add up."""
+        return False
+
+    def merger(self) -> Any:
+        """The learner's merge protocol, for ``global_model = "merge"``: an object with ``delta()``
+        (what it learned since the previous call), ``merge(delta)``, ``empty()``,
+        ``combine(a, b, sign)`` (of two deltas), ``snapshot()``/``restore()`` (its own state)."""
+        raise ValueError(f"{self.family} learners cannot merge replicas")
+
     # -- the data path ----------------------------------------------------------------------------
     @abc.abstractmethod
     def decode(self, obj: dict[str, Any], rec: SourceRecord | None) -> Item:

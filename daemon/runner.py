@@ -67,6 +67,11 @@ class PipelineRunner:
         self._reader: Any = None  # the changelog, read incrementally (connectors.changelog.Reader)
         self._reader_lock = threading.Lock()
         self._standby_thread: threading.Thread | None = None
+        # global_model = "merge": the replicas' merge records go to the changelog before the outputs
+        # after them, and the others' are read from it (followed all the time)
+        self._merging = changelog is not None and hasattr(core, "take_outbox")
+        if self._merging:
+            core.exchange = self._changelog_reader()  # type: ignore[union-attr]
         self._restore_failed: str | None = None
         self.source = source
         # {"decision": ..., "dlq": ...}; "input": an adapter's records for the pipeline's own input
@@ -200,7 +205,8 @@ class PipelineRunner:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
-        if self.changelog is not None and self.core.pc.get("changelog_standby") and self._standby_thread is None:
+        if self.changelog is not None and (self.core.pc.get("changelog_standby") or self._merging) \
+                and self._standby_thread is None:
             self._standby_thread = threading.Thread(target=self._standby, name=f"{self.core.name}-standby",
                                                     daemon=True)
             self._standby_thread.start()
@@ -259,12 +265,16 @@ class PipelineRunner:
         t2 = time.perf_counter()
         self._batch_latency.observe(t2 - t1)
         marked = False
+        box = self.core.take_outbox() if self._merging else []  # type: ignore[union-attr]
+        if box:  # (merge points: acknowledged with the flush below, before an output after them is sent)
+            self.sink.send_all([(self.changelog["topic"], k, v) for k, v in box])  # type: ignore[index,misc]
+            marked = not self.exactly_once
         if recs and self.changelog is not None and not self.exactly_once:
             # Where another machine may take a partition over after a crash, the mark that these
             # records' outputs may be published goes to the changelog, acknowledged with the
             # flush below, before an output of them is sent. (Under exactly-once an output is
             # read only once its transaction, with the state and offsets, has committed.)
-            marked = self._send_marks(self.source.positions())
+            marked = self._send_marks(self.source.positions()) or marked
         if self._unacked or marked:
             # The previous batch's decisions were acknowledged while this one was processed
             # (pipelined publishing): the next batch may go out.
@@ -398,6 +408,8 @@ class PipelineRunner:
             recs = changelog.records(k, gen, blob, pos, previous=prev[0] if prev else None,
                                      previous_chunks=prev[1] if prev else 0)
             msgs += [(topic, key, value) for key, value in recs]
+            if self._merging:  # the merges this state has passed are not needed again
+                msgs += [(topic, key, None) for key in self.core.prune(k)]  # type: ignore[union-attr]
             self._written[k] = (gen, max(1, -(-len(blob) // changelog.CHUNK_BYTES)), pos)
             size += len(blob)
         if msgs:
@@ -471,7 +483,7 @@ class PipelineRunner:
     def _standby(self) -> None:
         """A warm standby: the changelog followed every second while the pipeline runs (read, not
         folded: the fold is the restore's)."""
-        while not self.stop_event.wait(1.0):
+        while not self.stop_event.wait(0.25 if self._merging else 1.0):
             try:
                 self._changelog_reader().follow()
             except Exception as e:  # the next assignment reads what it needs itself

@@ -279,6 +279,19 @@ class BanditAdapter(Adapter):
                 raise ValueError(f"shadow learner {s!r} takes contexts in another form than {pc['learner']!r} "
                                  "(sparse rows and dense matrices do not mix in one pipeline)")
 
+    @classmethod
+    def mergeable(cls, pc: dict[str, Any]) -> bool:
+        from learners.bandit import PRESETS
+
+        preset = PRESETS.get(pc["learner"])
+        return preset is not None and cls.learner_params(pc).get("oracle", preset["oracle"]) in ("ridge",
+                                                                                               "ridge-shared")
+
+    def merger(self) -> Any:
+        from learners.bandit.merge import RidgeMerge
+
+        return RidgeMerge(self.learner)
+
     def __init__(self, pc: dict[str, Any], metrics, rules):
         super().__init__(pc, metrics, rules)
         self.check(pc)  # (before any learner is built: a dense shadow of a hashed learner's size would not fit)

@@ -151,6 +151,33 @@ class RidgeMerge:
         lr._t += dt
         self._base_t += dt
 
+    def empty(self) -> dict[str, np.ndarray]:
+        """A delta of nothing learned (what :meth:`merge` adds without a change)."""
+        dim = self._prior()[1].shape[0]
+        return {"ids": np.array([], dtype=str), "dA": np.zeros((0, dim, dim)), "db": np.zeros((0, dim)),
+                "dt": np.array(0, dtype=np.int64)}
+
+    @staticmethod
+    def combine(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], sign: int = 1) -> dict[str, np.ndarray]:
+        """``a + sign * b`` of two deltas, model by model (ids in ``a``'s order, then ``b``'s new
+        ones): the sum of replicas' shipments, or what is left to add of a sum once part of it was."""
+        acc: dict[str, list[np.ndarray]] = {}
+        for d, sg in ((a, 1), (b, sign)):
+            ids = [str(x) for x in np.asarray(d["ids"]).tolist()]
+            dA, db = np.asarray(d["dA"], dtype=np.float64), np.asarray(d["db"], dtype=np.float64)
+            for i, k in enumerate(ids):
+                have = acc.get(k)
+                if have is None:
+                    acc[k] = [sg * dA[i], sg * db[i]]
+                else:
+                    have[0] = have[0] + sg * dA[i]
+                    have[1] = have[1] + sg * db[i]
+        dim = np.asarray(a["db"]).shape[-1] if np.asarray(a["db"]).ndim == 2 else np.asarray(b["db"]).shape[-1]
+        ids = list(acc)
+        return {"ids": np.array(ids, dtype=str), "dA": np.array([acc[k][0] for k in ids]).reshape(len(ids), dim, dim),
+                "db": np.array([acc[k][1] for k in ids]).reshape(len(ids), dim),
+                "dt": np.array(int(np.asarray(a["dt"])) + sign * int(np.asarray(b["dt"])), dtype=np.int64)}
+
     # -- state ----------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, np.ndarray]:
         """The base (the statistics of the last shipment), to keep with the learner's snapshot."""
