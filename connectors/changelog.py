@@ -122,6 +122,20 @@ def state_of(last: dict[bytes, bytes], header: str) -> PartitionState | None:
     return PartitionState(header, g, int(h["position"]), state, int(h["chunks"]))
 
 
+def _lost(c: Any, tp: Any, end: int, committed: bool) -> bool:
+    """Whether the log behind the reader's position is gone: its end lies before the position.
+    Read ``read_committed``, the end is the last stable offset, which an open transaction holds
+    back and which a broker that does not isolate (the embedded one) lets the reader pass: there
+    the high watermark of the last fetch decides."""
+    pos = c.position(tp)
+    if end >= pos:
+        return False
+    if committed:
+        hw = c.highwater(tp)
+        return hw is None or hw < pos
+    return True
+
+
 class Latest:
     """The last value of each key of a changelog's records (what compaction keeps), with the lookups
     a merging pipeline makes (:mod:`daemon.merged`); :class:`Reader` reads a topic into one."""
@@ -140,6 +154,13 @@ class Latest:
 
     def state(self, header: str) -> PartitionState | None:
         return state_of(self._last, header)
+
+    def follow(self, timeout_s: float = 30.0) -> None:
+        """Nothing to read (a :class:`Reader`'s step): it holds what was applied."""
+
+    def generation(self, header: str) -> int | None:
+        raw = self._last.get(header.encode())
+        return None if raw is None else int(json.loads(raw)["generation"])
 
     def headers(self, prefix: str) -> list[str]:
         """The header keys under ``prefix``: the keys after it that hold no further ``/``."""
@@ -190,29 +211,41 @@ class Reader:
     value of each key (what compaction keeps, tombstoned keys gone), so a restore after the first
     costs the records written since the previous one, however long the log (on a broker that does
     not compact, such as the embedded one, the log only grows). Thread-safe: a standby thread may
-    catch up while the pipeline's loop restores."""
+    catch up while the pipeline's loop restores or looks records up; a lookup waits for the records
+    of one poll being applied, never for a read. A read that fails keeps what was read before
+    (the next one starts over from the beginning, and its keys replace the old ones once it has
+    reached the end)."""
 
     def __init__(self, settings: dict[str, Any], topic: str):
         self.settings, self.topic = settings, topic
         self._last: dict[bytes, bytes] = {}
+        self._building: dict[bytes, bytes] | None = None  # a read from the beginning, until its end
         self._consumer: Any = None
         self._tps: list[Any] = []
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the last values
+        self._read_lock = threading.RLock()  # the consumer: one read at a time
         self.records_read = 0
 
     def catch_up(self, timeout_s: float = 30.0) -> tuple[dict[str, PartitionState], dict[str, int]]:
         """The states (:func:`fold`) and published marks (:func:`fold_marks`) as of the topic's
         end now. ChangelogError when that end is not reached within ``timeout_s`` (the reader
         then starts over from the beginning at the next call)."""
-        with self._lock:
+        with self._read_lock:
             self.follow(timeout_s)
-            log = list(self._last.items())
+            with self._lock:
+                log = list(self._last.items())
         return fold(log), fold_marks(log)
 
     def state(self, header: str) -> PartitionState | None:
         """One generation by its header key, as of the last read (:func:`state_of`)."""
         with self._lock:
             return state_of(self._last, header)
+
+    def generation(self, header: str) -> int | None:
+        """The generation a header names (None: no such header), as of the last read."""
+        with self._lock:
+            raw = self._last.get(header.encode())
+        return None if raw is None else int(json.loads(raw)["generation"])
 
     def headers(self, prefix: str) -> list[str]:
         """The header keys under ``prefix`` as of the last read (:meth:`Latest.headers`)."""
@@ -226,11 +259,11 @@ class Reader:
 
     def follow(self, timeout_s: float = 30.0) -> None:
         """Reads to the topic's end now, without folding what was read (a warm standby's step)."""
-        with self._lock:
+        with self._read_lock:
             try:
                 self._read(timeout_s)
             except BaseException:
-                self.close()
+                self._drop_consumer()
                 raise
 
     def _read(self, timeout_s: float) -> None:
@@ -239,13 +272,14 @@ class Reader:
         from .kafka import security_kwargs
 
         c = self._consumer
+        committed = bool(self.settings.get("exactly_once"))
         if c is None:
             # (exactly-once: only what committed transactions wrote; an aborted generation is not a state)
-            isolation = "read_committed" if self.settings.get("exactly_once") else "read_uncommitted"
+            isolation = "read_committed" if committed else "read_uncommitted"
             c = KafkaConsumer(bootstrap_servers=self.settings["bootstrap_servers"], enable_auto_commit=False,
                               group_id=None, auto_offset_reset="earliest", isolation_level=isolation,
                               **security_kwargs(self.settings, False))
-            self._consumer, self._last, self._tps = c, {}, []
+            self._consumer, self._tps, self._building = c, [], {}
         parts = c.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         if tps != self._tps:
@@ -254,33 +288,47 @@ class Reader:
             if new:
                 c.seek_to_beginning(*new)
             self._tps = tps
-        if not tps:
-            return
-        ends = c.end_offsets(tps)
-        if any(ends[tp] < c.position(tp) for tp in tps):  # the log was lost (a memory broker restarted)
-            self._last = {}
-            c.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout_s
-        last = self._last
-        while any(c.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise ChangelogError(f"changelog {self.topic}: its end was not reached in {timeout_s:.0f} s")
-            for recs in c.poll(timeout_ms=200).values():
-                for r in recs:
-                    if r.key is None:
-                        continue
-                    if r.value is None:
-                        last.pop(r.key, None)
+        if tps:
+            ends = c.end_offsets(tps)
+            if any(_lost(c, tp, ends[tp], committed) for tp in tps):  # the log was lost (a memory broker restarted)
+                self._building = {}
+                c.seek_to_beginning(*tps)
+            deadline = time.monotonic() + timeout_s
+            while any(c.position(tp) < ends[tp] for tp in tps):
+                if time.monotonic() > deadline:
+                    raise ChangelogError(f"changelog {self.topic}: its end was not reached in {timeout_s:.0f} s")
+                for recs in c.poll(timeout_ms=200).values():
+                    if self._building is not None:  # (only this read touches it)
+                        _apply(self._building, recs)
                     else:
-                        last[r.key] = r.value
-                self.records_read += len(recs)
+                        with self._lock:
+                            _apply(self._last, recs)
+                    self.records_read += len(recs)
+        if self._building is not None:
+            with self._lock:
+                self._last, self._building = self._building, None
 
-    def close(self) -> None:
-        with self._lock:
-            c, self._consumer = self._consumer, None
-            self._last, self._tps = {}, []
+    def _drop_consumer(self) -> None:
+        c, self._consumer = self._consumer, None
+        self._tps, self._building = [], None
         if c is not None:
             try:
                 c.close()
             except Exception:
                 pass
+
+    def close(self) -> None:
+        with self._read_lock:
+            self._drop_consumer()
+            with self._lock:
+                self._last = {}
+
+
+def _apply(last: dict[bytes, bytes], recs: Iterable[Any]) -> None:
+    for r in recs:
+        if r.key is None:
+            continue
+        if r.value is None:
+            last.pop(r.key, None)
+        else:
+            last[r.key] = r.value

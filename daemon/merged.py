@@ -100,9 +100,10 @@ class MergedEngine(KeyedEngine):
         self.reps: dict[str, _Replica] = {}
         self.exchange: Any = None
         self.totals: dict[str, tuple[int, dict[str, np.ndarray]]] = {}  # q -> (n, S_q) of this daemon's replicas
-        self._remote: dict[tuple[str, int], dict[str, np.ndarray]] = {}  # (q, n) -> S_q read from the changelog
-        self._mine: dict[str, tuple[int, bytes]] = {}  # merge/delta/<p>/<m> -> (its partition's m, record) sent
+        self._remote: dict[str, tuple[int, dict[str, np.ndarray]]] = {}  # q -> (n, S_q) read from the changelog
+        self._mine: dict[str, tuple[int, bytes]] = {}  # merge/delta/<p>/<m> -> (m, record) this daemon sent
         self._sent: dict[str, tuple[int, int]] = {}  # merge/total/<p> -> the generation last sent, its chunks
+        self._recorded_upto: dict[str, int] = {}  # p -> the last merge the changelog recorded (at assignment)
         self._outbox: list[tuple[bytes, bytes | None]] = []
         self.outcomes = {"merged": 0, "replayed": 0, "idle": 0, "skipped": 0}
         self.template.adapter.merger()  # (a learner that cannot merge fails here, at start)
@@ -120,6 +121,7 @@ class MergedEngine(KeyedEngine):
         chunk: list[SourceRecord] = []
         cur: str | None = None
         rep: _Replica | None = None
+        every = self.every
         for rec in records:
             part = pos_key(rec.topic, rec.partition)
             if part != cur:
@@ -129,8 +131,10 @@ class MergedEngine(KeyedEngine):
                 cur = part
                 self._cell(part, part)
                 rep = self.reps[part]
-            chunk.append(rec)
             assert rep is not None
+            if rec.offset + 1 <= rep.next_at - every:  # behind the last merge point: the log was reset
+                rep.next_at = (rec.offset // every + 1) * every
+            chunk.append(rec)
             if rec.offset + 1 >= rep.next_at:
                 out += self.cells[part].handle(chunk)
                 chunk = []
@@ -144,63 +148,81 @@ class MergedEngine(KeyedEngine):
     def _merge_point(self, p: str, pos: int) -> None:
         rep = self.reps[p]
         m = rep.merger
-        rep.own = m.combine(rep.own, m.delta())
+        held = m.held()
+        rep.own = m.restrict(m.combine(rep.own, m.delta()), held)  # (an action the replica dropped leaves it)
         rep.shipped += 1
-        held = self.totals.get(p)
-        if held is None or held[0] < rep.shipped:
+        have = self.totals.get(p)
+        if have is None or have[0] < rep.shipped:
             self.totals[p] = (rep.shipped, rep.own)
-        if self._latest_remote(p) < rep.shipped:  # (a replay that the changelog already holds is not sent)
-            self._send(f"{TOTAL}{p}", rep.shipped, dump(rep.own, {"partition": p, "n": rep.shipped}), rep.shipped)
+        header = f"{TOTAL}{p}"
+        if self.exchange is not None and rep.shipped > max(self._generation(header),
+                                                           self._sent.get(header, (0, 0))[0]):
+            # (a replay's shipment that the changelog holds, or a newer one, is not sent again)
+            self._send(header, rep.shipped, dump(rep.own, {"partition": p, "n": rep.shipped}), rep.shipped)
         k = rep.merges + 1
         header = f"{DELTA}{p}/{k}"
-        recorded = self._recorded(header)
+        recorded = self._recorded(p, header, k, pos)
         if recorded is not None:
             delta, meta = recorded
             reached = {str(q): int(n) for q, n in meta["reached"].items()}
             outcome = "replayed"
         else:
-            reached, delta, outcome = self._live(p, rep)
+            reached, delta, outcome = self._live(p, rep, held)
             blob = dump(delta, {"partition": p, "merge": k, "position": pos, "reached": reached})
-            self._mine[header] = (k, blob)
-            self._send(header, 0, blob, pos)
+            if self.exchange is not None:  # (no changelog: nothing to record, no replay to honour it)
+                self._mine[header] = (k, blob)
+                self._send(header, 0, blob, pos)
         m.merge(delta)
-        rep.got = m.combine(rep.got, delta)
+        rep.got = m.combine(m.restrict(rep.got, held), delta)
         rep.reached, rep.merges = reached, k
         rep.next_at = (pos // self.every + 1) * self.every
         self.outcomes[outcome] += 1
 
-    def _recorded(self, header: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-        """A merge this daemon or the changelog recorded (sent again if it was this daemon's own: an
-        aborted transaction's records never reached the log)."""
+    def _recorded(self, p: str, header: str, k: int, pos: int
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """The merge recorded for merge point k of p at ``pos``: this daemon's own (sent again: an
+        aborted transaction's records never reached the log), or the changelog's; None where there
+        is none, or one of another history (another position: the log was reset). A merge the
+        changelog recorded when the partition was assigned that is not found (the changelog read
+        since then failed, and is read again) stops the loop: deciding without it would not
+        replay what was published."""
         mine = self._mine.get(header)
         if mine is not None:
             arrays, meta = load(mine[1])
-            self._send(header, 0, mine[1], int(meta["position"]))
-            return arrays, meta
+            if int(meta["position"]) == pos:
+                self._send(header, 0, mine[1], pos)
+                return arrays, meta
         if self.exchange is None:
             return None
         st = self.exchange.state(header)
-        return None if st is None else load(st.state)
+        if st is None and k <= self._recorded_upto.get(p, 0):
+            self.exchange.follow()
+            st = self.exchange.state(header)
+            if st is None:
+                raise RuntimeError(f"merge {k} of {p} was recorded in the changelog but cannot be read now")
+        if st is None:
+            return None
+        arrays, meta = load(st.state)
+        return (arrays, meta) if int(meta["position"]) == pos else None
 
-    def _live(self, p: str, rep: _Replica) -> tuple[dict[str, int], dict[str, np.ndarray], str]:
-        """What p merges now: (shipments reached per partition, Δ, outcome)."""
+    def _live(self, p: str, rep: _Replica, held: list[str]) -> tuple[dict[str, int], dict[str, np.ndarray], str]:
+        """What p merges now, into the models it holds: (shipments reached per partition, Δ, outcome)."""
         m = rep.merger
         avail = {q: v for q, v in self._all_totals().items() if q != p}
         for q, had in rep.reached.items():
             if had > 0 and (q not in avail or avail[q][0] < had):
                 return rep.reached, m.empty(), "skipped"
-        if all(rep.reached.get(q, 0) == n for q, (n, _) in avail.items()):
-            return rep.reached, m.empty(), "idle"
         total = m.empty()
         for q in sorted(avail):
             total = m.combine(total, avail[q][1])
-        return {q: avail[q][0] for q in sorted(avail)}, m.combine(total, rep.got, -1), "merged"
+        reached = {q: avail[q][0] for q in sorted(avail)}
+        delta = m.combine(m.restrict(total, held), m.restrict(rep.got, held), -1)
+        return reached, delta, "merged" if len(delta["ids"]) or int(delta["dt"]) else "idle"
 
-    def _latest_remote(self, q: str) -> int:
+    def _generation(self, header: str) -> int:
         if self.exchange is None:
             return 0
-        st = self.exchange.state(f"{TOTAL}{q}")
-        return 0 if st is None else st.generation
+        return self.exchange.generation(header) or 0
 
     def _all_totals(self) -> dict[str, tuple[int, dict[str, np.ndarray]]]:
         """The latest total of every partition: this daemon's replicas', or the changelog's where it
@@ -209,15 +231,16 @@ class MergedEngine(KeyedEngine):
         if self.exchange is not None:
             for h in self.exchange.headers(TOTAL):
                 q = h[len(TOTAL):]
-                st = self.exchange.state(h)
-                if st is None or st.generation <= out.get(q, (0, None))[0]:
+                g = self.exchange.generation(h) or 0
+                if g <= out.get(q, (0, None))[0]:
                     continue
-                s = self._remote.get((q, st.generation))
-                if s is None:
-                    for old in [x for x in self._remote if x[0] == q]:
-                        del self._remote[old]
-                    s = self._remote[(q, st.generation)] = load(st.state)[0]
-                out[q] = (st.generation, s)
+                have = self._remote.get(q)
+                if have is None or have[0] != g:
+                    st = self.exchange.state(h)
+                    if st is None:
+                        continue
+                    have = self._remote[q] = (st.generation, load(st.state)[0])
+                out[q] = have
         return out
 
     def _send(self, header: str, generation: int, blob: bytes, position: int) -> None:
@@ -237,6 +260,16 @@ class MergedEngine(KeyedEngine):
         """The changelog records of the merge points since the last call, in the order to send."""
         out, self._outbox = self._outbox, []
         return out
+
+    def assigned(self, parts: list[str]) -> None:
+        """The changelog was read to its end for these newly assigned partitions: the merges it
+        recorded for them must be found again when their records are replayed."""
+        if self.exchange is None:
+            return
+        for p in parts:
+            pre = f"{DELTA}{p}/"
+            ks = [int(h[len(pre):]) for h in self.exchange.headers(pre) if h[len(pre):].isdigit()]
+            self._recorded_upto[p] = max(ks, default=0)
 
     def prune(self, part: str) -> list[bytes]:
         """The keys of ``part``'s recorded merges that its state, written now, has passed (to
@@ -277,11 +310,22 @@ class MergedEngine(KeyedEngine):
             rep = self.reps[part] = _Replica(c, self.every)
             if "merge" in meta:
                 rep.restore(arrays, meta["merge"])
+                self.totals[part] = (rep.shipped, rep.own)
 
     def release(self, part: str) -> None:
         super().release(part)
         self.reps.pop(part, None)
         self.totals.pop(part, None)
+        self._sent.pop(f"{TOTAL}{part}", None)
+        self._recorded_upto.pop(part, None)
+        pre = f"{DELTA}{part}/"
+        for header in [h for h in self._mine if h.startswith(pre)]:
+            del self._mine[header]
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        super().restore(arrays, meta)
+        self._sent = {}  # (an aborted transaction's totals never reached the log: their successors say so)
+        self.totals = {p: (r.shipped, r.own) for p, r in self.reps.items()}
 
     # -- the sidecar: decisions come from the log only ---------------------------------------------
     def _refuse(self, objs: list[Any]) -> list[Any]:

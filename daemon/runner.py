@@ -468,6 +468,8 @@ class PipelineRunner:
                 log.info("%s: %s restored from the changelog at position %d", self.core.name, k, st.position)
             self.core.metrics.partition_restore.labels(pipeline=self.core.name, partition=k).set(
                 time.perf_counter() - t0)
+        if self._merging:
+            self.core.assigned(keys)  # type: ignore[union-attr]
         log.info("%s: assigned %s: changelog caught up in %.2f s (%d records read)", self.core.name, keys,
                  time.perf_counter() - t0, reader.records_read - read_before)
 

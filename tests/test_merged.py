@@ -201,3 +201,68 @@ def test_the_sidecar_and_learners_that_cannot_merge_are_refused():
         pc(changelog_topic="")
     with pytest.raises(config.ConfigError, match="choose one"):
         pc(key_by="merchant")
+
+
+def rotating(n: int, part: int, seed: int) -> list[SourceRecord]:
+    """Events offering two of ten actions each (a changing action set), each with its reward."""
+    rng = random.Random(seed)
+    recs = []
+    for i in range(n):
+        eid = f"p{part}e{i}"
+        acts = [f"a{(i // 5 + j) % 10}" for j in (0, 1)]
+        recs.append(SourceRecord(orjson.dumps({"id": eid, "time": float(i), "features": {"x": rng.random()},
+                                               "actions": acts}), "in", part, 2 * i))
+        recs.append(SourceRecord(orjson.dumps({"type": "feedback", "id": eid, "time": float(i),
+                                               "reward": rng.random()}), "in", part, 2 * i + 1))
+    return recs
+
+
+def test_merges_go_into_the_actions_a_replica_holds_and_never_past_its_action_cap():
+    core = MergedEngine(pc(params={"max_actions": 4}))
+    run(core, interleave([rotating(200, 0, 1), rotating(200, 1, 2)], seed=2))
+    assert core.outcomes["merged"] > 5
+    for p in PARTS:
+        lr = core.cells[p].adapter.learner
+        assert len(lr._table.slot) <= 4
+        assert set(np.asarray(core.reps[p].got["ids"]).tolist()) <= set(lr._table.slot)
+
+
+def test_a_recorded_merge_that_cannot_be_read_stops_the_replay_rather_than_merge_otherwise():
+    logs = stream(seed=7)
+    order = interleave(logs, seed=7)
+    live = MergedEngine(pc())
+    log = Latest()
+    live.exchange = log
+    arrays, meta = live.snapshot()
+    run(live, order)
+    log.apply(live.take_outbox())
+    again = MergedEngine(pc())
+    again.exchange = log
+    again.restore(arrays, meta)
+    again.assigned(list(PARTS))
+    assert again._recorded_upto["in:0"] == live.reps["in:0"].merges
+    log.apply([(b"merge/delta/in:0/3", None)])
+    with pytest.raises(RuntimeError, match="merge 3 of in:0 was recorded"):
+        run(again, logs[0] + logs[1])
+
+
+def test_a_log_reset_behind_the_merge_points_starts_them_again_and_ignores_the_old_records():
+    logs = stream(seed=8)
+    core = MergedEngine(pc())
+    log = Latest()
+    core.exchange = log
+    run(core, logs[0])
+    log.apply(core.take_outbox())
+    merges = core.reps["in:0"].merges
+    assert core.reps["in:0"].next_at > 200
+    # the partition's log is lost and written anew from offset 0 (other records at the same offsets)
+    fresh = stream(seed=9)[0]
+    run(core, fresh[:60])
+    assert core.reps["in:0"].merges == merges + 6 and core.outcomes["replayed"] == 0
+
+
+def test_without_a_changelog_nothing_is_recorded_or_kept():
+    core = MergedEngine(pc())
+    run(core, interleave(stream(seed=10), seed=10))
+    assert core.outcomes["merged"] > 3
+    assert core.take_outbox() == [] and core._mine == {}

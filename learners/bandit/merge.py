@@ -157,10 +157,24 @@ class RidgeMerge:
         return {"ids": np.array([], dtype=str), "dA": np.zeros((0, dim, dim)), "db": np.zeros((0, dim)),
                 "dt": np.array(0, dtype=np.int64)}
 
+    def held(self) -> list[str]:
+        """The ids of the models this replica holds (``ridge-shared``: the shared model's)."""
+        lr = self.learner
+        return [SHARED] if lr.oracle == "ridge-shared" else list(lr._table.slot)
+
+    @staticmethod
+    def restrict(d: Mapping[str, np.ndarray], ids: list[str]) -> dict[str, np.ndarray]:
+        """The models of delta ``d`` whose ids are among ``ids`` (its learned-event count kept)."""
+        keep = set(ids)
+        idx = [i for i, a in enumerate(np.asarray(d["ids"]).tolist()) if str(a) in keep]
+        return {"ids": np.asarray(d["ids"])[idx], "dA": np.asarray(d["dA"])[idx], "db": np.asarray(d["db"])[idx],
+                "dt": np.asarray(d["dt"])}
+
     @staticmethod
     def combine(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], sign: int = 1) -> dict[str, np.ndarray]:
         """``a + sign * b`` of two deltas, model by model (ids in ``a``'s order, then ``b``'s new
-        ones): the sum of replicas' shipments, or what is left to add of a sum once part of it was."""
+        ones; a model that sums to nothing is left out): the sum of replicas' shipments, or what is
+        left to add of a sum once part of it was."""
         acc: dict[str, list[np.ndarray]] = {}
         for d, sg in ((a, 1), (b, sign)):
             ids = [str(x) for x in np.asarray(d["ids"]).tolist()]
@@ -173,7 +187,7 @@ class RidgeMerge:
                     have[0] = have[0] + sg * dA[i]
                     have[1] = have[1] + sg * db[i]
         dim = np.asarray(a["db"]).shape[-1] if np.asarray(a["db"]).ndim == 2 else np.asarray(b["db"]).shape[-1]
-        ids = list(acc)
+        ids = [k for k, (A, v) in acc.items() if A.any() or v.any()]
         return {"ids": np.array(ids, dtype=str), "dA": np.array([acc[k][0] for k in ids]).reshape(len(ids), dim, dim),
                 "db": np.array([acc[k][1] for k in ids]).reshape(len(ids), dim),
                 "dt": np.array(int(np.asarray(a["dt"])) + sign * int(np.asarray(b["dt"])), dtype=np.int64)}
