@@ -235,6 +235,7 @@ def test_a_keyed_pipeline_over_http_decides_per_key_and_shows_one_keys_view():
            "params": {"objective": "feature-based", "d": 3, "k": 2, "capacity": 64}, "key_by": "tenant",
            "key_cap": 1}
     core = KeyedEngine(config.load_dict({"pipelines": [raw]}, env=False).pipelines[0], m)
+    core.learner.warm_up()  # (as the daemon does at start: no compilation inside a timed-out request)
     with served({"sum": core}) as port:
         items = [{"tenant": t, "id": f"{t}-{i}", "time": float(i), "features": [i % 3, 1, 0]}
                  for i in range(4) for t in ("acme", "zeta")]
