@@ -155,3 +155,55 @@ def test_two_daemons_learn_one_model_and_a_replay_of_the_log_decides_as_they_did
     assert replay_outcomes["replayed"] > 0 and replay_outcomes["merged"] == 0, replay_outcomes
     wrong = [i for i, d in by_id(again).items() if d != first[i]]
     assert not wrong, wrong[:5]
+
+
+@pytest.mark.kafka
+def test_a_daemon_killed_mid_stream_replays_its_merges_as_recorded(broker, tmp_path):
+    """kill -9 of an `eddy run` between merge points and checkpoints: the restarted daemon decides
+    the records after its checkpoint again, reaching merge points it had passed; it finds their
+    records in the changelog (its own memory of them died with it) and every decision made again
+    equals the one published before the crash, marked ``replay``."""
+    import signal
+    import subprocess
+    import sys
+
+    from .test_daemon_process import ROOT
+
+    tag = f"mk{uuid.uuid4().hex[:6]}"
+    pc = {**pipeline(tag, f"{tag}-changelog"), "merge_every": 10}
+    create_topics({"bootstrap_servers": broker.bootstrap}, [pc["input_topic"], pc["output_topic"]], partitions=2)
+    lines = [f'[kafka]\nbootstrap_servers = "{broker.bootstrap}"\ngroup_id = "{tag}"\nfetch_max_wait_ms = 50\n',
+             "[http]\nenabled = false\n", f'[checkpoint]\ndir = "{tmp_path / "state"}"\nevery_events = 150\n',
+             "[[pipelines]]"] + [f"{k} = {json.dumps(v)}" for k, v in pc.items()]
+    (tmp_path / "eddy.toml").write_text("\n".join(lines) + "\n")
+
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(tmp_path / "eddy.toml")],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    recs = stream(600, seed=3)
+    ids = {r["id"] for _, r in recs if "type" not in r}
+    cut = 2 * len(recs) // 3
+    early = {r["id"] for _, r in recs[:cut] if "type" not in r}
+    proc = start()
+    try:
+        produce(broker.bootstrap, pc["input_topic"], recs[:cut])
+        consume_until(broker.bootstrap, pc["output_topic"], lambda o: len({x["id"] for x in o}) >= len(early) - 20,
+                      timeout=120)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc = start()
+        produce(broker.bootstrap, pc["input_topic"], recs[cut:])
+        outs = consume_until(broker.bootstrap, pc["output_topic"], lambda o: {x["id"] for x in o} >= ids, timeout=180)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert {o["id"] for o in outs} == ids
+    first: dict[str, dict] = {}
+    again = 0
+    for o in outs:
+        f = first.setdefault(o["id"], o)
+        if f is not o:
+            again += 1
+            assert o.get("replay") and (o["action"], o["probs"]) == (f["action"], f["probs"]), (o, f)
+    assert again > 10  # (the crash left decisions to make again, across merge points)
