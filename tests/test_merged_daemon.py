@@ -173,7 +173,7 @@ def test_a_daemon_killed_mid_stream_replays_its_merges_as_recorded(broker, tmp_p
     pc = {**pipeline(tag, f"{tag}-changelog"), "merge_every": 10}
     create_topics({"bootstrap_servers": broker.bootstrap}, [pc["input_topic"], pc["output_topic"]], partitions=2)
     lines = [f'[kafka]\nbootstrap_servers = "{broker.bootstrap}"\ngroup_id = "{tag}"\nfetch_max_wait_ms = 50\n',
-             "[http]\nenabled = false\n", f'[checkpoint]\ndir = "{tmp_path / "state"}"\nevery_events = 150\n',
+             "[http]\nenabled = false\n", f'[checkpoint]\ndir = "{tmp_path / "state"}"\nevery_events = 300\nevery_seconds = 3600\n',
              "[[pipelines]]"] + [f"{k} = {json.dumps(v)}" for k, v in pc.items()]
     (tmp_path / "eddy.toml").write_text("\n".join(lines) + "\n")
 
