@@ -75,15 +75,17 @@ RUNTIME: tuple[Panel, ...] = (
                "{{pipeline}} rebuilt {{client}} client"),
     ), "ops", "Decisions published again after a restart (marked replay); positions moved by the reset "
               "policy; Kafka clients rebuilt after a fatal error or broker loss"),
-    Panel("Keyed pipelines: keys, evictions, changelog", (
+    Panel("Keyed and merging pipelines: keys, evictions, changelog, merges", (
         Target(f"sum by (pipeline, state) (eddy_keys{{{SEL}}})", "{{pipeline}} keys {{state}}"),
         Target(rate("eddy_key_evictions_total", "pipeline, outcome"), "{{pipeline}} keys {{outcome}} per s"),
         Target(f"max by (pipeline) (eddy_changelog_lag_messages{{{SEL}}})", "{{pipeline}} changelog lag (records)"),
         Target(f"max by (pipeline) (eddy_partition_restore_seconds{{{SEL}}})",
                "{{pipeline}} last partition restore (s)"),
+        Target(or_zero(rate("eddy_model_merges_total", "pipeline, outcome")), "{{pipeline}} merges {{outcome}} per s"),
     ), "short", "Keys live and snapshotted out (cold), keys pushed out by key_cap and dropped beyond "
                 "key_cold_bytes; records processed since the changelog's last write; the last restore "
-                "of an assigned partition from the changelog"),
+                "of an assigned partition from the changelog; merge points of global_model = 'merge' "
+                "(merged, replayed, idle, skipped)"),
     Panel("Process", (
         Target('process_resident_memory_bytes{job=~".*eddy.*"}', "{{instance}} RSS"),
         Target('rate(process_cpu_seconds_total{job=~".*eddy.*"}[$__rate_interval])', "{{instance}} CPU (cores)"),
