@@ -47,13 +47,18 @@ class ChangelogError(RuntimeError):
     """A changelog whose records do not add up (a missing chunk, a checksum mismatch)."""
 
 
+def chunk_count(size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """The chunk records a state of ``size`` bytes spans (one at least)."""
+    return max(1, -(-size // chunk_bytes))
+
+
 def records(part: str, generation: int, state: bytes, position: int, previous: int | None = None,
             previous_chunks: int = 0, chunk_bytes: int = CHUNK_BYTES) -> list[tuple[bytes, bytes | None]]:
     """The (key, value) records of one generation of ``part``'s state, in the order to send them:
     chunks, the header, then tombstones for the previous generation's chunks (value None)."""
     if chunk_bytes < 1:
         raise ValueError("chunk_bytes must be positive")
-    n = max(1, -(-len(state) // chunk_bytes))
+    n = chunk_count(len(state), chunk_bytes)
     out: list[tuple[bytes, bytes | None]] = [
         (f"{part}/{generation}/{i}".encode(), state[i * chunk_bytes:(i + 1) * chunk_bytes]) for i in range(n)]
     header = {"generation": generation, "chunks": n, "bytes": len(state), "position": position,
@@ -87,13 +92,7 @@ def fold(log: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, Partitio
     """The latest state of each partition from a changelog's records in log order (what compaction
     would keep: the last value of each key; a None value deletes its key)."""
     last: dict[bytes, bytes] = {}
-    for key, value in log:
-        if key is None:
-            continue
-        if value is None:
-            last.pop(key, None)
-        else:
-            last[key] = value
+    _apply(last, log)
     out: dict[str, PartitionState] = {}
     for key in last:
         k = key.decode()
@@ -144,13 +143,7 @@ class Latest:
         self._last = {} if last is None else last
 
     def apply(self, log: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        for key, value in log:
-            if key is None:
-                continue
-            if value is None:
-                self._last.pop(key, None)
-            else:
-                self._last[key] = value
+        _apply(self._last, log)
 
     def state(self, header: str) -> PartitionState | None:
         return state_of(self._last, header)
@@ -239,13 +232,12 @@ class Reader:
     def state(self, header: str) -> PartitionState | None:
         """One generation by its header key, as of the last read (:func:`state_of`)."""
         with self._lock:
-            return state_of(self._last, header)
+            return Latest(self._last).state(header)
 
     def generation(self, header: str) -> int | None:
         """The generation a header names (None: no such header), as of the last read."""
         with self._lock:
-            raw = self._last.get(header.encode())
-        return None if raw is None else int(json.loads(raw)["generation"])
+            return Latest(self._last).generation(header)
 
     def headers(self, prefix: str) -> list[str]:
         """The header keys under ``prefix`` as of the last read (:meth:`Latest.headers`)."""
@@ -298,11 +290,12 @@ class Reader:
                 if time.monotonic() > deadline:
                     raise ChangelogError(f"changelog {self.topic}: its end was not reached in {timeout_s:.0f} s")
                 for recs in c.poll(timeout_ms=200).values():
+                    pairs = [(r.key, r.value) for r in recs]
                     if self._building is not None:  # (only this read touches it)
-                        _apply(self._building, recs)
+                        _apply(self._building, pairs)
                     else:
                         with self._lock:
-                            _apply(self._last, recs)
+                            _apply(self._last, pairs)
                     self.records_read += len(recs)
         if self._building is not None:
             with self._lock:
@@ -324,11 +317,12 @@ class Reader:
                 self._last = {}
 
 
-def _apply(last: dict[bytes, bytes], recs: Iterable[Any]) -> None:
-    for r in recs:
-        if r.key is None:
+def _apply(last: dict[bytes, bytes], log: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    """Keeps the last value of each key of ``log`` in ``last`` (a None value deletes its key)."""
+    for key, value in log:
+        if key is None:
             continue
-        if r.value is None:
-            last.pop(r.key, None)
+        if value is None:
+            last.pop(key, None)
         else:
-            last[r.key] = r.value
+            last[key] = value

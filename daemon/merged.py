@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from connectors.base import SourceRecord, pos_key
-from connectors.changelog import CHUNK_BYTES
+from connectors.changelog import chunk_count
 from connectors.changelog import records as changelog_records
 
 from .engine import Engine
@@ -251,7 +251,7 @@ class MergedEngine(KeyedEngine):
             if prev is None and self.exchange is not None:
                 st = self.exchange.state(header)
                 prev = None if st is None else (st.generation, st.chunks)
-            self._sent[header] = (generation, max(1, -(-len(blob) // CHUNK_BYTES)))
+            self._sent[header] = (generation, chunk_count(len(blob)))
         self._outbox += changelog_records(header, generation, blob, position, previous=prev[0] if prev else None,
                                           previous_chunks=prev[1] if prev else 0)
 
@@ -282,7 +282,7 @@ class MergedEngine(KeyedEngine):
         for header, (k, blob) in list(self._mine.items()):
             if header.startswith(pre) and k <= rep.merges:
                 del self._mine[header]
-                n = max(1, -(-len(blob) // CHUNK_BYTES))
+                n = chunk_count(len(blob))
                 keys.update([header, *(f"{header}/0/{i}" for i in range(n))])
         if self.exchange is not None:
             for key in self.exchange.keys(pre):

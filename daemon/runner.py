@@ -410,7 +410,7 @@ class PipelineRunner:
             msgs += [(topic, key, value) for key, value in recs]
             if self._merging:  # the merges this state has passed are not needed again
                 msgs += [(topic, key, None) for key in self.core.prune(k)]  # type: ignore[union-attr]
-            self._written[k] = (gen, max(1, -(-len(blob) // changelog.CHUNK_BYTES)), pos)
+            self._written[k] = (gen, changelog.chunk_count(len(blob)), pos)
             size += len(blob)
         if msgs:
             self.sink.send_all(msgs)  # type: ignore[arg-type]  # (tombstones: value None)
