@@ -145,28 +145,75 @@ class KafkaPythonSource(Source):
 
         policy = settings.get("auto_offset_reset", "earliest")
         self._resume = _Resume(policy)
+        self._held: set[Any] = set()  # partitions paused until they are positioned
         outer = self
 
+        def revoked(tps):
+            if on_revoke and tps:  # (before they go: the owner may hand their state over)
+                on_revoke([pos_key(tp.topic, tp.partition) for tp in tps])
+            for tp in tps:
+                outer._resume.revoked(pos_key(tp.topic, tp.partition))
+
+        def lost(tps):
+            for tp in tps:
+                outer._resume.lost(pos_key(tp.topic, tp.partition))
+
+        def assigned(tps):
+            if on_assign:  # first: it may restore their state and seek() where it resumes
+                on_assign([pos_key(tp.topic, tp.partition) for tp in tps])
+            positioned(tps)
+
+        def positioned(tps):
+            for tp in tps:
+                k = pos_key(tp.topic, tp.partition)
+                if k in outer._resume.at:
+                    outer.consumer.seek(tp, outer._resume.at[k])
+                outer._resume.restored.add(k)
+            outer._resume.joined = True
+
         class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked):
-                if on_revoke and revoked:  # (before they go: the owner may hand their state over)
-                    on_revoke([pos_key(tp.topic, tp.partition) for tp in revoked])
-                for tp in revoked:
-                    outer._resume.revoked(pos_key(tp.topic, tp.partition))
+            """kafka-python before 3: the callbacks run in the caller's poll; heartbeats have their
+            own thread."""
 
-            def on_partitions_lost(self, lost):
-                for tp in lost:
-                    outer._resume.lost(pos_key(tp.topic, tp.partition))
+            def on_partitions_revoked(self, tps):
+                revoked(tps)
 
-            def on_partitions_assigned(self, assigned):
-                if on_assign:  # first: it may restore their state and seek() where it resumes
-                    on_assign([pos_key(tp.topic, tp.partition) for tp in assigned])
-                for tp in assigned:
-                    k = pos_key(tp.topic, tp.partition)
-                    if k in outer._resume.at:
-                        outer.consumer.seek(tp, outer._resume.at[k])
-                    outer._resume.restored.add(k)
-                outer._resume.joined = True
+            def on_partitions_lost(self, tps):
+                lost(tps)
+
+            def on_partitions_assigned(self, tps):
+                assigned(tps)
+
+        listener: Any = Listener()
+        import kafka
+
+        base = getattr(kafka, "AsyncConsumerRebalanceListener", None)  # (kafka-python 3 and later)
+        if base is not None:
+
+            class AsyncListener(base):  # type: ignore[misc, valid-type]
+                """kafka-python 3 runs the callbacks on its network thread, the one that sends the
+                heartbeats: a restore run there (it reads the changelog, maybe for longer than
+                the session timeout) would get the member evicted in the middle of it. So the
+                daemon's callbacks run on a worker thread while this one awaits them, and the
+                partitions being added stay paused until their state is restored and they are
+                positioned (they are in the assignment already while the revocation is awaited)."""
+
+                async def on_partitions_revoked(self, tps):
+                    outer._hold_unrestored()
+                    await outer._off_loop(revoked, tps)
+
+                async def on_partitions_lost(self, tps):
+                    lost(tps)
+
+                async def on_partitions_assigned(self, tps):
+                    tps = list(tps)
+                    outer.consumer.pause(*tps)
+                    if on_assign:  # (if it raises, they stay paused: the daemon rebuilds its clients)
+                        await outer._off_loop(on_assign, [pos_key(tp.topic, tp.partition) for tp in tps])
+                    positioned(tps)
+                    outer._release_held(tps)
+
+            listener = AsyncListener()
 
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings["bootstrap_servers"],
@@ -183,7 +230,46 @@ class KafkaPythonSource(Source):
             **security_kwargs(settings, confluent=False),
         )
         self.topics = list(topics)
-        self.consumer.subscribe(topics, listener=Listener())
+        self.consumer.subscribe(topics, listener=listener)
+
+    def _hold_unrestored(self) -> None:
+        """Pauses the assigned partitions that were not positioned yet (being added)."""
+        tps = [tp for tp in self.consumer.assignment()
+               if pos_key(tp.topic, tp.partition) not in self._resume.restored]
+        if tps:
+            self.consumer.pause(*tps)
+            self._held.update(tps)
+
+    def _release_held(self, tps: list[Any]) -> None:
+        """Resumes ``tps`` (positioned now) and what :meth:`_hold_unrestored` paused and is
+        positioned too."""
+        ready = {tp for tp in self._held | set(tps) if pos_key(tp.topic, tp.partition) in self._resume.restored}
+        self._held -= ready
+        mine = self.consumer.assignment()
+        if ready & mine:
+            self.consumer.resume(*(ready & mine))
+
+    async def _off_loop(self, fn: Callable[[Any], None], arg: Any) -> None:
+        """``fn(arg)`` on a worker thread, awaited on kafka-python's network loop, which goes on
+        sending heartbeats meanwhile; what ``fn`` raises is raised here."""
+        import threading
+
+        done, failed = threading.Event(), []
+
+        def work():
+            try:
+                fn(arg)
+            except BaseException as e:  # (raised on the network loop below, as a sync listener's would be)
+                failed.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="eddy-rebalance", daemon=True).start()
+        net = self.consumer._net  # kafka-python 3's loop (no public handle): its sleep() is awaitable
+        while not done.is_set():
+            await net.sleep(_LISTENER_WAIT_S)
+        if failed:
+            raise failed[0]
 
     def seek(self, positions: dict[str, int]) -> None:
         self._resume.at.update(positions)
@@ -270,6 +356,7 @@ class KafkaPythonSource(Source):
         self.consumer.close(autocommit=False)
 
 
+_LISTENER_WAIT_S = 0.02  # how often kafka-python 3's network loop looks whether a worker's callback ended
 _JOIN_POLL_S = 5.0  # kafka-python poll timeout while the member is not stable (see KafkaPythonSource.poll)
 
 
