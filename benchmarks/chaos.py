@@ -13,7 +13,11 @@ after an earlier kill: wherever it is) and restarted after 0.5-3 s. After ``--ki
 producer stops, the harness waits until every event is decided and the group's commits reach the
 end of every partition, and stops the daemons with SIGTERM.
 
-Checked from what the broker holds:
+Checked from what the broker holds. The decisions are those the decisions topic holds after the
+run, read again from its beginning: a live reader follows the topic during the run (the wait for
+every event to be decided), through the broker's restarts, and ``live_read_missed`` /
+``live_read_extra`` count the records it missed and the ones it read twice or the topic no longer
+holds.
 
 * ``lost_events``: events the broker acknowledged to the producer and no daemon ever decided;
   ``undecided_events``: events in the input topic never decided (the same set here, since every
@@ -169,7 +173,7 @@ class Outputs(threading.Thread):
     def __init__(self, bootstrap: str, topic: str):
         super().__init__(daemon=True)
         self.bootstrap, self.topic = bootstrap, topic
-        self.rows: list[tuple[str, bool, int, str, dict]] = []  # id, replay, CreateTime ms, action, probs
+        self.rows: list[tuple[str, bool, int, str, dict, int]] = []  # id, replay, CreateTime ms, action, probs, offset
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -181,7 +185,8 @@ class Outputs(threading.Thread):
                 for recs in c.poll(timeout_ms=200).values():
                     for r in recs:
                         o = json.loads(r.value)
-                        self.rows.append((o["id"], bool(o.get("replay")), r.timestamp, o["action"], o["probs"]))
+                        self.rows.append((o["id"], bool(o.get("replay")), r.timestamp, o["action"], o["probs"],
+                                          r.offset))
         finally:
             c.close()
 
@@ -214,22 +219,39 @@ def _same(a: tuple[dict, dict], b: tuple[dict, dict]) -> bool:
         aa[k].dtype == ba[k].dtype and aa[k].shape == ba[k].shape and aa[k].tobytes() == ba[k].tobytes() for k in aa)
 
 
-def read_back(bootstrap: str, topic: str, quiet_s: float = 3.0) -> dict[int, list[tuple[int, bytes]]]:
-    """Every record of ``topic``: partition -> [(offset, value)], read until nothing came for
-    ``quiet_s`` (the truth the reference run is computed from, whatever the producer was told)."""
+def _records(bootstrap: str, topic: str, quiet_s: float = 3.0) -> dict[int, list[Any]]:
+    """Every record of ``topic``: partition -> its consumer records in offset order, read from the
+    beginning until nothing came for ``quiet_s``."""
     from kafka import KafkaConsumer
 
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
-    out: dict[int, list[tuple[int, bytes]]] = {}
+    out: dict[int, list[Any]] = {}
     last = time.monotonic()
     try:
         while time.monotonic() - last < quiet_s:
             for tp, recs in c.poll(timeout_ms=500).items():
-                out.setdefault(tp.partition, []).extend((r.offset, r.value) for r in recs)
+                out.setdefault(tp.partition, []).extend(recs)
                 last = time.monotonic()
     finally:
         c.close()
     return out
+
+
+def read_back(bootstrap: str, topic: str, quiet_s: float = 3.0) -> dict[int, list[tuple[int, bytes]]]:
+    """Every record of ``topic``: partition -> [(offset, value)], read until nothing came for
+    ``quiet_s`` (the truth the reference run is computed from, whatever the producer was told)."""
+    return {p: [(r.offset, r.value) for r in recs] for p, recs in _records(bootstrap, topic, quiet_s).items()}
+
+
+def read_decisions(bootstrap: str, topic: str) -> list[tuple[str, bool, int, str, dict, int]]:
+    """The decisions topic (one partition) as it holds them after the run, in publication order:
+    (id, replay, CreateTime ms, action, probs, offset), each offset once."""
+    rows = {}
+    for recs in _records(bootstrap, topic).values():
+        for r in recs:
+            o = json.loads(r.value)
+            rows[r.offset] = (o["id"], bool(o.get("replay")), r.timestamp, o["action"], o["probs"], r.offset)
+    return [rows[off] for off in sorted(rows)]
 
 
 def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, rate: float = 150.0,
@@ -343,7 +365,12 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
             ends[p] = max(ends.get(p, 0), off + 1)
         acked_ids = {recs[i][1]["id"] for i in acked if "type" not in recs[i][1]}
         deadline = time.monotonic() + 240
+        again = time.monotonic() + 30
         while {o[0] for o in outputs.rows} < acked_ids and time.monotonic() < deadline:
+            if time.monotonic() > again:  # (the live reader may have missed some: the topic itself)
+                if {d[0] for d in read_decisions(broker.bootstrap, pc["output_topic"])} >= acked_ids:
+                    break
+                again = time.monotonic() + 15
             time.sleep(0.5)
         want = {f"{pc['input_topic']}:{p}": e for p, e in ends.items()}
         deadline = time.monotonic() + 120
@@ -363,6 +390,9 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
         outputs.join(10)
         states, _ = read_all(settings, pc["changelog_topic"], timeout_s=60)
         log_back = read_back(broker.bootstrap, pc["input_topic"])
+        # The decisions as the topic holds them at the end, read again from its beginning: the
+        # live reader above goes through the broker's restarts, and what it saw is only compared
+        decisions = read_decisions(broker.bootstrap, pc["output_topic"])
     finally:
         stop_watch.set()
         outputs.stop.set()
@@ -377,7 +407,7 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
         import pickle
 
         with open(os.path.join(workdir, "run.pkl"), "wb") as f:
-            pickle.dump({"recs": recs, "acked": acked, "outputs": outputs.rows, "states": states,
+            pickle.dump({"recs": recs, "acked": acked, "outputs": decisions, "live": outputs.rows, "states": states,
                          "kills": kill_log, "pc": pc, "log": log_back}, f)
     # the uninterrupted run: one engine over each partition's records in offset order, as the
     # broker holds them
@@ -401,7 +431,7 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
 
     seen: set[str] = set()
     unmarked = false_replays = wrong = 0
-    for oid, replay, _, action, probs in outputs.rows:
+    for oid, replay, _, action, probs, _ in decisions:
         if oid in seen:
             unmarked += not replay
         else:
@@ -424,7 +454,7 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
                            if k not in want_keys or k not in got_keys or not _same(want_keys[k], got_keys[k]))
 
     decided_at: dict[int, list[int]] = {}
-    for oid, _, ts, _, _ in outputs.rows:
+    for oid, _, ts, _, _, _ in decisions:
         if oid in part_of:
             decided_at.setdefault(part_of[oid], []).append(ts)
 
@@ -442,12 +472,16 @@ def run(workdir: str, kills: int = 20, daemons: int = 3, partitions: int = 6, ra
            + (", warm standbys" if standby else ""),
            "daemons": daemons, "partitions": partitions, "kills": len(kill_log), "broker_kills": len(broker_log_times),
            "events": len(event_ids), "records": sum(len(r) for r in log_back.values()), "keys": keys,
-           "decisions": len(outputs.rows), "lost_events": len(acked_ids - seen),
+           "decisions": len(decisions), "lost_events": len(acked_ids - seen),
            # acknowledged to the producer of the input, yet absent from the broker's log when read
            # back: the broker lost them (no consumer can decide them); counted in lost_events too
            "broker_lost_events": len(acked_ids - event_ids),
            "undecided_events": len(event_ids - seen), "unmarked_duplicates": unmarked, "false_replays": false_replays,
-           "duplicates": len(outputs.rows) - len(seen), "wrong_decisions": wrong, "state_differences": differences,
+           "duplicates": len(decisions) - len(seen),
+           # records of the decisions topic the live reader missed, and ones it read twice (a
+           # consumer reset by a broker restart) or that the topic no longer holds (lost by the broker)
+           "live_read_missed": len({d[5] for d in decisions} - {o[5] for o in outputs.rows}),
+           "live_read_extra": len(outputs.rows) - len({o[5] for o in outputs.rows} & {d[5] for d in decisions}), "wrong_decisions": wrong, "state_differences": differences,
            "acknowledged_sends": len(acked), "failed_sends": len(failed), "unexpected_daemon_exits": unexpected_exits,
            "exit_codes": codes, "kills_with_partitions": sum(1 for _, o in kill_log if o),
            "rebalance_first_decision_s_median": round(statistics.median(times), 3) if times else None,
