@@ -121,18 +121,29 @@ def state_of(last: dict[bytes, bytes], header: str) -> PartitionState | None:
     return PartitionState(header, g, int(h["position"]), state, int(h["chunks"]))
 
 
-def _lost(c: Any, tp: Any, end: int, committed: bool) -> bool:
-    """Whether the log behind the reader's position is gone: its end lies before the position.
-    Read ``read_committed``, the end is the last stable offset, which an open transaction holds
-    back and which a broker that does not isolate (the embedded one) lets the reader pass: there
-    the high watermark of the last fetch decides."""
-    pos = c.position(tp)
-    if end >= pos:
-        return False
-    if committed:
-        hw = c.highwater(tp)
-        return hw is None or hw < pos
-    return True
+PROBE_S = 2.0  # how long a reader beyond the reported end waits for the record before its position
+
+
+def _probe(c: Any, tp: Any, pos: int) -> list[Any] | None:
+    """The reader stands at ``pos``, beyond the end the broker reports for ``tp``: the records from
+    ``pos - 1`` on if the log still holds that record (the embedded broker answers "latest" with
+    the last batch's first offset + 1, so a reader that read a batch of several records stands
+    beyond it), None if it does not (the log was lost: a memory broker restarted, a topic created
+    again; the reader is then left anywhere)."""
+    others = [x for x in c.assignment() if x != tp]
+    if others:
+        c.pause(*others)
+    try:
+        c.seek(tp, pos - 1)
+        deadline = time.monotonic() + PROBE_S
+        while time.monotonic() < deadline:
+            recs = c.poll(timeout_ms=200).get(tp)
+            if recs:
+                return recs if recs[0].offset == pos - 1 else None
+        return None
+    finally:
+        if others:
+            c.resume(*others)
 
 
 class Latest:
@@ -282,24 +293,44 @@ class Reader:
             self._tps = tps
         if tps:
             ends = c.end_offsets(tps)
-            if any(_lost(c, tp, ends[tp], committed) for tp in tps):  # the log was lost (a memory broker restarted)
-                self._building = {}
-                c.seek_to_beginning(*tps)
+            probed: list[list[Any]] = []
+            for tp in tps:
+                pos = c.position(tp)
+                if pos > ends[tp] and committed:
+                    # Read read_committed, the end is the last stable offset, which an open
+                    # transaction holds back and which a broker that does not isolate (the embedded
+                    # one) lets the reader pass: the high watermark of the last fetch decides.
+                    hw = c.highwater(tp)
+                    if hw is not None and hw >= pos:
+                        continue
+                if pos > ends[tp]:
+                    recs = None if committed else _probe(c, tp, pos)
+                    if recs is None:  # the log was lost (a memory broker restarted): read again from the start
+                        self._building, probed = {}, []
+                        c.seek_to_beginning(*tps)
+                        break
+                    probed.append(recs[1:])  # (the record at pos - 1 was applied already)
+            for recs in probed:
+                self._take(recs)
             deadline = time.monotonic() + timeout_s
             while any(c.position(tp) < ends[tp] for tp in tps):
                 if time.monotonic() > deadline:
                     raise ChangelogError(f"changelog {self.topic}: its end was not reached in {timeout_s:.0f} s")
                 for recs in c.poll(timeout_ms=200).values():
-                    pairs = [(r.key, r.value) for r in recs]
-                    if self._building is not None:  # (only this read touches it)
-                        _apply(self._building, pairs)
-                    else:
-                        with self._lock:
-                            _apply(self._last, pairs)
-                    self.records_read += len(recs)
+                    self._take(recs)
         if self._building is not None:
             with self._lock:
                 self._last, self._building = self._building, None
+
+    def _take(self, recs: list[Any]) -> None:
+        """Applies the records of one poll (to the read from the beginning, if one is under way)."""
+        pairs = [(r.key, r.value) for r in recs]
+        if self._building is not None:  # (only this read touches it)
+            _apply(self._building, pairs)
+        else:
+            with self._lock:
+                _apply(self._last, pairs)
+        self.records_read += len(recs)
 
     def _drop_consumer(self) -> None:
         c, self._consumer = self._consumer, None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import uuid
 
 import pytest
@@ -112,3 +113,81 @@ def test_a_reader_reads_the_log_once_then_only_what_was_appended(broker):
     finally:
         reader.close()
         p.close()
+
+
+def test_a_reader_at_the_end_of_a_batch_of_several_records_does_not_read_the_log_again(broker):
+    """The embedded broker answers "latest" with the last batch's first offset + 1: a reader that
+    has read a batch of several records stands beyond that end, and must not take the log for lost
+    (reading it all again at every catch-up) while the records are there."""
+    from kafka import KafkaProducer
+
+    settings = {"bootstrap_servers": broker.bootstrap}
+    topic = f"changelog-{uuid.uuid4().hex[:8]}"
+    cl.create_changelog(settings, topic)
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=200)  # (each send() below: one batch)
+
+    def send(recs):
+        for k, v in recs:
+            p.send(topic, key=k, value=v)
+        p.flush()
+
+    reader = cl.Reader(settings, topic)
+    try:
+        first = cl.records("a", 1, blob(3000, 6), 10, chunk_bytes=1000) + cl.mark_records({"a": 12})
+        send(first)
+        reader.catch_up()
+        assert reader.records_read == len(first)
+        for _ in range(3):
+            assert reader.catch_up() == cl.read_all(settings, topic)
+        assert reader.records_read == len(first)  # nothing read again
+        second = cl.mark_records({"a": 20}) + cl.records("b", 1, blob(500, 7), 4)
+        send(second)
+        states, marks = reader.catch_up()
+        assert marks == {"a": 20} and states["b"].position == 4
+        assert reader.records_read == len(first) + len(second)
+    finally:
+        reader.close()
+        p.close()
+
+
+def test_a_reader_whose_log_was_lost_reads_the_new_one_from_its_beginning(tmp_path):
+    """A memory broker restarted on its port: the log the reader had read is gone; its next
+    catch-up holds what the new log holds, and nothing of the old one."""
+    from kafka import KafkaProducer
+
+    from connectors.embedded import EmbeddedBroker
+
+    broker = EmbeddedBroker().start()
+    settings = {"bootstrap_servers": broker.bootstrap}
+    topic = "changelog-lost"
+    reader = cl.Reader(settings, topic)
+    try:
+        cl.create_changelog(settings, topic)
+        p = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=200)
+        for k, v in cl.records("a", 1, blob(3000, 6), 10, chunk_bytes=1000) + cl.mark_records({"a": 12}):
+            p.send(topic, key=k, value=v)
+        p.flush()
+        p.close()
+        states, marks = reader.catch_up()
+        assert set(states) == {"a"} and marks == {"a": 12}
+        broker.stop(kill=True)
+        broker = EmbeddedBroker(port=broker.port).start()
+        cl.create_changelog(settings, topic)
+        p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        for k, v in cl.mark_records({"b": 3}):
+            p.send(topic, key=k, value=v)
+        p.flush()
+        p.close()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                got = reader.catch_up(timeout_s=10)
+                if got == ({}, {"b": 3}):
+                    break
+            except cl.ChangelogError:
+                pass
+            assert time.monotonic() < deadline, got
+            time.sleep(0.5)
+    finally:
+        reader.close()
+        broker.stop()
